@@ -1,0 +1,87 @@
+// Shared helpers for the dials_diffuse kernels: checked access to numpy buffers.
+//
+// Every kernel takes C-contiguous numpy arrays. A wrong dtype, shape or layout
+// raises ValueError (pybind11 translates std::invalid_argument), never crashes.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace dials_diffuse {
+
+namespace py = pybind11;
+
+// Raise ValueError unless `array` is C-contiguous.
+inline void require_contiguous(const py::array &array, const char *name) {
+  if (!(array.flags() & py::array::c_style)) {
+    throw std::invalid_argument(std::string(name) +
+                                " must be a C-contiguous array");
+  }
+}
+
+// The numpy name of a dtype ("uint16"), for error messages.
+inline std::string dtype_name(const py::dtype &dt) {
+  return dt.attr("name").cast<std::string>();
+}
+
+// Raise ValueError unless `a` and `b` have identical shapes.
+inline void require_same_shape(const py::array &a, const char *a_name,
+                               const py::array &b, const char *b_name) {
+  bool same = a.ndim() == b.ndim();
+  for (py::ssize_t i = 0; same && i < a.ndim(); ++i) {
+    same = a.shape(i) == b.shape(i);
+  }
+  if (!same) {
+    throw std::invalid_argument(std::string(a_name) + " and " + b_name +
+                                " must have the same shape");
+  }
+}
+
+// A boolean/uint8 mask (nonzero = valid pixel, the DIALS convention) as a
+// byte pointer, or nullptr when no mask was given. Checked against `data`.
+inline const std::uint8_t *mask_pointer(const py::object &mask,
+                                        const py::array &data) {
+  if (mask.is_none()) {
+    return nullptr;
+  }
+  if (!py::isinstance<py::array>(mask)) {
+    throw std::invalid_argument("mask must be a numpy array or None");
+  }
+  py::array mask_array = mask.cast<py::array>();
+  require_contiguous(mask_array, "mask");
+  require_same_shape(mask_array, "mask", data, "data");
+  const char kind = mask_array.dtype().kind();
+  if (!((kind == 'b' || kind == 'u') && mask_array.dtype().itemsize() == 1)) {
+    throw std::invalid_argument("mask must have dtype bool or uint8, not " +
+                                dtype_name(mask_array.dtype()));
+  }
+  return static_cast<const std::uint8_t *>(mask_array.data());
+}
+
+// Dispatch `fn(T{})` on the numpy dtype of `array` for the pixel types that
+// detectors and our corrected data use (native byte order only).
+template <typename Fn>
+inline auto dispatch_pixel_dtype(const py::array &array, const char *name,
+                                 Fn &&fn) {
+  const py::dtype dt = array.dtype();
+  const char kind = dt.kind();
+  const py::ssize_t size = dt.itemsize();
+  const bool native = dt.attr("isnative").cast<bool>();
+  if (native && kind == 'u' && size == 1) return fn(std::uint8_t{});
+  if (native && kind == 'u' && size == 2) return fn(std::uint16_t{});
+  if (native && kind == 'u' && size == 4) return fn(std::uint32_t{});
+  if (native && kind == 'i' && size == 1) return fn(std::int8_t{});
+  if (native && kind == 'i' && size == 2) return fn(std::int16_t{});
+  if (native && kind == 'i' && size == 4) return fn(std::int32_t{});
+  if (native && kind == 'i' && size == 8) return fn(std::int64_t{});
+  if (native && kind == 'f' && size == 4) return fn(float{});
+  if (native && kind == 'f' && size == 8) return fn(double{});
+  throw std::invalid_argument(std::string(name) + " has unsupported dtype " +
+                              dtype_name(dt));
+}
+
+}  // namespace dials_diffuse

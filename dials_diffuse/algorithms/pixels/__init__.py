@@ -1,0 +1,1 @@
+"""Pixel statistics: histograms of pixel values, detector linearity."""

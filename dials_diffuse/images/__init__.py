@@ -1,0 +1,1 @@
+"""Image access: dxtbx imagesets and fast HDF5 paths, streamed chunk by chunk."""

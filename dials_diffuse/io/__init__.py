@@ -1,0 +1,1 @@
+"""Our file formats (NeXus tables, grids, masks), JSON summaries and atomic writes."""

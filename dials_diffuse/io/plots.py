@@ -1,0 +1,18 @@
+"""Matplotlib (Agg) figures written as PNG, without a display."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def new_figure(width=8.0, height=5.0):
+    """A figure and axes for a report plot (size in inches)."""
+    return plt.subplots(figsize=(width, height), constrained_layout=True)
+
+
+def save_png(figure, path, dpi=120):
+    """Write `figure` as PNG to `path` and release it."""
+    figure.savefig(path, dpi=dpi, format="png")
+    plt.close(figure)

@@ -1,0 +1,1 @@
+"""Program runner, errors, progress bars and parallel execution."""

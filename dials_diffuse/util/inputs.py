@@ -1,0 +1,203 @@
+"""Recognise and load a program's positional files by kind.
+
+- `.expt` (and DIALS `.json` experiment lists): a dxtbx ExperimentList;
+- `.refl`: a `flex.reflection_table`;
+- `.nxs`/`.h5` written by dials-diffuse (root attribute ``creator``);
+- anything else: image files, imported through dxtbx's Format classes (every
+  format DIALS reads, Eiger/NXmx master files among them).
+
+Each problem (missing, unreadable, corrupt or truncated file, a file no
+Format class understands) is a `UserError` that names the file.
+"""
+
+import logging
+from pathlib import Path
+
+from dials_diffuse.util.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENT_SUFFIXES = (".expt", ".json")
+REFLECTION_SUFFIXES = (".refl",)
+HDF5_SUFFIXES = (".nxs", ".h5", ".hdf5", ".nx5")
+OUR_CREATOR_PREFIX = "dials-diffuse"
+
+
+class Inputs:
+    """The positional files of one program run, loaded.
+
+    Attributes
+    ----------
+    experiments : dxtbx ExperimentList
+        From `.expt` files and image files, in command-line order.
+    reflections : list of flex.reflection_table
+        One table per `.refl` file, experiment ids renumbered to follow the
+        experiments of earlier files.
+    nexus : list of Path
+        Files written by dials-diffuse (data.nxs, mask.nxs, tables).
+    files : list of Path
+        Every input file; outputs are never written over them.
+    """
+
+    def __init__(self, experiments, reflections, nexus, files):
+        self.experiments = experiments
+        self.reflections = reflections
+        self.nexus = nexus
+        self.files = files
+        self._protected = {_identity(path) for path in files}
+
+    def protect(self, path):
+        """Also refuse to write outputs over `path` (e.g. the log file)."""
+        if path:
+            self._protected.add(_identity(Path(path)))
+
+    def is_input(self, path):
+        """True when `path` names one of the input files."""
+        return _identity(Path(path)) in self._protected
+
+    def describe(self):
+        """The input file names, for the JSON summary."""
+        return [str(path) for path in self.files]
+
+
+def _identity(path):
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(path).absolute()
+
+
+def _is_our_hdf5(path):
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            creator = handle.attrs.get("creator", b"")
+    except OSError:
+        return False
+    if isinstance(creator, bytes):
+        creator = creator.decode(errors="replace")
+    return str(creator).startswith(OUR_CREATOR_PREFIX)
+
+
+def load_experiments(path, check_format=True):
+    """Load an experiment list file; a UserError names the file on failure."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    try:
+        experiments = ExperimentListFactory.from_json_file(
+            str(path), check_format=check_format
+        )
+    except Exception as error:
+        if check_format:
+            try:
+                ExperimentListFactory.from_json_file(str(path), check_format=False)
+            except Exception:
+                raise UserError(
+                    f"{path}: not a readable experiment list ({_short(error)})"
+                ) from error
+            raise UserError(
+                f"{path}: the images it refers to cannot be read ({_short(error)})"
+            ) from error
+        raise UserError(
+            f"{path}: not a readable experiment list ({_short(error)})"
+        ) from error
+    if len(experiments) == 0:
+        raise UserError(f"{path}: contains no experiments")
+    return experiments
+
+
+def load_reflections(path):
+    """Load a reflection table; a UserError names the file on failure."""
+    from dials.array_family import flex
+
+    try:
+        return flex.reflection_table.from_file(str(path))
+    except Exception as error:
+        raise UserError(
+            f"{path}: not a readable reflection file ({_short(error)})"
+        ) from error
+
+
+def import_images(paths):
+    """Experiments for image files through dxtbx's Format classes.
+
+    Every file must be understood by some Format class; the first that is not
+    is named in the error.
+    """
+    from dxtbx.format.Registry import get_format_class_for_file
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    for path in paths:
+        try:
+            format_class = get_format_class_for_file(str(path))
+        except Exception as error:
+            raise UserError(
+                f"{path}: cannot be read as an image ({_short(error)})"
+            ) from error
+        if format_class is None:
+            raise UserError(f"{path}: not an image format that dxtbx can read")
+    try:
+        experiments = ExperimentListFactory.from_filenames([str(p) for p in paths])
+    except Exception as error:
+        raise UserError(
+            f"{paths[0]}: cannot import images ({_short(error)})"
+        ) from error
+    if len(experiments) == 0:
+        raise UserError(f"{paths[0]}: no images could be imported")
+    return experiments
+
+
+def load_inputs(file_names, reads_images=False):
+    """Load every positional file by kind; see the module docstring."""
+    from dxtbx.model.experiment_list import ExperimentList
+
+    experiments = ExperimentList()
+    reflections = []
+    nexus = []
+    image_files = []
+    paths = [Path(name) for name in file_names]
+    for path in paths:
+        if not path.exists():
+            raise UserError(f"{path}: no such file")
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory, not a file")
+        if not _readable(path):
+            raise UserError(f"{path}: cannot be read (permission denied)")
+        if path.stat().st_size == 0:
+            raise UserError(f"{path}: file is empty")
+    for path in paths:
+        suffix = path.suffix.lower()
+        if suffix in EXPERIMENT_SUFFIXES:
+            loaded = load_experiments(path, check_format=reads_images)
+            experiments.extend(loaded)
+            logger.info("Read %d experiment(s) from %s", len(loaded), path)
+        elif suffix in REFLECTION_SUFFIXES:
+            table = load_reflections(path)
+            reflections.append(table)
+            logger.info("Read %d reflections from %s", table.size(), path)
+        elif suffix in HDF5_SUFFIXES and _is_our_hdf5(path):
+            nexus.append(path)
+            logger.info("Read %s", path)
+        else:
+            image_files.append(path)
+    if image_files:
+        imported = import_images(image_files)
+        experiments.extend(imported)
+        n_images = sum(len(e.imageset) for e in imported)
+        logger.info("Imported %d image(s) from %d file(s)", n_images, len(image_files))
+    return Inputs(experiments, reflections, nexus, paths)
+
+
+def _readable(path):
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError:
+        return False
+    return True
+
+
+def _short(error):
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
