@@ -1,11 +1,16 @@
 """Read frames of a dxtbx imageset as numpy arrays, with the DIALS mask.
 
-Errors while reading (a truncated or corrupt image file) become a
-`UserError` naming the file and frame.
+`read_frame` reads one whole frame; `ImagesetSource` streams any dxtbx
+imageset as an `ImageSource`. Errors while reading (a truncated or corrupt
+image file) become a `UserError` naming the file and frame.
 """
+
+import threading
 
 import numpy as np
 
+from dials_diffuse.geometry import rotation_angle_deg
+from dials_diffuse.images.source import ImageSource
 from dials_diffuse.util.errors import UserError
 
 
@@ -49,3 +54,131 @@ def read_frame(imageset, index):
     data = [np.ascontiguousarray(panel.as_numpy_array()) for panel in raw]
     valid = [np.ascontiguousarray(panel.as_numpy_array(), dtype=bool) for panel in mask]
     return data, valid
+
+
+def _external_mask(imageset, panel):
+    """The imageset's external (user) mask of one panel, or None."""
+    mask = imageset.external_lookup.mask.data
+    if mask.empty():
+        return None
+    return mask.tile(panel).data().as_numpy_array().astype(bool)
+
+
+def _format_static_mask(imageset, panel):
+    """The format class's static mask (gaps, bad pixels) of one panel, or None."""
+    try:
+        data = imageset.data()
+        if data.has_single_file_reader():
+            path = data.get_master_path()
+        else:
+            path = imageset.get_path(0)
+        instance = imageset.get_format_class().get_instance(path, **imageset.params())
+        masks = instance.get_static_mask()
+    except Exception as error:
+        raise UserError(
+            f"{frame_file(imageset, 0)}: cannot read the detector mask ({error})"
+        ) from error
+    if masks is None:
+        return None
+    return np.asarray(masks[panel].as_numpy_array(), dtype=bool)
+
+
+class ImagesetSource(ImageSource):
+    """Any dxtbx imageset (every format DIALS reads) as an ImageSource.
+
+    Frames are the imageset's images in order; per-frame rotation angles and
+    exposure times come from its scan (NaN for stills). The static mask is
+    the DIALS one without the per-frame trusted-range test: the format's
+    mask (module gaps, bad pixels), the untrusted rectangles of the detector
+    model and any external mask (``dials.import mask=``). ``read`` adds the
+    trusted-range test of each frame (overloads, gap markers), exactly as
+    ``imageset.get_mask(index)``.
+
+    dxtbx reads whole images, so a chunk smaller than a frame costs one
+    frame read; the last frame read is kept so that row/column chunks of one
+    frame read it once. dxtbx reads are serialised (format classes are not
+    all thread-safe); the caller's per-chunk work still runs in parallel.
+    """
+
+    def __init__(self, imageset):
+        self.imageset = imageset
+        self._lock = threading.Lock()
+        self._cached_index = None
+        self._cached = None
+        self._dtype = None
+
+    @property
+    def n_frames(self):
+        return len(self.imageset)
+
+    @property
+    def panel_shapes(self):
+        return [
+            tuple(panel.get_image_size()[::-1])
+            for panel in self.imageset.get_detector()
+        ]
+
+    @property
+    def dtype(self):
+        if self._dtype is None:
+            data, _ = self._frame(0)
+            self._dtype = data[0].dtype
+        return self._dtype
+
+    @property
+    def scan(self):
+        """The imageset's scan, or None for stills."""
+        scan = self.imageset.get_scan() if hasattr(self.imageset, "get_scan") else None
+        return scan if scan is not None and scan.get_oscillation()[1] != 0 else None
+
+    @property
+    def image_numbers(self):
+        scan = self.imageset.get_scan() if hasattr(self.imageset, "get_scan") else None
+        if scan is not None:
+            return np.arange(scan.get_image_range()[0], scan.get_image_range()[1] + 1)
+        return np.asarray(self.imageset.indices(), dtype=int) + 1
+
+    @property
+    def exposure_times(self):
+        scan = self.imageset.get_scan() if hasattr(self.imageset, "get_scan") else None
+        if scan is None:
+            return super().exposure_times
+        times = scan.get_exposure_times().as_numpy_array()
+        return (
+            times if len(times) == self.n_frames else np.full(self.n_frames, times[0])
+        )
+
+    @property
+    def angles_deg(self):
+        scan = self.scan
+        if scan is None:
+            return super().angles_deg
+        first = scan.get_array_range()[0]
+        return rotation_angle_deg(scan, first + np.arange(self.n_frames) + 0.5)
+
+    def static_mask(self, panel=0):
+        model = self.imageset.get_detector()[panel]
+        valid = model.get_untrusted_rectangle_mask().as_numpy_array().astype(bool)
+        for extra in (
+            _format_static_mask(self.imageset, panel),
+            _external_mask(self.imageset, panel),
+        ):
+            if extra is not None:
+                valid &= extra
+        return valid
+
+    def _frame(self, index):
+        with self._lock:
+            if self._cached_index != index:
+                self._cached = read_frame(self.imageset, index)
+                self._cached_index = index
+            return self._cached
+
+    def read(self, chunk):
+        data = np.empty(chunk.shape, dtype=self.dtype)
+        valid = np.empty(chunk.shape, dtype=bool)
+        for i, index in enumerate(range(chunk.frames.start, chunk.frames.stop)):
+            frame, mask = self._frame(index)
+            data[i] = frame[chunk.panel][chunk.rows, chunk.columns]
+            valid[i] = mask[chunk.panel][chunk.rows, chunk.columns]
+        return data, valid
