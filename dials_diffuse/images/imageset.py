@@ -22,7 +22,7 @@ def frame_file(imageset, index):
         return "<unknown file>"
 
 
-def read_frame(imageset, index):
+def read_frame(imageset, index, static_masks=None):
     """Raw pixel data and validity mask of every panel of one frame.
 
     Parameters
@@ -30,6 +30,11 @@ def read_frame(imageset, index):
     imageset : dxtbx ImageSet or ImageSequence
     index : int
         0-based index within the imageset.
+    static_masks : list of ndarray of bool, optional
+        The imageset's static mask per panel (``ImagesetSource.static_mask``).
+        When given (and the imageset has no dynamic, goniometer-shadow mask),
+        the mask is this and the trusted range, as ``imageset.get_mask`` does,
+        without dxtbx reading the image a second time.
 
     Returns
     -------
@@ -42,17 +47,24 @@ def read_frame(imageset, index):
     """
     try:
         raw = imageset.get_raw_data(index)
-        mask = imageset.get_mask(index)
+        if not isinstance(raw, tuple):
+            raw = (raw,)
+        if static_masks is None or imageset.has_dynamic_mask():
+            mask = [panel.as_numpy_array() for panel in imageset.get_mask(index)]
+        else:
+            detector = imageset.get_detector()
+            mask = [
+                static & panel.get_trusted_range_mask(values).as_numpy_array()
+                for static, panel, values in zip(static_masks, detector, raw)
+            ]
     except Exception as error:
         message = str(error).strip().splitlines()
         reason = message[-1] if message else type(error).__name__
         raise UserError(
             f"{frame_file(imageset, index)}: cannot read image {index + 1} ({reason})"
         ) from error
-    if not isinstance(raw, tuple):
-        raw = (raw,)
     data = [np.ascontiguousarray(panel.as_numpy_array()) for panel in raw]
-    valid = [np.ascontiguousarray(panel.as_numpy_array(), dtype=bool) for panel in mask]
+    valid = [np.ascontiguousarray(panel, dtype=bool) for panel in mask]
     return data, valid
 
 
@@ -106,6 +118,7 @@ class ImagesetSource(ImageSource):
         self._cached_index = None
         self._cached = None
         self._dtype = None
+        self._static = None
 
     @property
     def n_frames(self):
@@ -167,10 +180,16 @@ class ImagesetSource(ImageSource):
                 valid &= extra
         return valid
 
+    def _static_masks(self):
+        if self._static is None:
+            n_panels = len(self.imageset.get_detector())
+            self._static = [self.static_mask(panel) for panel in range(n_panels)]
+        return self._static
+
     def _frame(self, index):
         with self._lock:
             if self._cached_index != index:
-                self._cached = read_frame(self.imageset, index)
+                self._cached = read_frame(self.imageset, index, self._static_masks())
                 self._cached_index = index
             return self._cached
 
