@@ -342,3 +342,21 @@ def test_real_eiger1_bslz4_and_lz4_identical_and_masked(shared_data, tmp_path):
     difference = np.abs(pixels["bslz4"] - pixels["lz4"])
     assert difference.max() == 1 and difference.mean() < 3e-4
     np.testing.assert_array_equal(pixels["bslz4"] == 65535, pixels["lz4"] == 65535)
+
+
+def test_links_to_unwritten_files_are_skipped(tmp_path):
+    """The filewriter links data files that a short acquisition never wrote."""
+    master = write_dectris_files(
+        tmp_path,
+        "short",
+        make_frames(spot_truth(n=2)),
+        n_frames=N_FRAMES,
+        shape=SHAPE,
+        frames_per_file=4,
+    )
+    with h5py.File(master, "a") as f:
+        f["entry/data/data_000003"] = h5py.ExternalLink(
+            "short_data_000003.h5", "/entry/data/data"
+        )
+    imageset = ExperimentListFactory.from_filenames([str(master)])[0].imageset
+    assert len(imageset) == N_FRAMES

@@ -95,3 +95,33 @@ def test_unreadable_image_is_a_user_error(shared_data, tmp_path):
     source.read(Chunk(0, slice(0, 1), slice(0, 10), slice(0, 10)))
     with pytest.raises(UserError, match="l-cyst_01_00002.cbf: cannot read image 2"):
         source.read(Chunk(0, slice(1, 2), slice(0, 10), slice(0, 10)))
+
+
+def test_stills_imageset(tmp_path):
+    """Stills (no scan): NaN angles and exposure times, 1-based image numbers."""
+    from dials_diffuse.format.dectris_writer import write_dectris_files
+
+    rng = np.random.default_rng(0)
+    images = [rng.poisson(3, (40, 50)).astype(np.uint16) for _ in range(3)]
+    images[1][5, 7] = 65535  # gap/overload marker
+    master = write_dectris_files(
+        tmp_path,
+        "stills",
+        iter(images),
+        n_frames=3,
+        shape=(40, 50),
+        omega_increment=None,
+        countrate_cutoff=60000,
+    )
+    experiments = ExperimentListFactory.from_filenames([str(master)])
+    imageset = experiments.imagesets()[0]
+    source = ImagesetSource(imageset)
+    assert source.n_frames == len(imageset)
+    assert np.isnan(source.angles_deg).all() and np.isnan(source.exposure_times).all()
+    np.testing.assert_array_equal(
+        source.image_numbers, np.asarray(imageset.indices()) + 1
+    )
+    first = imageset.indices()[0]
+    data, valid = source.read(Chunk(0, slice(0, 1), slice(0, 40), slice(0, 50)))
+    np.testing.assert_array_equal(data[0], images[first].astype(np.int32))
+    np.testing.assert_array_equal(valid[0], images[first] < 60000)
