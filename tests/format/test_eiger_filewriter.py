@@ -360,3 +360,26 @@ def test_links_to_unwritten_files_are_skipped(tmp_path):
         )
     imageset = ExperimentListFactory.from_filenames([str(master)])[0].imageset
     assert len(imageset) == N_FRAMES
+
+
+@pytest.mark.parametrize("kind", ["bslz4", "bslz4_uint8", "bslz4_uint32", "lz4"])
+def test_real_eiger2_all_dtypes(shared_data, tmp_path, kind):
+    """EIGER2 512 x 1028 real files in uint8/16/32: pixels as h5py reads them
+    (integers as int32, 2^32 - 1 as -1), and every 2^n - 1 marker masked."""
+    directory = shared_data / "dectris_eiger_testfiles/datasets_eiger2"
+    files = sorted(
+        directory.glob(f"eiger2_simread7_2datafiles_4images_{kind}_data_*.h5")
+    )
+    assert len(files) == 2
+    master = write_master_for(tmp_path, files, kind)
+    imageset = ExperimentListFactory.from_filenames([str(master)])[0].imageset
+    assert len(imageset) == 4
+    for index in range(4):
+        with h5py.File(files[index // 2]) as f:
+            raw = f["entry/data/data"][index % 2]
+        data = imageset.get_raw_data(index)[0].as_numpy_array()
+        np.testing.assert_array_equal(data, raw.astype(np.int32))
+        marker = raw == np.iinfo(raw.dtype).max
+        valid = imageset.get_mask(index)[0].as_numpy_array()
+        assert not valid[marker].any()
+        assert valid[~marker].all()
