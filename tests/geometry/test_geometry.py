@@ -144,19 +144,33 @@ def test_pixel_lab_coordinates_whole_panel_and_slices():
     )
 
 
-def test_parallax_moves_pixels_outward(cysteine_experiment):
-    """Parallax correction shifts oblique pixels towards the beam centre (dxtbx)."""
+def test_parallax_shifts_oblique_pixels_inward(cysteine_experiment):
+    """Parallax: oblique pixels are seen nearer the normal's foot, by < t0·tan α.
+
+    X-rays absorbed at depth in the sensor land further out than where they
+    entered, so the corrected (entry) position lies towards the foot of the
+    detector normal; the shift is zero at normal incidence.
+    """
     panel = cysteine_experiment.detector[0]
-    rows, columns = [0, 800], [0, 700]
+    t0 = panel.get_px_mm_strategy().t0()
+    rows, columns = [0, 800, 1678], [0, 700, 1474]
     corrected = geometry.pixel_lab_coordinates(panel, rows, columns)
     plain = geometry.lab_coordinates(
         simple_copy(panel),
         np.array(columns)[None, :] + 0.5,
         np.array(rows)[:, None] + 0.5,
     )
+    normal = np.asarray(panel.get_normal())
+    foot = normal * (np.asarray(panel.get_origin()) @ normal)
+    inward = np.linalg.norm(plain - foot, axis=-1) - np.linalg.norm(
+        corrected - foot, axis=-1
+    )
     shift = np.linalg.norm(corrected - plain, axis=-1)
-    assert shift.max() > 1e-3  # oblique corner: parallax of order 10 µm
-    assert shift.max() < 0.2
+    tan_alpha = np.linalg.norm(plain - foot, axis=-1) / np.linalg.norm(foot)
+    assert np.all(inward > 0)
+    np.testing.assert_allclose(inward, shift, rtol=1e-6)  # purely radial
+    assert np.all(shift < t0 * tan_alpha)
+    assert shift.max() > 0.01  # ~0.1 mm at the far corner: it matters
 
 
 def simple_copy(panel):
