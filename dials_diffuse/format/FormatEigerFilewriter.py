@@ -44,8 +44,9 @@ from cctbx.eltbx import attenuation_coefficient
 from dxtbx import flumpy
 from dxtbx.format.FormatHDF5 import FormatHDF5
 from dxtbx.format.FormatPilatusHelpers import determine_eiger_mask
-from dxtbx.model import Panel, ParallaxCorrectedPxMmStrategy
-from scitbx.array_family import flex
+from dxtbx.model import ParallaxCorrectedPxMmStrategy
+
+from dials_diffuse.images.imageset import trusted_range_is_inclusive
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +114,10 @@ def _data_links(handle):
 
 
 def compatible_trusted_range(low, high):
-    """dxtbx trusted range that accepts exactly the values low < v < high.
-
-    dxtbx 3.12 treats the trusted range as exclusive; later versions treat it
-    as inclusive. This asks the installed dxtbx which, with a one-pixel panel.
-    """
-    panel = Panel()
-    panel.set_image_size((1, 1))
-    panel.set_trusted_range((0, 10))
-    inclusive = panel.get_trusted_range_mask(flex.int(flex.grid(1, 1), 0))[0]
-    return (low + 1, high - 1) if inclusive else (low, high)
+    """dxtbx trusted range that accepts exactly the values low < v < high,
+    whether the installed dxtbx treats the range as exclusive (3.12) or
+    inclusive (later versions)."""
+    return (low + 1, high - 1) if trusted_range_is_inclusive() else (low, high)
 
 
 class FormatEigerFilewriter(FormatHDF5):

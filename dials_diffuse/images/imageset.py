@@ -5,9 +5,12 @@ imageset as an `ImageSource`. Errors while reading (a truncated or corrupt
 image file) become a `UserError` naming the file and frame.
 """
 
+import functools
 import threading
 
 import numpy as np
+from dxtbx.model import Panel
+from scitbx.array_family import flex
 
 from dials_diffuse.geometry import rotation_angle_deg
 from dials_diffuse.images.source import ImageSource
@@ -20,6 +23,27 @@ def frame_file(imageset, index):
         return imageset.get_path(index)
     except Exception:
         return "<unknown file>"
+
+
+@functools.cache
+def trusted_range_is_inclusive():
+    """Whether the installed dxtbx trusts values equal to the range's ends.
+
+    dxtbx 3.12 treats ``trusted_range`` as exclusive (low < v < high); later
+    versions as inclusive. Asked of dxtbx itself, with a one-pixel panel.
+    """
+    panel = Panel()
+    panel.set_image_size((1, 1))
+    panel.set_trusted_range((0, 10))
+    return bool(panel.get_trusted_range_mask(flex.int(flex.grid(1, 1), 0))[0])
+
+
+def within_trusted_range(panel, values):
+    """numpy bool array: values inside the panel's trusted range, as dxtbx decides."""
+    low, high = panel.get_trusted_range()
+    if trusted_range_is_inclusive():
+        return (values >= low) & (values <= high)
+    return (values > low) & (values < high)
 
 
 def read_frame(imageset, index, static_masks=None):
@@ -54,7 +78,7 @@ def read_frame(imageset, index, static_masks=None):
         else:
             detector = imageset.get_detector()
             mask = [
-                static & panel.get_trusted_range_mask(values).as_numpy_array()
+                static & within_trusted_range(panel, values.as_numpy_array())
                 for static, panel, values in zip(static_masks, detector, raw)
             ]
     except Exception as error:
