@@ -193,10 +193,10 @@ def test_s1_two_theta_d_against_dxtbx(centroid_experiment, cysteine_experiment):
         s0 = beam.get_s0()
         for panel in panels:
             rows, columns = random_pixels(panel, 8)
-            s1 = geometry.pixel_s1(panel, beam, rows, columns)
-            tth = geometry.two_theta(panel, beam, rows, columns)
-            d = geometry.d_spacing(panel, beam, rows, columns)
-            s = geometry.s_magnitude(panel, beam, rows, columns)
+            s1 = geometry.pixel_s1(panel, beam, rows=rows, columns=columns)
+            tth = geometry.two_theta(panel, beam, rows=rows, columns=columns)
+            d = geometry.d_spacing(panel, beam, rows=rows, columns=columns)
+            s = geometry.s_magnitude(panel, beam, rows=rows, columns=columns)
             np.testing.assert_allclose(
                 np.linalg.norm(s1, axis=-1), 1 / beam.get_wavelength()
             )
@@ -230,14 +230,14 @@ def test_two_theta_and_azimuth_by_hand():
     row, column = 150, 250
     x, y = (column + 0.5) * 0.1 - 30, 20 - (row + 0.5) * 0.1
     r = math.hypot(x, y)
-    tth = geometry.two_theta(panel, beam, [row], [column])[0, 0]
+    tth = geometry.two_theta(panel, beam, rows=[row], columns=[column])[0, 0]
     assert tth == pytest.approx(math.atan2(r, 200), rel=1e-12)
-    assert geometry.d_spacing(panel, beam, [row], [column])[0, 0] == pytest.approx(
-        1 / (2 * math.sin(tth / 2)), rel=1e-12
-    )
-    assert geometry.azimuth(panel, beam, [row], [column])[0, 0] == pytest.approx(
-        math.atan2(y, x), abs=1e-12
-    )
+    assert geometry.d_spacing(panel, beam, rows=[row], columns=[column])[
+        0, 0
+    ] == pytest.approx(1 / (2 * math.sin(tth / 2)), rel=1e-12)
+    assert geometry.azimuth(panel, beam, rows=[row], columns=[column])[
+        0, 0
+    ] == pytest.approx(math.atan2(y, x), abs=1e-12)
 
 
 def test_azimuth_quadrants():
@@ -245,7 +245,9 @@ def test_azimuth_quadrants():
     # The beam hits the centre of pixel (row 100, column 100).
     detector = simple_detector(centre=(10.05, 10.05), size=(201, 201))
     beam = BeamFactory.simple(1.0)
-    phi = geometry.azimuth(detector[0], beam, [100, 0, 100, 200], [200, 100, 0, 100])
+    phi = geometry.azimuth(
+        detector[0], beam, rows=[100, 0, 100, 200], columns=[200, 100, 0, 100]
+    )
     assert phi[0, 0] == pytest.approx(0, abs=1e-12)  # +x
     assert phi[1, 1] == pytest.approx(math.pi / 2, abs=1e-12)  # row 0 is +y
     assert abs(phi[2, 2]) == pytest.approx(math.pi, abs=1e-12)  # -x
@@ -316,7 +318,9 @@ def test_hkl_at_observed_centroids(centroid_experiment, centroid_reflections):
 
 def test_hkl_one_frame_equals_per_pixel_frames(centroid_experiment):
     panel, beam = centroid_experiment.detector[0], centroid_experiment.beam
-    s1 = geometry.pixel_s1(panel, beam, slice(0, 40, 7), slice(100, 140, 9))
+    s1 = geometry.pixel_s1(
+        panel, beam, rows=slice(0, 40, 7), columns=slice(100, 140, 9)
+    )
     single = geometry.fractional_hkl(centroid_experiment, s1, 3.25)
     many = geometry.fractional_hkl(
         centroid_experiment, s1, np.full(s1.shape[:-1], 3.25)
@@ -445,7 +449,9 @@ def test_polarization_and_lorentz_match_dials(centroid_experiment, cysteine_expe
             experiment.beam,
             experiment.goniometer,
         )
-        s1 = geometry.pixel_s1(panel, beam, slice(0, 1400, 97), slice(3, 1400, 113))
+        s1 = geometry.pixel_s1(
+            panel, beam, rows=slice(0, 1400, 97), columns=slice(3, 1400, 113)
+        )
         p = geometry.polarization_factor(s1, beam)
         lorentz = geometry.inverse_lorentz(s1, beam, goniometer)
         stills = Corrections(beam, experiment.detector)
@@ -483,7 +489,7 @@ def test_inverse_lorentz_by_hand():
 def test_solid_angle_by_hand():
     """A 0.1 mm pixel centred on the beam axis at 200 mm: 4 asin(a²/(a²+4d²))."""
     detector = simple_detector(centre=(10.05, 10.05), size=(201, 201))
-    omega = geometry.solid_angle(detector[0], None, [100], [100])[0, 0]
+    omega = geometry.solid_angle(detector[0], None, rows=[100], columns=[100])[0, 0]
     a, d = 0.1, 200.0
     assert omega == pytest.approx(4 * math.asin(a * a / (a * a + 4 * d * d)), rel=1e-9)
 
@@ -507,7 +513,7 @@ def test_solid_angle_whole_plane_and_small_pixel_limit():
     assert omega.sum() == pytest.approx(whole, rel=1e-9)
     # Non-contiguous selections give the same values.
     np.testing.assert_allclose(
-        geometry.solid_angle(panel, None, [5, 2, 250], [0, 399]),
+        geometry.solid_angle(panel, None, rows=[5, 2, 250], columns=[0, 399]),
         omega[[5, 2, 250]][:, [0, 399]],
     )
 
@@ -519,8 +525,8 @@ def test_detector_efficiency(cysteine_experiment):
     panel, beam = cysteine_experiment.detector[0], cysteine_experiment.beam
     assert panel.get_material() == "Si" and panel.get_thickness() == pytest.approx(0.32)
     rows, columns = [0, 500, 1678], [0, 700, 1474]
-    efficiency = geometry.detector_efficiency(panel, beam, rows, columns)
-    s1 = geometry.pixel_s1(panel, beam, rows, columns)
+    efficiency = geometry.detector_efficiency(panel, beam, rows=rows, columns=columns)
+    s1 = geometry.pixel_s1(panel, beam, rows=rows, columns=columns)
     corrections = Corrections(
         beam, cysteine_experiment.goniometer, cysteine_experiment.detector
     )
@@ -539,13 +545,14 @@ def test_detector_efficiency(cysteine_experiment):
     foot.set_material("Si")
     foot.set_thickness(0.45)
     foot.set_mu(3.0)
-    value = geometry.detector_efficiency(foot, beam, [100], [100])[0, 0]
+    value = geometry.detector_efficiency(foot, beam, rows=[100], columns=[100])[0, 0]
     assert value == pytest.approx(
         1 - math.exp(-3.0 * 0.45 / math.cos(math.atan(0.05 * math.sqrt(2) / 200)))
     )
     # Unknown sensor: no correction.
     assert np.all(
-        geometry.detector_efficiency(simple_detector()[0], beam, [0], [0]) == 1
+        geometry.detector_efficiency(simple_detector()[0], beam, rows=[0], columns=[0])
+        == 1
     )
 
 
@@ -565,11 +572,11 @@ def test_air_attenuation_by_hand():
     beam = BeamFactory.simple(1.0)
     xyz = geometry.pixel_lab_coordinates(panel, [0, 50], [0, 70])
     np.testing.assert_allclose(
-        geometry.air_attenuation(panel, beam, [0, 50], [0, 70], mu=0.001),
+        geometry.air_attenuation(panel, beam, rows=[0, 50], columns=[0, 70], mu=0.001),
         np.exp(-0.001 * np.linalg.norm(xyz, axis=-1)),
     )
     assert np.all(geometry.air_attenuation(panel, beam, mu=0) == 1)
-    default = geometry.air_attenuation(panel, beam, [0], [0])[0, 0]
+    default = geometry.air_attenuation(panel, beam, rows=[0], columns=[0])[0, 0]
     assert default == pytest.approx(
         math.exp(-geometry.air_mu(1.0) * np.linalg.norm(xyz[0, 0]))
     )
@@ -590,7 +597,9 @@ def test_d3s_volume_against_swept_parallelepiped(centroid_experiment):
         experiment.scan,
     )
     rows, columns = [100, 1200, 2400], [50, 1300, 2300]
-    volume = geometry.d3s_volume(panel, beam, goniometer, scan, rows, columns)
+    volume = geometry.d3s_volume(
+        panel, beam, goniometer, scan, rows=rows, columns=columns
+    )
     s0 = np.asarray(beam.get_s0())
     width = np.radians(scan.get_oscillation()[1])
     axis = np.asarray(goniometer.get_rotation_axis())
@@ -648,3 +657,52 @@ def test_hkl_scan_varying_beam():
         geometry.fractional_hkl(static, s1, z) - np.array(predicted["miller_index"])
     ).max()
     assert error_static > 5 * error
+
+
+def test_evaluation_at_lab_positions_equals_pixel_grid(cysteine_experiment):
+    """lab= (any positions, e.g. voxel means) gives the pixel-grid values there."""
+    experiment = cysteine_experiment
+    panel, beam = experiment.detector[0], experiment.beam
+    goniometer, scan = experiment.goniometer, experiment.scan
+    rows, columns = [0, 300, 1678], [5, 800, 1474]
+    lab = geometry.lab_coordinates(
+        panel, np.array(columns)[None, :] + 0.5, np.array(rows)[:, None] + 0.5
+    )
+    grid = {"rows": rows, "columns": columns}
+    for function in (
+        geometry.pixel_s1,
+        geometry.two_theta,
+        geometry.d_spacing,
+        geometry.s_magnitude,
+        geometry.azimuth,
+        geometry.detector_efficiency,
+        geometry.air_attenuation,
+    ):
+        np.testing.assert_allclose(
+            function(panel, beam, lab), function(panel, beam, **grid), rtol=1e-12
+        )
+    # Solid angle (and so d3s) at arbitrary positions: the small-pixel form,
+    # which does not see the parallax-corrected pixels' slightly changed size
+    # (0.1 % at this 0.32 mm Si sensor's far corners; 1e-5 without parallax,
+    # see test_solid_angle_whole_plane_and_small_pixel_limit).
+    np.testing.assert_allclose(
+        geometry.solid_angle(panel, beam, lab),
+        geometry.solid_angle(panel, beam, **grid),
+        rtol=2e-3,
+    )
+    np.testing.assert_allclose(
+        geometry.d3s_volume(panel, beam, goniometer, scan, lab),
+        geometry.d3s_volume(panel, beam, goniometer, scan, **grid),
+        rtol=2e-3,
+    )
+
+
+def test_hkl_matrices_per_frame(centroid_experiment):
+    """One matrix per frame coordinate; each equals the single-frame one."""
+    z = np.array([0.5, 3.25, 8.5])
+    matrices = geometry.hkl_matrices(centroid_experiment, z)
+    assert matrices.shape == (3, 3, 3)
+    for i, value in enumerate(z):
+        np.testing.assert_allclose(
+            matrices[i], geometry.hkl_matrices(centroid_experiment, value), atol=1e-15
+        )
