@@ -13,6 +13,8 @@ rotation sweep (the mdx2 layout), which NeXpy and h5py open:
         iy                 (rows,) row index
         ix                 (columns,) column index
         exposure_times     (frames,) seconds
+        image_numbers      (frames,) 1-based DIALS image numbers (optional;
+                           default 1 .. frames)
 
 Every later step can read this file instead of the original images. The file
 has one panel. Masked pixels are stored as -1 in each frame, so the static
@@ -55,6 +57,12 @@ class NexusDataSource(ImageSource):
         self._dtype = data.dtype
         self._phi = self._axis(series, "phi", self._shape[0])
         self._exposure_times = self._axis(series, "exposure_times", self._shape[0])
+        self._chunk_shape = data.chunks
+        self._image_numbers = (
+            self._axis(series, "image_numbers", self._shape[0]).astype(int)
+            if "image_numbers" in series
+            else np.arange(1, self._shape[0] + 1)
+        )
 
     def _error(self, problem):
         return UserError(f"{self.path}: {problem}")
@@ -110,6 +118,18 @@ class NexusDataSource(ImageSource):
     @property
     def dtype(self):
         return self._dtype
+
+    @property
+    def chunk_shape(self):
+        """The HDF5 chunk shape of the data (frames, rows, columns), None if contiguous.
+
+        Reading chunks aligned with it decompresses each HDF5 chunk once.
+        """
+        return self._chunk_shape
+
+    @property
+    def image_numbers(self):
+        return self._image_numbers.copy()
 
     @property
     def exposure_times(self):

@@ -107,3 +107,13 @@ def test_truncated_file_is_a_user_error(data_nxs, tmp_path):
         source = NexusDataSource(cut)
         for chunk in source.chunks():
             source.read(chunk)
+
+
+def test_optional_image_numbers_and_chunk_shape(tmp_path):
+    path = tmp_path / "data.nxs"
+    write_data_nxs(path, np.zeros((3, 4, 5), np.int32), np.arange(3.0), np.ones(3))
+    with h5py.File(path, "a") as f:
+        f["entry/image_series/image_numbers"] = [11, 12, 13]
+    source = NexusDataSource(path)
+    np.testing.assert_array_equal(source.image_numbers, [11, 12, 13])
+    assert source.chunk_shape == (1, 4, 5)
