@@ -10,7 +10,8 @@ sums the pixels within [1, 60000) with:
   FormatEigerFilewriter (what every DIALS program does), numpy sum;
 - ``ImagesetSource``: the same through ``dials_diffuse.images.ImagesetSource``
   chunks (one frame per chunk, mask included), with ``ParallelMap``;
-- ``fast HDF5 path``: ``dials_diffuse.images.eiger`` (issue 8), if installed.
+- ``fast HDF5 path``: ``dials_diffuse.images.eiger.EigerMasterSource``
+  (issue 8), when present.
 
 Prints frames/s and GB/s of uncompressed pixels, and the peak-RSS growth
 (memory must not grow with the number of frames).
@@ -88,11 +89,10 @@ def imageset_source(master, n, nproc):
 
 
 def fast_path(master, n, nproc):
-    from dials_diffuse.images import eiger  # issue 8
+    """Issue 8's fast HDF5 path, when it is installed (EigerMasterSource)."""
+    from dials_diffuse.images.eiger import EigerMasterSource
 
-    source = eiger.open_source(master) if hasattr(eiger, "open_source") else None
-    if source is None:
-        raise ImportError("no eiger.open_source")
+    source = EigerMasterSource(master)
 
     def work(chunk):
         data, valid = source.read(chunk)
