@@ -65,6 +65,18 @@ print(f"numpy=={numpy.__version__}")
 print(f"h5py=={h5py.__version__}")
 PY
 
+# Debian's dials.*/dxtbx.* commands run /usr/bin/python3, which does not see
+# this venv, so dxtbx would not find our Format classes (entry points) from
+# them. Give the venv its own copies that run the same scripts with the venv's
+# python: with .venv/bin first on PATH, `dials.import` finds our formats.
+for script in /usr/bin/dials.* /usr/bin/dxtbx.*; do
+  [ -f "$script" ] || continue
+  head -n 1 "$script" | grep -q "^#!/usr/bin/python3" || continue
+  wrapper="$venv/bin/$(basename "$script")"
+  printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$(cd "$venv" && pwd)/bin/python" "$script" > "$wrapper"
+  chmod +x "$wrapper"
+done
+
 target="."
 [ "$extras" = "test" ] && target=".[test]"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
