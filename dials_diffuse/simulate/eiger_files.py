@@ -195,6 +195,7 @@ def write_master(
 
         det = _group(instrument, "detector", "NXdetector")
         _string(det, "description", "Dectris EIGER2 Si 500K (simulated)")
+        _string(det, "detector_number", "E-SIM-0001")
         _string(det, "sensor_material", "Silicon")
         _value(det, "sensor_thickness", panel.get_thickness() / 1000.0, "m")
         _value(det, "x_pixel_size", pixel_mm / 1000.0, "m")
@@ -204,76 +205,23 @@ def write_master(
         _value(det, "detector_distance", distance_mm / 1000.0, "m")
         _value(det, "count_time", exposure_s, "s")
         _value(det, "frame_time", exposure_s, "s")
-        _value(det, "saturation_value", int(panel.get_trusted_range()[1]), dtype="i4")
         _value(det, "bit_depth_image", np.dtype(dtype).itemsize * 8, dtype="i4")
         _value(det, "bit_depth_readout", np.dtype(dtype).itemsize * 8, dtype="i4")
         _value(det, "pixel_mask_applied", 1, dtype="i4")
         det.create_dataset(
             "pixel_mask", data=pixel_mask.astype(np.uint32), **hdf5plugin.LZ4()
         )
+        cutoff = int(panel.get_trusted_range()[1])
         specific = _group(det, "detectorSpecific", "NXcollection")
         _value(specific, "nimages", n_frames, dtype="i8")
         _value(specific, "ntrigger", 1, dtype="i8")
         _value(specific, "x_pixels_in_detector", nx, dtype="i4")
         _value(specific, "y_pixels_in_detector", ny, dtype="i4")
-        _value(
-            specific,
-            "countrate_correction_count_cutoff",
-            int(panel.get_trusted_range()[1]),
-            dtype="i4",
-        )
+        _value(specific, "countrate_correction_count_cutoff", cutoff, dtype="i4")
         specific["pixel_mask"] = h5py.SoftLink("/entry/instrument/detector/pixel_mask")
         for key, value in (extra_detector_specific or {}).items():
             _value(specific, key, value)
 
-        transformations = _group(det, "transformations", "NXtransformations")
-        _axis(
-            transformations,
-            "translation",
-            distance_mm,
-            (0.0, 0.0, 1.0),
-            "translation",
-            ".",
-            "mm",
-        )
-        _string(
-            det, "depends_on", "/entry/instrument/detector/transformations/translation"
-        )
-        module = _group(det, "module", "NXdetector_module")
-        _value(module, "data_origin", [0, 0], dtype="i4")
-        _value(module, "data_size", [ny, nx], dtype="i4")
-        offset_mcstas = MCSTAS_FROM_IMGCIF @ np.array(panel.get_origin())
-        offset_mcstas[2] = 0.0  # the distance is the detector translation
-        offset_length = float(np.linalg.norm(offset_mcstas))
-        _axis(
-            module,
-            "module_offset",
-            offset_length,
-            offset_mcstas / offset_length,
-            "translation",
-            "/entry/instrument/detector/transformations/translation",
-            "mm",
-        )
-        for name, axis in (
-            ("fast_pixel_direction", panel.get_fast_axis()),
-            ("slow_pixel_direction", panel.get_slow_axis()),
-        ):
-            _axis(
-                module,
-                name,
-                pixel_mm,
-                MCSTAS_FROM_IMGCIF @ np.array(axis),
-                "translation",
-                "/entry/instrument/detector/module/module_offset",
-                "mm",
-                offset=np.zeros(3),
-            )
-
-        sample = _group(entry, "sample", "NXsample")
-        _string(sample, "name", "simulated crystal")
-        _string(sample, "depends_on", "/entry/sample/transformations/omega")
-        sample_transformations = _group(sample, "transformations", "NXtransformations")
-        axis = (1.0, 0.0, 0.0) if goniometer is None else goniometer.get_rotation_axis()
         if scan is not None:
             start, width = scan.get_oscillation()
             omega = start + width * np.arange(n_frames)
@@ -281,26 +229,105 @@ def write_master(
         else:
             omega = np.zeros(n_frames)
             increment = np.zeros(n_frames)
-        _axis(
-            sample_transformations,
-            "omega",
-            omega,
-            MCSTAS_FROM_IMGCIF @ np.array(axis),
-            "rotation",
-            ".",
-            "deg",
-        )
-        _value(sample_transformations, "omega_increment_set", increment, "deg")
-        _value(sample_transformations, "omega_end", omega + increment, "deg")
+        sample = _group(entry, "sample", "NXsample")
+        _string(sample, "name", "simulated sample")
         gonio = _group(sample, "goniometer", "NXcollection")
-        gonio["omega"] = h5py.SoftLink("/entry/sample/transformations/omega")
-        gonio["omega_end"] = h5py.SoftLink("/entry/sample/transformations/omega_end")
-        _value(
-            gonio,
-            "omega_range_average",
-            float(increment[0]) if n_frames else 0.0,
-            "deg",
+        _value(gonio, "omega_range_average", float(increment[0]), "deg")
+        _value(gonio, "omega_increment", float(increment[0]), "deg")
+
+        if nxmx:
+            _value(det, "saturation_value", cutoff, dtype="i4")
+            _nxmx_detector_geometry(det, panel, shape, distance_mm, pixel_mm)
+            axis = (
+                (1.0, 0.0, 0.0)
+                if goniometer is None
+                else goniometer.get_rotation_axis()
+            )
+            _nxmx_sample_geometry(sample, omega, increment, axis)
+        else:
+            _dectris_detector_geometry(det, panel)
+            _value(gonio, "omega", omega, "deg")
+
+
+def _nxmx_detector_geometry(det, panel, shape, distance_mm, pixel_mm):
+    """NXmx transformations and the one NXdetector_module of a flat panel."""
+    transformations = _group(det, "transformations", "NXtransformations")
+    _axis(
+        transformations,
+        "translation",
+        distance_mm,
+        (0.0, 0.0, 1.0),
+        "translation",
+        ".",
+        "mm",
+    )
+    _string(det, "depends_on", "/entry/instrument/detector/transformations/translation")
+    module = _group(det, "module", "NXdetector_module")
+    _value(module, "data_origin", [0, 0], dtype="i4")
+    _value(module, "data_size", list(shape), dtype="i4")
+    offset_mcstas = MCSTAS_FROM_IMGCIF @ np.array(panel.get_origin())
+    offset_mcstas[2] = 0.0  # the distance is the detector translation
+    offset_length = float(np.linalg.norm(offset_mcstas))
+    _axis(
+        module,
+        "module_offset",
+        offset_length,
+        offset_mcstas / offset_length,
+        "translation",
+        "/entry/instrument/detector/transformations/translation",
+        "mm",
+    )
+    for name, axis in (
+        ("fast_pixel_direction", panel.get_fast_axis()),
+        ("slow_pixel_direction", panel.get_slow_axis()),
+    ):
+        _axis(
+            module,
+            name,
+            pixel_mm,
+            MCSTAS_FROM_IMGCIF @ np.array(axis),
+            "translation",
+            "/entry/instrument/detector/module/module_offset",
+            "mm",
+            offset=np.zeros(3),
         )
+
+
+def _nxmx_sample_geometry(sample, omega, increment, axis):
+    """The NXmx goniometer: one omega rotation axis the sample depends on."""
+    _string(sample, "depends_on", "/entry/sample/transformations/omega")
+    transformations = _group(sample, "transformations", "NXtransformations")
+    _axis(
+        transformations,
+        "omega",
+        omega,
+        MCSTAS_FROM_IMGCIF @ np.array(axis),
+        "rotation",
+        ".",
+        "deg",
+    )
+    _value(transformations, "omega_increment_set", increment, "deg")
+    _value(transformations, "omega_end", omega + increment, "deg")
+    gonio = sample["goniometer"]
+    gonio["omega"] = h5py.SoftLink("/entry/sample/transformations/omega")
+    gonio["omega_end"] = h5py.SoftLink("/entry/sample/transformations/omega_end")
+
+
+def _dectris_detector_geometry(det, panel):
+    """DECTRIS ``geometry/orientation`` and ``geometry/translation`` (m).
+
+    As the EIGER file writer records them and dxtbx's
+    ``FormatHDF5EigerNearlyNexus`` reads them (it flips z of both).
+    """
+    geometry = _group(det, "geometry", "NXgeometry")
+    fast = MCSTAS_FROM_IMGCIF @ np.array(panel.get_fast_axis())
+    slow = MCSTAS_FROM_IMGCIF @ np.array(panel.get_slow_axis())
+    flip_z = np.array([1.0, 1.0, -1.0])
+    orientation = _group(geometry, "orientation", "NXorientation")
+    _value(orientation, "value", np.concatenate([fast * flip_z, slow * flip_z]))
+    translation = _group(geometry, "translation", "NXtranslation")
+    origin_m = MCSTAS_FROM_IMGCIF @ np.array(panel.get_origin()) / 1000.0
+    _value(translation, "distances", origin_m * flip_z, "m")
 
 
 def write_eiger_dataset(

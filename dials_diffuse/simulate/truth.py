@@ -97,10 +97,12 @@ def write_rotation_truth(experiment, path, seed, frame_sums, transmission=None):
         )
         _attrs(bragg, setup.bragg.as_dict())
 
-        h, k, l, grid = diffuse_grid(experiment)
+        axes, grid = diffuse_grid(experiment)
         diffuse = handle.create_group("diffuse")
-        diffuse.create_dataset("grid", data=grid, compression="gzip", chunks=True)
-        for name, axis in (("h", h), ("k", k), ("l", l)):
+        diffuse.create_dataset(
+            "grid", data=grid, chunks=True, compression="gzip", shuffle=True
+        )
+        for name, axis in zip("hkl", axes):
             diffuse.create_dataset(name, data=axis)
         _attrs(diffuse, {**setup.diffuse.as_dict(), "subdivide": DIFFUSE_SUBDIVIDE})
 
@@ -134,8 +136,10 @@ def diffuse_grid(experiment):
 
     Returns
     -------
-    h, k, l : 1-D arrays of the voxel centres (r.l.u.)
-    grid : ndarray (len(h), len(k), len(l)), float32 rates (counts/s)
+    axes : list of three 1-D arrays
+        The voxel centres along h, k and l (r.l.u.).
+    grid : ndarray (len(h), len(k), len(l))
+        float32 rates (counts/s); NaN beyond the detector's resolution.
     """
     A = np.array(experiment.crystal.get_A()).reshape(3, 3)
     s_max = np.linalg.norm(
@@ -151,14 +155,13 @@ def diffuse_grid(experiment):
         )
         for length in real_lengths
     ]
-    h, k, l = axes
-    grid = np.empty((len(h), len(k), len(l)), dtype=np.float32)
-    kl = np.stack(np.meshgrid(k, l, indexing="ij"), axis=-1)
-    for i, hi in enumerate(h):
-        hkl = np.concatenate([np.full(kl.shape[:2] + (1,), hi), kl], axis=-1)
+    grid = np.empty(tuple(len(axis) for axis in axes), dtype=np.float32)
+    kl = np.stack(np.meshgrid(axes[1], axes[2], indexing="ij"), axis=-1)
+    for i, h in enumerate(axes[0]):
+        hkl = np.concatenate([np.full(kl.shape[:2] + (1,), h), kl], axis=-1)
         s = np.linalg.norm(hkl @ A.T, axis=-1)
-        grid[i] = experiment.setup.diffuse(hkl, s)
-    return h, k, l, grid
+        grid[i] = np.where(s <= s_max, experiment.setup.diffuse(hkl, s), np.nan)
+    return axes, grid
 
 
 def write_truth_expt(experiment, master, path):
