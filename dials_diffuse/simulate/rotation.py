@@ -66,6 +66,7 @@ class RotationSetup:
     hot_pixels: int = 5
     hot_rate: float = 50000.0
     gap_rows: int = 4
+    saturation: int = 60000
     bragg: BraggModel = field(default_factory=BraggModel)
     diffuse: DiffuseModel = field(default_factory=DiffuseModel)
     corrections: Corrections = field(default_factory=Corrections)
@@ -82,6 +83,7 @@ class RotationSetup:
             pixel_mm=self.pixel_mm,
             distance_mm=self.distance_mm,
             beam_px=(half_x / self.pixel_mm, half_y / self.pixel_mm),
+            saturation=self.saturation,
         )
 
     @property
@@ -245,14 +247,18 @@ def expected_frame(experiment, frame):
     return counts
 
 
-def measured_frame(experiment, frame, expected, seed):
+def measured_frame(experiment, frame, expected, seed, response=None, sweep=0):
     """Poisson counts for `expected` (ny, nx), clipped at saturation, gap filled.
 
-    The noise of each frame comes from its own stream (seed, frame), so frames
-    can be made in any order or in parallel with identical results.
+    The noise of each frame comes from its own stream (seed, sweep, frame), so
+    frames can be made in any order or in parallel with identical results.
+    `response`, if given, maps true counts to recorded values (a detector
+    non-linearity) before the clipping at saturation.
     """
-    rng = np.random.default_rng([seed, 1, frame])
+    rng = np.random.default_rng([seed, 1, sweep, frame])
     counts = rng.poisson(expected)
+    if response is not None:
+        counts = response(counts)
     saturation = experiment.detector[0].get_trusted_range()[1]
     counts = np.minimum(counts, saturation)
     counts[experiment.gap_mask] = GAP_VALUE
@@ -300,10 +306,20 @@ def _moved(value, old, new):
 
 
 def write_rotation_files(
-    experiment, directory, seed, prefix="rotation", transmission=None, desc="rotation"
+    experiment,
+    directory,
+    seed,
+    prefix="rotation",
+    transmission=None,
+    response=None,
+    sweep=0,
+    desc="rotation",
 ):
     """Write the image files and truth.h5 of `experiment` into `directory`.
 
+    `transmission` (0..1) scales the scattered signal (not the hot pixels);
+    `response` maps true to recorded counts (see `measured_frame`); `sweep`
+    selects an independent noise stream for each sweep of a series.
     Returns a dict with ``master``, ``data`` and ``truth`` paths.
     """
     setup = experiment.setup
@@ -325,7 +341,9 @@ def write_rotation_files(
             )
             for name in components:
                 sums[name][frame] = expected[name][valid].sum()
-            yield measured_frame(experiment, frame, expected["total"], seed)
+            yield measured_frame(
+                experiment, frame, expected["total"], seed, response, sweep
+            )
 
     pixel_mask = np.zeros((setup.ny, setup.nx), dtype=np.uint32)
     pixel_mask[experiment.gap_mask] = GAP_BIT

@@ -190,7 +190,10 @@ def simulate_sacla(directory, size="test", seed=0, **overrides):
     """
     setup = sacla_setup(size, **overrides)
     if not 0 <= setup.dark_shots < setup.shots:
-        raise UserError("dark_shots must be at least 0 and fewer than the shots")
+        raise UserError(
+            f"dark_shots ({setup.dark_shots}) must be fewer than the shots "
+            f"({setup.shots})"
+        )
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     mask = sacla_mask(setup, rng)
     light = setup.shots - setup.dark_shots
