@@ -89,7 +89,7 @@ eiger_series {
   drift = None
     .type = float
     .help = "Linear drift of the intensity, as a fraction per frame. Default:"
-            "the size preset's (-2e-4 for test, -2e-5 for demo)."
+            "the size preset's (-2e-4 for test, -5e-5 for demo)."
 }
 sacla {
   symmetry_order = 6
