@@ -35,6 +35,7 @@ Rotation sweep (``kind = "rotation"``), beside ``rotation_master.h5``:
 """
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -63,7 +64,7 @@ def write_rotation_truth(experiment, path, seed, frame_sums, transmission=None):
                 "seed": seed,
                 "description": __doc__,
                 "units": "lengths mm, angles degrees, rates counts/s, |s| 1/Angstrom",
-                "setup": json.dumps(_setup_dict(setup)),
+                "setup": json.dumps(asdict(setup)),
             },
         )
         if transmission is not None:
@@ -185,14 +186,3 @@ def write_truth_expt(experiment, master, path):
     with atomic_path(path) as temporary:
         temporary.write_text(truth.as_json())
     return Path(path)
-
-
-def _setup_dict(setup):
-    from dataclasses import asdict
-
-    return asdict(setup)
-
-
-def read_truth(path):
-    """Open a ``truth.h5`` read-only (an h5py File; use as a context manager)."""
-    return h5py.File(path, "r")
