@@ -322,6 +322,7 @@ def write_rotation_files(
     """Write the image files and truth.h5 of `experiment` into `directory`.
 
     `transmission` (0..1) scales the scattered signal (not the hot pixels);
+    with a transmission (a sweep of a series) truth.h5 has no diffuse grid;
     `response` maps true to recorded counts (see `measured_frame`); `sweep`
     selects an independent noise stream for each sweep of a series; `nproc`
     threads make frames in parallel (None: every core).
@@ -376,6 +377,11 @@ def write_rotation_files(
     )
     data = sorted(directory.glob(f"{prefix}_data_*.h5"))
     truth = write_rotation_truth(
-        experiment, directory / "truth.h5", seed, sums, transmission
+        experiment,
+        directory / "truth.h5",
+        seed,
+        sums,
+        transmission,
+        with_grid=transmission is None,
     )
     return {"master": master, "data": data, "truth": truth}

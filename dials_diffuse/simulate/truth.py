@@ -51,8 +51,14 @@ def _attrs(group, values):
         group.attrs[key] = value
 
 
-def write_rotation_truth(experiment, path, seed, frame_sums, transmission=None):
-    """Write ``truth.h5`` for a rotation sweep; return its path."""
+def write_rotation_truth(
+    experiment, path, seed, frame_sums, transmission=None, with_grid=True
+):
+    """Write ``truth.h5`` for a rotation sweep; return its path.
+
+    `with_grid=False` leaves out ``/diffuse/grid`` and its axes (the model's
+    parameters stay in the attributes of ``/diffuse``).
+    """
     setup = experiment.setup
     panel = experiment.detector[0]
     crystal = experiment.crystal
@@ -98,13 +104,14 @@ def write_rotation_truth(experiment, path, seed, frame_sums, transmission=None):
         )
         _attrs(bragg, setup.bragg.as_dict())
 
-        axes, grid = diffuse_grid(experiment)
         diffuse = handle.create_group("diffuse")
-        diffuse.create_dataset(
-            "grid", data=grid, chunks=True, compression="gzip", shuffle=True
-        )
-        for name, axis in zip("hkl", axes):
-            diffuse.create_dataset(name, data=axis)
+        if with_grid:
+            axes, grid = diffuse_grid(experiment)
+            diffuse.create_dataset(
+                "grid", data=grid, chunks=True, compression="gzip", shuffle=True
+            )
+            for name, axis in zip("hkl", axes):
+                diffuse.create_dataset(name, data=axis)
         _attrs(diffuse, {**setup.diffuse.as_dict(), "subdivide": DIFFUSE_SUBDIVIDE})
 
         hot = handle.create_group("hot_pixels")
