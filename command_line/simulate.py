@@ -10,6 +10,7 @@ from dials_diffuse.simulate import (
     simulate_transmission_series,
 )
 from dials_diffuse.simulate.transmission_series import DetectorResponse
+from dials_diffuse.simulate.truth import truth_summary
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -153,7 +154,22 @@ def main(params, inputs, run):
     for what, path in _flatten(paths):
         run.outputs[what] = str(path)
         logger.info("Wrote %s: %s", what, path)
-    run.results.update({"kind": params.kind, "size": params.size, "seed": params.seed})
+    truth = truth_summary(paths["truth"])
+    logger.info("Truth (%s):", paths["truth"])
+    for key, value in truth.items():
+        logger.info("  %s = %s", key, _short(value))
+    run.results.update(
+        {"kind": params.kind, "size": params.size, "seed": params.seed, "truth": truth}
+    )
+
+
+def _short(value):
+    """A value for the log: floats with 6 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "(" + ", ".join(_short(v) for v in value) + ")"
+    return str(value)
 
 
 def _flatten(paths, prefix=""):

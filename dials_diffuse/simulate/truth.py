@@ -193,3 +193,22 @@ def write_truth_expt(experiment, master, path):
     with atomic_path(path) as temporary:
         temporary.write_text(truth.as_json())
     return Path(path)
+
+
+def truth_summary(path):
+    """The key facts of a ``truth.h5`` as plain Python values (for logs and JSON).
+
+    The root attributes (except the long ``description`` and ``setup``) and,
+    for a rotation sweep, the cell, space group and wavelength.
+    """
+    summary = {}
+    with h5py.File(path, "r") as handle:
+        groups = [handle] + ([handle["models"]] if "models" in handle else [])
+        for group in groups:
+            for key, value in group.attrs.items():
+                if key in ("description", "setup", "A_matrix"):
+                    continue
+                if isinstance(value, bytes):
+                    value = value.decode()
+                summary[key] = value.tolist() if hasattr(value, "tolist") else value
+    return summary

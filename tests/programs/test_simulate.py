@@ -17,6 +17,8 @@ def test_sacla_and_eiger_series_with_json(in_tmp_path):
     summary = json.loads((in_tmp_path / "s.json").read_text())
     assert summary["exit_code"] == 0
     assert summary["outputs"]["truth"] == "simulated_sacla/truth.h5"
+    assert summary["results"]["truth"]["symmetry_order"] == 6
+    assert len(summary["results"]["truth"]["beam_centre_px"]) == 2
     with h5py.File("simulated_sacla/truth.h5", "r") as handle:
         assert list(handle["dark"][()]) == [True, True, False, False, False, False]
         assert handle.attrs["symmetry_order"] == 6
@@ -38,6 +40,10 @@ def test_rotation_and_transmission_series(in_tmp_path):
     assert run(["kind=rotation", "frames=3", "output.directory=rot"]) == 0
     assert (in_tmp_path / "rot" / "rotation_master.h5").is_file()
     assert (in_tmp_path / "rot" / "truth.expt").is_file()
+    assert (
+        "space_group = P 21 21 21"
+        in (in_tmp_path / "dials.diffuse.simulate.log").read_text()
+    )
     assert (
         run(
             [

@@ -127,6 +127,15 @@ def test_diffuse_grid_is_the_model(truth):
     assert np.isnan(truth["grid"][0, 0, 0])  # the corner is beyond the detector
 
 
+def test_size_presets():
+    test, demo = rotation_setup("test"), rotation_setup("demo")
+    assert (test.nx, test.ny, test.frames, test.width_deg) == (256, 256, 30, 0.5)
+    assert (demo.nx, demo.ny, demo.frames, demo.width_deg) == (512, 512, 90, 0.5)
+    # The same physical detector: the test size has 2 x 2 binned pixels.
+    assert test.nx * test.pixel_mm == demo.nx * demo.pixel_mm
+    assert rotation_setup("test", frames=7).frames == 7
+
+
 def test_same_seed_same_data_other_seed_differs(tmp_path):
     a = simulate_rotation(tmp_path / "a", seed=5, frames=2)
     b = simulate_rotation(tmp_path / "b", seed=5, frames=2)
