@@ -169,3 +169,25 @@ def test_no_partial_dataset_after_a_failure(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         simulate_rotation(tmp_path / "out", frames=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_several_data_files_through_the_virtual_dataset(tmp_path):
+    """Frames split over data files: DIALS reads them in order through the VDS."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    paths = simulate_rotation(tmp_path / "split", frames=5, frames_per_file=2)
+    assert [p.name for p in paths["data"]] == [
+        "rotation_data_000001.h5",
+        "rotation_data_000002.h5",
+        "rotation_data_000003.h5",
+    ]
+    with h5py.File(paths["data"][2], "r") as handle:
+        dataset = handle["/entry/data/data"]
+        assert (dataset.attrs["image_nr_low"], dataset.attrs["image_nr_high"]) == (5, 5)
+        last = dataset[0]
+    imageset = ExperimentListFactory.from_filenames([str(paths["master"])])[0].imageset
+    assert len(imageset) == 5
+    raw = imageset.get_raw_data(4)[0].as_numpy_array()
+    valid = last != GAP_VALUE
+    assert np.array_equal(raw[valid], last[valid].astype(raw.dtype))
+    assert np.all(raw[~valid] == -1)  # gap pixels read as masked
