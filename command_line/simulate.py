@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from pathlib import Path
 
 from dials_diffuse.simulate import (
     simulate_eiger_series,
@@ -9,6 +10,7 @@ from dials_diffuse.simulate import (
     simulate_sacla,
     simulate_transmission_series,
 )
+from dials_diffuse.simulate.preview import write_preview
 from dials_diffuse.simulate.transmission_series import DetectorResponse
 from dials_diffuse.simulate.truth import truth_summary
 from dials_diffuse.util.errors import UserError
@@ -41,6 +43,7 @@ kind=eiger_series: a long DECTRIS-style Eiger series of small frames with a
 
 size=test makes data in seconds (the tests use it); size=demo makes the
 larger sets the demo uses (a 512 x 512 px, 90-frame sweep for rotation).
+Every dataset gets preview.png: the data drawn against its truth.
 
 Examples:
 
@@ -106,6 +109,10 @@ output {
     .type = path
     .help = "Directory to create for the dataset (must not exist, or be"
             "empty). Default: simulated_<kind>."
+  preview = preview.png
+    .type = path
+    .help = "A PNG preview of the data against its truth, written inside"
+            "output.directory. None: no preview."
 }
 """
 
@@ -154,6 +161,10 @@ def main(params, inputs, run):
     for what, path in _flatten(paths):
         run.outputs[what] = str(path)
         logger.info("Wrote %s: %s", what, path)
+    if params.output.preview:
+        with run.timer("preview"):
+            with run.write(Path(directory) / params.output.preview, "preview") as png:
+                write_preview(params.kind, paths, png)
     truth = truth_summary(paths["truth"])
     logger.info("Truth (%s):", paths["truth"])
     for key, value in truth.items():
