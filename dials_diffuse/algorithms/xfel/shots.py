@@ -1,0 +1,194 @@
+"""The still shots of a program's input, read one block at a time.
+
+Shots come from an experiment list (image files imported by dxtbx, or a
+`.expt`): one experiment per still. Shots in SACLA DataConvert files are
+read straight from HDF5 through `SACLASource` (the tag of each shot and
+its dark flag come from the file); any other still images through their
+dxtbx imageset. Never more than one block of shots is in memory.
+"""
+
+import logging
+
+import numpy as np
+
+from dials_diffuse.images.imageset import read_frame
+from dials_diffuse.util.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def _sacla_location(imageset):
+    """(path, index in file) when the imageset's one image is in a SACLA file."""
+    from dials_diffuse.format.FormatSACLA import FormatSACLA
+
+    try:
+        format_class = imageset.get_format_class()
+    except Exception:
+        return None
+    if format_class is None or not issubclass(format_class, FormatSACLA):
+        return None
+    return imageset.get_path(0), int(imageset.indices()[0])
+
+
+class Shots:
+    """Still shots with a shared geometry, read in blocks.
+
+    Parameters
+    ----------
+    experiments : dxtbx ExperimentList
+        One experiment per shot (stills); every imageset must be readable.
+    external_mask : ndarray of bool, optional
+        (slow, fast) validity mask applied to every shot (single panel), or a
+        list with one per panel; True = valid.
+
+    Attributes
+    ----------
+    detector, beam : dxtbx models of the first shot (the geometry used).
+    tags : ndarray of int64
+        SACLA tag of each shot, else its 1-based image number in its file.
+    dark : ndarray of bool
+        Shutter-closed shots (SACLA), else all False.
+    panel_shapes : list of (rows, columns)
+    """
+
+    def __init__(self, experiments, external_mask=None):
+        if len(experiments) == 0:
+            raise UserError("no shots given: name image files or an experiment list")
+        self._experiments = experiments
+        first = experiments[0]
+        if first.imageset is None:
+            raise UserError("the experiments carry no images")
+        self.detector = first.detector
+        self.beam = first.beam
+        self.panel_shapes = [tuple(reversed(p.get_image_size())) for p in self.detector]
+        self._sources = {}
+        self._where = []
+        tags, dark = [], []
+        for experiment in experiments:
+            imageset = experiment.imageset
+            if imageset is None or len(imageset) != 1:
+                raise UserError(
+                    "expected one still image per experiment (dials.import of "
+                    "still shots), found an image sequence"
+                )
+            location = _sacla_location(imageset)
+            if location is not None:
+                source = self._sacla_source(location[0])
+                tags.append(int(source.tags[location[1]]))
+                dark.append(bool(source.dark[location[1]]))
+            else:
+                tags.append(int(imageset.indices()[0]) + 1)
+                dark.append(False)
+            self._where.append(location)
+        self.tags = np.array(tags, dtype=np.int64)
+        self.dark = np.array(dark, dtype=bool)
+        self.n_pixels = int(sum(r * c for r, c in self.panel_shapes))
+        self._external = self._external_mask(external_mask)
+
+    def _sacla_source(self, path):
+        from dials_diffuse.images.sacla import SACLASource
+
+        if path not in self._sources:
+            self._sources[path] = SACLASource(path)
+        return self._sources[path]
+
+    def _external_mask(self, mask):
+        if mask is None:
+            return None
+        masks = mask if isinstance(mask, (list, tuple)) else [mask]
+        if len(masks) != len(self.panel_shapes) or any(
+            np.shape(m) != s for m, s in zip(masks, self.panel_shapes)
+        ):
+            raise UserError(
+                f"the mask has shape {[np.shape(m) for m in masks]}, the detector "
+                f"{self.panel_shapes}"
+            )
+        return np.concatenate([np.asarray(m, dtype=bool).ravel() for m in masks])
+
+    def __len__(self):
+        return len(self._experiments)
+
+    def read(self, index):
+        """One shot as flat arrays: (data float32 (n_pixels,), valid bool)."""
+        location = self._where[index]
+        if location is not None:
+            data, valid = self._sacla_source(location[0]).read_shot(location[1])
+            data = data.astype(np.float32, copy=False).ravel()
+            valid = valid.ravel()
+        else:
+            panels, masks = read_frame(self._experiments[index].imageset, 0)
+            data = np.concatenate([p.ravel() for p in panels]).astype(np.float32)
+            valid = np.concatenate([m.ravel() for m in masks])
+        if self._external is not None:
+            valid = valid & self._external
+        return data, valid
+
+    def blocks(self, indices, size=8):
+        """Yield (indices, data (n, n_pixels) float32, valid (n, n_pixels) bool)."""
+        indices = list(indices)
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            data = np.empty((len(chunk), self.n_pixels), dtype=np.float32)
+            valid = np.empty((len(chunk), self.n_pixels), dtype=bool)
+            for row, index in enumerate(chunk):
+                data[row], valid[row] = self.read(index)
+            yield chunk, data, valid
+
+    def select(self, shots=None, tags=None, include_dark=False):
+        """0-based indices of the shots chosen by index or tag (dark ones dropped).
+
+        Parameters
+        ----------
+        shots : list of int, optional
+            0-based shot indices.
+        tags : list of int, optional
+            SACLA tags (or image numbers for other formats).
+        include_dark : bool
+            Keep shutter-closed shots.
+        """
+        chosen = np.arange(len(self))
+        if shots:
+            bad = [s for s in shots if not 0 <= s < len(self)]
+            if bad:
+                raise UserError(
+                    f"shot {bad[0]} does not exist: there are {len(self)} shots (0-based)"
+                )
+            chosen = np.array(sorted(set(shots)), dtype=np.int64)
+        if tags:
+            position = {int(t): i for i, t in enumerate(self.tags)}
+            missing = [t for t in tags if t not in position]
+            if missing:
+                raise UserError(f"tag {missing[0]} is not among the shots")
+            chosen = np.intersect1d(chosen, [position[t] for t in tags])
+        if not include_dark:
+            chosen = chosen[~self.dark[chosen]]
+        if chosen.size == 0:
+            raise UserError("no shots selected (dark shots are left out)")
+        return [int(i) for i in chosen]
+
+    def close(self):
+        for source in self._sources.values():
+            source.close()
+
+
+def load_mask_file(path, panel_shapes):
+    """A validity mask from a file: `.npy` (non-zero = valid, as the seed's
+    mask.npy) or a DIALS mask pickle (tuple of flex.bool, True = valid)."""
+    path = str(path)
+    try:
+        if path.endswith(".npy"):
+            masks = [np.load(path) != 0]
+        else:
+            import pickle
+
+            with open(path, "rb") as handle:
+                loaded = pickle.load(handle)
+            masks = [np.asarray(m.as_numpy_array(), dtype=bool) for m in loaded]
+    except Exception as error:
+        raise UserError(f"{path}: not a readable mask ({error})") from error
+    shapes = [m.shape for m in masks]
+    if shapes != list(panel_shapes):
+        raise UserError(
+            f"{path}: mask shape {shapes} does not match the detector {list(panel_shapes)}"
+        )
+    return masks
