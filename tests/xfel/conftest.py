@@ -55,6 +55,13 @@ def ring_image(shape, centre, radius, width, symmetry, phase, amplitude, backgro
     return background + ring
 
 
+def spot_image(shape, fast, slow, peak=3000.0, sigma=1.0):
+    """A Gaussian spot centred at (fast, slow) px."""
+    rows, columns = np.indices(shape, dtype=np.float64)
+    r2 = (columns + 0.5 - fast) ** 2 + (rows + 0.5 - slow) ** 2
+    return peak * np.exp(-0.5 * r2 / sigma**2)
+
+
 def write_sacla_file(
     path,
     shape=(300, 320),
@@ -71,9 +78,14 @@ def write_sacla_file(
     pixel_size_mm=0.05,
     distance_mm=50.0,
     energy_ev=8610.0,
+    spots=(),
     seed=7,
 ):
-    """Write a SACLA DataConvert-layout file; return its SaclaTruth."""
+    """Write a SACLA DataConvert-layout file; return its SaclaTruth.
+
+    `spots` adds Gaussian Bragg-like spots (sigma 1 px, 3000 counts peak) at
+    the given (fast, slow) px positions to every light shot.
+    """
     rng = np.random.default_rng(seed)
     tags = FIRST_TAG + 2 * np.arange(n_shots)
     mask = np.ones(shape, dtype=bool)
@@ -110,6 +122,8 @@ def write_sacla_file(
                     amplitude * rng.uniform(0.8, 1.2),
                     background,
                 )
+                for fast, slow in spots:
+                    expected = expected + spot_image(shape, fast, slow)
             image = rng.poisson(expected).astype(np.float32)
             image[~mask] = 0
             group = detector.create_group(f"tag_{tag}")

@@ -61,19 +61,30 @@ def radial_profile(image, valid, centre, bin_width=0.5):
 
     Returns (radii of the bin centres in px, mean per bin; NaN for empty bins).
     """
-    slow, fast = np.nonzero(valid)
-    r = np.hypot(fast + 0.5 - centre[0], slow + 0.5 - centre[1])
-    bins = (r / bin_width).astype(np.int64)
-    values = image[slow, fast].astype(np.float64)
-    sums = np.bincount(bins, weights=values)
-    counts = np.bincount(bins)
-    with np.errstate(invalid="ignore"):
-        mean = sums / counts
-    return (np.arange(sums.size) + 0.5) * bin_width, mean
+    return _ValidPixels(image, valid).profile(centre, bin_width)
 
 
-def _sharpness(image, valid, centre, radius_window, bin_width):
-    radii, profile = radial_profile(image, valid, centre, bin_width)
+class _ValidPixels:
+    """Coordinates (px, pixel centres) and values of the valid pixels, once."""
+
+    def __init__(self, image, valid):
+        slow, fast = np.nonzero(valid)
+        self.fast = fast + 0.5
+        self.slow = slow + 0.5
+        self.values = image[slow, fast].astype(np.float64)
+
+    def profile(self, centre, bin_width):
+        r = np.hypot(self.fast - centre[0], self.slow - centre[1])
+        bins = (r * (1.0 / bin_width)).astype(np.int64)
+        sums = np.bincount(bins, weights=self.values)
+        counts = np.bincount(bins)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = sums / counts
+        return (np.arange(sums.size) + 0.5) * bin_width, mean
+
+
+def _sharpness(pixels, centre, radius_window, bin_width):
+    radii, profile = pixels.profile(centre, bin_width)
     use = np.isfinite(profile)
     if radius_window is not None:
         use &= (radii >= radius_window[0]) & (radii <= radius_window[1])
@@ -86,34 +97,38 @@ def _sharpness(image, valid, centre, radius_window, bin_width):
 def sharpest_centre(image, valid, start, search_px, radius_guess=None):
     """Centre (fast, slow) in px that makes the radial profile sharpest.
 
-    Searches a grid of +-`search_px` around `start`, then finer grids around
-    the best point (steps of search/5, ..., 0.5 px). With `radius_guess`,
-    only ring peaks within 25% of it count. Returns (centre, ring radius px).
+    Searches a grid of +-`search_px` (steps of search/5) around `start`, then
+    grids of +-1 step around the best point with steps 4 times finer, down
+    to 0.5 px. With `radius_guess`, only ring peaks within 25% of it count
+    (and only pixels that could reach that window are used). Returns
+    (centre, ring radius px).
     """
     window = None
     if radius_guess:
         window = (0.75 * radius_guess, 1.25 * radius_guess)
+        slow, fast = np.indices(valid.shape)
+        r = np.hypot(fast + 0.5 - start[0], slow + 0.5 - start[1])
+        reach = (r >= window[0] - 1.5 * search_px) & (r <= window[1] + 1.5 * search_px)
+        valid = valid & reach
+    pixels = _ValidPixels(image, valid)
     best = np.asarray(start, dtype=np.float64)
     step = max(search_px / 5.0, 0.5)
     half = search_px
-    radius = np.nan
     while True:
         offsets = np.arange(-half, half + 0.5 * step, step)
-        scores = []
-        for dy in offsets:
-            for dx in offsets:
-                centre = best + (dx, dy)
-                bin_width = max(0.5, min(step / 2.0, 2.0))
-                scores.append(
-                    (*_sharpness(image, valid, centre, window, bin_width), centre)
-                )
+        bin_width = float(np.clip(step / 2.0, 0.5, 2.0))
+        scores = [
+            (*_sharpness(pixels, best + (dx, dy), window, bin_width), best + (dx, dy))
+            for dy in offsets
+            for dx in offsets
+        ]
         score, radius, centre = max(scores, key=lambda s: s[0])
         if not np.isfinite(score):
             raise UserError("no ring found: no valid pixels in the radius window")
         best = centre
         if step <= 0.5:
             return (float(best[0]), float(best[1])), float(radius)
-        half = 2 * step
+        half = step
         step = max(step / 4.0, 0.5)
 
 
