@@ -87,6 +87,11 @@ output {
 
 def main(params, inputs, run):
     if len(inputs.nexus) != 1 or len(inputs.experiments) or inputs.reflections:
+        others = [f for f in inputs.files if f not in inputs.nexus]
+        if others:
+            raise UserError(
+                f"{others[0]}: not a polar file from dials.diffuse.polar_transform"
+            )
         raise UserError("give exactly one polar.h5 from dials.diffuse.polar_transform")
     polar_path = inputs.nexus[0]
     polar = open_polar_file(polar_path)

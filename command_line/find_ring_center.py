@@ -8,7 +8,7 @@ import numpy as np
 
 from dials_diffuse.algorithms.xfel.polar import q_at_radius
 from dials_diffuse.algorithms.xfel.rings import find_ring_centre
-from dials_diffuse.algorithms.xfel.shots import Shots, load_mask_file
+from dials_diffuse.algorithms.xfel.shots import shots_from_inputs
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
@@ -116,14 +116,7 @@ def apply_beam_centre(experiments, centre_px):
 
 
 def main(params, inputs, run):
-    if len(inputs.experiments) == 0:
-        raise UserError("no shots given: name SACLA/still image files or an .expt")
-    if params.mask:
-        inputs.protect(params.mask)
-    first = inputs.experiments[0]
-    panel_shapes = [tuple(reversed(p.get_image_size())) for p in first.detector]
-    mask = load_mask_file(params.mask, panel_shapes) if params.mask else None
-    shots = Shots(inputs.experiments, external_mask=mask)
+    shots = shots_from_inputs(inputs, params.mask)
     try:
         chosen = shots.select(params.shots, params.tags)
         with run.timer("sum"):
@@ -133,7 +126,7 @@ def main(params, inputs, run):
     logger.info("Summed %d shot(s); %d pixels valid", len(chosen), valid.sum())
     start = params.centre_guess
     if start is None:
-        start = first.detector[0].get_beam_centre_px(first.beam.get_s0())
+        start = shots.detector[0].get_beam_centre_px(shots.beam.get_s0())
     with run.timer("fit"):
         fit = find_ring_centre(
             image,

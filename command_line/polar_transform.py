@@ -10,7 +10,7 @@ from dials_diffuse.algorithms.xfel.polar import (
     q_at_radius,
     q_polar_map,
 )
-from dials_diffuse.algorithms.xfel.shots import Shots, load_mask_file
+from dials_diffuse.algorithms.xfel.shots import shots_from_inputs
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.polar_files import PolarFileWriter
 from dials_diffuse.util.errors import UserError
@@ -124,14 +124,7 @@ def default_q_grid(detector, beam, q_range=None, nq=None, nphi=None):
 
 
 def main(params, inputs, run):
-    if len(inputs.experiments) == 0:
-        raise UserError("no shots given: name SACLA/still image files or an .expt")
-    if params.mask:
-        inputs.protect(params.mask)
-    first = inputs.experiments[0]
-    panel_shapes = [tuple(reversed(p.get_image_size())) for p in first.detector]
-    mask = load_mask_file(params.mask, panel_shapes) if params.mask else None
-    shots = Shots(inputs.experiments, external_mask=mask)
+    shots = shots_from_inputs(inputs, params.mask)
     try:
         chosen = shots.select(params.shots, params.tags, include_dark=True)
         q, nphi = default_q_grid(

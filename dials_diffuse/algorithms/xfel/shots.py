@@ -192,3 +192,27 @@ def load_mask_file(path, panel_shapes):
             f"{path}: mask shape {shapes} does not match the detector {list(panel_shapes)}"
         )
     return masks
+
+
+def shots_from_inputs(inputs, mask_path=None):
+    """The Shots of a program's positional inputs, with an optional mask file.
+
+    Parameters
+    ----------
+    inputs : dials_diffuse.util.inputs.Inputs
+    mask_path : str, optional
+        A mask file (see `load_mask_file`); protected from being overwritten.
+    """
+    if inputs.nexus:
+        raise UserError(
+            f"{inputs.nexus[0]}: a dials-diffuse output file, not still images"
+        )
+    if len(inputs.experiments) == 0:
+        raise UserError("no shots given: name SACLA/still image files or an .expt")
+    mask = None
+    if mask_path:
+        inputs.protect(mask_path)
+        detector = inputs.experiments[0].detector
+        shapes = [tuple(reversed(p.get_image_size())) for p in detector]
+        mask = load_mask_file(mask_path, shapes)
+    return Shots(inputs.experiments, external_mask=mask)
