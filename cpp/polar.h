@@ -2,9 +2,9 @@
 //
 // The map is CSR: output bin b takes sum_k weights[k] * pixel[indices[k]]
 // for k in indptr[b] .. indptr[b+1]-1 (nearest: one pixel of weight 1;
-// bilinear: four pixels whose weights sum to 1). Pixel indices run over the
-// flattened pixels of one frame (panels concatenated). A bin is valid when
-// its row is not empty and every pixel with a non-zero weight is valid; an
+// bilinear: up to four pixels whose weights sum to 1). Pixel indices run over
+// the flattened pixels of one frame (panels concatenated). A bin is valid when
+// its row is not empty and every pixel in its row is valid; an
 // invalid bin is written as 0 and flagged 0 in the output mask, so masked
 // detector pixels (gaps, beam stop, bad pixels) carry over to the polar mask.
 #pragma once
@@ -16,15 +16,16 @@
 
 namespace dials_diffuse {
 
-template <typename T>
-void polar_resample_frames(const std::int64_t *indptr, const std::int32_t *indices,
+// Returns false (and stops) at the first pixel index outside the frame.
+template <typename T, bool HasValid>
+bool polar_resample_frames(const std::int64_t *indptr, const std::int32_t *indices,
                            const float *weights, std::size_t n_bins,
                            const T *frames, const std::uint8_t *valid,
                            std::size_t n_frames, std::size_t n_pixels,
                            float *out, std::uint8_t *out_valid) {
   for (std::size_t f = 0; f < n_frames; ++f) {
     const T *frame = frames + f * n_pixels;
-    const std::uint8_t *frame_valid = valid ? valid + f * n_pixels : nullptr;
+    const std::uint8_t *frame_valid = HasValid ? valid + f * n_pixels : nullptr;
     float *row_out = out + f * n_bins;
     std::uint8_t *row_valid = out_valid + f * n_bins;
     for (std::size_t b = 0; b < n_bins; ++b) {
@@ -34,9 +35,9 @@ void polar_resample_frames(const std::int64_t *indptr, const std::int32_t *indic
       double sum = 0.0;
       for (std::int64_t k = begin; k < end; ++k) {
         const float w = weights[k];
-        if (w == 0.0f) continue;
-        const std::int32_t p = indices[k];
-        if (frame_valid != nullptr && frame_valid[p] == 0) {
+        const std::uint32_t p = static_cast<std::uint32_t>(indices[k]);
+        if (p >= n_pixels) return false;
+        if (HasValid && frame_valid[p] == 0) {
           ok = false;
           break;
         }
@@ -46,6 +47,7 @@ void polar_resample_frames(const std::int64_t *indptr, const std::int32_t *indic
       row_valid[b] = ok ? 1 : 0;
     }
   }
+  return true;
 }
 
 // Python entry point; see the docstring in bind_polar.
@@ -85,26 +87,30 @@ inline py::tuple polar_resample(const py::array &indptr_in,
   for (std::size_t b = 0; b < n_bins; ++b) {
     if (ip[b + 1] < ip[b]) throw std::invalid_argument("indptr must not decrease");
   }
-  for (std::int64_t k = 0; k < nnz; ++k) {
-    if (ix[k] < 0 || static_cast<std::size_t>(ix[k]) >= n_pixels) {
-      throw std::invalid_argument("map index " + std::to_string(ix[k]) +
-                                  " outside the frame of " +
-                                  std::to_string(n_pixels) + " pixels");
-    }
-  }
   const std::uint8_t *valid_ptr = mask_pointer(valid, frames);
   py::array_t<float> out({n_frames, n_bins});
   py::array_t<std::uint8_t> out_valid({n_frames, n_bins});
   float *out_ptr = out.mutable_data();
   std::uint8_t *out_valid_ptr = out_valid.mutable_data();
   const float *w = weights.data();
+  bool in_bounds = true;
   dispatch_pixel_dtype(frames, "frames", [&](auto tag) {
     using T = decltype(tag);
     const T *data = static_cast<const T *>(frames.data());
     py::gil_scoped_release release;
-    polar_resample_frames(ip, ix, w, n_bins, data, valid_ptr, n_frames, n_pixels,
-                          out_ptr, out_valid_ptr);
+    in_bounds =
+        valid_ptr != nullptr
+            ? polar_resample_frames<T, true>(ip, ix, w, n_bins, data, valid_ptr,
+                                             n_frames, n_pixels, out_ptr,
+                                             out_valid_ptr)
+            : polar_resample_frames<T, false>(ip, ix, w, n_bins, data, nullptr,
+                                              n_frames, n_pixels, out_ptr,
+                                              out_valid_ptr);
   });
+  if (!in_bounds) {
+    throw std::invalid_argument("a map index lies outside the frame of " +
+                                std::to_string(n_pixels) + " pixels");
+  }
   return py::make_tuple(out, out_valid);
 }
 
@@ -126,8 +132,8 @@ valid : ndarray of bool or uint8, same shape as frames, optional
 Returns
 -------
 (out, out_valid) : float32 and uint8 arrays of shape (n_frames, n_bins)
-    A bin is valid when its row is not empty and every pixel it uses with a
-    non-zero weight is valid; invalid bins are 0.
+    A bin is valid when its row is not empty and every pixel in its row is
+    valid; invalid bins are 0.
 )doc");
 }
 

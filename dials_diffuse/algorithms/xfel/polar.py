@@ -134,15 +134,17 @@ def map_from_pixel_coordinates(fast, slow, panel, panel_shapes, method="bilinear
     i = np.clip(i, 0, n_columns[:, None] - 1)
     j = np.clip(j, 0, n_rows[:, None] - 1)
     index = offsets[panel][:, None] + j * n_columns[:, None] + i
-    k = index.shape[1]
-    counts = np.where(row_ok, k, 0)
+    # Entries of zero weight are left out, so that a masked pixel that does
+    # not contribute does not mask the sample.
+    keep = used & row_ok[:, None]
+    counts = keep.sum(axis=1)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     if offsets[-1] > np.iinfo(np.int32).max:
         raise UserError("the detector has too many pixels for a 32-bit pixel index")
     return PolarMap(
         indptr=indptr,
-        indices=np.ascontiguousarray(index[row_ok].ravel(), dtype=np.int32),
-        weights=np.ascontiguousarray(weights[row_ok].ravel(), dtype=np.float32),
+        indices=np.ascontiguousarray(index[keep], dtype=np.int32),
+        weights=np.ascontiguousarray(weights[keep], dtype=np.float32),
         shape=shape,
         n_pixels=int(offsets[-1]),
     )
