@@ -115,7 +115,7 @@ def main(params, inputs, run):
         logger.info("Correlating %d shot pairs of %s", len(pairs), polar_path)
         with parallel_map_from_params(params) as pmap, run.timer("correlate"):
             result = mean_pair_correlation(
-                polar.read,
+                polar,
                 pairs,
                 z_max=params.outliers.z_max,
                 min_overlap=params.min_overlap,
@@ -123,7 +123,7 @@ def main(params, inputs, run):
                 progress=progress,
             )
         q, tags = polar.q, polar.tags
-        n_phi = polar.data.shape[-1]
+        n_phi = polar.shape[-1]
     finally:
         polar.close()
     dphi = 360.0 * np.arange(n_phi) / n_phi

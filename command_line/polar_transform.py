@@ -151,13 +151,7 @@ def main(params, inputs, run):
             )
         geometry = _geometry_record(shots, params.interpolation)
 
-        def transform(block):
-            indices, data, valid = block
-            polar, polar_valid = polar_map.apply(data, valid)
-            if params.normalise:
-                normalise_rows(polar, polar_valid)
-            return indices, polar, polar_valid
-
+        transform = ShotTransform(polar_map, params.normalise)
         tags, dark = shots.tags[chosen], shots.dark[chosen]
         mean_sum = np.zeros((len(q), nphi))
         mean_count = np.zeros((len(q), nphi))
@@ -200,6 +194,21 @@ def main(params, inputs, run):
             mean = np.where(mean_count > 0, mean_sum / mean_count, np.nan)
         with run.write(params.output.plot, "polar plot") as path:
             plot_polar(mean, q, path)
+
+
+class ShotTransform:
+    """Resample a block of shots (and normalise rows); picklable for Dask."""
+
+    def __init__(self, polar_map, normalise):
+        self.polar_map = polar_map
+        self.normalise = normalise
+
+    def __call__(self, block):
+        indices, data, valid = block
+        polar, polar_valid = self.polar_map.apply(data, valid)
+        if self.normalise:
+            normalise_rows(polar, polar_valid)
+        return indices, polar, polar_valid
 
 
 def _geometry_record(shots, method):

@@ -101,6 +101,10 @@ class PolarFile:
     data, mask : h5py.Dataset (shots, n_q, n_phi)
     q : ndarray (Å⁻¹), phi : ndarray (degrees), tags : ndarray, dark : bool ndarray
     normalised : bool
+    shape : (shots, n_q, n_phi)
+
+    Calling it (or `read`) reads one shot; it pickles without its file
+    handle and reopens the file where it is unpickled (Dask workers).
     """
 
     path: str
@@ -112,13 +116,26 @@ class PolarFile:
     tags: np.ndarray
     dark: np.ndarray
     normalised: bool
+    shape: tuple
 
     def read(self, index):
         """Polar image (float64) and validity (bool) of shot `index`."""
+        if self.handle is None:  # unpickled in a Dask worker: reopen
+            self.handle = h5py.File(self.path, "r")
+            self.data = self.handle["entry/polar/data"]
+            self.mask = self.handle["entry/polar/mask"]
         return self.data[index].astype(np.float64), self.mask[index] != 0
 
+    __call__ = read
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(handle=None, data=None, mask=None)
+        return state
+
     def close(self):
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
 
 
 def open_polar_file(path):
@@ -139,6 +156,7 @@ def open_polar_file(path):
             tags=group["tag"][()],
             dark=group["dark"][()].astype(bool),
             normalised=bool(group["data"].attrs.get("normalised", 0)),
+            shape=tuple(group["data"].shape),
         )
     except (KeyError, OSError) as error:
         handle.close()

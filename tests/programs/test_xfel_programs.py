@@ -171,3 +171,38 @@ def test_bad_inputs(pipeline, in_tmp_path, capsys):
 
     assert find_ring_center.run([str(truth.path), "tags=5"]) == 1
     _fails(capsys, 1, "tag 5")
+
+
+def test_work_items_pickle_for_dask(pipeline):
+    """What Dask ships to workers: the polar file reader and the shot transform."""
+    import pickle
+
+    from dials_diffuse.algorithms.xfel.polar import pixel_polar_map
+    from dials_diffuse.io.polar_files import open_polar_file
+
+    directory, truth = pipeline
+    polar = open_polar_file(directory / "polar.h5")
+    expected = polar.read(5)
+    copy = pickle.loads(pickle.dumps(polar))
+    polar.close()
+    for got, want in zip(copy.read(5), expected):
+        np.testing.assert_array_equal(got, want)
+    copy.close()
+    transform = polar_transform.ShotTransform(
+        pixel_polar_map((5.0, 5.0), [2.0, 3.0], 8, (10, 10)), normalise=True
+    )
+    block = ([0], np.ones((1, 100), np.float32), np.ones((1, 100), bool))
+    _, polar_image, valid = pickle.loads(pickle.dumps(transform))(block)
+    assert valid.all() and np.allclose(polar_image, 1.0)
+
+
+def test_angular_correlation_on_a_local_dask_cluster(pipeline, in_tmp_path):
+    directory, _ = pipeline
+    code = angular_correlation.run(
+        [str(directory / "polar.h5"), "dask.scheduler=local", "nproc=2"]
+    )
+    assert code == 0
+    with h5py.File("correlation.h5") as a, h5py.File(directory / "correlation.h5") as b:
+        np.testing.assert_allclose(
+            a["entry/correlation/C"][()], b["entry/correlation/C"][()]
+        )

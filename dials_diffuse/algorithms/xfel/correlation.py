@@ -174,6 +174,33 @@ class _ShotCache:
         return self._cache[index]
 
 
+class _BlockCorrelator:
+    """Sum of the correlations of a block of pairs, and how many define each lag.
+
+    A picklable callable (for Dask workers) when `read_shot` is.
+    """
+
+    def __init__(self, read_shot, min_overlap):
+        self.read_shot = read_shot
+        self.min_overlap = min_overlap
+
+    def __call__(self, block):
+        total = None
+        count = None
+        for a, b in block:
+            difference, valid = masked_difference(
+                *self.read_shot(a), *self.read_shot(b)
+            )
+            correlation, _ = masked_autocorrelation(difference, valid, self.min_overlap)
+            defined = np.isfinite(correlation)
+            if total is None:
+                total = np.zeros(correlation.shape)
+                count = np.zeros(correlation.shape, dtype=np.int64)
+            total += np.where(defined, correlation, 0.0)
+            count += defined
+        return total, count
+
+
 def mean_pair_correlation(
     read_shot, pairs, z_max=3.5, min_overlap=4, pmap=None, progress=None
 ):
@@ -182,7 +209,8 @@ def mean_pair_correlation(
     Parameters
     ----------
     read_shot : callable
-        index -> (polar image float64 (n_q, n_phi), valid bool).
+        index -> (polar image float64 (n_q, n_phi), valid bool); picklable
+        (e.g. a `PolarFile`) for Dask.
     pairs : list of (int, int)
     z_max : float or None
         Reject pairs with |robust z| above this; None keeps every pair.
@@ -211,21 +239,8 @@ def mean_pair_correlation(
         raise UserError("every pair was rejected as an outlier")
     chosen = [pair for pair, ok in zip(pairs, accepted) if ok]
 
-    def correlate_block(block):
-        total = None
-        count = None
-        for a, b in block:
-            difference, valid = masked_difference(*read_shot(a), *read_shot(b))
-            correlation, _ = masked_autocorrelation(difference, valid, min_overlap)
-            defined = np.isfinite(correlation)
-            if total is None:
-                total = np.zeros(correlation.shape)
-                count = np.zeros(correlation.shape, dtype=np.int64)
-            total += np.where(defined, correlation, 0.0)
-            count += defined
-        return total, count
-
     blocks = [chosen[k : k + 16] for k in range(0, len(chosen), 16)]
+    correlate_block = _BlockCorrelator(read_shot, min_overlap)
     results = (
         pmap(correlate_block, blocks)
         if pmap is not None
