@@ -1,7 +1,9 @@
 """The still shots of a program's input, read one block at a time.
 
 Shots come from an experiment list (image files imported by dxtbx, or a
-`.expt`): one experiment per still. Shots in SACLA DataConvert files are
+`.expt`): every image of every imageset is one shot (stills have one image
+per experiment; an image series gives one shot per image). Shots in SACLA
+DataConvert files are
 read straight from HDF5 through `SACLASource` (the tag of each shot and
 its dark flag come from the file); any other still images through their
 dxtbx imageset. Never more than one block of shots is in memory.
@@ -17,17 +19,15 @@ from dials_diffuse.util.errors import UserError
 logger = logging.getLogger(__name__)
 
 
-def _sacla_location(imageset):
-    """(path, index in file) when the imageset's one image is in a SACLA file."""
+def _is_sacla(imageset):
+    """True when the imageset's images come from our SACLA Format class."""
     from dials_diffuse.format.FormatSACLA import FormatSACLA
 
     try:
         format_class = imageset.get_format_class()
     except Exception:
-        return None
-    if format_class is None or not issubclass(format_class, FormatSACLA):
-        return None
-    return imageset.get_path(0), int(imageset.indices()[0])
+        return False
+    return format_class is not None and issubclass(format_class, FormatSACLA)
 
 
 class Shots:
@@ -36,7 +36,8 @@ class Shots:
     Parameters
     ----------
     experiments : dxtbx ExperimentList
-        One experiment per shot (stills); every imageset must be readable.
+        Every image of every imageset is a shot (images shared by several
+        experiments count once); the imagesets must be readable.
     external_mask : ndarray of bool, optional
         (slow, fast) validity mask applied to every shot (single panel), or a
         list with one per panel; True = valid.
@@ -45,7 +46,7 @@ class Shots:
     ----------
     detector, beam : dxtbx models of the first shot (the geometry used).
     tags : ndarray of int64
-        SACLA tag of each shot, else its 1-based image number in its file.
+        SACLA tag of each shot, else its 1-based image number in its series.
     dark : ndarray of bool
         Shutter-closed shots (SACLA), else all False.
     panel_shapes : list of (rows, columns)
@@ -54,7 +55,6 @@ class Shots:
     def __init__(self, experiments, external_mask=None):
         if len(experiments) == 0:
             raise UserError("no shots given: name image files or an experiment list")
-        self._experiments = experiments
         first = experiments[0]
         if first.imageset is None:
             raise UserError("the experiments carry no images")
@@ -62,24 +62,28 @@ class Shots:
         self.beam = first.beam
         self.panel_shapes = [tuple(reversed(p.get_image_size())) for p in self.detector]
         self._sources = {}
+        # One shot per image: (imageset, index in it, SACLA (path, index) or None).
         self._where = []
-        tags, dark = [], []
+        tags, dark, seen = [], [], set()
         for experiment in experiments:
             imageset = experiment.imageset
-            if imageset is None or len(imageset) != 1:
-                raise UserError(
-                    "expected one still image per experiment (dials.import of "
-                    "still shots), found an image sequence"
-                )
-            location = _sacla_location(imageset)
-            if location is not None:
-                source = self._sacla_source(location[0])
-                tags.append(int(source.tags[location[1]]))
-                dark.append(bool(source.dark[location[1]]))
-            else:
-                tags.append(int(imageset.indices()[0]) + 1)
-                dark.append(False)
-            self._where.append(location)
+            if imageset is None:
+                raise UserError("an experiment carries no images")
+            sacla = _is_sacla(imageset)
+            for local, file_index in enumerate(imageset.indices()):
+                path = imageset.get_path(local)
+                if (path, file_index) in seen:  # experiments sharing images
+                    continue
+                seen.add((path, file_index))
+                location = (path, int(file_index)) if sacla else None
+                if location is not None:
+                    source = self._sacla_source(path)
+                    tags.append(int(source.tags[file_index]))
+                    dark.append(bool(source.dark[file_index]))
+                else:
+                    tags.append(int(file_index) + 1)
+                    dark.append(False)
+                self._where.append((imageset, local, location))
         self.tags = np.array(tags, dtype=np.int64)
         self.dark = np.array(dark, dtype=bool)
         self.n_pixels = int(sum(r * c for r, c in self.panel_shapes))
@@ -106,17 +110,17 @@ class Shots:
         return np.concatenate([np.asarray(m, dtype=bool).ravel() for m in masks])
 
     def __len__(self):
-        return len(self._experiments)
+        return len(self._where)
 
     def read(self, index):
         """One shot as flat arrays: (data float32 (n_pixels,), valid bool)."""
-        location = self._where[index]
+        imageset, local, location = self._where[index]
         if location is not None:
             data, valid = self._sacla_source(location[0]).read_shot(location[1])
             data = data.astype(np.float32, copy=False).ravel()
             valid = valid.ravel()
         else:
-            panels, masks = read_frame(self._experiments[index].imageset, 0)
+            panels, masks = read_frame(imageset, local)
             data = np.concatenate([p.ravel() for p in panels]).astype(np.float32)
             valid = np.concatenate([m.ravel() for m in masks])
         if self._external is not None:
