@@ -1,1 +1,1 @@
-"""dxtbx Format classes of dials-diffuse, registered through the dxtbx.format entry points."""
+"""dxtbx Format classes, registered through the ``dxtbx.format`` entry points (setup.py)."""
