@@ -33,8 +33,9 @@ experiment list (e.g. ring_center.expt from dials.diffuse.find_ring_center,
 which carries the fitted beam centre). Shots are read and written block by
 block: memory does not grow with the number of shots.
 
-phi is measured around the beam from the detector's fast axis towards its
-slow axis; sample j lies at 360 j / nphi degrees.
+phi is the azimuth around the beam from the lab x axis towards lab y (for
+the usual detector: 0 along +fast, 90 degrees along -slow); sample j lies at
+360 j / nphi degrees.
 
 Output polar.h5 (NeXus): /entry/polar/data (shots, q, phi), mask (1 =
 valid), q (Å⁻¹), phi (degrees), tag and dark flag of each shot, and the

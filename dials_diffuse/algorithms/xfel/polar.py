@@ -8,10 +8,13 @@ shots resample in parallel threads.
 Conventions
 -----------
 - Pixel coordinates are (fast, slow) in pixels with pixel centres at i+0.5.
-- phi is the azimuth around the beam, in radians in the output grid, measured
-  from the fast axis of panel 0 (projected perpendicular to the beam) towards
-  its slow axis: on an image displayed with slow pointing down, phi runs
-  clockwise from the +fast direction, as ``arctan2(slow, fast)``.
+- phi of a (q, phi) grid is the azimuth around the beam of
+  `dials_diffuse.geometry.azimuth`: from the lab x axis towards the lab y
+  axis in the plane normal to the beam. For the usual detector (fast along
+  +x, slow along -y, e.g. SACLA) phi = 0 is +fast and phi = 90 degrees is
+  -slow (up on an image displayed with slow pointing down).
+- phi of an (r, phi) pixel grid (`pixel_polar_map`, used by the ring fit) is
+  the image angle ``arctan2(slow - slow_c, fast - fast_c)``.
 - Sample j of nphi lies at phi = 2 pi j / nphi, so lag k of an angular
   correlation is 360 k / nphi degrees.
 - Nearest: the pixel containing the sample point. Bilinear: the four pixels
@@ -169,20 +172,21 @@ def pixel_polar_map(centre, radii, nphi, panel_shape, method="bilinear"):
     return map_from_pixel_coordinates(fast, slow, 0, [panel_shape], method)
 
 
-def azimuth_basis(detector, beam):
-    """Unit vectors (e1, e2) perpendicular to the beam that phi is measured in.
+def azimuth_basis(beam):
+    """Unit vectors (e_x, e_y) perpendicular to the beam that phi is measured in.
 
-    e1 is the fast axis of panel 0 with its component along the beam removed,
-    e2 = unit_s0 x e1 (the slow axis for a detector normal to the beam).
+    The convention of `dials_diffuse.geometry.azimuth`: e_x is the lab x axis
+    with its component along the beam removed (the lab y axis if the beam
+    runs along x), e_y = e_x x unit(s0); for a beam along -z, phi = 0 is +x
+    and phi = 90 degrees is +y.
     """
     b = np.array(beam.get_unit_s0())
-    fast = np.array(detector[0].get_fast_axis())
-    e1 = fast - fast.dot(b) * b
-    norm = np.linalg.norm(e1)
-    if norm < 1e-6:
-        raise UserError("the detector's fast axis is parallel to the beam")
-    e1 /= norm
-    return e1, np.cross(b, e1)
+    e_x = np.array([1.0, 0.0, 0.0])
+    if abs(b @ e_x) > 0.99:
+        e_x = np.array([0.0, 1.0, 0.0])
+    e_x = e_x - (e_x @ b) * b
+    e_x /= np.linalg.norm(e_x)
+    return e_x, np.cross(e_x, b)
 
 
 def q_phi_coordinates(detector, beam, q, nphi):
@@ -213,7 +217,7 @@ def q_phi_coordinates(detector, beam, q, nphi):
     two_theta = 2.0 * np.arcsin(sin_theta)[:, None]
     phi = phi_samples(nphi)[None, :]
     b = np.array(beam.get_unit_s0())
-    e1, e2 = azimuth_basis(detector, beam)
+    e1, e2 = azimuth_basis(beam)
     direction = (
         np.cos(two_theta)[..., None] * b
         + (np.sin(two_theta) * np.cos(phi))[..., None] * e1
