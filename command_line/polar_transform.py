@@ -69,6 +69,11 @@ interpolation = *bilinear nearest
   .type = choice
   .help = "bilinear: the 4 pixels around each sample, weighted; nearest: the"
           "pixel that contains it. A sample is masked when any pixel it uses is."
+oversample = 1
+  .type = int(value_min=1, value_max=16)
+  .help = "Average oversample x oversample points over each polar cell (one"
+          "q step by 360/nphi degrees) instead of taking the value at its"
+          "centre: an area average, like pixel splitting, for coarse grids."
 normalise = False
   .type = bool
   .help = "Divide each q row of each shot by its mean over valid phi samples"
@@ -133,7 +138,12 @@ def main(params, inputs, run):
         )
         with run.timer("map"):
             polar_map = q_polar_map(
-                shots.detector, shots.beam, q, nphi, params.interpolation
+                shots.detector,
+                shots.beam,
+                q,
+                nphi,
+                params.interpolation,
+                params.oversample,
             )
         coverage = polar_map.coverage.mean()
         logger.info(
@@ -150,7 +160,7 @@ def main(params, inputs, run):
             raise UserError(
                 f"q_range={q[0]:.4g},{q[-1]:.4g} Å⁻¹ falls entirely off the detector"
             )
-        geometry = _geometry_record(shots, params.interpolation)
+        geometry = _geometry_record(shots, params.interpolation, params.oversample)
 
         transform = ShotTransform(polar_map, params.normalise)
         tags, dark = shots.tags[chosen], shots.dark[chosen]
@@ -212,7 +222,7 @@ class ShotTransform:
         return indices, polar, polar_valid
 
 
-def _geometry_record(shots, method):
+def _geometry_record(shots, method, oversample):
     panel = shots.detector[0]
     return {
         "beam_centre_px": np.array(panel.get_beam_centre_px(shots.beam.get_s0())),
@@ -220,6 +230,7 @@ def _geometry_record(shots, method):
         "distance": panel.get_distance(),
         "pixel_size": np.array(panel.get_pixel_size()),
         "method": method,
+        "oversample": oversample,
     }
 
 

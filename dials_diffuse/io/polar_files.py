@@ -13,7 +13,8 @@ Layout (NeXus, opens in h5py and NeXpy)::
         tag    (shots,) int64                 SACLA tag (or image number)
         dark   (shots,) uint8                 1 = shutter-closed shot
     /entry/geometry        beam_centre_px (fast, slow), wavelength (Å),
-                           distance (mm), pixel_size (mm, fast, slow), method
+                           distance (mm), pixel_size (mm, fast, slow), method,
+                           oversample
 """
 
 import dataclasses

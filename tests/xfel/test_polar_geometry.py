@@ -95,3 +95,38 @@ def test_masked_pixels_carry_to_the_polar_mask():
     in_stripe &= np.floor(np.nan_to_num(fast)) < 125
     np.testing.assert_array_equal(polar_valid[0], on & ~in_stripe)
     assert in_stripe.any()
+
+
+def test_oversampling_averages_the_cell():
+    """Each oversampled polar value is the mean of bilinear values at its
+    sub-sample points (checked with scipy), and averages away pixel noise."""
+    from scipy import ndimage
+
+    from dials_diffuse.algorithms.xfel.polar import pixel_coordinates_at
+
+    detector = _panel_detector()
+    beam = Beam((0.0, 0.0, 1.0), WAVELENGTH)
+    q = np.linspace(0.3, 0.5, 5)
+    nphi, s = 24, 3
+    noise = np.random.default_rng(1).normal(100.0, 10.0, (100, 200))
+    fine = q_polar_map(detector, beam, q, nphi, "bilinear", oversample=s)
+    plain = q_polar_map(detector, beam, q, nphi, "bilinear")
+    out_fine, ok_fine = fine.apply(noise[None])
+    out_plain, ok_plain = plain.apply(noise[None])
+    offsets = (np.arange(s) + 0.5) / s - 0.5
+    dq, dphi = q[1] - q[0], 2 * np.pi / nphi
+    sub_q = q[:, None, None, None] + dq * offsets[None, None, :, None]
+    sub_phi = (
+        phi_samples(nphi)[None, :, None, None] + dphi * offsets[None, None, None, :]
+    )
+    fast, slow, _ = pixel_coordinates_at(detector, beam, sub_q, sub_phi)
+    inside = np.isfinite(fast).all(axis=(2, 3))
+    values = ndimage.map_coordinates(
+        noise, [np.nan_to_num(slow) - 0.5, np.nan_to_num(fast) - 0.5], order=1
+    )
+    np.testing.assert_array_equal(ok_fine[0], inside)
+    np.testing.assert_allclose(
+        out_fine[0][inside], values.mean(axis=(2, 3))[inside], rtol=1e-5
+    )
+    both = ok_fine[0] & ok_plain[0]
+    assert out_fine[0][both].std() < 0.6 * out_plain[0][both].std()

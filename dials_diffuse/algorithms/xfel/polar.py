@@ -94,10 +94,13 @@ def map_from_pixel_coordinates(fast, slow, panel, panel_shapes, method="bilinear
 
     Parameters
     ----------
-    fast, slow : ndarray of float, shape (n_rows, n_phi)
+    fast, slow : ndarray of float, shape (n_rows, n_phi) or (n_rows, n_phi, n_sub)
         Pixel coordinates of each sample (px, centres at i+0.5); NaN where
-        the sample misses the detector.
-    panel : ndarray of int, same shape
+        the sample misses the detector. With a third axis, each polar sample
+        is the mean over its n_sub sub-samples (oversampling: an area
+        average over the polar cell, like pixel splitting), valid only when
+        all of them are.
+    panel : ndarray of int, broadcastable to the shape of `fast`
         Panel of each sample (ignored where the coordinates are NaN).
     panel_shapes : list of (rows, columns)
     method : "nearest" or "bilinear"
@@ -106,9 +109,13 @@ def map_from_pixel_coordinates(fast, slow, panel, panel_shapes, method="bilinear
         raise UserError(f"unknown interpolation '{method}': use one of {METHODS}")
     fast = np.asarray(fast, dtype=np.float64)
     slow = np.asarray(slow, dtype=np.float64)
-    shape = fast.shape
+    panel = np.broadcast_to(np.asarray(panel), fast.shape)
+    if fast.ndim == 2:
+        fast, slow, panel = fast[..., None], slow[..., None], panel[..., None]
+    shape = fast.shape[:2]
+    n_sub = fast.shape[2]
     fast, slow = fast.ravel(), slow.ravel()
-    panel = np.broadcast_to(np.asarray(panel), shape).ravel().astype(np.int64)
+    panel = panel.ravel().astype(np.int64)
     rows = np.array([s[0] for s in panel_shapes], dtype=np.int64)
     columns = np.array([s[1] for s in panel_shapes], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(rows * columns)])
@@ -137,6 +144,12 @@ def map_from_pixel_coordinates(fast, slow, panel, panel_shapes, method="bilinear
     i = np.clip(i, 0, n_columns[:, None] - 1)
     j = np.clip(j, 0, n_rows[:, None] - 1)
     index = offsets[panel][:, None] + j * n_columns[:, None] + i
+    # Gather the sub-samples of each polar sample into one row.
+    n_bins = shape[0] * shape[1]
+    index = index.reshape(n_bins, -1)
+    weights = weights.reshape(n_bins, -1) / n_sub
+    used = used.reshape(n_bins, -1)
+    row_ok = row_ok.reshape(n_bins, n_sub).all(axis=1)
     # Entries of zero weight are left out, so that a masked pixel that does
     # not contribute does not mask the sample.
     keep = used & row_ok[:, None]
@@ -190,7 +203,7 @@ def azimuth_basis(beam):
 
 
 def q_phi_coordinates(detector, beam, q, nphi):
-    """Pixel coordinates of every (q, phi) sample on the detector.
+    """Pixel coordinates of every (q, phi) sample of a polar grid on the detector.
 
     Parameters
     ----------
@@ -204,18 +217,27 @@ def q_phi_coordinates(detector, beam, q, nphi):
     fast, slow : ndarray (n_q, nphi), pixels; NaN off the detector
     panel : ndarray of int (n_q, nphi)
     """
+    q = np.asarray(q, dtype=np.float64)
+    return pixel_coordinates_at(detector, beam, q[:, None], phi_samples(nphi)[None, :])
+
+
+def pixel_coordinates_at(detector, beam, q, phi):
+    """Pixel coordinates where scattering at |q| (Å⁻¹) and azimuth phi (rad) lands.
+
+    `q` and `phi` broadcast against each other; returns (fast, slow, panel)
+    of the broadcast shape, fast/slow in pixels (NaN off every panel).
+    """
     from scitbx.array_family import flex
 
     wavelength = beam.get_wavelength()
-    q = np.asarray(q, dtype=np.float64)
+    q, phi = np.broadcast_arrays(np.asarray(q, float), np.asarray(phi, float))
     sin_theta = q * wavelength / (4.0 * np.pi)
     if np.any((sin_theta <= 0) | (sin_theta >= 1)):
         raise UserError(
             f"q must lie in (0, {4 * np.pi / wavelength:.3f}) Å⁻¹ at "
             f"λ = {wavelength:.4f} Å"
         )
-    two_theta = 2.0 * np.arcsin(sin_theta)[:, None]
-    phi = phi_samples(nphi)[None, :]
+    two_theta = 2.0 * np.arcsin(sin_theta)
     b = np.array(beam.get_unit_s0())
     e1, e2 = azimuth_basis(beam)
     direction = (
@@ -240,16 +262,39 @@ def q_phi_coordinates(detector, beam, q, nphi):
         where = np.flatnonzero(todo)[on]
         fast[where], slow[where] = px[on, 0], px[on, 1]
         panel_of[where] = panel_id
-    shape = (q.size, phi.size)
+    shape = q.shape
     return fast.reshape(shape), slow.reshape(shape), panel_of.reshape(shape)
 
 
-def q_polar_map(detector, beam, q, nphi, method="bilinear"):
+def q_polar_map(detector, beam, q, nphi, method="bilinear", oversample=1):
     """A PolarMap on a (q, phi) grid from the dxtbx detector and beam models.
 
-    q in Å⁻¹ (one row each), nphi azimuth samples over 360 degrees.
+    Parameters
+    ----------
+    detector, beam : dxtbx models
+    q : ndarray
+        |q| of each row in Å⁻¹ (evenly spaced when oversampling).
+    nphi : int
+        Azimuth samples over 360 degrees.
+    method : "nearest" or "bilinear"
+    oversample : int
+        Each polar sample is the mean of oversample x oversample points
+        spread evenly over its cell (one q step by 360/nphi degrees): an
+        area average that, like pixel splitting, lets every pixel under a
+        coarse polar cell contribute. 1: the value at the sample point.
     """
-    fast, slow, panel = q_phi_coordinates(detector, beam, q, nphi)
+    q = np.asarray(q, dtype=np.float64)
+    phi = phi_samples(nphi)
+    if oversample > 1:
+        offsets = (np.arange(oversample) + 0.5) / oversample - 0.5
+        dq = (q[-1] - q[0]) / (q.size - 1) if q.size > 1 else 0.0
+        sub_q = (offsets[:, None] * dq + 0.0 * offsets[None, :]).ravel()
+        sub_phi = (0.0 * offsets[:, None] + offsets[None, :] * 2 * np.pi / nphi).ravel()
+        q_grid = q[:, None, None] + sub_q[None, None, :]
+        phi_grid = phi[None, :, None] + sub_phi[None, None, :]
+    else:
+        q_grid, phi_grid = q[:, None], phi[None, :]
+    fast, slow, panel = pixel_coordinates_at(detector, beam, q_grid, phi_grid)
     shapes = [tuple(reversed(p.get_image_size())) for p in detector]
     return map_from_pixel_coordinates(fast, slow, panel, shapes, method)
 
