@@ -12,7 +12,7 @@ from dials_diffuse.algorithms.xfel.polar import (
 )
 from dials_diffuse.algorithms.xfel.shots import shots_from_inputs
 from dials_diffuse.io.plots import new_figure, save_png
-from dials_diffuse.io.polar_files import PolarFileWriter
+from dials_diffuse.io.polar_files import PolarFileWriter, compress_polar_images
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
@@ -176,13 +176,13 @@ def main(params, inputs, run):
             ):
                 position = 0
                 blocks = shots.blocks(chosen, params.block_size)
-                for indices, polar, polar_valid in progress(
+                for indices, polar, polar_valid, compressed in progress(
                     pmap(transform, blocks),
                     total=-(-len(chosen) // params.block_size),
                     desc="Polar transform",
                     unit="block",
                 ):
-                    writer.write(position, polar, polar_valid)
+                    writer.write(position, polar, polar_valid, compressed)
                     light = ~shots.dark[indices]
                     mean_sum += np.where(polar_valid[light], polar[light], 0).sum(
                         axis=0
@@ -208,7 +208,7 @@ def main(params, inputs, run):
 
 
 class ShotTransform:
-    """Resample a block of shots (and normalise rows); picklable for Dask."""
+    """Resample a block of shots, normalise rows, compress; picklable for Dask."""
 
     def __init__(self, polar_map, normalise):
         self.polar_map = polar_map
@@ -219,7 +219,7 @@ class ShotTransform:
         polar, polar_valid = self.polar_map.apply(data, valid)
         if self.normalise:
             normalise_rows(polar, polar_valid)
-        return indices, polar, polar_valid
+        return indices, polar, polar_valid, compress_polar_images(polar)
 
 
 def _geometry_record(shots, method, oversample):

@@ -18,6 +18,7 @@ Layout (NeXus, opens in h5py and NeXpy)::
 """
 
 import dataclasses
+import zlib
 
 import h5py
 import numpy as np
@@ -26,6 +27,22 @@ import dials_diffuse
 from dials_diffuse.util.errors import UserError
 
 CREATOR = f"dials-diffuse {dials_diffuse.__version__}"
+DEFLATE_LEVEL = 1
+
+
+def compress_polar_images(polar):
+    """Each polar image (float32) as the bytes of its stored HDF5 chunk.
+
+    The `data` dataset stores one chunk per shot through the shuffle and
+    deflate filters; doing that work here (zlib releases the GIL) lets
+    worker threads compress shots in parallel, and the writer only copies
+    bytes (`PolarFileWriter.write(..., compressed=)`).
+    """
+    chunks = []
+    for image in np.asarray(polar, dtype=np.float32):
+        raw = np.ascontiguousarray(image).view(np.uint8).reshape(-1, 4)
+        chunks.append(zlib.compress(raw.T.tobytes(), DEFLATE_LEVEL))
+    return chunks
 
 
 class PolarFileWriter:
@@ -53,7 +70,7 @@ class PolarFileWriter:
             dtype=np.float32,
             chunks=chunks,
             compression="gzip",
-            compression_opts=1,
+            compression_opts=DEFLATE_LEVEL,
             shuffle=True,
         )
         self.data.attrs["normalised"] = int(bool(normalised))
@@ -77,10 +94,18 @@ class PolarFileWriter:
         for key, value in geometry.items():
             geometry_group[key] = value
 
-    def write(self, first, polar, valid):
-        """Write shots first .. first+len(polar)-1."""
+    def write(self, first, polar, valid, compressed=None):
+        """Write shots first .. first+len(polar)-1.
+
+        `compressed`, from `compress_polar_images(polar)`, skips compressing
+        here (it was done in parallel).
+        """
         stop = first + polar.shape[0]
-        self.data[first:stop] = polar
+        if compressed is None:
+            self.data[first:stop] = polar
+        else:
+            for k, chunk in enumerate(compressed):
+                self.data.id.write_direct_chunk((first + k, 0, 0), chunk)
         self.mask[first:stop] = valid.astype(np.uint8)
 
     def close(self):
