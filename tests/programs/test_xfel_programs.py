@@ -206,3 +206,18 @@ def test_angular_correlation_on_a_local_dask_cluster(pipeline, in_tmp_path):
         np.testing.assert_allclose(
             a["entry/correlation/C"][()], b["entry/correlation/C"][()]
         )
+
+
+def test_a_bad_shot_midway_leaves_no_output(in_tmp_path, capsys):
+    truth = write_sacla_file(in_tmp_path / "bad.h5", n_shots=20, gap=False)
+    bad_tag = truth.tags[15]
+    with h5py.File(truth.path, "a") as f:
+        group = f[f"run_178884/detector_2d_assembled_1/tag_{bad_tag}"]
+        del group["detector_data"]
+        group["detector_data"] = np.zeros((10, 10), np.float32)
+    before = _digest(truth.path)
+    code = polar_transform.run(["bad.h5", "block_size=2", "nproc=2", "nphi=36"])
+    assert code == 1
+    _fails(capsys, 1, "bad.h5", f"tag_{bad_tag}")
+    assert not [p.name for p in in_tmp_path.iterdir() if "polar.h5" in p.name]
+    assert _digest(truth.path) == before

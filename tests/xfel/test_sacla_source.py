@@ -79,3 +79,15 @@ def test_missing_energy_is_a_user_error(tmp_path):
         d["tag_1/detector_data"] = np.zeros((4, 5), np.float32)
     with pytest.raises(UserError, match="incomplete SACLA metadata"):
         SACLASource(path)
+
+
+def test_image_source_chunks(sacla_file):
+    """The ImageSource interface: chunks of frames x rows x columns."""
+    with SACLASource(sacla_file.path) as source:
+        chunks = list(source.chunks(frames=5, rows=100))
+        assert len(chunks) == 3 * 3  # 12 shots in 5s, 300 rows in 100s
+        data, valid = source.read(chunks[4])
+        assert data.shape == (5, 100, 320) and valid.all()
+        full, _ = source.read_shots(5, 10)
+        np.testing.assert_array_equal(data, full[:, 100:200])
+        assert source.static_mask().shape == sacla_file.shape
