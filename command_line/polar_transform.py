@@ -1,5 +1,6 @@
 """dials.diffuse.polar_transform: still shots resampled onto a (q, phi) grid."""
 
+import copy
 import logging
 import sys
 
@@ -12,7 +13,11 @@ from dials_diffuse.algorithms.xfel.polar import (
 )
 from dials_diffuse.algorithms.xfel.shots import shots_from_inputs
 from dials_diffuse.io.plots import new_figure, save_png
-from dials_diffuse.io.polar_files import PolarFileWriter, compress_polar_images
+from dials_diffuse.io.polar_files import (
+    PolarFileWriter,
+    compress_polar_images,
+    open_polar_file,
+)
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
@@ -88,6 +93,20 @@ mask = None
   .type = path
   .help = "Extra mask for every shot: a .npy array (non-zero = valid, as the"
           "seed's mask.npy) or a DIALS mask pickle (dials.generate_mask)."
+dark {
+  first = 0
+    .type = int(value_min=0)
+    .help = "The first N shots are dark (e.g. shutter closed at the start of"
+            "the run), besides shots the file flags as dark."
+  detect = True
+    .type = bool
+    .help = "Also flag as dark the shots whose mean valid-pixel value is below"
+            "dark.fraction times the 90th percentile of all shots' means."
+  fraction = 0.5
+    .type = float(value_min=0, value_max=1)
+    .help = "Threshold of the dark detection, as a fraction of a bright shot's"
+            "mean."
+}
 block_size = 8
   .type = int(value_min=1)
   .help = "Shots per unit of parallel work."
@@ -133,17 +152,13 @@ def main(params, inputs, run):
     shots = shots_from_inputs(inputs, params.mask)
     try:
         chosen = shots.select(params.shots, params.tags, include_dark=True)
+        beam = map_beam(shots, chosen)
         q, nphi = default_q_grid(
-            shots.detector, shots.beam, params.q_range, params.nq, params.nphi
+            shots.detector, beam, params.q_range, params.nq, params.nphi
         )
         with run.timer("map"):
             polar_map = q_polar_map(
-                shots.detector,
-                shots.beam,
-                q,
-                nphi,
-                params.interpolation,
-                params.oversample,
+                shots.detector, beam, q, nphi, params.interpolation, params.oversample
             )
         coverage = polar_map.coverage.mean()
         logger.info(
@@ -160,35 +175,30 @@ def main(params, inputs, run):
             raise UserError(
                 f"q_range={q[0]:.4g},{q[-1]:.4g} Å⁻¹ falls entirely off the detector"
             )
-        geometry = _geometry_record(shots, params.interpolation, params.oversample)
-
+        geometry = _geometry_record(shots.detector, beam, params)
         transform = ShotTransform(polar_map, params.normalise)
-        tags, dark = shots.tags[chosen], shots.dark[chosen]
-        mean_sum = np.zeros((len(q), nphi))
-        mean_count = np.zeros((len(q), nphi))
+        means = np.zeros(len(chosen))
         with run.write(params.output.polar, "polar images") as path:
             with (
                 PolarFileWriter(
-                    path, q, nphi, tags, dark, geometry, params.normalise
+                    path, q, nphi, shots.tags[chosen], geometry, params.normalise
                 ) as writer,
                 parallel_map_from_params(params) as pmap,
                 run.timer("resample"),
             ):
                 position = 0
                 blocks = shots.blocks(chosen, params.block_size)
-                for indices, polar, polar_valid, compressed in progress(
+                for indices, polar, polar_valid, compressed, block_means in progress(
                     pmap(transform, blocks),
                     total=-(-len(chosen) // params.block_size),
                     desc="Polar transform",
                     unit="block",
                 ):
                     writer.write(position, polar, polar_valid, compressed)
-                    light = ~shots.dark[indices]
-                    mean_sum += np.where(polar_valid[light], polar[light], 0).sum(
-                        axis=0
-                    )
-                    mean_count += polar_valid[light].sum(axis=0)
+                    means[position : position + len(indices)] = block_means
                     position += len(indices)
+                dark = dark_shots(shots.dark[chosen], means, params.dark)
+                writer.finish(dark, means, shots.wavelengths[chosen])
     finally:
         shots.close()
     run.results.update(
@@ -201,14 +211,67 @@ def main(params, inputs, run):
     )
     logger.info("Resampled %d shots (%d dark)", len(chosen), int(dark.sum()))
     if params.output.plot:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(mean_count > 0, mean_sum / mean_count, np.nan)
         with run.write(params.output.plot, "polar plot") as path:
-            plot_polar(mean, q, path)
+            plot_polar(mean_polar_image(params.output.polar), q, path)
+
+
+def map_beam(shots, chosen):
+    """The beam of the polar map: the shots' beam at their median wavelength.
+
+    Where per-shot photon energies differ (SASE jitter), one map serves all
+    shots; the spread is logged (q scales with 1/λ).
+    """
+    wavelengths = shots.wavelengths[chosen]
+    beam = copy.deepcopy(shots.beam)
+    beam.set_wavelength(float(np.median(wavelengths)))
+    spread = (wavelengths.max() - wavelengths.min()) / np.median(wavelengths)
+    if spread > 0:
+        logger.info(
+            "Wavelength %.5f Å (median of the shots; they span %.3f%%)",
+            beam.get_wavelength(),
+            100 * spread,
+        )
+    return beam
+
+
+def dark_shots(flagged, means, dark_params):
+    """Dark shots: flagged in the file, the first `dark.first`, or (with
+    `dark.detect`) a mean valid-pixel value below `dark.fraction` times the
+    90th percentile of the shots' means (no X-rays reached the detector)."""
+    dark = np.array(flagged, dtype=bool)
+    dark[: dark_params.first] = True
+    if dark_params.detect and len(means) > 1:
+        reference = np.percentile(means, 90)
+        if reference > 0:
+            detected = means < dark_params.fraction * reference
+            if np.any(detected & ~dark):
+                logger.info(
+                    "Detected %d dark shot(s) by their mean intensity",
+                    int(np.sum(detected & ~dark)),
+                )
+            dark |= detected
+    return dark
+
+
+def mean_polar_image(path):
+    """Mean over the non-dark shots of a polar file (NaN where never valid)."""
+    polar = open_polar_file(path)
+    try:
+        total = np.zeros(polar.shape[1:])
+        count = np.zeros(polar.shape[1:])
+        for index in np.flatnonzero(~polar.dark):
+            image, valid = polar.read(int(index))
+            total += np.where(valid, image, 0)
+            count += valid
+    finally:
+        polar.close()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
 
 
 class ShotTransform:
-    """Resample a block of shots, normalise rows, compress; picklable for Dask."""
+    """Resample a block of shots, normalise rows, compress, and take each
+    shot's mean valid-pixel value (for dark detection); picklable for Dask."""
 
     def __init__(self, polar_map, normalise):
         self.polar_map = polar_map
@@ -217,20 +280,23 @@ class ShotTransform:
     def __call__(self, block):
         indices, data, valid = block
         polar, polar_valid = self.polar_map.apply(data, valid)
+        counts = valid.sum(axis=1)
+        sums = np.where(valid, data, 0).sum(axis=1, dtype=np.float64)
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
         if self.normalise:
             normalise_rows(polar, polar_valid)
-        return indices, polar, polar_valid, compress_polar_images(polar)
+        return indices, polar, polar_valid, compress_polar_images(polar), means
 
 
-def _geometry_record(shots, method, oversample):
-    panel = shots.detector[0]
+def _geometry_record(detector, beam, params):
+    panel = detector[0]
     return {
-        "beam_centre_px": np.array(panel.get_beam_centre_px(shots.beam.get_s0())),
-        "wavelength": shots.beam.get_wavelength(),
+        "beam_centre_px": np.array(panel.get_beam_centre_px(beam.get_s0())),
+        "wavelength": beam.get_wavelength(),
         "distance": panel.get_distance(),
         "pixel_size": np.array(panel.get_pixel_size()),
-        "method": method,
-        "oversample": oversample,
+        "method": params.interpolation,
+        "oversample": params.oversample,
     }
 
 

@@ -9,8 +9,9 @@ registry prefers an understanding child over its parent, so every file that
 
 Models
 ------
-- Beam: the run's photon energy (`run_info/sacla_config/photon_energy_in_eV`),
-  along -z.
+- Beam: along -z, at each shot's photon energy where the file records one
+  per tag (an `event_info` dataset named ...photon_energy...), else the
+  run's (`run_info/sacla_config/photon_energy_in_eV`).
 - Detector: one flat panel normal to the beam, fast axis +x, slow axis -y,
   pixel size from `detector_info/pixel_size_in_micro_meter`. Distance and
   beam centre from `detector_info/distance_in_mm` and
@@ -88,7 +89,9 @@ class FormatSACLA(FormatHDF5, FormatStill):
         return self._detector_instance
 
     def get_beam(self, index=None):
-        return self._beam_instance
+        if index is None:
+            return self._beam_instance
+        return Beam((0.0, 0.0, 1.0), float(self._source.wavelengths[index]))
 
     def get_tag(self, index):
         """The SACLA tag of image `index` (0-based)."""

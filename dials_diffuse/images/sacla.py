@@ -6,7 +6,8 @@ The layout written by SACLA's DataConvert with image reconstruction
     /file_info/run_number_list                      [run]
     /run_N/event_info/tag_number_list               tags, in acquisition order
     /run_N/event_info/<...shutter...>/status        optional, 0 = shutter closed
-    /run_N/run_info/sacla_config/photon_energy_in_eV
+    /run_N/event_info/<...>/photon_energy_in_eV      optional, one per tag
+    /run_N/run_info/sacla_config/photon_energy_in_eV nominal, for the run
     /run_N/detector_2d_assembled_1/detector_info/pixel_size_in_micro_meter
     /run_N/detector_2d_assembled_1/tag_T/detector_data    (slow, fast) image
     /run_N/detector_2d_assembled_1/tag_T/detector_status  optional
@@ -17,8 +18,13 @@ and ``beam_center_in_pixel`` (fast, slow, pixel units, pixel centres at
 i+0.5). Where they are absent, ``dials.import distance=...
 fast_slow_beam_centre=...`` sets them.
 
-Dark shots are those whose shutter status (any ``event_info`` dataset with
-"shutter" in its path and one value per tag) is 0. A per-tag
+The photon energy of each shot comes from an ``event_info`` dataset with
+"photon_energy" in its path and one value per tag (e.g.
+``event_info/bl_3/oh_2/photon_energy_in_eV``) where there is one, else the
+run's nominal energy. Dark shots are those whose shutter status (any
+``event_info`` dataset with "shutter" in its path and one value per tag) is
+0; files without a shutter record flag none (see polar_transform's dark
+detection). A per-tag
 ``detector_status`` with the image's shape marks bad pixels (non-zero) for
 that shot; a scalar non-zero status marks the whole shot invalid.
 """
@@ -79,9 +85,11 @@ class SACLASource(ImageSource):
     dark : ndarray of bool
         True for shutter-closed (dark) shots.
     photon_energy_ev : float
-        Photon energy in eV.
+        Nominal photon energy of the run in eV.
     wavelength : float
-        Wavelength in Å.
+        Nominal wavelength in Å.
+    wavelengths : ndarray of float
+        Wavelength of each shot in Å (per-tag energies where recorded).
     pixel_size_mm : (float, float)
         Pixel size (fast, slow) in mm.
     distance_mm : float or None
@@ -148,7 +156,15 @@ class SACLASource(ImageSource):
             )
         self._shape = tuple(first.shape)
         self._dtype = np.dtype(first.dtype)
-        self.dark = self._read_dark(run)
+        listed = self._listed_tags(run)
+        status = self._per_tag_record(run, "shutter", listed)
+        self.dark = (
+            np.zeros(len(self.tags), dtype=bool) if status is None else status == 0
+        )
+        energies = self._per_tag_record(run, "photon_energy", listed)
+        if energies is None or not np.all(energies > 0):
+            energies = np.full(len(self.tags), self.photon_energy_ev)
+        self.wavelengths = EV_ANGSTROM / energies.astype(np.float64)
 
     # -- metadata -----------------------------------------------------------
 
@@ -166,33 +182,32 @@ class SACLASource(ImageSource):
                 return np.array(tags, dtype=np.int64)
         return np.array(sorted(present), dtype=np.int64)
 
-    def _read_dark(self, run):
-        dark = np.zeros(len(self.tags), dtype=bool)
+    def _listed_tags(self, run):
+        if "event_info/tag_number_list" in run:
+            return np.ravel(run["event_info/tag_number_list"][()]).astype(np.int64)
+        return self.tags
+
+    def _per_tag_record(self, run, word, listed):
+        """Values for our shots of the first event_info dataset whose path
+        contains `word` and that holds one value per listed tag, or None."""
         if "event_info" not in run:
-            return dark
-        listed = (
-            np.ravel(run["event_info/tag_number_list"][()]).astype(np.int64)
-            if "event_info/tag_number_list" in run
-            else self.tags
-        )
-        shutters = []
+            return None
+        found = []
         run["event_info"].visititems(
             lambda name, obj: (
-                shutters.append(obj)
+                found.append(obj)
                 if isinstance(obj, h5py.Dataset)
-                and "shutter" in name.lower()
+                and word in name.lower()
                 and obj.ndim == 1
                 and obj.shape[0] == len(listed)
                 else None
             )
         )
-        if not shutters:
-            return dark
-        status = np.asarray(shutters[0][()])
+        if not found:
+            return None
+        values = np.asarray(found[0][()])
         position = {int(t): i for i, t in enumerate(listed)}
-        for i, tag in enumerate(self.tags):
-            dark[i] = status[position[int(tag)]] == 0
-        return dark
+        return values[[position[int(tag)] for tag in self.tags]]
 
     def _dataset(self, index):
         name = f"tag_{self.tags[index]}/detector_data"

@@ -11,7 +11,9 @@ Layout (NeXus, opens in h5py and NeXpy)::
         q      (n_q,)  Å⁻¹                    |q| of each row
         phi    (n_phi,) degrees               azimuth of each column
         tag    (shots,) int64                 SACLA tag (or image number)
-        dark   (shots,) uint8                 1 = shutter-closed shot
+        dark   (shots,) uint8                 1 = dark (no X-rays) shot
+        mean_intensity (shots,)               mean valid raw pixel value
+        wavelength     (shots,) Å             of each shot
     /entry/geometry        beam_centre_px (fast, slow), wavelength (Å),
                            distance (mm), pixel_size (mm, fast, slow), method,
                            oversample
@@ -48,7 +50,7 @@ def compress_polar_images(polar):
 class PolarFileWriter:
     """Create polar.h5 at `path` and fill it block by block (use as a context manager)."""
 
-    def __init__(self, path, q, nphi, tags, dark, geometry, normalised):
+    def __init__(self, path, q, nphi, tags, geometry, normalised):
         n_shots = len(tags)
         shape = (n_shots, len(q), nphi)
         self._file = h5py.File(path, "w")
@@ -88,7 +90,7 @@ class PolarFileWriter:
         polar["phi"] = np.degrees(2 * np.pi * np.arange(nphi) / nphi)
         polar["phi"].attrs["units"] = "degrees"
         polar["tag"] = np.asarray(tags, dtype=np.int64)
-        polar["dark"] = np.asarray(dark, dtype=np.uint8)
+        self._polar = polar
         geometry_group = entry.create_group("geometry")
         geometry_group.attrs["NX_class"] = "NXcollection"
         for key, value in geometry.items():
@@ -107,6 +109,13 @@ class PolarFileWriter:
             for k, chunk in enumerate(compressed):
                 self.data.id.write_direct_chunk((first + k, 0, 0), chunk)
         self.mask[first:stop] = valid.astype(np.uint8)
+
+    def finish(self, dark, mean_intensity, wavelengths):
+        """Write the per-shot records known once every shot is done."""
+        self._polar["dark"] = np.asarray(dark, dtype=np.uint8)
+        self._polar["mean_intensity"] = np.asarray(mean_intensity, dtype=np.float64)
+        self._polar["wavelength"] = np.asarray(wavelengths, dtype=np.float64)
+        self._polar["wavelength"].attrs["units"] = "angstrom"
 
     def close(self):
         self._file.close()

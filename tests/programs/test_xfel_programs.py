@@ -192,8 +192,8 @@ def test_work_items_pickle_for_dask(pipeline):
         pixel_polar_map((5.0, 5.0), [2.0, 3.0], 8, (10, 10)), normalise=True
     )
     block = ([0], np.ones((1, 100), np.float32), np.ones((1, 100), bool))
-    _, polar_image, valid, _ = pickle.loads(pickle.dumps(transform))(block)
-    assert valid.all() and np.allclose(polar_image, 1.0)
+    _, polar_image, valid, _, means = pickle.loads(pickle.dumps(transform))(block)
+    assert valid.all() and np.allclose(polar_image, 1.0) and means[0] == 1.0
 
 
 def test_angular_correlation_on_a_local_dask_cluster(pipeline, in_tmp_path):

@@ -20,9 +20,10 @@ def test_precompressed_chunks_read_back_exactly(tmp_path):
     geometry = {"wavelength": 1.0, "method": "bilinear"}
     path = tmp_path / "polar.h5"
     tags, dark = np.arange(100, 105), np.array([1, 0, 0, 0, 0], bool)
-    with PolarFileWriter(path, q, 12, tags, dark, geometry, False) as writer:
+    with PolarFileWriter(path, q, 12, tags, geometry, False) as writer:
         writer.write(0, polar[:2], valid[:2])  # compressed by HDF5
         writer.write(2, polar[2:], valid[2:], compress_polar_images(polar[2:]))
+        writer.finish(dark, np.arange(5.0), np.full(5, 1.1))
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["entry/polar/data"][()], polar)
         assert f["entry/polar/data"].compression == "gzip"

@@ -159,14 +159,20 @@ def ring_points(image, valid, centre, radius, half_width, nphi=None, step=0.25):
     polar, polar_valid = polar_map.apply(image[None], valid[None])
     polar, polar_valid = polar[0].astype(np.float64).T, polar_valid[0].T
     complete = polar_valid.all(axis=1)
-    ends = np.concatenate([polar[:, :4], polar[:, -4:]], axis=1)
-    background = np.median(ends, axis=1)
-    noise = np.std(ends, axis=1) + 1e-12
-    signal = np.clip(polar - background[:, None], 0, None)
+    # A straight background under the ring, through the means of the first
+    # and last few samples (a sloping background, e.g. the tail of a
+    # neighbouring ring, must not pull the centroid).
+    edge = max(2, radii.size // 8)
+    inner, outer = polar[:, :edge], polar[:, -edge:]
+    r_inner, r_outer = radii[:edge].mean(), radii[-edge:].mean()
+    slope = (outer.mean(axis=1) - inner.mean(axis=1)) / (r_outer - r_inner)
+    background = inner.mean(axis=1)[:, None] + slope[:, None] * (radii - r_inner)
+    noise = np.concatenate([inner, outer], axis=1).std(axis=1) + 1e-12
+    signal = np.clip(polar - background, 0, None)
     total = signal.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         r_centroid = (signal * radii).sum(axis=1) / total
-        strength = (polar.max(axis=1) - background) / noise
+        strength = (polar - background).max(axis=1) / noise
     good = complete & (total > 0) & (strength > 3.0)
     phi = phi_samples(nphi)[good]
     r = r_centroid[good]
@@ -229,7 +235,7 @@ def find_ring_centre(
         Half-width of the coarse centre search; default 10% of the image.
     half_width : float, optional
         Radial half-width of the window the ring is refined in, px; default
-        from the ring's width in the radial profile (at least 4 px).
+        1.5 times the ring's FWHM in the radial profile (at least 3 px).
 
     Returns
     -------
@@ -273,7 +279,8 @@ def find_ring_centre(
 
 
 def _ring_half_width(image, valid, centre, radius):
-    """Radial half-width (px) to refine the ring in: 3 FWHM, at least 4 px."""
+    """Radial half-width (px) to refine the ring in: 1.5 FWHM (about 3.5
+    sigma of a Gaussian ring), at least 3 px."""
     radii, profile = radial_profile(image, valid, centre, 0.5)
     near = np.isfinite(profile) & (np.abs(radii - radius) < 0.25 * radius)
     if np.count_nonzero(near) < 5:
@@ -283,4 +290,4 @@ def _ring_half_width(image, valid, centre, radius):
     peak = p.max()
     above = r[p > background + 0.5 * (peak - background)]
     fwhm = above.max() - above.min() + 0.5 if above.size else 2.0
-    return float(np.clip(3.0 * fwhm, 4.0, 0.5 * radius))
+    return float(np.clip(1.5 * fwhm, 3.0, 0.5 * radius))

@@ -49,6 +49,8 @@ class Shots:
         SACLA tag of each shot, else its 1-based image number in its series.
     dark : ndarray of bool
         Shutter-closed shots (SACLA), else all False.
+    wavelengths : ndarray of float
+        Wavelength of each shot in Å (its experiment's beam).
     panel_shapes : list of (rows, columns)
     """
 
@@ -64,7 +66,7 @@ class Shots:
         self._sources = {}
         # One shot per image: (imageset, index in it, SACLA (path, index) or None).
         self._where = []
-        tags, dark, seen = [], [], set()
+        tags, dark, wavelengths, seen = [], [], [], set()
         for experiment in experiments:
             imageset = experiment.imageset
             if imageset is None:
@@ -84,8 +86,10 @@ class Shots:
                     tags.append(int(file_index) + 1)
                     dark.append(False)
                 self._where.append((imageset, local, location))
+                wavelengths.append(experiment.beam.get_wavelength())
         self.tags = np.array(tags, dtype=np.int64)
         self.dark = np.array(dark, dtype=bool)
+        self.wavelengths = np.array(wavelengths, dtype=np.float64)
         self.n_pixels = int(sum(r * c for r, c in self.panel_shapes))
         self._external = self._external_mask(external_mask)
 
