@@ -65,19 +65,33 @@ def radial_profile(image, valid, centre, bin_width=0.5):
 
 
 class _ValidPixels:
-    """Coordinates (px, pixel centres) and values of the valid pixels, once."""
+    """Valid pixels, or blocks of binning x binning pixels, for radial profiles.
 
-    def __init__(self, image, valid):
-        slow, fast = np.nonzero(valid)
-        self.fast = fast + 0.5
-        self.slow = slow + 0.5
-        self.values = image[slow, fast].astype(np.float64)
+    Holds the centre coordinates (px) of each pixel or block, the sum of its
+    valid values and how many valid pixels it has; `keep` (bool, image
+    shape) restricts the pixels used.
+    """
+
+    def __init__(self, image, valid, binning=1, keep=None):
+        if keep is not None:
+            valid = valid & keep
+        b = int(binning)
+        rows, columns = (n // b * b for n in image.shape)
+        values = np.where(valid, image, 0).astype(np.float64)[:rows, :columns]
+        shape = (rows // b, b, columns // b, b)
+        sums = values.reshape(shape).sum(axis=(1, 3))
+        counts = valid[:rows, :columns].reshape(shape).sum(axis=(1, 3))
+        slow, fast = np.nonzero(counts)
+        self.fast = (fast + 0.5) * b
+        self.slow = (slow + 0.5) * b
+        self.sums = sums[slow, fast]
+        self.counts = counts[slow, fast].astype(np.float64)
 
     def profile(self, centre, bin_width):
         r = np.hypot(self.fast - centre[0], self.slow - centre[1])
         bins = (r * (1.0 / bin_width)).astype(np.int64)
-        sums = np.bincount(bins, weights=self.values)
-        counts = np.bincount(bins)
+        sums = np.bincount(bins, weights=self.sums)
+        counts = np.bincount(bins, weights=self.counts)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / counts
         return (np.arange(sums.size) + 0.5) * bin_width, mean
@@ -94,29 +108,38 @@ def _sharpness(pixels, centre, radius_window, bin_width):
     return profile[peak] - np.median(profile[use]), radii[peak]
 
 
+def _annulus(shape, centre, window):
+    """Pixels whose centres lie at radii within `window` (px) of `centre`."""
+    slow, fast = np.ogrid[: shape[0], : shape[1]]
+    r = np.hypot(fast + 0.5 - centre[0], slow + 0.5 - centre[1])
+    return (r >= window[0]) & (r <= window[1])
+
+
 def sharpest_centre(image, valid, start, search_px, radius_guess=None):
     """Centre (fast, slow) in px that makes the radial profile sharpest.
 
     Searches a grid of +-`search_px` (steps of search/5) around `start`, then
     grids of +-1 step around the best point with steps 4 times finer, down
-    to 0.5 px. With `radius_guess`, only ring peaks within 25% of it count
-    (and only pixels that could reach that window are used). Returns
-    (centre, ring radius px).
+    to 0.5 px. Coarse steps work on binned pixels (blocks of about half a
+    step); after the first stage only an annulus around the ring found is
+    used. With `radius_guess`, only ring peaks within 25% of it count.
+    Returns (centre, ring radius px).
     """
     window = None
     if radius_guess:
         window = (0.75 * radius_guess, 1.25 * radius_guess)
-        slow, fast = np.indices(valid.shape)
-        r = np.hypot(fast + 0.5 - start[0], slow + 0.5 - start[1])
-        reach = (r >= window[0] - 1.5 * search_px) & (r <= window[1] + 1.5 * search_px)
-        valid = valid & reach
-    pixels = _ValidPixels(image, valid)
     best = np.asarray(start, dtype=np.float64)
     step = max(search_px / 5.0, 0.5)
     half = search_px
     while True:
+        keep = None
+        if window is not None:
+            reach = (max(window[0] - 1.5 * half, 0.0), window[1] + 1.5 * half)
+            keep = _annulus(image.shape, best, reach)
+        binning = int(np.clip(step // 2, 1, 8))
+        pixels = _ValidPixels(image, valid, binning, keep)
         offsets = np.arange(-half, half + 0.5 * step, step)
-        bin_width = float(np.clip(step / 2.0, 0.5, 2.0))
+        bin_width = float(np.clip(step / 2.0, 0.5, 2.0 * binning))
         scores = [
             (*_sharpness(pixels, best + (dx, dy), window, bin_width), best + (dx, dy))
             for dy in offsets
@@ -128,6 +151,8 @@ def sharpest_centre(image, valid, start, search_px, radius_guess=None):
         best = centre
         if step <= 0.5:
             return (float(best[0]), float(best[1])), float(radius)
+        margin = 3.0 * step + 2.0 * bin_width
+        window = (max(radius - margin, 0.0), radius + margin)
         half = step
         step = max(step / 4.0, 0.5)
 
