@@ -28,23 +28,23 @@ bool polar_resample_frames(const std::int64_t *indptr, const std::int32_t *indic
     const std::uint8_t *frame_valid = HasValid ? valid + f * n_pixels : nullptr;
     float *row_out = out + f * n_bins;
     std::uint8_t *row_valid = out_valid + f * n_bins;
+    std::int64_t begin = indptr[0];
     for (std::size_t b = 0; b < n_bins; ++b) {
-      const std::int64_t begin = indptr[b];
       const std::int64_t end = indptr[b + 1];
-      bool ok = end > begin;
+      unsigned ok = end > begin;
+      std::uint32_t in_range = 1;
       double sum = 0.0;
       for (std::int64_t k = begin; k < end; ++k) {
-        const float w = weights[k];
         const std::uint32_t p = static_cast<std::uint32_t>(indices[k]);
-        if (p >= n_pixels) return false;
-        if (HasValid && frame_valid[p] == 0) {
-          ok = false;
-          break;
-        }
-        sum += static_cast<double>(w) * static_cast<double>(frame[p]);
+        in_range &= p < n_pixels;
+        const std::uint32_t safe = p < n_pixels ? p : 0;
+        if (HasValid) ok &= frame_valid[safe] != 0;
+        sum += static_cast<double>(weights[k]) * static_cast<double>(frame[safe]);
       }
+      if (!in_range) return false;
       row_out[b] = ok ? static_cast<float>(sum) : 0.0f;
-      row_valid[b] = ok ? 1 : 0;
+      row_valid[b] = static_cast<std::uint8_t>(ok);
+      begin = end;
     }
   }
   return true;
