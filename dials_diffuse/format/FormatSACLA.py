@@ -18,7 +18,9 @@ Models
   `detector_info/beam_center_in_pixel` (fast, slow px) where the file has
   them; otherwise 100 mm and the centre of the image, to be overridden at
   import: ``dials.import run.h5 distance=53 fast_slow_beam_centre=1201.5,1210.2``.
-- Images: `detector_data` of each tag in acquisition order, as float64.
+- Images: `detector_data` of each tag in acquisition order, as float64;
+  pixels flagged by the tag's `detector_status` (or not finite) read as
+  -2e6, below the trusted range, so DIALS masks them.
 """
 
 from dxtbx.format.Format import Format
@@ -32,6 +34,7 @@ from dials_diffuse.images.sacla import SACLASource, is_sacla_file
 
 DEFAULT_DISTANCE_MM = 100.0
 TRUSTED_RANGE = (-1.0e6, 1.0e9)
+UNTRUSTED_VALUE = -2.0e6
 
 
 class FormatSACLA(FormatHDF5, FormatStill):
@@ -79,8 +82,12 @@ class FormatSACLA(FormatHDF5, FormatStill):
         return self._source.n_frames
 
     def get_raw_data(self, index=0):
-        data, _ = self._source.read_shot(index)
-        return flex.double(data.astype("float64"))
+        data, valid = self._source.read_shot(index)
+        data = data.astype("float64")
+        # Pixels the file marks bad (detector_status, non-finite values) fall
+        # below the trusted range, so that the DIALS mask leaves them out.
+        data[~valid] = UNTRUSTED_VALUE
+        return flex.double(data)
 
     def get_image_file(self, index=None):
         return Format.get_image_file(self)

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 from dxtbx.format.Registry import get_format_class_for_file
@@ -91,3 +92,20 @@ def test_dials_import_with_overrides_then_find_spots(tmp_path):
     for fast, slow in spots:
         distance = np.hypot(np.array(x) - fast, np.array(y) - slow)
         assert np.sort(distance)[:2] == pytest.approx([0, 0], abs=0.1)
+
+
+def test_status_flags_reach_the_dials_mask(tmp_path):
+    truth = write_sacla_file(tmp_path / "status.h5", n_shots=3, n_dark=0, gap=False)
+    with h5py.File(truth.path, "a") as f:
+        detector = f["run_178884/detector_2d_assembled_1"]
+        status = np.zeros(truth.shape, dtype=np.int32)
+        status[10:12, 20:25] = 1
+        del detector[f"tag_{truth.tags[1]}/detector_status"]
+        detector[f"tag_{truth.tags[1]}/detector_status"] = status
+        data = detector[f"tag_{truth.tags[2]}/detector_data"]
+        data[0, 0] = np.nan
+    experiments = ExperimentListFactory.from_filenames([str(truth.path)])
+    masks = [e.imageset.get_mask(0)[0].as_numpy_array() for e in experiments]
+    assert masks[0].all()
+    np.testing.assert_array_equal(masks[1], status == 0)
+    assert not masks[2][0, 0] and masks[2].sum() == masks[2].size - 1
