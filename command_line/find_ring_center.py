@@ -1,6 +1,5 @@
 """dials.diffuse.find_ring_center: the beam centre from a powder ring."""
 
-import copy
 import logging
 import sys
 
@@ -8,7 +7,11 @@ import numpy as np
 
 from dials_diffuse.algorithms.xfel.polar import q_at_radius
 from dials_diffuse.algorithms.xfel.rings import find_ring_centre
-from dials_diffuse.algorithms.xfel.shots import shots_from_inputs
+from dials_diffuse.algorithms.xfel.shots import (
+    geometry_phil,
+    override_geometry,
+    shots_from_inputs,
+)
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
@@ -28,7 +31,9 @@ azimuth sector, the radial centroid of the ring gives a ring point, and a
 robust least-squares circle fit to those points gives the centre and radius
 (repeated until the centre is stable). Masked pixels are excluded.
 
-The detector model gets the fitted beam centre (dxtbx's
+The search starts at the beam centre of the detector model (for SACLA files
+without one: the image centre; set it with geometry.beam_centre=). The
+detector model gets the fitted beam centre (dxtbx's
 set_fast_slow_beam_centre_mm) and is written to ring_center.expt, which
 dials.diffuse.polar_transform and DIALS programs read. ring_center.png shows
 the summed image with the fitted circle.
@@ -43,9 +48,13 @@ Examples:
   dials.diffuse.find_ring_center run_178884.h5 tags=166762340 ring_radius_guess=765
 
   dials.diffuse.find_ring_center imported.expt mask=mask.npy shots=50,51,52,53
+
+  dials.diffuse.find_ring_center run_178884.h5 geometry.distance=53 \\
+      geometry.beam_centre=1190,1215 search_radius=20
 """
 
-phil_scope = """
+phil_scope = (
+    """
 shots = None
   .type = ints(value_min=0)
   .help = "Sum only these shots (0-based, in acquisition order). Default: all"
@@ -57,13 +66,10 @@ ring_radius_guess = None
   .type = float(value_min=1)
   .help = "Approximate ring radius in pixels; the ring is looked for within"
           "25% of it. Default: the sharpest ring in the radial profile."
-centre_guess = None
-  .type = floats(size=2)
-  .help = "Start (fast, slow) in pixels. Default: the beam centre of the"
-          "detector model (for SACLA files without one: the image centre)."
 search_radius = None
   .type = float(value_min=0.5)
-  .help = "Half-width in pixels of the coarse centre search around the start."
+  .help = "Half-width in pixels of the coarse centre search around the start"
+          "(the beam centre of the detector model, or geometry.beam_centre)."
           "Default: 10% of the image size."
 mask = None
   .type = path
@@ -77,6 +83,8 @@ output {
     .help = "The summed image with the fitted ring and centre. None: no plot."
 }
 """
+    + geometry_phil
+)
 
 
 def sum_shots(shots, indices):
@@ -98,25 +106,8 @@ def sum_shots(shots, indices):
     return total.reshape(shape), valid.reshape(shape)
 
 
-def apply_beam_centre(experiments, centre_px):
-    """Copy of `experiments` with the beam centre (fast, slow px) set on panel 0."""
-    from dxtbx.model.detector_helpers import set_fast_slow_beam_centre_mm
-
-    updated = copy.deepcopy(experiments)
-    done = set()
-    for experiment in updated:
-        detector = experiment.detector
-        if id(detector) in done:
-            continue
-        pixel = detector[0].get_pixel_size()
-        mm = [centre_px[0] * pixel[0], centre_px[1] * pixel[1]]
-        set_fast_slow_beam_centre_mm(detector, experiment.beam, mm, panel_id=0)
-        done.add(id(detector))
-    return updated
-
-
 def main(params, inputs, run):
-    shots = shots_from_inputs(inputs, params.mask)
+    shots, experiments = shots_from_inputs(inputs, params.mask, params.geometry)
     try:
         chosen = shots.select(params.shots, params.tags)
         with run.timer("sum"):
@@ -124,9 +115,7 @@ def main(params, inputs, run):
     finally:
         shots.close()
     logger.info("Summed %d shot(s); %d pixels valid", len(chosen), valid.sum())
-    start = params.centre_guess
-    if start is None:
-        start = shots.detector[0].get_beam_centre_px(shots.beam.get_s0())
+    start = shots.detector[0].get_beam_centre_px(shots.beam.get_s0())
     with run.timer("fit"):
         fit = find_ring_centre(
             image,
@@ -135,7 +124,7 @@ def main(params, inputs, run):
             radius_guess=params.ring_radius_guess,
             search_px=params.search_radius,
         )
-    updated = apply_beam_centre(inputs.experiments, fit.centre)
+    updated = override_geometry(experiments, beam_centre=fit.centre)
     q_ring = q_at_radius(updated[0].detector, updated[0].beam, fit.radius)
     logger.info(
         "Beam centre (fast, slow): %.3f ± %.3f, %.3f ± %.3f px",

@@ -11,7 +11,7 @@ from dials_diffuse.algorithms.xfel.polar import (
     q_at_radius,
     q_polar_map,
 )
-from dials_diffuse.algorithms.xfel.shots import shots_from_inputs
+from dials_diffuse.algorithms.xfel.shots import geometry_phil, shots_from_inputs
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.polar_files import (
     PolarFileWriter,
@@ -52,11 +52,15 @@ Examples:
 
   dials.diffuse.polar_transform ring_center.expt mask=mask.npy normalise=True
 
+  dials.diffuse.polar_transform run_178884.h5 geometry.distance=53 \\
+      geometry.beam_centre=1201.5,1210.2 q_range=2.64,2.71
+
   dials.diffuse.polar_transform imported.expt q_range=0.3,0.6 nq=50 \\
       interpolation=nearest nproc=4
 """
 
-phil_scope = """
+phil_scope = (
+    """
 q_range = None
   .type = floats(size=2, value_min=0)
   .help = "Smallest and largest |q| = 4 pi sin(theta) / lambda, in Å⁻¹."
@@ -119,6 +123,8 @@ output {
     .help = "Mean polar image of the non-dark shots. None: no plot."
 }
 """
+    + geometry_phil
+)
 
 
 def default_q_grid(detector, beam, q_range=None, nq=None, nphi=None):
@@ -149,7 +155,7 @@ def default_q_grid(detector, beam, q_range=None, nq=None, nphi=None):
 
 
 def main(params, inputs, run):
-    shots = shots_from_inputs(inputs, params.mask)
+    shots, _ = shots_from_inputs(inputs, params.mask, params.geometry)
     try:
         chosen = shots.select(params.shots, params.tags, include_dark=True)
         beam = map_beam(shots, chosen)

@@ -61,3 +61,20 @@ def test_mask_files(tmp_path, sacla_file):
     _, valid = masked.read(4)
     np.testing.assert_array_equal(valid.reshape(shape), mask)
     masked.close()
+
+
+def test_geometry_overrides(sacla_file):
+    from dials_diffuse.algorithms.xfel.shots import override_geometry
+
+    experiments = ExperimentListFactory.from_filenames([str(sacla_file.path)])
+    updated = override_geometry(
+        experiments, distance=61.5, wavelength=1.1, beam_centre=(150.25, 140.5)
+    )
+    for experiment in updated:
+        panel, beam = experiment.detector[0], experiment.beam
+        assert panel.get_distance() == pytest.approx(61.5)
+        assert beam.get_wavelength() == pytest.approx(1.1)
+        assert panel.get_beam_centre_px(beam.get_s0()) == pytest.approx((150.25, 140.5))
+    # The input is untouched.
+    assert experiments[0].detector[0].get_distance() == pytest.approx(50.0)
+    assert override_geometry(experiments) is experiments

@@ -9,6 +9,7 @@ its dark flag come from the file); any other still images through their
 dxtbx imageset. Never more than one block of shots is in memory.
 """
 
+import copy
 import logging
 
 import numpy as np
@@ -202,7 +203,68 @@ def load_mask_file(path, panel_shapes):
     return masks
 
 
-def shots_from_inputs(inputs, mask_path=None):
+#: PHIL for programs that let users override the geometry of the images.
+geometry_phil = """
+geometry {
+  distance = None
+    .type = float(value_min=0)
+    .help = "Override the sample-detector distance, in mm (single-panel"
+            "detectors), e.g. for SACLA files that do not record it."
+  wavelength = None
+    .type = float(value_min=0)
+    .help = "Override the wavelength of every shot, in Å."
+  beam_centre = None
+    .type = floats(size=2)
+    .help = "Override the beam centre (fast, slow) in pixels, pixel centres"
+            "at i+0.5 (as dials.import fast_slow_beam_centre=)."
+}
+"""
+
+
+def override_geometry(experiments, distance=None, wavelength=None, beam_centre=None):
+    """A copy of `experiments` with the distance (mm), wavelength (Å) or beam
+    centre (fast, slow px on panel 0) replaced where given; the input when
+    nothing is.
+
+    Uses dxtbx's own helpers (set_detector_distance,
+    set_fast_slow_beam_centre_mm), as dials.import does.
+    """
+    if distance is None and wavelength is None and beam_centre is None:
+        return experiments
+    from dxtbx.model.detector_helpers import (
+        set_detector_distance,
+        set_fast_slow_beam_centre_mm,
+    )
+
+    updated = copy.deepcopy(experiments)
+    for beam in _unique(e.beam for e in updated):
+        if wavelength is not None:
+            beam.set_wavelength(float(wavelength))
+    done = set()
+    for experiment in updated:
+        detector = experiment.detector
+        if id(detector) in done:
+            continue
+        done.add(id(detector))
+        if distance is not None:
+            if len(detector) != 1:
+                raise UserError("geometry.distance needs a single-panel detector")
+            set_detector_distance(detector, float(distance))
+        if beam_centre is not None:
+            pixel = detector[0].get_pixel_size()
+            mm = [beam_centre[0] * pixel[0], beam_centre[1] * pixel[1]]
+            set_fast_slow_beam_centre_mm(detector, experiment.beam, mm, panel_id=0)
+    return updated
+
+
+def _unique(models):
+    seen = {}
+    for model in models:
+        seen.setdefault(id(model), model)
+    return list(seen.values())
+
+
+def shots_from_inputs(inputs, mask_path=None, geometry=None):
     """The Shots of a program's positional inputs, with an optional mask file.
 
     Parameters
@@ -210,6 +272,13 @@ def shots_from_inputs(inputs, mask_path=None):
     inputs : dials_diffuse.util.inputs.Inputs
     mask_path : str, optional
         A mask file (see `load_mask_file`); protected from being overwritten.
+    geometry : extracted `geometry_phil` scope, optional
+        Overrides of distance, wavelength and beam centre.
+
+    Returns
+    -------
+    (Shots, ExperimentList)
+        The shots and the experiments they use (with any overrides).
     """
     if inputs.nexus:
         raise UserError(
@@ -223,4 +292,9 @@ def shots_from_inputs(inputs, mask_path=None):
         detector = inputs.experiments[0].detector
         shapes = [tuple(reversed(p.get_image_size())) for p in detector]
         mask = load_mask_file(mask_path, shapes)
-    return Shots(inputs.experiments, external_mask=mask)
+    experiments = inputs.experiments
+    if geometry is not None:
+        experiments = override_geometry(
+            experiments, geometry.distance, geometry.wavelength, geometry.beam_centre
+        )
+    return Shots(experiments, external_mask=mask), experiments
