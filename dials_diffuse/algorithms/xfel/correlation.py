@@ -187,10 +187,9 @@ class _BlockCorrelator:
     def __call__(self, block):
         total = None
         count = None
+        read = _ShotCache(self.read_shot)  # neighbouring pairs share shots
         for a, b in block:
-            difference, valid = masked_difference(
-                *self.read_shot(a), *self.read_shot(b)
-            )
+            difference, valid = masked_difference(*read(a), *read(b))
             correlation, _ = masked_autocorrelation(difference, valid, self.min_overlap)
             defined = np.isfinite(correlation)
             if total is None:
