@@ -98,14 +98,14 @@ def main(params, inputs, run):
     try:
         if params.pairs == "consecutive":
             dark = polar.dark.copy()
-            pairs = consecutive_pairs(len(polar.tags), dark, params.skip_dark)
+            pairs = consecutive_pairs(len(polar.tags), dark, params.skip_dark or 0)
         else:
             if not Path(params.pairs).is_file():
                 raise UserError(f"{params.pairs}: no such pair file")
             inputs.protect(params.pairs)
             pairs = pairs_from_json(params.pairs, polar.tags)
             excluded = polar.dark.copy()
-            excluded[: params.skip_dark] = True
+            excluded[: params.skip_dark or 0] = True
             before = len(pairs)
             pairs = [(a, b) for a, b in pairs if not (excluded[a] or excluded[b])]
             if len(pairs) < before:
@@ -118,7 +118,7 @@ def main(params, inputs, run):
                 polar,
                 pairs,
                 z_max=params.outliers.z_max,
-                min_overlap=params.min_overlap,
+                min_overlap=params.min_overlap or 1,
                 pmap=pmap,
                 progress=progress,
             )
@@ -146,7 +146,7 @@ def main(params, inputs, run):
     if params.output.plot:
         with run.write(params.output.plot, "correlation plot") as path:
             plot_correlation(
-                result.correlation, q, dphi, params.plot.exclude_dphi, path
+                result.correlation, q, dphi, params.plot.exclude_dphi or 0, path
             )
 
 

@@ -164,7 +164,12 @@ def main(params, inputs, run):
         )
         with run.timer("map"):
             polar_map = q_polar_map(
-                shots.detector, beam, q, nphi, params.interpolation, params.oversample
+                shots.detector,
+                beam,
+                q,
+                nphi,
+                params.interpolation,
+                params.oversample or 1,
             )
         coverage = polar_map.coverage.mean()
         logger.info(
@@ -193,10 +198,11 @@ def main(params, inputs, run):
                 run.timer("resample"),
             ):
                 position = 0
-                blocks = shots.blocks(chosen, params.block_size)
+                block_size = params.block_size or 8
+                blocks = shots.blocks(chosen, block_size)
                 for indices, polar, polar_valid, compressed, block_means in progress(
                     pmap(transform, blocks),
-                    total=-(-len(chosen) // params.block_size),
+                    total=-(-len(chosen) // block_size),
                     desc="Polar transform",
                     unit="block",
                 ):
@@ -245,11 +251,12 @@ def dark_shots(flagged, means, dark_params):
     `dark.detect`) a mean valid-pixel value below `dark.fraction` times the
     90th percentile of the shots' means (no X-rays reached the detector)."""
     dark = np.array(flagged, dtype=bool)
-    dark[: dark_params.first] = True
+    dark[: dark_params.first or 0] = True
     if dark_params.detect and len(means) > 1:
         reference = np.percentile(means, 90)
         if reference > 0:
-            detected = means < dark_params.fraction * reference
+            fraction = 0.5 if dark_params.fraction is None else dark_params.fraction
+            detected = means < fraction * reference
             if np.any(detected & ~dark):
                 logger.info(
                     "Detected %d dark shot(s) by their mean intensity",
@@ -302,7 +309,7 @@ def _geometry_record(detector, beam, params):
         "distance": panel.get_distance(),
         "pixel_size": np.array(panel.get_pixel_size()),
         "method": params.interpolation,
-        "oversample": params.oversample,
+        "oversample": params.oversample or 1,
     }
 
 
