@@ -29,7 +29,9 @@ streaming one shot at a time. A coarse-to-fine search finds the centre that
 makes the azimuthally averaged radial profile sharpest; then, in every
 azimuth sector, the radial centroid of the ring gives a ring point, and a
 robust least-squares circle fit to those points gives the centre and radius
-(repeated until the centre is stable). Masked pixels are excluded.
+(repeated until the centre is stable). Masked pixels are excluded. The fit
+assumes one assembled image (a single panel) roughly normal to the beam, so
+that rings are circles.
 
 The search starts at the beam centre of the detector model (for SACLA files
 without one: the image centre; set it with geometry.beam_centre=). The
