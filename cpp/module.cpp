@@ -3,8 +3,10 @@
 #include <pybind11/pybind11.h>
 
 #include "histogram.h"
+#include "shoebox.h"
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "C++17 kernels of dials-diffuse; every kernel releases the GIL.";
   dials_diffuse::bind_histogram(m);
+  dials_diffuse::bind_shoebox(m);
 }
