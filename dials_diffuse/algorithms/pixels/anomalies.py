@@ -1,19 +1,24 @@
 """Find notches and pile-ups in a histogram of pixel values.
 
-A detector artefact shows in a pixel-value histogram as a bin (or a few)
-far below its smooth neighbourhood, a *notch* (e.g. a JUNGFRAU gain switch
-mis-calibrated), or as excess counts at the top end, a *pile-up* (pixels
-stuck at the value where the buckets are full). Both are found the same
-way: the count each bin would have is predicted from its neighbours (a
-weighted quadratic fit of log counts over the bins within `half_window` on
-either side, leaving out the bin and its immediate neighbours so that a
-feature up to three bins wide does not predict itself), and the observed
-count is compared with that expectation in Poisson terms,
-z = (observed - expected) / sqrt(expected + variance of the prediction). A bin is anomalous when |z|
-passes `significance` *and* the relative deviation passes `min_deviation`
-(so that a tiny relative misfit in a bin of millions is not reported).
-Wider features are found by repeating the test on the histogram re-binned by
-2, 4, 8, ... (features already found at a finer scale are not repeated).
+A detector artefact shows in a pixel-value histogram as a bin (or two) far
+below its smooth neighbourhood, a *notch* (e.g. a mis-calibrated JUNGFRAU
+gain switch), or as excess counts at the top end, a *pile-up* (pixels
+stuck where the buckets are full). Both are found by predicting the count
+each bin would have from its neighbours (a weighted quadratic fit of log
+counts, leaving out the bin itself and, for pile-ups, its nearest
+neighbours) and comparing the observed count with that prediction in
+Poisson terms, z = (observed - expected) / sqrt(expected + variance of the
+prediction). A feature is reported when |z| passes `significance`, the
+relative deviation passes `min_deviation` and the absolute one `min_pixels`
+(so that a small misfit in a bin of millions, or a few stray pixels in a
+sparse tail, are not reported).
+
+- Notches: at the finest binning, from the two bins on either side (a
+  pixel-value distribution falls too steeply for a wider or coarser model).
+- Pile-ups: only among the highest `top_fraction` of pixels, where the
+  distribution is a smooth falling tail; from the bins 3 to 6 away on either
+  side, on the histogram re-binned by 1, 2, 4, ... `max_scale`, so that a
+  bump several bins wide is found at the scale where it is narrow.
 """
 
 import dataclasses
@@ -111,6 +116,29 @@ def _runs(flags):
     return list(zip(changes[::2], changes[1::2]))
 
 
+def _poisson_test(counts, half_window, gap):
+    """Prediction, its variance and the significance z for every bin."""
+    expected, variance = expected_from_neighbours(counts, half_window, gap)
+    sigma = np.sqrt(np.maximum(expected, 1.0) + variance)
+    return expected, variance, (counts - expected) / sigma
+
+
+def _anomaly(kind, counts, expected, variance, edges, start, stop, group):
+    """One Anomaly for coarse bins start:stop whose edges are `edges`."""
+    observed = float(counts[start:stop].sum())
+    predicted = float(expected[start:stop].sum())
+    spread = float(np.sqrt(max(predicted, 1.0) + variance[start:stop].sum()))
+    return Anomaly(
+        kind=kind,
+        low=float(edges[0]),
+        high=float(edges[-1]),
+        observed=observed,
+        expected=predicted,
+        significance=(observed - predicted) / spread,
+        group=group,
+    )
+
+
 def find_anomalies(
     counts,
     edges,
@@ -118,11 +146,10 @@ def find_anomalies(
     significance=5.0,
     min_deviation=0.3,
     min_pixels=20,
-    half_window=2,
     top_fraction=0.01,
     max_scale=64,
 ):
-    """Notches and pile-ups in one histogram.
+    """Notches and pile-ups in one histogram; see the module docstring.
 
     Parameters
     ----------
@@ -136,15 +163,11 @@ def find_anomalies(
     min_deviation : float
         Relative deviation |observed/expected - 1| it must reach.
     min_pixels : float
-        Pixels it must miss or have in excess, |observed - expected| (so
-        that a few stray pixels in a sparse tail are not reported).
-    half_window : int
-        Neighbours on each side used to predict a bin.
+        Pixels it must miss or have in excess, |observed - expected|.
     top_fraction : float
-        Pile-ups are excesses among the highest `top_fraction` of the pixels
-        (the top end of the distribution); excess elsewhere is not reported.
+        Pile-ups are looked for among the highest `top_fraction` of pixels.
     max_scale : int
-        Largest re-binning factor tried (powers of two from 1).
+        Largest re-binning factor tried for pile-ups (powers of two).
 
     Returns
     -------
@@ -152,65 +175,64 @@ def find_anomalies(
     """
     counts = np.asarray(counts, dtype=np.int64)
     occupied = np.flatnonzero(counts)
-    if occupied.size < 2 * half_window:
+    if occupied.size < 5:
         return []
     first, last = occupied[0], occupied[-1] + 1
     counts = counts[first:last]
     edges = np.asarray(edges, dtype=float)[first : last + 1]
-    total = counts.sum()
-    cumulative = np.cumsum(counts)
-    # Bins at or above this index hold the top `top_fraction` of pixels.
-    top_start = int(np.searchsorted(cumulative, (1.0 - top_fraction) * total))
+
+    def passes(observed, expected, z, sign):
+        return (
+            (sign * z >= significance)
+            & (sign * (observed / np.maximum(expected, 1e-12) - 1.0) >= min_deviation)
+            & (np.abs(observed - expected) >= min_pixels)
+        )
 
     found = []
+    expected, variance, z = _poisson_test(counts, half_window=2, gap=0)
+    notch = passes(counts, expected, z, -1)
+    notch[:2] = notch[-2:] = False  # a notch needs neighbours on both sides
+    for start, stop in _runs(notch):
+        found.append(
+            _anomaly(
+                "notch",
+                counts,
+                expected,
+                variance,
+                edges[start : stop + 1],
+                start,
+                stop,
+                group,
+            )
+        )
+
+    cumulative = np.cumsum(counts)
+    # Bins from here on hold the top `top_fraction` of the pixels.
+    top_start = int(np.searchsorted(cumulative, (1.0 - top_fraction) * cumulative[-1]))
     covered = np.zeros(counts.size, dtype=bool)
     scale = 1
-    while scale <= max_scale and counts.size // scale >= 2 * half_window + 1:
+    while scale <= max_scale and counts.size // scale >= 4:
         n_coarse = counts.size // scale
         coarse = counts[: n_coarse * scale].reshape(n_coarse, scale).sum(axis=1)
-        expected, variance = expected_from_neighbours(coarse, half_window)
-        # Poisson noise of the bin plus the uncertainty of its prediction.
-        sigma = np.sqrt(np.maximum(expected, 1.0) + variance)
-        z = (coarse - expected) / sigma
-        deviation = coarse / np.maximum(expected, 1e-12) - 1.0
-        large = np.abs(coarse - expected) >= min_pixels
-        position = np.arange(n_coarse)
-        interior = (position >= 2) & (position < n_coarse - 2)
-        # Notches are looked for at the finest scale only: a coarse bin
-        # cannot follow the steep fall of a pixel-value distribution.
-        notch = (
-            interior
-            & large
-            & (scale == 1)
-            & (z <= -significance)
-            & (deviation <= -min_deviation)
-        )
-        pile = (
-            large
-            & (z >= significance)
-            & (deviation >= min_deviation)
-            & ((position + 1) * scale > top_start)
-        )
-        for kind, flags in (("notch", notch), ("pile-up", pile)):
-            for start, stop in _runs(flags):
-                fine = slice(start * scale, stop * scale)
-                if covered[fine].any():
-                    continue
-                covered[fine] = True
-                observed = float(coarse[start:stop].sum())
-                predicted = float(expected[start:stop].sum())
-                spread = float(np.sqrt(max(predicted, 1.0) + variance[start:stop].sum()))
-                found.append(
-                    Anomaly(
-                        kind=kind,
-                        low=float(edges[fine.start]),
-                        high=float(edges[fine.stop]),
-                        observed=observed,
-                        expected=predicted,
-                        significance=(observed - predicted) / spread,
-                        group=group,
-                    )
+        expected, variance, z = _poisson_test(coarse, half_window=6, gap=2)
+        in_top = (np.arange(n_coarse) + 1) * scale > top_start
+        for start, stop in _runs(passes(coarse, expected, z, +1) & in_top):
+            fine = slice(start * scale, stop * scale)
+            if covered[fine].any():
+                continue
+            covered[fine] = True
+            found.append(
+                _anomaly(
+                    "pile-up",
+                    coarse,
+                    expected,
+                    variance,
+                    edges[fine.start : fine.stop + 1 : scale],
+                    start,
+                    stop,
+                    group,
                 )
+            )
         scale *= 2
     return sorted(found, key=lambda a: a.low)
 

@@ -120,26 +120,49 @@ def select_reflections(table, flag="indexed"):
     return selected
 
 
-def experiment_groups(table):
-    """Experiment ids present and, per row, its group index (int32).
+def experiment_groups(tables):
+    """Experiment numbers present and, per table, each row's group index.
 
-    Rows with id -1 (not assigned to an experiment) form their own group.
+    The experiment ids of each table are shifted past those of the tables
+    before it (as when several `.refl` files are given); rows with id -1
+    (not assigned to an experiment) form a group of their own per table.
+
+    Returns
+    -------
+    numbers : list of int
+        The experiment number of each group (-1 for unassigned rows).
+    groups : list of ndarray of int32
+        Per table, the group index of each row.
     """
-    ids = table["id"].as_numpy_array()
-    present, group = np.unique(ids, return_inverse=True)
-    return [int(i) for i in present], group.astype(np.int32)
+    shifted = []
+    offset = 0
+    for table in tables:
+        ids = table["id"].as_numpy_array().astype(np.int64)
+        assigned = ids >= 0
+        # Unassigned rows of table k get a unique negative key -1 - k.
+        shifted.append(np.where(assigned, ids + offset, -1 - len(shifted)))
+        if assigned.any():
+            offset += int(ids[assigned].max()) + 1
+    present = np.unique(np.concatenate(shifted))
+    order = np.concatenate([present[present >= 0], present[present < 0][::-1]])
+    to_group = np.empty(present.size, dtype=np.int32)
+    to_group[np.searchsorted(present, order)] = np.arange(order.size)
+    groups = [to_group[np.searchsorted(present, keys)] for keys in shifted]
+    numbers = [int(key) if key >= 0 else -1 for key in order]
+    return numbers, groups
 
 
-def _chunks(table, group, chunk_size):
+def _chunks(tables, groups, chunk_size):
     """(shoebox column slice, group slice) pairs of at most chunk_size rows."""
     from dials.array_family import flex
 
-    shoeboxes = table["shoebox"]
-    n = len(shoeboxes)
-    for start in range(0, n, chunk_size):
-        stop = min(n, start + chunk_size)
-        rows = flex.size_t_range(start, stop)
-        yield shoeboxes.select(rows), group[start:stop]
+    for table, group in zip(tables, groups):
+        shoeboxes = table["shoebox"]
+        n = len(shoeboxes)
+        for start in range(0, n, chunk_size):
+            stop = min(n, start + chunk_size)
+            rows = flex.size_t_range(start, stop)
+            yield shoeboxes.select(rows), group[start:stop]
 
 
 def _value_range(chunk, required):
@@ -147,7 +170,7 @@ def _value_range(chunk, required):
 
 
 def histogram_shoeboxes(
-    table,
+    tables,
     pixels="foreground",
     low=None,
     high=None,
@@ -160,9 +183,10 @@ def histogram_shoeboxes(
 
     Parameters
     ----------
-    table : flex.reflection_table
+    tables : flex.reflection_table or list of them
         Reflections with `shoebox` and `id` columns (already selected, e.g.
-        by `select_reflections`).
+        by `select_reflections`). The experiments of several tables are
+        numbered one after the other.
     pixels : {'foreground', 'valid', 'all'}
         Valid foreground pixels (mask Foreground|Valid), every valid pixel of
         the box, or every pixel of the box as the seed's script did.
@@ -174,7 +198,7 @@ def histogram_shoeboxes(
         Default: one unit bin per whole number (exact) when every selected
         value is a whole number and the range ends are whole, else 1000.
     labels : list of str, optional
-        One label per experiment id present; default ``experiment_<id>``.
+        One label per experiment present; default ``experiment_<number>``.
     chunk_size : int
         Reflections serialised and histogrammed at once.
     nproc : int, optional
@@ -183,22 +207,25 @@ def histogram_shoeboxes(
     Returns
     -------
     PixelHistogram
-        One group per experiment id present (in increasing id), `masked`
-        counting the pixels the mask selection excluded.
+        One group per experiment present (in increasing number, rows not
+        assigned to an experiment last), `masked` counting the pixels the
+        mask selection excluded.
     """
+    if not isinstance(tables, (list, tuple)):
+        tables = [tables]
     if pixels not in PIXEL_SELECTIONS:
         raise UserError(f"unknown pixel selection {pixels!r}")
     required = PIXEL_SELECTIONS[pixels]
-    ids, group = experiment_groups(table)
+    numbers, groups = experiment_groups(tables)
     if labels is None:
-        labels = [f"experiment_{i}" if i >= 0 else "unassigned" for i in ids]
+        labels = [f"experiment_{i}" if i >= 0 else "unassigned" for i in numbers]
 
     with ParallelMap(nproc=nproc) as pmap:
         if low is None or high is None or bins is None:
             selected, lowest, highest, integer = 0, np.inf, -np.inf, True
             for n, lo, hi, whole in pmap(
                 lambda item: _value_range(shoebox_chunk(*item), required),
-                _chunks(table, group, chunk_size),
+                _chunks(tables, groups, chunk_size),
             ):
                 selected += n
                 lowest, highest = min(lowest, lo), max(highest, hi)
@@ -226,9 +253,9 @@ def histogram_shoeboxes(
             return counts, tally, int((chunk.offset < 0).sum())
 
         without_data = 0
-        n_chunks = -(-table.size() // chunk_size)
+        n_chunks = sum(-(-t.size() // chunk_size) for t in tables)
         for counts, tally, empty in progress(
-            pmap(work, _chunks(table, group, chunk_size)),
+            pmap(work, _chunks(tables, groups, chunk_size)),
             total=n_chunks,
             desc="Shoebox histogram",
             unit="chunk",
