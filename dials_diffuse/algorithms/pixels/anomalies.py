@@ -80,8 +80,10 @@ def expected_from_neighbours(counts, half_window=2, gap=0):
         Predicted count per bin, and the variance of that prediction from
         the neighbours' Poisson noise.
     """
-    # Bins beyond the ends are empty bins, observed as such.
-    counts = np.pad(np.asarray(counts, dtype=float), half_window)
+    # Bins beyond the ends are empty bins, observed as such; padding by two
+    # windows gives every bin kept a full window of observed bins.
+    pad = 2 * half_window
+    counts = np.pad(np.asarray(counts, dtype=float), pad)
     offsets = np.arange(-half_window, half_window + 1, dtype=float)
     keep = np.abs(offsets) > gap
     weight = counts + 1.0
@@ -98,14 +100,14 @@ def expected_from_neighbours(counts, half_window=2, gap=0):
         for j in range(3):
             normal[:, i, j] = moments[i + j]
     rhs = np.stack([window_sum(weight * logs, power) for power in range(3)], axis=1)
-    # A tiny ridge keeps a window of empty bins solvable.
-    normal += 1e-9 * np.eye(3)
+    # A relative ridge keeps ill-conditioned windows solvable.
+    normal += 1e-12 * np.trace(normal, axis1=1, axis2=2)[:, None, None] * np.eye(3)
     inverse = np.linalg.inv(normal)
     log_expected = np.einsum("nij,nj->ni", inverse, rhs)[:, 0]
     expected = np.exp(log_expected) - 1.0
     # Propagate the variance of the fitted log (inverse[0, 0]) to counts.
     variance = (expected + 1.0) ** 2 * inverse[:, 0, 0]
-    inside = slice(half_window, counts.size - half_window)
+    inside = slice(pad, counts.size - pad)
     return np.maximum(expected[inside], 0.0), variance[inside]
 
 
