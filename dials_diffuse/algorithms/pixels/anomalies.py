@@ -14,7 +14,10 @@ relative deviation passes `min_deviation` and the absolute one `min_pixels`
 sparse tail, are not reported).
 
 - Notches: at the finest binning, from the two bins on either side (a
-  pixel-value distribution falls too steeply for a wider or coarser model).
+  pixel-value distribution falls too steeply for a wider or coarser model);
+  the deficit must also hold against a log-linear extrapolation from each
+  side alone, so that a bin next to an excess (the counts a mis-calibrated
+  level moved into its neighbour) is not taken for a notch.
 - Pile-ups: only among the highest `top_fraction` of pixels, where the
   distribution is a smooth falling tail; from the bins 3 to 6 away on either
   side, on the histogram re-binned by 1, 2, 4, ... `max_scale`, so that a
@@ -111,6 +114,15 @@ def expected_from_neighbours(counts, half_window=2, gap=0):
     return np.maximum(expected[inside], 0.0), variance[inside]
 
 
+def one_sided_predictions(counts):
+    """Each bin's count extrapolated log-linearly from the two bins on its left,
+    and from the two on its right (NaN-free; edges use empty bins beyond)."""
+    logs = np.log(np.pad(np.asarray(counts, dtype=float), 2) + 1.0)
+    left = 2.0 * logs[1:-3] - logs[:-4]
+    right = 2.0 * logs[3:-1] - logs[4:]
+    return np.exp(left) - 1.0, np.exp(right) - 1.0
+
+
 def _runs(flags):
     """(start, stop) of each run of consecutive True values."""
     padded = np.concatenate(([False], flags, [False])).astype(np.int8)
@@ -193,7 +205,15 @@ def find_anomalies(
     found = []
     expected, variance, z = _poisson_test(counts, half_window=2, gap=0)
     notch = passes(counts, expected, z, -1)
+    # Each side alone must see the deficit too, so that a bin next to an
+    # excess (counts moved from a notch into its neighbour) is not a notch.
+    left, right = one_sided_predictions(counts)
+    lowest = np.minimum(expected, np.minimum(left, right))
+    notch &= counts <= (1.0 - min_deviation) * lowest
     notch[:2] = notch[-2:] = False  # a notch needs neighbours on both sides
+    # The lowest of the three predictions is the one least raised by an
+    # excess beside the notch: report that (a conservative deficit).
+    expected = lowest
     for start, stop in _runs(notch):
         found.append(
             _anomaly(
@@ -217,7 +237,7 @@ def find_anomalies(
         n_coarse = counts.size // scale
         coarse = counts[: n_coarse * scale].reshape(n_coarse, scale).sum(axis=1)
         expected, variance, z = _poisson_test(coarse, half_window=6, gap=2)
-        in_top = (np.arange(n_coarse) + 1) * scale > top_start
+        in_top = np.arange(n_coarse) * scale >= top_start
         for start, stop in _runs(passes(coarse, expected, z, +1) & in_top):
             fine = slice(start * scale, stop * scale)
             if covered[fine].any():
