@@ -216,6 +216,19 @@ def histogram_shoeboxes(
     if pixels not in PIXEL_SELECTIONS:
         raise UserError(f"unknown pixel selection {pixels!r}")
     required = PIXEL_SELECTIONS[pixels]
+    with_data = sum(table["shoebox"].is_allocated().count(True) for table in tables)
+    n_rows = sum(table.size() for table in tables)
+    if with_data == 0:
+        raise UserError(
+            f"none of the {n_rows} selected shoeboxes holds pixel data (DIALS keeps "
+            "shoebox pixels in indexed.refl and strong.refl, not after integration)"
+        )
+    if with_data < n_rows:
+        logger.warning(
+            "%d of %d shoeboxes hold no pixel data and are skipped",
+            n_rows - with_data,
+            n_rows,
+        )
     numbers, groups = experiment_groups(tables)
     if labels is None:
         labels = [f"experiment_{i}" if i >= 0 else "unassigned" for i in numbers]
@@ -250,11 +263,10 @@ def histogram_shoeboxes(
             _kernels.shoebox_histogram(
                 *chunk.records, chunk.group, required, low, high, counts, tally
             )
-            return counts, tally, int((chunk.offset < 0).sum())
+            return counts, tally
 
-        without_data = 0
         n_chunks = sum(-(-t.size() // chunk_size) for t in tables)
-        for counts, tally, empty in progress(
+        for counts, tally in progress(
             pmap(work, _chunks(tables, groups, chunk_size)),
             total=n_chunks,
             desc="Shoebox histogram",
@@ -265,7 +277,4 @@ def histogram_shoeboxes(
             histogram.overflow += tally[:, 1]
             histogram.nan += tally[:, 2]
             histogram.masked += tally[:, 3]
-            without_data += empty
-    if without_data:
-        logger.warning("%d shoeboxes hold no pixel data and were skipped", without_data)
     return histogram
