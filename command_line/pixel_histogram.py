@@ -80,7 +80,8 @@ selection {{
             "of the box (valid or not)."
   chunk_size = {DEFAULT_CHUNK_SIZE}
     .type = int(value_min=1)
-    .help = "Reflections processed at once: bounds the memory used."
+    .help = "Reflections serialised and histogrammed at once: bounds the"
+            "memory used (small chunks are also the fastest)."
 }}
 image_range = None
   .type = ints(size=2, value_min=1)
