@@ -153,6 +153,184 @@ def _anomaly(kind, counts, expected, variance, edges, start, stop, group):
     )
 
 
+@dataclasses.dataclass
+class _Thresholds:
+    significance: float
+    min_deviation: float
+    min_pixels: float
+
+    def passes(self, observed, expected, z, sign):
+        """Elementwise: a deficit (sign -1) or excess (+1) that counts."""
+        relative = observed / np.maximum(expected, 1e-12) - 1.0
+        return (
+            (sign * z >= self.significance)
+            & (sign * relative >= self.min_deviation)
+            & (np.abs(observed - expected) >= self.min_pixels)
+        )
+
+
+def _side_levels(cumulative, start, stop, side):
+    """Mean count per bin of the `side` bins left of `start` and right of `stop`."""
+    left = (cumulative[start] - cumulative[start - side]) / side
+    right = (cumulative[stop + side] - cumulative[stop]) / side
+    return left, right
+
+
+def _gap_test(cumulative, start, stop, side):
+    """Observed and expected counts in bins start:stop, the variance and z.
+
+    Expected: the width times the lower of the two side levels, so that the
+    deficit is judged against the side it is least below.
+    """
+    width = stop - start
+    observed = cumulative[stop] - cumulative[start]
+    level = np.minimum(*_side_levels(cumulative, start, stop, side))
+    expected = width * level
+    variance = width**2 * level / side
+    z = (observed - expected) / np.sqrt(np.maximum(expected, 1.0) + variance)
+    return observed, expected, variance, z
+
+
+def _wide_notches(counts, edges, group, thresholds, max_width, max_side_ratio=3.0):
+    """Notches 2 .. max_width bins wide: gaps below the level on both sides.
+
+    Every block of 2, 4, ... bins is compared with the mean of as many bins
+    (at least 2) on each side, where those two levels differ by less than
+    `max_side_ratio` (a gap in a smooth distribution, not the edge of one).
+    The blocks that pass are joined; within each joined range the notch is
+    the deepest sub-range (observed / expected lowest, judged against its
+    own sides), the widest if several are as deep.
+    """
+    n = counts.size
+    cumulative = np.concatenate([[0], np.cumsum(counts)])
+
+    def gap_passes(start, stop, side):
+        observed, expected, variance, z = _gap_test(cumulative, start, stop, side)
+        left, right = _side_levels(cumulative, start, stop, side)
+        smooth = np.maximum(left, right) <= max_side_ratio * np.maximum(
+            np.minimum(left, right), 1.0
+        )
+        return thresholds.passes(observed, expected, z, -1) & smooth, z
+
+    flagged = np.zeros(n, dtype=bool)
+    width = 2
+    while width <= max_width:
+        starts = np.arange(width, n - 2 * width + 1)
+        if starts.size:
+            passing, _ = gap_passes(starts, starts + width, width)
+            for block in starts[passing]:
+                flagged[block : block + width] = True
+        width *= 2
+    found = []
+    for first, last in _runs(flagged):
+        # Every sub-range of 2 or more bins with room for its sides.
+        start, stop = np.triu_indices(last - first + 1, k=2)
+        start, stop = start + first, stop + first
+        side = np.maximum(2, stop - start)
+        inside = (start >= side) & (stop + side <= n)
+        start, stop, side = start[inside], stop[inside], side[inside]
+        if start.size == 0:
+            continue
+        passing, z = gap_passes(start, stop, side)
+        if not passing.any():
+            continue
+        observed, expected, _, _ = _gap_test(cumulative, start, stop, side)
+        depth = np.where(passing, 1.0 - observed / np.maximum(expected, 1e-12), -1.0)
+        deepest = np.flatnonzero(depth >= depth.max() - 1e-9)
+        # Widest first, then most significant.
+        best = deepest[np.lexsort((z[deepest], -(stop - start)[deepest]))[0]]
+        observed, expected, _, z = _gap_test(
+            cumulative, start[best], stop[best], side[best]
+        )
+        found.append(
+            Anomaly(
+                kind="notch",
+                low=float(edges[start[best]]),
+                high=float(edges[stop[best]]),
+                observed=float(observed),
+                expected=float(expected),
+                significance=float(z),
+                group=group,
+            )
+        )
+    return found
+
+
+def _narrow_notches(counts, edges, group, thresholds):
+    """Notches of one or two bins, from the two bins on either side."""
+    expected, variance, z = _poisson_test(counts, half_window=2, gap=0)
+    # Each side alone must see the deficit too, so that a bin next to an
+    # excess (counts moved from a notch into its neighbour) is not a notch.
+    left, right = one_sided_predictions(counts)
+    lowest = np.minimum(expected, np.minimum(left, right))
+    z_lowest = (counts - lowest) / np.sqrt(np.maximum(lowest, 1.0) + variance)
+    notch = thresholds.passes(counts, expected, z, -1) & thresholds.passes(
+        counts, lowest, z_lowest, -1
+    )
+    notch[:2] = notch[-2:] = False  # a notch needs neighbours on both sides
+    # The lowest of the three predictions is the one least raised by an
+    # excess beside the notch: report that (a conservative deficit).
+    return [
+        _anomaly(
+            "notch",
+            counts,
+            lowest,
+            variance,
+            edges[start : stop + 1],
+            start,
+            stop,
+            group,
+        )
+        for start, stop in _runs(notch)
+    ]
+
+
+def _pile_ups(counts, edges, group, thresholds, top_fraction, max_scale, cluster):
+    """Excess counts among the highest `top_fraction` of pixels, at any scale."""
+    cumulative = np.cumsum(counts)
+    # Bins from here on hold the top `top_fraction` of the pixels.
+    top_start = int(np.searchsorted(cumulative, (1.0 - top_fraction) * cumulative[-1]))
+    covered = np.zeros(counts.size, dtype=bool)
+    found = []
+    scale = 1
+    while scale <= max_scale and counts.size // scale >= 4:
+        n_coarse = counts.size // scale
+        coarse = counts[: n_coarse * scale].reshape(n_coarse, scale).sum(axis=1)
+        expected, variance, z = _poisson_test(coarse, half_window=6, gap=2)
+        # Pixels of one reflection come in groups of similar values: in a
+        # sparse tail their counts scatter `cluster` times more than Poisson.
+        z = z / np.sqrt(cluster)
+        in_top = np.arange(n_coarse) * scale >= top_start
+        # A pile-up stands above the values just below it, too: the end of a
+        # falling tail (nothing beyond it) is not a pile-up.
+        below = np.convolve(np.pad(coarse, (6, 0)), np.ones(4) / 4, mode="valid")[
+            :n_coarse
+        ]
+        above_below = (coarse >= (1.0 + thresholds.min_deviation) * below) & (
+            np.arange(n_coarse) >= 6
+        )
+        candidates = thresholds.passes(coarse, expected, z, +1) & in_top & above_below
+        for start, stop in _runs(candidates):
+            fine = slice(start * scale, stop * scale)
+            if covered[fine].any():
+                continue
+            covered[fine] = True
+            anomaly = _anomaly(
+                "pile-up",
+                coarse,
+                expected,
+                variance,
+                edges[fine.start : fine.stop + 1 : scale],
+                start,
+                stop,
+                group,
+            )
+            anomaly.significance /= np.sqrt(cluster)
+            found.append(anomaly)
+        scale *= 2
+    return found
+
+
 def find_anomalies(
     counts,
     edges,
@@ -162,6 +340,7 @@ def find_anomalies(
     min_pixels=20,
     top_fraction=0.01,
     max_scale=64,
+    cluster=10.0,
 ):
     """Notches and pile-ups in one histogram; see the module docstring.
 
@@ -181,7 +360,12 @@ def find_anomalies(
     top_fraction : float
         Pile-ups are looked for among the highest `top_fraction` of pixels.
     max_scale : int
-        Largest re-binning factor tried for pile-ups (powers of two).
+        Widest notch (bins) and largest re-binning factor tried for pile-ups
+        (powers of two).
+    cluster : float
+        Over-dispersion of counts in the sparse top end (pixels of one
+        reflection have similar values): a pile-up's significance is divided
+        by its square root.
 
     Returns
     -------
@@ -194,74 +378,30 @@ def find_anomalies(
     first, last = occupied[0], occupied[-1] + 1
     counts = counts[first:last]
     edges = np.asarray(edges, dtype=float)[first : last + 1]
+    thresholds = _Thresholds(significance, min_deviation, min_pixels)
 
-    def passes(observed, expected, z, sign):
-        return (
-            (sign * z >= significance)
-            & (sign * (observed / np.maximum(expected, 1e-12) - 1.0) >= min_deviation)
-            & (np.abs(observed - expected) >= min_pixels)
-        )
-
-    found = []
-    expected, variance, z = _poisson_test(counts, half_window=2, gap=0)
-    notch = passes(counts, expected, z, -1)
-    # Each side alone must see the deficit too, so that a bin next to an
-    # excess (counts moved from a notch into its neighbour) is not a notch.
-    left, right = one_sided_predictions(counts)
-    lowest = np.minimum(expected, np.minimum(left, right))
-    notch &= counts <= (1.0 - min_deviation) * lowest
-    notch[:2] = notch[-2:] = False  # a notch needs neighbours on both sides
-    # The lowest of the three predictions is the one least raised by an
-    # excess beside the notch: report that (a conservative deficit).
-    expected = lowest
-    for start, stop in _runs(notch):
-        found.append(
-            _anomaly(
-                "notch",
-                counts,
-                expected,
-                variance,
-                edges[start : stop + 1],
-                start,
-                stop,
-                group,
-            )
-        )
-
-    cumulative = np.cumsum(counts)
-    # Bins from here on hold the top `top_fraction` of the pixels.
-    top_start = int(np.searchsorted(cumulative, (1.0 - top_fraction) * cumulative[-1]))
-    covered = np.zeros(counts.size, dtype=bool)
-    scale = 1
-    while scale <= max_scale and counts.size // scale >= 4:
-        n_coarse = counts.size // scale
-        coarse = counts[: n_coarse * scale].reshape(n_coarse, scale).sum(axis=1)
-        expected, variance, z = _poisson_test(coarse, half_window=6, gap=2)
-        in_top = np.arange(n_coarse) * scale >= top_start
-        for start, stop in _runs(passes(coarse, expected, z, +1) & in_top):
-            fine = slice(start * scale, stop * scale)
-            if covered[fine].any():
-                continue
-            covered[fine] = True
-            found.append(
-                _anomaly(
-                    "pile-up",
-                    coarse,
-                    expected,
-                    variance,
-                    edges[fine.start : fine.stop + 1 : scale],
-                    start,
-                    stop,
-                    group,
-                )
-            )
-        scale *= 2
+    # Narrow notches are located more precisely: they take precedence.
+    found = _narrow_notches(counts, edges, group, thresholds)
+    for notch in _wide_notches(counts, edges, group, thresholds, max_scale):
+        if not any(notch.low < a.high and a.low < notch.high for a in found):
+            found.append(notch)
+    found += _pile_ups(
+        counts, edges, group, thresholds, top_fraction, max_scale, cluster
+    )
     return sorted(found, key=lambda a: a.low)
 
 
 def find_histogram_anomalies(histogram, **options):
-    """`find_anomalies` for every group of a PixelHistogram; options as there."""
+    """`find_anomalies` for every group of a PixelHistogram, and for their sum.
+
+    The sum over groups (group 'all', with several groups) has the most
+    pixels, so it shows a feature common to every group most clearly.
+    Options as for `find_anomalies`.
+    """
+    groups = list(zip(histogram.labels, histogram.counts))
+    if len(groups) > 1:
+        groups.append(("all", histogram.total))
     found = []
-    for label, counts in zip(histogram.labels, histogram.counts):
+    for label, counts in groups:
         found.extend(find_anomalies(counts, histogram.edges, group=label, **options))
     return found

@@ -58,6 +58,18 @@ def test_notch_found_at_the_planted_value(value):
     assert "notch at pixel values" in notch.describe()
 
 
+@pytest.mark.parametrize("low, high", [(200, 212), (60, 64), (150, 182)])
+def test_wide_notch_found_where_it_was_planted(low, high):
+    """As a gain switch does: true values in [low, high) recorded as `high`."""
+    rng = np.random.default_rng(low)
+    values = pixel_values(rng, signal=400_000)
+    values[(values >= low) & (values < high)] = high
+    counts, edges = bincount(values)
+    notches = [a for a in find_anomalies(counts, edges) if a.kind == "notch"]
+    assert [(a.low, a.high, a.observed) for a in notches] == [(low, high, 0)]
+    assert notches[0].significance < -5
+
+
 def test_pile_ups_at_the_top_end():
     rng = np.random.default_rng(5)
     values = np.concatenate(
@@ -92,7 +104,9 @@ def test_notch_reported_for_its_experiment_only():
     table, _ = shoebox_table(foreground, background, ids)
     histogram = histogram_shoeboxes(table)
     found = find_histogram_anomalies(histogram)
-    assert [(a.group, a.kind, a.low) for a in found] == [
-        ("experiment_1", "notch", notch_value)
+    # Found in experiment 1, and in the sum over experiments.
+    assert [(a.group, a.kind, a.low, a.high) for a in found] == [
+        ("experiment_1", "notch", notch_value, notch_value + 1),
+        ("all", "notch", notch_value, notch_value + 1),
     ]
     assert found[0].observed == 0
