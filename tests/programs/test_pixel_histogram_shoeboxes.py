@@ -112,9 +112,12 @@ def test_per_experiment_tables_plot_and_notch_report(in_tmp_path, notched_refl):
     assert frame.loc[frame.bin_low == 23, "experiment_1"].item() == 0
     summary = json.loads((in_tmp_path / "summary.json").read_text())
     anomalies = summary["results"]["anomalies"]
-    assert [(a["group"], a["kind"], a["low"], a["observed"]) for a in anomalies] == [
-        ("experiment_1", "notch", 23.0, 0.0)
+    # In experiment 1 (empty bin), and in the sum over experiments (a third).
+    assert [(a["group"], a["kind"], a["low"], a["high"]) for a in anomalies] == [
+        ("experiment_1", "notch", 23.0, 24.0),
+        ("all", "notch", 23.0, 24.0),
     ]
+    assert anomalies[0]["observed"] == 0
     assert anomalies[0]["significance"] < -5
     assert (in_tmp_path / "pixel_histogram.png").stat().st_size > 1000
 
