@@ -3,6 +3,8 @@
 import logging
 import sys
 
+import numpy as np
+
 from dials_diffuse.algorithms.pixels.anomalies import find_histogram_anomalies
 from dials_diffuse.algorithms.pixels.histograms import histogram_imageset
 from dials_diffuse.algorithms.pixels.shoeboxes import (
@@ -232,6 +234,19 @@ def main(params, inputs, run):
     )
     if summary["pixels_counted"] == 0:
         raise UserError("no selected pixel falls inside the histogram range")
+    if len(histogram.labels) > 1:
+        centres = histogram.centres
+        for label, counts in zip(histogram.labels, histogram.counts):
+            occupied = np.flatnonzero(counts)
+            if occupied.size:
+                logger.info(
+                    "  %s: %d pixels, mean %.4g, from %g to %g",
+                    label,
+                    counts.sum(),
+                    (centres * counts).sum() / counts.sum(),
+                    histogram.edges[occupied[0]],
+                    histogram.edges[occupied[-1]],
+                )
 
     with run.timer("anomalies"):
         a = params.anomalies
