@@ -9,6 +9,7 @@ from dials_diffuse.algorithms.pixels.linearity import (
 )
 from dials_diffuse.io.linearity_files import (
     pair_file_path,
+    plot_deviation,
     plot_ratio,
     plot_scatter,
     write_pair_file,
@@ -44,7 +45,8 @@ against relative transmission (slope, intercept, R^2) in the log and JSON,
 intensity_linearity_bins.csv (the ratio per bin of reference intensity,
 where a non-linear response shows), pair0.dat, pair1.dat, ... (reference and
 experiment intensity per matched reflection, as the seed's script wrote),
-a log-log scatter plot and a ratio-against-transmission plot.
+a log-log scatter plot, a ratio-against-transmission plot and a plot of the
+deviation from linearity against intensity.
 
 Examples:
 
@@ -108,6 +110,9 @@ output {{
   ratio_plot = intensity_linearity_ratio.png
     .type = path
     .help = "Intensity ratio against relative transmission, with the fit. None: no plot."
+  deviation_plot = intensity_linearity_deviation.png
+    .type = path
+    .help = "Deviation from linearity against reference intensity. None: no plot."
 }}
 """
 
@@ -206,6 +211,9 @@ def main(params, inputs, run):
     if params.output.ratio_plot:
         with run.write(params.output.ratio_plot, "ratio plot") as path:
             plot_ratio(result, path)
+    if params.output.deviation_plot:
+        with run.write(params.output.deviation_plot, "deviation plot") as path:
+            plot_deviation(result, path)
 
 
 program = Program(

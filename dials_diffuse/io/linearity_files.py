@@ -92,3 +92,27 @@ def plot_ratio(result, path):
     axes.set_ylabel("Intensity ratio to the reference")
     axes.legend(fontsize="small")
     save_png(figure, path)
+
+
+def plot_deviation(result, path):
+    """Deviation from linearity against reference intensity, one line per experiment.
+
+    Zero everywhere for a linear detector; a detector that saturates shows
+    the ratio rising with intensity (the reference loses most).
+    """
+    figure, axes = new_figure(7.0, 5.0)
+    bins = result.bins
+    for number, rows in bins.groupby("experiment"):
+        rows = rows[rows["pairs"] > 0]
+        centres = np.sqrt(rows["bin_low"] * rows["bin_high"])
+        axes.plot(
+            centres, 100.0 * rows["deviation"], "o-", label=f"experiment {number}"
+        )
+    axes.axhline(0.0, color="grey", lw=1, ls=":")
+    axes.set_xscale("log")
+    axes.set_xlabel(f"Intensity in the reference, experiment {result.reference}")
+    axes.set_ylabel("Median ratio / expected ratio - 1 (%)")
+    axes.set_title("Deviation from linearity by intensity")
+    if len(bins):
+        axes.legend(fontsize="small")
+    save_png(figure, path)

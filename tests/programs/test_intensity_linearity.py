@@ -52,7 +52,11 @@ def test_outputs_and_ratios(in_tmp_path, integrated):
     assert results["transmission_source"] == "file names"
     assert results["fit"]["slope"] == pytest.approx(1.0, abs=1e-3)
     assert results["fit"]["r_squared"] > 0.99999
-    for name in ("intensity_linearity_scatter.png", "intensity_linearity_ratio.png"):
+    for name in (
+        "intensity_linearity_scatter.png",
+        "intensity_linearity_ratio.png",
+        "intensity_linearity_deviation.png",
+    ):
         assert (in_tmp_path / name).read_bytes().startswith(b"\x89PNG")
 
 
