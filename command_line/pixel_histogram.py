@@ -80,6 +80,10 @@ selection {{
     .help = "Pixels of each shoebox: the valid foreground (mask"
             "Foreground|Valid), every valid pixel of the box, or every pixel"
             "of the box (valid or not)."
+  nproc = Auto
+    .type = int(value_min=1)
+    .help = "Threads histogramming chunks of shoeboxes (the kernels release"
+            "the GIL). Auto: every core."
   chunk_size = {DEFAULT_CHUNK_SIZE}
     .type = int(value_min=1)
     .help = "Reflections serialised and histogrammed at once: bounds the"
@@ -170,7 +174,7 @@ def histogram_reflections(params, inputs):
         high=h.high,
         bins=h.bins,
         chunk_size=params.selection.chunk_size,
-        nproc=params.nproc,
+        nproc=params.selection.nproc,
     )
     legend = list(histogram.labels)
     experiments = inputs.experiments
@@ -296,7 +300,6 @@ program = Program(
     phil=phil_scope,
     help=help_message,
     main=main,
-    parallel_work=True,
     reads_images=reads_images,
 )
 

@@ -84,7 +84,7 @@ def test_per_experiment_tables_plot_and_notch_report(in_tmp_path, notched_refl):
             str(path),
             "plot.zoom=0,60",
             "output.json=summary.json",
-            "nproc=2",
+            "selection.nproc=2",
         ],
         capture_output=True,
         text=True,
