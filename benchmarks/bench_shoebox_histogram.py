@@ -65,11 +65,11 @@ def main(doublings=8):
             lambda nproc=nproc: histogram_shoeboxes(
                 table, pixels="all", low=LOW, high=HIGH, bins=BINS, nproc=nproc
             ),
-            3,
+            5,
         )
         assert np.array_equal(ours.counts[0], seed_counts), "counts differ"
         rows.append((f"dials-diffuse, same bins, nproc={nproc}", seconds))
-    seconds, _ = timed(lambda: histogram_shoeboxes(table, nproc=2), 3)
+    seconds, _ = timed(lambda: histogram_shoeboxes(table, nproc=2), 5)
     rows.append(("dials-diffuse, defaults (foreground, range pass)", seconds))
 
     print("counts identical to the seed loop bin for bin: yes")

@@ -142,13 +142,24 @@ def match_to_reference(reference, other, max_separation=None):
 
 
 def transmission_from_name(path, pattern=DEFAULT_FILENAME_PATTERN):
-    """The transmission written in a file path (last match), or None."""
-    matches = list(re.finditer(pattern, str(path), flags=re.IGNORECASE))
+    """The transmission written in a file path (the last match), or None.
+
+    The number is the named group 'value' or 'after' that matched, else the
+    pattern's first group.
+    """
+    try:
+        matches = list(re.finditer(pattern, str(path), flags=re.IGNORECASE))
+    except re.error as error:
+        raise UserError(f"transmission.filename_pattern: {error}") from error
     if not matches:
         return None
-    groups = {k: v for k, v in matches[-1].groupdict().items() if v is not None}
-    text = next(iter(groups.values()), None) if groups else matches[-1].group(1)
-    return float(text)
+    match = matches[-1]
+    named = [text for text in match.groupdict().values() if text is not None]
+    if named:
+        return float(named[0])
+    if match.re.groups == 0:
+        raise UserError("transmission.filename_pattern needs a group around the number")
+    return float(match.group(1))
 
 
 def experiment_transmissions(

@@ -88,6 +88,11 @@ def test_transmission_from_file_names():
     ) == pytest.approx(0.064)
     assert transmission_from_name("/data/run_transmission_12.5/x_0001.cbf") == 12.5
     assert transmission_from_name("/data/run/x_0001.cbf") is None
+    assert transmission_from_name("/d/att_0.5/x.cbf", r"att_([0-9.]+)/") == 0.5
+    with pytest.raises(UserError, match="needs a group"):
+        transmission_from_name("/d/att_0.5/x.cbf", r"att_[0-9.]+")
+    with pytest.raises(UserError, match="filename_pattern"):
+        transmission_from_name("/d/x.cbf", r"(unclosed")
 
 
 def test_saturating_detector_deviates_by_intensity_bin():
