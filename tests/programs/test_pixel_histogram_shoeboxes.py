@@ -145,40 +145,33 @@ def test_valid_selection_counts_background_too(in_tmp_path, notched_refl):
     }
 
 
-def run_failing(args):
-    result = subprocess.run(
-        [console_script("dials.diffuse.pixel_histogram"), *args],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    return result.stderr
+def run_failing(args, capsys):
+    """Run in this process: exit code 1, one line on stderr, no traceback."""
+    capsys.readouterr()
+    assert pixel_histogram.run(args) == 1
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    return stderr
 
 
-def test_reflections_without_shoeboxes(in_tmp_path, centroid):
+def test_reflections_without_shoeboxes(in_tmp_path, centroid, capsys):
     from dials.array_family import flex
 
     table = flex.reflection_table.from_file(str(centroid / "integrated.refl"))
     del table["shoebox"]
     table.as_file("no_shoeboxes.refl")
-    stderr = run_failing(["no_shoeboxes.refl"])
+    stderr = run_failing(["no_shoeboxes.refl"], capsys)
     assert "no shoebox column" in stderr
     assert not (in_tmp_path / "pixel_histogram.hist").exists()
     # integrated.refl keeps the pixels of only some shoeboxes: those are used.
-    result = subprocess.run(
-        [
-            console_script("dials.diffuse.pixel_histogram"),
-            str(centroid / "integrated.refl"),
-            "selection.flag=all",
-            "output.json=s.json",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "1991 of 2269 shoeboxes hold no pixel data" in result.stdout
+    args = [
+        str(centroid / "integrated.refl"),
+        "selection.flag=all",
+        "output.json=s.json",
+    ]
+    assert pixel_histogram.run(args) == 0
+    assert "1991 of 2269 shoeboxes hold no pixel data" in capsys.readouterr().out
     # The counts: every valid foreground pixel of the 278 shoeboxes with data.
     full = flex.reflection_table.from_file(str(centroid / "integrated.refl"))
     expected = sum(
@@ -192,15 +185,25 @@ def test_reflections_without_shoeboxes(in_tmp_path, centroid):
     )
 
 
-def test_no_reflection_with_the_flag(in_tmp_path, centroid):
-    stderr = run_failing([str(centroid / "indexed.refl"), "selection.flag=integrated"])
+def test_no_reflection_with_the_flag(in_tmp_path, centroid, capsys):
+    stderr = run_failing(
+        [str(centroid / "indexed.refl"), "selection.flag=integrated"], capsys
+    )
     assert "flagged integrated" in stderr
     assert not (in_tmp_path / "pixel_histogram.csv").exists()
 
 
 def test_corrupt_reflection_file(in_tmp_path, centroid):
+    """Through the console script: exit code 1, one line naming the file."""
     truncated = in_tmp_path / "truncated.refl"
     truncated.write_bytes((centroid / "indexed.refl").read_bytes()[:5000])
-    stderr = run_failing([str(truncated)])
-    assert "truncated.refl" in stderr
+    result = subprocess.run(
+        [console_script("dials.diffuse.pixel_histogram"), str(truncated)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "truncated.refl" in result.stderr
     assert not (in_tmp_path / "pixel_histogram.hist").exists()
