@@ -10,6 +10,7 @@ each thread adding into its own accumulator.
 """
 
 import dataclasses
+import itertools
 import logging
 import threading
 
@@ -41,6 +42,9 @@ FLAG_NAMES = ("indexed", "integrated", "strong")
 # Reflections serialised at once. Small chunks are fastest: DIALS's
 # serialiser slows down superlinearly with the size of its buffer.
 DEFAULT_CHUNK_SIZE = 500
+
+# Serialised shoeboxes kept in memory between the range and histogram passes.
+CACHE_BYTES = 256 * 2**20
 
 
 @dataclasses.dataclass
@@ -168,8 +172,10 @@ def _chunks(tables, groups, chunk_size):
             yield shoeboxes.select(rows), group[start:stop]
 
 
-def _value_range(chunk, required):
-    return _kernels.shoebox_value_range(*chunk.records, required)
+def _scan_chunk(item, required):
+    """Serialise one chunk and find its value range; return both."""
+    chunk = shoebox_chunk(*item)
+    return _kernels.shoebox_value_range(*chunk.records, required), chunk
 
 
 def histogram_shoeboxes(
@@ -237,15 +243,23 @@ def histogram_shoeboxes(
         labels = [f"experiment_{i}" if i >= 0 else "unassigned" for i in numbers]
 
     with ParallelMap(nproc=nproc) as pmap:
+        # Serialised chunks kept from the range pass for the histogram pass,
+        # up to CACHE_BYTES (the rest are serialised again).
+        cached = []
         if low is None or high is None or bins is None:
             selected, lowest, highest, integer = 0, np.inf, -np.inf, True
-            for n, lo, hi, whole in pmap(
-                lambda item: _value_range(shoebox_chunk(*item), required),
+            cached_bytes, caching = 0, True
+            for (n, lo, hi, whole), chunk in pmap(
+                lambda item: _scan_chunk(item, required),
                 _chunks(tables, groups, chunk_size),
             ):
                 selected += n
                 lowest, highest = min(lowest, lo), max(highest, hi)
                 integer = integer and whole
+                caching = caching and cached_bytes + chunk.blob.nbytes <= CACHE_BYTES
+                if caching:
+                    cached.append(chunk)
+                    cached_bytes += chunk.blob.nbytes
             if selected == 0:
                 raise UserError("the selected shoeboxes hold no selected pixel")
             if low is None:
@@ -264,7 +278,7 @@ def histogram_shoeboxes(
         lock = threading.Lock()
 
         def work(item):
-            chunk = shoebox_chunk(*item)
+            chunk = item if isinstance(item, ShoeboxChunk) else shoebox_chunk(*item)
             key = threading.get_ident()
             with lock:
                 if key not in accumulators:
@@ -279,7 +293,15 @@ def histogram_shoeboxes(
 
         n_chunks = sum(-(-t.size() // chunk_size) for t in tables)
         for _ in progress(
-            pmap(work, _chunks(tables, groups, chunk_size)),
+            pmap(
+                work,
+                itertools.chain(
+                    cached,
+                    itertools.islice(
+                        _chunks(tables, groups, chunk_size), len(cached), None
+                    ),
+                ),
+            ),
             total=n_chunks,
             desc="Shoebox histogram",
             unit="chunk",
