@@ -130,3 +130,19 @@ def test_selection_errors(three_experiments):
     with pytest.raises(UserError, match="no shoebox column"):
         select_reflections(without, "indexed")
     assert select_reflections(table, "all").size() == table.size()
+
+
+def test_same_counts_when_only_some_chunks_are_kept(three_experiments, monkeypatch):
+    import dials_diffuse.algorithms.pixels.shoeboxes as shoeboxes
+
+    table, _ = three_experiments
+    everything = histogram_shoeboxes(table, chunk_size=7)
+    monkeypatch.setattr(shoeboxes, "CACHE_BYTES", 20000)  # about two chunks
+    some = histogram_shoeboxes(table, chunk_size=7)
+    np.testing.assert_array_equal(some.counts, everything.counts)
+    np.testing.assert_array_equal(some.masked, everything.masked)
+    assert (some.low, some.high, some.bins) == (
+        everything.low,
+        everything.high,
+        everything.bins,
+    )
