@@ -137,7 +137,7 @@ def test_same_counts_when_only_some_chunks_are_kept(three_experiments, monkeypat
 
     table, _ = three_experiments
     everything = histogram_shoeboxes(table, chunk_size=7)
-    monkeypatch.setattr(shoeboxes, "CACHE_BYTES", 20000)  # about two chunks
+    monkeypatch.setattr(shoeboxes, "CACHE_BYTES", 45000)  # two chunks of 20783 bytes
     some = histogram_shoeboxes(table, chunk_size=7)
     np.testing.assert_array_equal(some.counts, everything.counts)
     np.testing.assert_array_equal(some.masked, everything.masked)
