@@ -138,7 +138,13 @@ def test_same_counts_when_only_some_chunks_are_kept(three_experiments, monkeypat
     table, _ = three_experiments
     everything = histogram_shoeboxes(table, chunk_size=7)
     monkeypatch.setattr(shoeboxes, "CACHE_BYTES", 45000)  # two chunks of 20783 bytes
+    calls = []
+    serialise = shoeboxes.shoebox_chunk
+    monkeypatch.setattr(
+        shoeboxes, "shoebox_chunk", lambda *a: calls.append(1) or serialise(*a)
+    )
     some = histogram_shoeboxes(table, chunk_size=7)
+    assert len(calls) == 9 + 7  # 9 chunks scanned, 7 of them serialised again
     np.testing.assert_array_equal(some.counts, everything.counts)
     np.testing.assert_array_equal(some.masked, everything.masked)
     assert (some.low, some.high, some.bins) == (
