@@ -4,6 +4,7 @@ import logging
 import sys
 
 import numpy as np
+import pandas as pd
 
 from dials_diffuse.algorithms.pixels.anomalies import find_histogram_anomalies
 from dials_diffuse.algorithms.pixels.histograms import histogram_imageset
@@ -22,6 +23,17 @@ from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
 logger = logging.getLogger("dials_diffuse.command_line.pixel_histogram")
+
+ANOMALY_COLUMNS = [
+    "group",
+    "kind",
+    "low",
+    "high",
+    "observed",
+    "expected",
+    "ratio",
+    "significance",
+]
 
 help_message = """
 Histogram pixel values to look at a detector's response: a notch (a gain
@@ -48,7 +60,8 @@ and reported with the pixel values where they occur.
 Outputs: pixel_histogram.hist (two columns, bin centre and count, as the
 flex.histogram scripts wrote; the sum over groups) and, with several
 experiments or panels, pixel_histogram_<group>.hist for each;
-pixel_histogram.csv (every group as a column); a log-scale plot
+pixel_histogram.csv (every group as a column); the anomalies in
+pixel_histogram_anomalies.csv; a log-scale plot
 pixel_histogram.png with one colour per group and the anomalies shaded; and
 output.json= for pipelines, with the anomalies.
 
@@ -145,6 +158,11 @@ output {{
   plot = pixel_histogram.png
     .type = path
     .help = "Log-scale plot of the histograms. None: no plot."
+  anomalies = pixel_histogram_anomalies.csv
+    .type = path
+    .help = "The notches and pile-ups found: group, kind, pixel values low"
+            "and high, observed and expected pixels, ratio, significance."
+            "None: not written."
 }}
 """
 
@@ -267,9 +285,8 @@ def main(params, inputs, run):
             logger.info("  %s", anomaly.describe())
     else:
         logger.info("No notch or pile-up found.")
-    run.results["anomalies"] = [
-        {**vars(anomaly), "ratio": anomaly.ratio} for anomaly in anomalies
-    ]
+    rows = [{**vars(anomaly), "ratio": anomaly.ratio} for anomaly in anomalies]
+    run.results["anomalies"] = rows
     run.results["groups"] = {
         label: int(row.sum()) for label, row in zip(histogram.labels, histogram.counts)
     }
@@ -283,6 +300,9 @@ def main(params, inputs, run):
                 write_two_column(histogram, path, group=group)
     with run.write(params.output.csv, "histogram CSV") as path:
         write_csv(histogram, path)
+    if params.output.anomalies:
+        with run.write(params.output.anomalies, "anomaly table") as path:
+            pd.DataFrame(rows, columns=ANOMALY_COLUMNS).to_csv(path, index=False)
     if params.output.plot:
         with run.write(params.output.plot, "histogram plot") as path:
             plot_histogram(

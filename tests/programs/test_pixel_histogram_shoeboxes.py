@@ -118,6 +118,11 @@ def test_per_experiment_tables_plot_and_notch_report(in_tmp_path, notched_refl):
         ("all", "notch", 23.0, 24.0),
     ]
     assert anomalies[0]["observed"] == 0
+    table = pd.read_csv(in_tmp_path / "pixel_histogram_anomalies.csv")
+    assert table[["group", "kind", "low", "high"]].values.tolist() == [
+        ["experiment_1", "notch", 23.0, 24.0],
+        ["all", "notch", 23.0, 24.0],
+    ]
     assert anomalies[0]["significance"] < -5
     assert (in_tmp_path / "pixel_histogram.png").stat().st_size > 1000
 
