@@ -88,8 +88,9 @@ def serialise_shoeboxes(shoeboxes):
     type_name, column = document[2]["data"]["shoebox"]
     if type_name != "Shoebox<>":
         raise UserError(f"the shoebox column has type {type_name}, not Shoebox<>")
-    # A Shoebox<> column is the blob itself; other columns are [size, bytes].
-    blob = column if isinstance(column, bytes) else column[1]
+    size, blob = column  # [number of shoeboxes, the records as one binary]
+    if size != len(shoeboxes):
+        raise UserError(f"the serialised shoebox column holds {size} shoeboxes")
     return np.frombuffer(blob, dtype=np.uint8)
 
 
@@ -111,7 +112,7 @@ def select_reflections(table, flag="indexed"):
     if "shoebox" not in table:
         raise UserError(
             "the reflections have no shoebox column: use indexed.refl or "
-            "integrated.refl, or a strong.refl from find_spots"
+            "strong.refl, where DIALS keeps the shoebox pixels"
         )
     if flag in (None, "all"):
         return table
