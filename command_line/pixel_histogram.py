@@ -10,6 +10,7 @@ from dials_diffuse.algorithms.pixels.anomalies import find_histogram_anomalies
 from dials_diffuse.algorithms.pixels.histograms import histogram_imageset
 from dials_diffuse.algorithms.pixels.shoeboxes import (
     DEFAULT_CHUNK_SIZE,
+    experiment_groups,
     histogram_shoeboxes,
     select_reflections,
 )
@@ -194,14 +195,15 @@ def histogram_reflections(params, inputs):
         chunk_size=params.selection.chunk_size,
         nproc=params.selection.nproc,
     )
+    # The legend names each experiment's first image file, when known.
+    numbers, _ = experiment_groups(tables)
     legend = list(histogram.labels)
     experiments = inputs.experiments
-    for index, label in enumerate(histogram.labels):
-        number = int(label.rsplit("_", 1)[1]) if label.startswith("experiment_") else -1
+    for index, number in enumerate(numbers):
         if 0 <= number < len(experiments) and experiments[number].imageset:
             paths = experiments[number].imageset.paths()
             if paths:
-                legend[index] = f"{label} ({paths[0].rsplit('/', 1)[-1]})"
+                legend[index] += f" ({paths[0].rsplit('/', 1)[-1]})"
     return histogram, legend, n_reflections
 
 
