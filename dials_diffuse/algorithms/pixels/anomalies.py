@@ -1,27 +1,31 @@
 """Find notches and pile-ups in a histogram of pixel values.
 
-A detector artefact shows in a pixel-value histogram as a bin (or two) far
-below its smooth neighbourhood, a *notch* (e.g. a mis-calibrated JUNGFRAU
-gain switch), or as excess counts at the top end, a *pile-up* (pixels
-stuck where the buckets are full). Both are found by predicting the count
-each bin would have from its neighbours (a weighted quadratic fit of log
-counts, leaving out the bin itself and, for pile-ups, its nearest
-neighbours) and comparing the observed count with that prediction in
-Poisson terms, z = (observed - expected) / sqrt(expected + variance of the
-prediction). A feature is reported when |z| passes `significance`, the
-relative deviation passes `min_deviation` and the absolute one `min_pixels`
-(so that a small misfit in a bin of millions, or a few stray pixels in a
-sparse tail, are not reported).
+A detector artefact shows in a pixel-value histogram as bins far below their
+smooth neighbourhood, a *notch* (a mis-calibrated gain switch: one level, or
+a range of values recorded as the value above it), or as excess counts at
+the top end, a *pile-up* (pixels stuck where the buckets are full). Each is
+judged in Poisson terms, z = (observed - expected) / sqrt(expected +
+variance of the expectation), and reported when |z| passes `significance`,
+the relative deviation passes `min_deviation` and the absolute one
+`min_pixels` (so that a small misfit in a bin of millions, or a few stray
+pixels in a sparse tail, are not reported).
 
-- Notches: at the finest binning, from the two bins on either side (a
-  pixel-value distribution falls too steeply for a wider or coarser model);
-  the deficit must also hold against a log-linear extrapolation from each
-  side alone, so that a bin next to an excess (the counts a mis-calibrated
-  level moved into its neighbour) is not taken for a notch.
+- Narrow notches (one or two bins): each bin predicted by a weighted
+  quadratic fit of log counts to the two bins on either side; the deficit
+  must also hold against a log-linear extrapolation from each side alone,
+  so that a bin next to an excess (the counts a mis-calibrated level moved
+  into its neighbour) is not taken for a notch.
+- Wide notches (2 to `max_scale` bins): blocks of 2, 4, 8, ... bins against
+  the mean level of as many bins on each side (the lower of the two), where
+  the two sides differ by less than 3x (a gap in a distribution, not its
+  edge); joined blocks are narrowed to the deepest sub-range.
 - Pile-ups: only among the highest `top_fraction` of pixels, where the
-  distribution is a smooth falling tail; from the bins 3 to 6 away on either
-  side, on the histogram re-binned by 1, 2, 4, ... `max_scale`, so that a
-  bump several bins wide is found at the scale where it is narrow.
+  distribution is a falling tail; each bin predicted from the bins 3 to 6
+  away on either side, on the histogram re-binned by 1, 2, 4, ...
+  `max_scale` (a bump several bins wide shows where it is narrow). It must
+  also stand above the bins just below it (the end of a tail is not a
+  pile-up), and its significance allows for pixels of one reflection having
+  similar values (`cluster`).
 """
 
 import dataclasses
