@@ -40,6 +40,14 @@ def seed_loop(table):
     return np.array(total.slots(), dtype=np.int64)
 
 
+def peak_memory_mib():
+    """Peak resident memory of this process so far (Linux VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def timed(function, repeats):
     best, result = float("inf"), None
     for _ in range(repeats):
@@ -73,6 +81,7 @@ def main(doublings=8):
     rows.append(("dials-diffuse, defaults (foreground, range pass)", seconds))
 
     print("counts identical to the seed loop bin for bin: yes")
+    print(f"peak memory (VmHWM) of this process: {peak_memory_mib():.0f} MiB")
     print(f"{'method':50s} {'time (s)':>9s} {'refl/s':>11s} {'speed-up':>9s}")
     for name, seconds in rows:
         print(

@@ -44,7 +44,7 @@ FLAG_NAMES = ("indexed", "integrated", "strong")
 DEFAULT_CHUNK_SIZE = 500
 
 # Serialised shoeboxes kept in memory between the range and histogram passes.
-CACHE_BYTES = 256 * 2**20
+CACHE_BYTES = 64 * 2**20
 
 
 @dataclasses.dataclass
