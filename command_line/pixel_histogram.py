@@ -1,30 +1,79 @@
-"""dials.diffuse.pixel_histogram: histograms of raw pixel values."""
+"""dials.diffuse.pixel_histogram: histograms of raw or shoebox pixel values."""
 
 import logging
 import sys
 
+import numpy as np
+import pandas as pd
+
+from dials_diffuse.algorithms.pixels.anomalies import find_histogram_anomalies
 from dials_diffuse.algorithms.pixels.histograms import histogram_imageset
-from dials_diffuse.io.histogram_files import plot_histogram, write_csv, write_two_column
+from dials_diffuse.algorithms.pixels.shoeboxes import (
+    DEFAULT_CHUNK_SIZE,
+    experiment_groups,
+    histogram_shoeboxes,
+    select_reflections,
+)
+from dials_diffuse.io.histogram_files import (
+    group_table_path,
+    plot_histogram,
+    write_csv,
+    write_two_column,
+)
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
 logger = logging.getLogger("dials_diffuse.command_line.pixel_histogram")
 
+ANOMALY_COLUMNS = [
+    "group",
+    "kind",
+    "low",
+    "high",
+    "observed",
+    "expected",
+    "ratio",
+    "significance",
+]
+
 help_message = """
-Histogram the pixel values of images, per detector panel, to look at the
-detector's response: a notch (a gain-switching artefact), pile-up below
-saturation, the background level. Pixels that DIALS masks (module gaps, bad
+Histogram pixel values to look at a detector's response: a notch (a gain
+switching artefact), pile-up where the pixels are full, the background level.
+
+From reflections (indexed.refl, integrated.refl, strong.refl): the pixels
+inside the reflections' shoeboxes, one histogram per experiment (for example
+one per sweep of a transmission series), all shoeboxes at once by a C++
+kernel. selection.flag picks the reflections (indexed by default),
+selection.pixels the pixels: the valid foreground of each shoebox (default),
+every valid pixel of the box, or every pixel as a per-shoebox flex.histogram
+loop would. An experiment list may be given too; it is not needed.
+
+From images (any format dxtbx reads, or an experiment list with its images):
+every pixel, per detector panel; pixels that DIALS masks (module gaps, bad
 pixels, values outside the trusted range) are excluded and counted.
 
-Images come as image files (any format dxtbx reads) or as an experiment list.
-Integer data get exact unit bins by default, from 0 to the overload value;
-the tables list only the bins from the first to the last one occupied.
+Whole-number data get exact unit bins by default, covering every value
+counted; the tables list the bins from the first to the last one occupied.
+Notches (bins far below their smooth neighbourhood) and pile-ups (excess at
+the top end) are found automatically, judged by their Poisson significance,
+and reported with the pixel values where they occur.
 
-Outputs: pixel_histogram.hist (two columns, bin centre and count, as
-flex.histogram scripts write), pixel_histogram.csv (every panel), a log-scale
-plot pixel_histogram.png, and output.json= for pipelines.
+Outputs: pixel_histogram.hist (two columns, bin centre and count, as the
+flex.histogram scripts wrote; the sum over groups) and, with several
+experiments or panels, pixel_histogram_<group>.hist for each;
+pixel_histogram.csv (every group as a column); the anomalies in
+pixel_histogram_anomalies.csv; a log-scale plot
+pixel_histogram.png with one colour per group and the anomalies shaded; and
+output.json= for pipelines, with the anomalies.
 
 Examples:
+
+  dials.diffuse.pixel_histogram indexed.refl
+
+  dials.diffuse.pixel_histogram indexed.refl indexed.expt plot.zoom=0,50
+
+  dials.diffuse.pixel_histogram integrated.refl selection.flag=integrated \\
+      selection.pixels=valid histogram.low=0 histogram.high=12000
 
   dials.diffuse.pixel_histogram images/*.cbf
 
@@ -34,54 +83,136 @@ Examples:
       histogram.bins=12000 plot.zoom=0,50 output.json=histogram.json
 """
 
-phil_scope = """
+phil_scope = f"""
+selection {{
+  flag = *indexed integrated strong all
+    .type = choice
+    .help = "Reflections whose shoeboxes are histogrammed: those with this"
+            "flag, or all."
+  pixels = *foreground valid all
+    .type = choice
+    .help = "Pixels of each shoebox: the valid foreground (mask"
+            "Foreground|Valid), every valid pixel of the box, or every pixel"
+            "of the box (valid or not)."
+  nproc = Auto
+    .type = int(value_min=1)
+    .help = "Threads histogramming chunks of shoeboxes (the kernels release"
+            "the GIL). Auto: every core."
+  chunk_size = {DEFAULT_CHUNK_SIZE}
+    .type = int(value_min=1)
+    .help = "Reflections serialised and histogrammed at once: bounds the"
+            "memory used (small chunks are also the fastest)."
+}}
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "First and last image to include, 1-based and inclusive. Default: all."
+  .help = "Images only: first and last image to include, 1-based and"
+          "inclusive. Default: all."
 panel = None
   .type = ints(value_min=0)
-  .help = "Detector panels to include (0-based). Default: all."
-histogram {
-  low = 0
+  .help = "Images only: detector panels to include (0-based). Default: all."
+histogram {{
+  low = None
     .type = float
     .help = "Lower edge of the first bin, in counts. Valid pixels below it are"
-            "counted as underflow."
+            "counted as underflow. Default: 0 (or the lowest shoebox value when"
+            "that is negative)."
   high = None
     .type = float
-    .help = "Upper edge of the last bin (inclusive), in counts. Default: the"
-            "detector's upper trusted value (overload), so no valid pixel is lost."
+    .help = "Upper edge of the last bin (inclusive), in counts. Default: for"
+            "shoeboxes, just above the highest value counted; for images, the"
+            "detector's upper trusted value (overload)."
   bins = None
     .type = int(value_min=1)
-    .help = "Number of equal bins. Default: one per integer value (exact) for"
-            "integer data, else 1000."
-}
-plot {
+    .help = "Number of equal bins. Default: one per whole number (exact) for"
+            "whole-number data, else 1000."
+}}
+anomalies {{
+  significance = 5
+    .type = float(value_min=0)
+    .help = "Poisson significance (standard deviations) a notch or pile-up"
+            "must reach, counting the uncertainty of its expected value."
+  min_deviation = 0.3
+    .type = float(value_min=0)
+    .help = "Relative deviation from the expected count it must reach"
+            "(0.3: 30% missing or in excess)."
+  min_pixels = 20
+    .type = float(value_min=0)
+    .help = "Pixels it must miss or have in excess."
+  top_fraction = 0.01
+    .type = float(value_min=0, value_max=1)
+    .help = "Pile-ups are looked for among this highest fraction of the pixels."
+}}
+plot {{
   zoom = None
     .type = floats(size=2)
     .help = "x range of the plot, e.g. 0,50 for the low-count region. Default:"
             "the occupied bins."
-}
-output {
+}}
+output {{
   table = pixel_histogram.hist
     .type = path
-    .help = "Two-column text: bin centre and total count per line."
+    .help = "Two-column text: bin centre and count per line, summed over"
+            "groups; with several groups also <name>_<group>.hist for each."
   csv = pixel_histogram.csv
     .type = path
-    .help = "CSV with bin edges, centres and one count column per panel."
+    .help = "CSV with bin edges, centres, one count column per group and the total."
   plot = pixel_histogram.png
     .type = path
-    .help = "Log-scale plot of the histogram. None: no plot."
-}
+    .help = "Log-scale plot of the histograms. None: no plot."
+  anomalies = pixel_histogram_anomalies.csv
+    .type = path
+    .help = "The notches and pile-ups found: group, kind, pixel values low"
+            "and high, observed and expected pixels, ratio, significance."
+            "None: not written."
+}}
 """
 
 
-def main(params, inputs, run):
-    if inputs.reflections:
-        raise UserError(
-            "reflection files are not supported yet: give images or an experiment list"
-        )
+def reads_images(file_names):
+    """Experiment lists need their images unless reflections are given."""
+    return not any(str(name).endswith(".refl") for name in file_names)
+
+
+def histogram_reflections(params, inputs):
+    """The shoebox histogram of the reflection files, and legend texts."""
+    tables = [
+        select_reflections(table, params.selection.flag) for table in inputs.reflections
+    ]
+    n_reflections = sum(table.size() for table in tables)
+    logger.info(
+        "Histogramming the pixels (%s) of %d shoeboxes (reflections: %s)",
+        params.selection.pixels,
+        n_reflections,
+        params.selection.flag,
+    )
+    h = params.histogram
+    histogram = histogram_shoeboxes(
+        tables,
+        pixels=params.selection.pixels,
+        low=h.low,
+        high=h.high,
+        bins=h.bins,
+        chunk_size=params.selection.chunk_size,
+        nproc=params.selection.nproc,
+    )
+    # The legend names each experiment's first image file, when known.
+    numbers, _ = experiment_groups(tables)
+    legend = list(histogram.labels)
+    experiments = inputs.experiments
+    for index, number in enumerate(numbers):
+        if 0 <= number < len(experiments) and experiments[number].imageset:
+            paths = experiments[number].imageset.paths()
+            if paths:
+                legend[index] += f" ({paths[0].rsplit('/', 1)[-1]})"
+    return histogram, legend, n_reflections
+
+
+def histogram_images(params, inputs):
+    """The per-panel histogram of the images, and the number of images."""
     if len(inputs.experiments) == 0:
-        raise UserError("no images given: name image files or an experiment list")
+        raise UserError(
+            "nothing to histogram: name reflection files, image files or an experiment list"
+        )
     imagesets = inputs.experiments.imagesets()
     if len(imagesets) > 1:
         raise UserError(
@@ -89,24 +220,32 @@ def main(params, inputs, run):
         )
     imageset = imagesets[0]
     h = params.histogram
+    histogram = histogram_imageset(
+        imageset,
+        low=0 if h.low is None else h.low,
+        high=h.high,
+        bins=h.bins,
+        image_range=params.image_range,
+        panels=params.panel,
+    )
+    first, last = params.image_range or (1, len(imageset))
+    return histogram, last - first + 1
+
+
+def main(params, inputs, run):
     with run.timer("histogram"):
-        histogram = histogram_imageset(
-            imageset,
-            low=h.low,
-            high=h.high,
-            bins=h.bins,
-            image_range=params.image_range,
-            panels=params.panel,
-        )
+        if inputs.reflections:
+            histogram, legend, n_reflections = histogram_reflections(params, inputs)
+            run.results["reflections"] = n_reflections
+            title = f"Shoebox pixel values ({params.selection.pixels})"
+        else:
+            histogram, run.results["images"] = histogram_images(params, inputs)
+            legend = None
+            title = "Pixel values"
     summary = histogram.summary()
     run.results.update(summary)
-    run.results["images"] = (
-        params.image_range[1] - params.image_range[0] + 1
-        if params.image_range
-        else len(imageset)
-    )
     logger.info(
-        "Histogram of %d valid pixels in %d bins from %g to %g; masked %d, "
+        "Histogram of %d pixels in %d bins from %g to %g; excluded by the mask %d, "
         "below range %d, above range %d, NaN %d",
         summary["pixels_counted"],
         summary["bins"],
@@ -118,14 +257,64 @@ def main(params, inputs, run):
         summary["nan"],
     )
     if summary["pixels_counted"] == 0:
-        raise UserError("no valid pixel falls inside the histogram range")
+        raise UserError("no selected pixel falls inside the histogram range")
+    if len(histogram.labels) > 1:
+        centres = histogram.centres
+        for label, counts in zip(histogram.labels, histogram.counts):
+            occupied = np.flatnonzero(counts)
+            if occupied.size:
+                logger.info(
+                    "  %s: %d pixels, mean %.4g, from %g to %g",
+                    label,
+                    counts.sum(),
+                    (centres * counts).sum() / counts.sum(),
+                    histogram.edges[occupied[0]],
+                    histogram.edges[occupied[-1]],
+                )
+
+    with run.timer("anomalies"):
+        a = params.anomalies
+        anomalies = find_histogram_anomalies(
+            histogram,
+            significance=a.significance,
+            min_deviation=a.min_deviation,
+            min_pixels=a.min_pixels,
+            top_fraction=a.top_fraction,
+        )
+    if anomalies:
+        logger.info("Anomalies found:")
+        for anomaly in anomalies:
+            logger.info("  %s", anomaly.describe())
+    else:
+        logger.info("No notch or pile-up found.")
+    rows = [{**vars(anomaly), "ratio": anomaly.ratio} for anomaly in anomalies]
+    run.results["anomalies"] = rows
+    run.results["groups"] = {
+        label: int(row.sum()) for label, row in zip(histogram.labels, histogram.counts)
+    }
+
     with run.write(params.output.table, "histogram table") as path:
         write_two_column(histogram, path)
+    if len(histogram.labels) > 1:
+        for group, label in enumerate(histogram.labels):
+            table_path = group_table_path(params.output.table, label)
+            with run.write(table_path, f"histogram table {label}") as path:
+                write_two_column(histogram, path, group=group)
     with run.write(params.output.csv, "histogram CSV") as path:
         write_csv(histogram, path)
+    if params.output.anomalies:
+        with run.write(params.output.anomalies, "anomaly table") as path:
+            pd.DataFrame(rows, columns=ANOMALY_COLUMNS).to_csv(path, index=False)
     if params.output.plot:
         with run.write(params.output.plot, "histogram plot") as path:
-            plot_histogram(histogram, path, zoom=params.plot.zoom, title="Pixel values")
+            plot_histogram(
+                histogram,
+                path,
+                zoom=params.plot.zoom,
+                title=title,
+                legend=legend,
+                anomalies=anomalies,
+            )
 
 
 program = Program(
@@ -133,7 +322,7 @@ program = Program(
     phil=phil_scope,
     help=help_message,
     main=main,
-    reads_images=True,
+    reads_images=reads_images,
 )
 
 

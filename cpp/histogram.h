@@ -24,41 +24,67 @@ struct HistogramTally {
   std::int64_t masked = 0;
 };
 
+// Equal-width bins on [low, high] as numpy defines them; `add` counts one
+// value (valid pixel) into `counts` or into the tally.
+class UniformBins {
+ public:
+  UniformBins(double low, double high, std::size_t bins)
+      : low_(low), high_(high), bins_(bins), edges_(bins + 1) {
+    // Edges as numpy.linspace computes them (start + i * step, last = stop).
+    const double step = (high - low) / static_cast<double>(bins);
+    for (std::size_t i = 0; i < bins; ++i) {
+      edges_[i] = static_cast<double>(i) * step + low;
+    }
+    edges_[bins] = high;
+    norm_ = static_cast<double>(bins) / (high - low);
+  }
+
+  void add(double v, std::int64_t *counts, HistogramTally &tally) const {
+    if (std::isnan(v)) {
+      ++tally.nan;
+    } else if (v < low_) {
+      ++tally.underflow;
+    } else if (v > high_) {
+      ++tally.overflow;
+    } else {
+      std::size_t index = static_cast<std::size_t>((v - low_) * norm_);
+      if (index >= bins_) index = bins_ - 1;
+      if (v < edges_[index]) {
+        --index;
+      } else if (index + 1 < bins_ && v >= edges_[index + 1]) {
+        ++index;
+      }
+      ++counts[index];
+    }
+  }
+
+ private:
+  double low_, high_;
+  std::size_t bins_;
+  std::vector<double> edges_;
+  double norm_;
+};
+
+// Python-facing checks of a histogram's range and bin count.
+inline void check_bins(double low, double high, std::int64_t bins) {
+  if (bins < 1) throw std::invalid_argument("bins must be at least 1");
+  if (!(std::isfinite(low) && std::isfinite(high) && high > low)) {
+    throw std::invalid_argument("need finite low < high");
+  }
+}
+
 template <typename T>
 void histogram_values(const T *values, const std::uint8_t *mask,
                       std::size_t n, double low, double high,
                       std::int64_t *counts, std::size_t bins,
                       HistogramTally &tally) {
-  // Edges as numpy.linspace computes them (start + i * step, last = stop).
-  std::vector<double> edges(bins + 1);
-  const double step = (high - low) / static_cast<double>(bins);
-  for (std::size_t i = 0; i < bins; ++i) {
-    edges[i] = static_cast<double>(i) * step + low;
-  }
-  edges[bins] = high;
-  const double norm = static_cast<double>(bins) / (high - low);
+  const UniformBins binning(low, high, bins);
   for (std::size_t i = 0; i < n; ++i) {
     if (mask != nullptr && mask[i] == 0) {
       ++tally.masked;
       continue;
     }
-    const double v = static_cast<double>(values[i]);
-    if (std::isnan(v)) {
-      ++tally.nan;
-    } else if (v < low) {
-      ++tally.underflow;
-    } else if (v > high) {
-      ++tally.overflow;
-    } else {
-      std::size_t index = static_cast<std::size_t>((v - low) * norm);
-      if (index >= bins) index = bins - 1;
-      if (v < edges[index]) {
-        --index;
-      } else if (index + 1 < bins && v >= edges[index + 1]) {
-        ++index;
-      }
-      ++counts[index];
-    }
+    binning.add(static_cast<double>(values[i]), counts, tally);
   }
 }
 
@@ -70,10 +96,7 @@ inline py::tuple histogram(const py::array &data, double low, double high,
                            std::int64_t bins, const py::object &mask,
                            const py::object &counts_in) {
   require_contiguous(data, "data");
-  if (bins < 1) throw std::invalid_argument("bins must be at least 1");
-  if (!(std::isfinite(low) && std::isfinite(high) && high > low)) {
-    throw std::invalid_argument("need finite low < high");
-  }
+  check_bins(low, high, bins);
   const std::uint8_t *mask_ptr = mask_pointer(mask, data);
   py::array_t<std::int64_t> counts;
   if (counts_in.is_none()) {

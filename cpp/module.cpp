@@ -4,9 +4,11 @@
 
 #include "histogram.h"
 #include "polar.h"
+#include "shoebox.h"
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "C++17 kernels of dials-diffuse; every kernel releases the GIL.";
   dials_diffuse::bind_histogram(m);
   dials_diffuse::bind_polar(m);
+  dials_diffuse::bind_shoebox(m);
 }

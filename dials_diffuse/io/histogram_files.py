@@ -1,8 +1,16 @@
 """Write pixel histograms: the seed's two-column text, CSV, and a log-scale PNG."""
 
+from pathlib import Path
+
 import numpy as np
 
 from dials_diffuse.io.plots import new_figure, save_png
+
+
+def group_table_path(path, label):
+    """`pixel_histogram.hist` -> `pixel_histogram_<label>.hist`: one table per group."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_{label}{path.suffix}")
 
 
 def write_two_column(histogram, path, group=None):
@@ -23,28 +31,77 @@ def write_csv(histogram, path):
     histogram.to_frame().to_csv(path, index=False)
 
 
+# Most bins a plot draws: wider windows are shown re-binned (a screen has
+# fewer pixels than a histogram of 16-bit values has bins).
+MAX_PLOTTED_BINS = 1000
+
+
+def _merged_spans(anomalies):
+    """Anomalies of the same kind and range as one (kind, low, high, groups) each."""
+    spans = {}
+    for anomaly in anomalies:
+        key = (anomaly.kind, anomaly.low, anomaly.high)
+        spans.setdefault(key, []).append(anomaly.group)
+    return [(*key, groups) for key, groups in spans.items()]
+
+
 def plot_histogram(
-    histogram, path, zoom=None, title=None, xlabel="Pixel value (counts)"
+    histogram,
+    path,
+    zoom=None,
+    title=None,
+    xlabel="Pixel value (counts)",
+    legend=None,
+    anomalies=(),
 ):
-    """Step plot of each group's counts on a log y axis.
+    """Step plot of each group's counts on a log y axis, one colour per group.
 
     Parameters
     ----------
     zoom : (float, float), optional
-        x range to show; default the occupied bins.
+        x range to show; default the occupied bins. A window of more than
+        MAX_PLOTTED_BINS bins is drawn re-binned (the y label says by how much).
+    legend : list of str, optional
+        Legend text per group; default the group labels.
+    anomalies : list of Anomaly
+        Shaded on the plot (notches blue, pile-ups red), one span per range
+        with the groups it was found in.
     """
     figure, axes = new_figure()
     edges = histogram.edges
     window = histogram.occupied_range()
-    for label, counts in zip(histogram.labels, histogram.counts):
-        shown = np.where(counts[window] > 0, counts[window], np.nan)
-        axes.stairs(shown, edges[window.start : window.stop + 1], label=label)
-    axes.set_yscale("log")
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel("Pixels")
     if zoom:
-        axes.set_xlim(*zoom)
-    if len(histogram.labels) > 1:
+        first = max(0, int(np.searchsorted(edges, zoom[0], side="right")) - 1)
+        last = min(histogram.bins, int(np.searchsorted(edges, zoom[1], side="left")))
+        window = slice(first, max(last, first + 1))
+    factor = max(1, -(-(window.stop - window.start) // MAX_PLOTTED_BINS))
+    n_shown = (window.stop - window.start) // factor or 1
+    stop = window.start + n_shown * factor
+    shown_edges = edges[window.start : stop + 1 : factor]
+    legend = legend or histogram.labels
+    highest, lowest = 1.0, np.inf
+    for text, counts in zip(legend, histogram.counts):
+        part = counts[window.start : stop].reshape(n_shown, -1).sum(axis=1)
+        shown = np.where(part > 0, part, np.nan)
+        axes.stairs(shown, shown_edges, label=text)
+        if np.any(part > 0):
+            highest = max(highest, part.max())
+            lowest = min(lowest, part[part > 0].min())
+    colours = {"notch": "tab:blue", "pile-up": "tab:red"}
+    for kind, low, high, groups in _merged_spans(anomalies):
+        axes.axvspan(
+            low,
+            high,
+            color=colours.get(kind, "grey"),
+            alpha=0.15,
+            label=f"{kind} {low:g}-{high:g}: {', '.join(groups)}",
+        )
+    axes.set_yscale("log")
+    axes.set_ylim(0.5 * min(lowest, 1.0), 2.0 * highest)
+    axes.set_xlim(shown_edges[0], shown_edges[-1])
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("Pixels" if factor == 1 else f"Pixels per {factor} bins")
+    if len(legend) > 1 or anomalies:
         axes.legend(fontsize="small")
     if title:
         axes.set_title(title)

@@ -167,8 +167,10 @@ class Program:
         an `Inputs`, `run` a `RunContext`.
     parallel_work : bool
         The program runs chunked work that `nproc`/`dask.scheduler` control.
-    reads_images : bool
-        Experiments given must come with readable images.
+    reads_images : bool or callable
+        Experiments given must come with readable images; a callable gets
+        the positional file names and decides (e.g. not when reflection
+        files are given).
     """
 
     def __init__(self, name, phil, help, main, parallel_work=False, reads_images=False):
@@ -290,7 +292,12 @@ class Program:
             working, params = self._interpret_phil(assignments, phil_files)
             handlers = _configure_logging(params.output.log, verbosity)
             self._log_header(args, working)
-            inputs = load_inputs(data_files, reads_images=self.reads_images)
+            reads_images = (
+                self.reads_images(data_files)
+                if callable(self.reads_images)
+                else self.reads_images
+            )
+            inputs = load_inputs(data_files, reads_images=reads_images)
             inputs.protect(params.output.log)
             run = RunContext(self.name, inputs, verbosity)
             self.main(params, inputs, run)

@@ -153,3 +153,40 @@ def test_corrupt_inputs_one_line(in_tmp_path, capsys, name, content, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert name in err and message in err
+
+
+def test_reads_images_may_depend_on_the_files(in_tmp_path, shared_data):
+    """An experiment list without its images loads when the callable says so."""
+    seen = []
+
+    def reads_images(files):
+        seen.append(list(files))
+        return not any(name.endswith(".refl") for name in files)
+
+    def count(params, inputs, run):
+        run.results["experiments"] = len(inputs.experiments)
+
+    counting = Program(
+        name="count",
+        phil=PHIL,
+        help="Count.\n\nExample:\n  dials.diffuse.count x.expt",
+        main=count,
+        reads_images=reads_images,
+    )
+    data = shared_data / "dials_centroid_test_data"
+    expt, refl = str(data / "indexed.expt"), str(data / "indexed.refl")
+    assert counting.run([expt, refl, "output.json=a.json"]) == 0
+    assert json.loads((in_tmp_path / "a.json").read_text())["results"] == {
+        "experiments": 1
+    }
+    assert counting.run([expt]) == 1  # its images are not there
+    assert seen == [[expt, refl], [expt]]
+
+
+def test_nproc_auto_means_every_core():
+    from libtbx import Auto
+
+    from dials_diffuse.util.parallel import resolve_nproc
+
+    assert resolve_nproc(Auto) == resolve_nproc(None) >= 1
+    assert resolve_nproc(3) == 3
