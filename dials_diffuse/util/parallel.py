@@ -36,8 +36,8 @@ dask {
 
 def resolve_nproc(nproc):
     """Return `nproc`, or the number of usable cores when it is None/Auto."""
-    if nproc:
-        return int(nproc)
+    if isinstance(nproc, int) and nproc > 0:  # libtbx's Auto is truthy: not an int
+        return nproc
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

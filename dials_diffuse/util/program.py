@@ -169,10 +169,24 @@ class Program:
         The program runs chunked work that `nproc`/`dask.scheduler` control.
     reads_images : bool
         Experiments given must come with readable images.
+    claim_file : callable, optional
+        ``claim_file(path) -> bool``: positional files it claims are not
+        imported through dxtbx but listed in ``inputs.claimed`` for the
+        program to open itself (e.g. Eiger master files for a fast path).
     """
 
-    def __init__(self, name, phil, help, main, parallel_work=False, reads_images=False):
+    def __init__(
+        self,
+        name,
+        phil,
+        help,
+        main,
+        parallel_work=False,
+        reads_images=False,
+        claim_file=None,
+    ):
         self.name = name
+        self.claim_file = claim_file
         self.full_name = f"dials.diffuse.{name}"
         self.help = help
         self.main = main
@@ -288,7 +302,12 @@ class Program:
             working, params = self._interpret_phil(assignments, phil_files)
             handlers = _configure_logging(params.output.log, verbosity)
             self._log_header(args, working)
-            inputs = load_inputs(data_files, reads_images=self.reads_images)
+            claimed = [f for f in data_files if self.claim_file and self.claim_file(f)]
+            inputs = load_inputs(
+                [f for f in data_files if f not in claimed],
+                reads_images=self.reads_images,
+            )
+            inputs.add_claimed(claimed)
             inputs.protect(params.output.log)
             run = RunContext(self.name, inputs, verbosity)
             self.main(params, inputs, run)
