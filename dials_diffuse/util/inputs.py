@@ -155,7 +155,23 @@ def import_images(paths):
         ) from error
     if len(experiments) == 0:
         raise UserError(f"{paths[0]}: no images could be imported")
+    for experiment in experiments:
+        if experiment.detector is None or experiment.beam is None:
+            path = experiment.imageset.get_path(0)
+            raise UserError(f"{path}: the header describes no detector or beam")
     return experiments
+
+
+def _first_unreadable(paths):
+    """The first image file that fails to import on its own (to name in an error)."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    for path in paths:
+        try:
+            ExperimentListFactory.from_filenames([str(path)])
+        except Exception:
+            return path
+    return paths[0]
 
 
 def load_inputs(file_names, reads_images=False):

@@ -226,8 +226,10 @@ class Program:
         try:
             working = self.master_phil.fetch(sources=sources)
             params = working.extract()
-        except Sorry as error:
-            raise UserError(str(error).strip().splitlines()[0]) from error
+        except (Sorry, RuntimeError, ValueError) as error:
+            message = str(error).strip().splitlines()[0]
+            message = message.replace(" (command line argument, line 1)", "")
+            raise UserError(f"bad parameter value: {message}") from error
         return working, params
 
     def _usage_error_for(self, arg, error):
