@@ -76,7 +76,9 @@ def best(function, repeats=3):
 
 def h5py_numpy(master, valid, n):
     with h5py.File(master, "r") as handle:
-        datasets = [handle[f"/entry/data/{name}"] for name in sorted(handle["/entry/data"])]
+        datasets = [
+            handle[f"/entry/data/{name}"] for name in sorted(handle["/entry/data"])
+        ]
         sums = []
         for dataset in datasets:
             for i in range(dataset.shape[0]):
@@ -121,7 +123,9 @@ def main():
 
         for threads in (1, 2):
             with ThreadPoolExecutor(threads) as pool:
-                seconds, _ = best(lambda pool=pool: list(pool.map(bitshuffle_decode, chunks)))
+                seconds, _ = best(
+                    lambda pool=pool: list(pool.map(bitshuffle_decode, chunks))
+                )
             rows.append(("bitshuffle.decompress_lz4 (bound)", threads, seconds))
 
     buffers = {}

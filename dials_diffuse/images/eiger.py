@@ -124,6 +124,14 @@ def _codec_of(dataset, frame_shape):
     return None
 
 
+def _select_bounds(space):
+    """(first, last) corners of a dataspace selection; the whole space if 'all'."""
+    if space.get_select_type() == h5py.h5s.SEL_ALL:
+        shape = space.shape
+        return tuple(0 for _ in shape), tuple(n - 1 for n in shape)
+    return space.get_select_bounds()
+
+
 def _scalar(group, name, default=None):
     item = group.get(name) if group is not None else None
     if not isinstance(item, h5py.Dataset) or item.shape not in ((), (1,)):
@@ -269,8 +277,11 @@ class EigerMasterSource(ImageSource):
         try:
             sources = dataset.virtual_sources()
             for source in sources:
-                (v0, vr0, vc0), (v1, vr1, vc1) = source.vspace.get_select_bounds()
-                (s0, sr0, sc0), (s1, sr1, sc1) = source.src_space.get_select_bounds()
+                (v0, vr0, vc0), (v1, vr1, vc1) = _select_bounds(source.vspace)
+                if source.src_space.shape:
+                    (s0, sr0, sc0), (s1, _, _) = _select_bounds(source.src_space)
+                else:  # a whole source dataset, as HDF5 may record it
+                    s0, sr0, sc0, s1 = 0, 0, 0, v1 - v0
                 whole = (vr0, vc0, sr0, sc0) == (0, 0, 0, 0) and (vr1 + 1, vc1 + 1) == (
                     dataset.shape[1:]
                 )
