@@ -20,9 +20,17 @@ bitshuffle bound. Usage:
     .venv/bin/python benchmarks/bench_eiger_frame_sums.py [frames] [directory]
 """
 
-import sys
-import tempfile
-import time
+import os
+
+# bitshuffle's wheel may decode one chunk with several OpenMP threads: pin it
+# to one, so "threads" means the same for every method.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,20 +73,36 @@ def make_series(directory, n_frames, files=2):
     return master
 
 
-def best(function, repeats=3):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+PEAK_MEMORY = """
+import resource, sys
+from dials_diffuse.algorithms.frames.sums import sum_frames
+from dials_diffuse.images.eiger import EigerMasterSource
+from dials_diffuse.util.parallel import ParallelMap
+source = EigerMasterSource(sys.argv[1])
+import os
+before = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+with ParallelMap(nproc=2) as pmap:
+    sum_frames(source, image_range=(1, int(sys.argv[2])), pmap=pmap)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024)
+"""
+
+
+def peak_memory_mb(master, frames):
+    """Growth of the peak RSS (MB) while summing the first `frames` frames."""
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, str(master), str(frames)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(result.stdout.strip())
 
 
 def h5py_numpy(master, valid, n):
     with h5py.File(master, "r") as handle:
-        datasets = [
-            handle[f"/entry/data/{name}"] for name in sorted(handle["/entry/data"])
-        ]
+        names = sorted(handle["/entry/data"])
+        datasets = [handle[f"/entry/data/{name}"] for name in names]
         sums = []
         for dataset in datasets:
             for i in range(dataset.shape[0]):
@@ -88,9 +112,61 @@ def h5py_numpy(master, valid, n):
     return np.array(sums[:n], dtype=float)
 
 
+def methods(source, master, chunks, valid, n):
+    """(name, threads, function) for every measured method."""
+    found = [("h5py + numpy, per frame", 1, lambda: h5py_numpy(master, valid, n))]
+    try:
+        import bitshuffle
+    except ImportError:
+        bitshuffle = None
+        print("bitshuffle is not installed (pip install bitshuffle): no bound")
+
+    def bitshuffle_decode(chunk):
+        array = np.frombuffer(chunk, np.uint8, offset=12)
+        return bitshuffle.decompress_lz4(array, SHAPE, np.dtype(np.uint16), 4096)
+
+    buffers = {}
+
+    def our_decode(chunk):
+        key = threading.get_ident()
+        if key not in buffers:
+            buffers[key] = np.empty(SHAPE, np.uint16)
+        return _kernels.decompress_chunk(chunk, CODEC_BITSHUFFLE_LZ4, buffers[key])
+
+    def pooled(function, threads):
+        def run():
+            with ThreadPoolExecutor(threads) as pool:
+                return list(pool.map(function, chunks))
+
+        return run
+
+    def ours(threads):
+        def run():
+            with ParallelMap(nproc=threads) as pmap:
+                return sum_frames(source, low=LOW, high=HIGH, pmap=pmap).sums
+
+        return run
+
+    for threads in (1, 2):
+        if bitshuffle is not None:
+            found.append(
+                (
+                    "bitshuffle.decompress_lz4 (bound)",
+                    threads,
+                    pooled(bitshuffle_decode, threads),
+                )
+            )
+        found.append(
+            ("ours: decompress_chunk only", threads, pooled(our_decode, threads))
+        )
+        found.append(("ours: sum_frames (read+decode+sum)", threads, ours(threads)))
+    return found
+
+
 def main():
     n_frames = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     directory = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(tempfile.mkdtemp())
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     master = directory / "bench_master.h5"
     if not master.exists():
         print(f"writing {n_frames} frames to {directory} ...", flush=True)
@@ -99,71 +175,45 @@ def main():
     n = source.n_frames
     valid = source.static_mask()
     frame_bytes = valid.size * 2
-    chunks = [payload for _, _, payload in source.raw_frames(0, n)]
-    chunks = [c for block in chunks for c in block]
+    chunks = [c for _, _, payload in source.raw_frames(0, n) for c in payload]
     compressed = sum(len(c) for c in chunks)
     print(
         f"{n} frames of {SHAPE[0]} x {SHAPE[1]} uint16, bitshuffle/LZ4, "
-        f"compression ratio {n * frame_bytes / compressed:.1f}"
+        f"compression ratio {n * frame_bytes / compressed:.1f}; best of {rounds} "
+        "interleaved rounds"
     )
+    table = methods(source, master, chunks, valid, n)
+    reference = h5py_numpy(master, valid, n)
+    assert np.array_equal(table[-1][2](), reference), "sums differ from numpy"
+    # Interleave the rounds so every method sees the same machine load.
+    times = [float("inf")] * len(table)
+    for _ in range(rounds):
+        for index, (_, _, function) in enumerate(table):
+            start = time.perf_counter()
+            function()
+            times[index] = min(times[index], time.perf_counter() - start)
 
-    rows = []
-    seconds, reference = best(lambda: h5py_numpy(master, valid, n), 1)
-    rows.append(("h5py + numpy, per frame", 1, seconds))
-
-    try:
-        import bitshuffle
-    except ImportError:
-        bitshuffle = None
-    if bitshuffle is not None:
-
-        def bitshuffle_decode(chunk):
-            array = np.frombuffer(chunk, np.uint8, offset=12)
-            return bitshuffle.decompress_lz4(array, SHAPE, np.dtype(np.uint16), 4096)
-
-        for threads in (1, 2):
-            with ThreadPoolExecutor(threads) as pool:
-                seconds, _ = best(
-                    lambda pool=pool: list(pool.map(bitshuffle_decode, chunks))
-                )
-            rows.append(("bitshuffle.decompress_lz4 (bound)", threads, seconds))
-
-    buffers = {}
-
-    def our_decode(chunk):
-        import threading
-
-        key = threading.get_ident()
-        if key not in buffers:
-            buffers[key] = np.empty(SHAPE, np.uint16)
-        return _kernels.decompress_chunk(chunk, CODEC_BITSHUFFLE_LZ4, buffers[key])
-
-    for threads in (1, 2):
-        with ThreadPoolExecutor(threads) as pool:
-            seconds, _ = best(lambda pool=pool: list(pool.map(our_decode, chunks)))
-        rows.append(("ours: decompress_chunk only", threads, seconds))
-
-    for threads in (1, 2):
-        with ParallelMap(nproc=threads) as pmap:
-            seconds, result = best(
-                lambda pmap=pmap: sum_frames(source, low=LOW, high=HIGH, pmap=pmap)
-            )
-        assert np.array_equal(result.sums, reference), "sums differ from numpy"
-        rows.append(("ours: sum_frames (read+decode+sum)", threads, seconds))
-
-    bound = [r for r in rows if r[0].startswith("bitshuffle") and r[1] == 2]
-    bound_seconds = bound[0][2] if bound else None
+    bound = [
+        t
+        for (name, threads, _), t in zip(table, times)
+        if name.startswith("bitshuffle") and threads == 2
+    ]
     print(
         f"{'method':38s} {'threads':>7s} {'time (s)':>9s} {'frames/s':>9s} "
         f"{'GB/s':>6s} {'vs bound':>9s}"
     )
-    for name, threads, seconds in rows:
-        ratio = f"{bound_seconds / seconds:8.0%}" if bound_seconds else "      n/a"
+    for (name, threads, _), seconds in zip(table, times):
+        ratio = f"{bound[0] / seconds:8.0%}" if bound else "      n/a"
         print(
             f"{name:38s} {threads:7d} {seconds:9.3f} {n / seconds:9.1f} "
             f"{n * frame_bytes / seconds / 1e9:6.2f} {ratio:>9s}"
         )
     print("sums identical to h5py + numpy: yes")
+    for frames in (n // 3, n):
+        print(
+            f"peak memory growth while summing {frames} frames (2 threads): "
+            f"{peak_memory_mb(master, frames):.1f} MB"
+        )
 
 
 if __name__ == "__main__":

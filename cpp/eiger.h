@@ -155,8 +155,37 @@ struct FrameTally {
   std::int64_t invalid = 0;  // pixels valid in the mask but >= invalid_from
 };
 
+// Integer thresholds for unsigned pixels of type T, in a wider type W so that
+// "nothing" (max + 1) is representable: used when lo <= v <= hi and v < inv,
+// invalid when v >= inv. Equivalent to the double comparisons of the generic
+// path for every value of T.
+template <typename T, typename W>
+struct UnsignedBounds {
+  W lo, hi, inv;
+  UnsignedBounds(double low, double high, double invalid_from) {
+    const double top = static_cast<double>(std::numeric_limits<T>::max());
+    auto ceil_clamped = [&](double x) -> W {
+      if (!(x > 0)) return 0;
+      if (x > top) return static_cast<W>(std::numeric_limits<T>::max()) + 1;
+      return static_cast<W>(std::ceil(x));
+    };
+    lo = ceil_clamped(low);
+    inv = std::isnan(invalid_from) ? static_cast<W>(std::numeric_limits<T>::max()) + 1
+                                   : ceil_clamped(invalid_from);
+    if (!(high >= 0)) {  // negative or NaN: nothing is used
+      lo = 1;
+      hi = 0;
+    } else {
+      hi = high >= top ? static_cast<W>(std::numeric_limits<T>::max())
+                       : static_cast<W>(std::floor(high));
+    }
+    if (std::isnan(low)) lo = hi + 1;
+  }
+};
+
 // Accumulates pixels [offset, offset+n) of one frame. Integer sums are exact
-// (64-bit) and converted once at the end.
+// (64-bit) and converted once at the end. Unsigned pixels (the Eiger types)
+// take a branch-free path the compiler vectorises.
 template <typename T>
 struct FrameAccumulator {
   using Acc = typename std::conditional<std::is_integral<T>::value,
@@ -173,6 +202,14 @@ struct FrameAccumulator {
 
   void add(const T *values, std::size_t n, std::size_t offset) {
     const std::uint8_t *m = mask ? mask + offset : nullptr;
+    if constexpr (std::is_unsigned<T>::value) {
+      if (m) {
+        add_unsigned<true>(values, n, m);
+      } else {
+        add_unsigned<false>(values, n, m);
+      }
+      return;
+    }
     for (std::size_t i = 0; i < n; ++i) {
       if (m && !m[i]) continue;
       const T v = values[i];
@@ -188,6 +225,38 @@ struct FrameAccumulator {
           max_value = v;
           any = true;
         }
+      }
+    }
+  }
+
+  // Runs of at most 4096 pixels accumulate in W (4096 * 65535 < 2^32).
+  template <bool HasMask>
+  void add_unsigned(const T *values, std::size_t n, const std::uint8_t *m) {
+    using W = std::conditional_t<(sizeof(T) < 4), std::uint32_t, std::uint64_t>;
+    const UnsignedBounds<T, W> b(low, high, invalid_from);
+    constexpr std::size_t run = 4096;
+    for (std::size_t start = 0; start < n; start += run) {
+      const std::size_t stop = std::min(n, start + run);
+      W run_sum = 0, run_max = 0;
+      std::uint32_t run_used = 0, run_invalid = 0;
+      for (std::size_t i = start; i < stop; ++i) {
+        const W v = values[i];
+        const W ok = HasMask ? W(m[i] != 0) : W(1);
+        const W bad = ok & W(v >= b.inv);
+        const W use = ok & W(v >= b.lo) & W(v <= b.hi) & W(v < b.inv);
+        const W kept = v & (W(0) - use);
+        run_sum += kept;
+        run_max = kept > run_max ? kept : run_max;
+        run_used += static_cast<std::uint32_t>(use);
+        run_invalid += static_cast<std::uint32_t>(bad);
+      }
+      sum += run_sum;
+      used += run_used;
+      invalid += run_invalid;
+      // Used values are >= 0, so the max over (used values and 0) is theirs.
+      if (run_used && (!any || static_cast<T>(run_max) > max_value)) {
+        max_value = static_cast<T>(run_max);
+        any = true;
       }
     }
   }

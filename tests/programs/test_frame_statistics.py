@@ -308,3 +308,30 @@ def test_console_script_help():
         text=True,
     )
     assert result.returncode == 0 and "config.yaml" in result.stdout
+
+
+def test_dials_mask_file_excludes_pixels(in_tmp_path, series):
+    import pickle
+
+    from dials.array_family import flex
+
+    master, frames = series
+    keep = np.ones(frames.shape[1:], bool)
+    keep[:10, :] = False
+    panel = flex.bool(keep.ravel().tolist())
+    panel.reshape(flex.grid(*keep.shape))
+    with open("pixels.mask", "wb") as handle:
+        pickle.dump((panel,), handle)
+    code = frame_statistics.run(
+        [str(master), "mask=pixels.mask", "output.html=None", "output.plot=None"]
+    )
+    assert code == 0
+    table = pd.read_csv("frame_statistics.csv")
+    use = keep & (frames < 65535)
+    np.testing.assert_array_equal(table["sum"], np.where(use, frames, 0).sum(axis=(1, 2)))
+    np.testing.assert_array_equal(table["pixels_used"], use.sum(axis=(1, 2)))
+
+    wrong = flex.bool(flex.grid(5, 5), True)
+    with open("wrong.mask", "wb") as handle:
+        pickle.dump((wrong,), handle)
+    assert frame_statistics.run([str(master), "mask=wrong.mask"]) == 1
