@@ -186,22 +186,31 @@ class EigerMasterSource(ImageSource):
     # -- metadata ----------------------------------------------------------
 
     def _read_metadata(self):
-        detector = self._master.get(DETECTOR)
-        specific = self._master.get(SPECIFIC)
-        self.saturation_value = _scalar(specific, "saturation_value")
-        if self.saturation_value is None:
-            self.saturation_value = _scalar(
-                specific, "countrate_correction_count_cutoff"
-            )
-        self.bit_depth = _scalar(specific, "bit_depth_image")
-        if self.bit_depth is None:
-            self.bit_depth = _scalar(detector, "bit_depth_readout")
-        self.count_time = _scalar(detector, "count_time")
+        """Mask, saturation, bit depth, exposure, where DECTRIS or NXmx puts them.
+
+        Older DECTRIS firmware writes them under detectorSpecific, newer ones
+        and NXmx files directly under the detector group: both are looked at.
+        """
+        groups = [self._master.get(SPECIFIC), self._master.get(DETECTOR)]
+
+        def first(*names):
+            for group in groups:
+                for name in names:
+                    value = _scalar(group, name)
+                    if value is not None:
+                        return value
+            return None
+
+        self.saturation_value = first(
+            "saturation_value", "countrate_correction_count_cutoff"
+        )
+        self.bit_depth = first("bit_depth_image", "bit_depth_readout")
+        self.count_time = first("count_time")
         self._pixel_mask = None
-        if specific is not None and isinstance(
-            specific.get("pixel_mask"), h5py.Dataset
-        ):
-            self._pixel_mask = specific["pixel_mask"][()]
+        for group in groups:
+            if group is not None and isinstance(group.get("pixel_mask"), h5py.Dataset):
+                self._pixel_mask = group["pixel_mask"][()]
+                break
 
     def _data_file(self, name):
         """An open h5py.File for a data file name as a link or VDS gives it."""

@@ -328,10 +328,40 @@ def test_dials_mask_file_excludes_pixels(in_tmp_path, series):
     assert code == 0
     table = pd.read_csv("frame_statistics.csv")
     use = keep & (frames < 65535)
-    np.testing.assert_array_equal(table["sum"], np.where(use, frames, 0).sum(axis=(1, 2)))
+    np.testing.assert_array_equal(
+        table["sum"], np.where(use, frames, 0).sum(axis=(1, 2))
+    )
     np.testing.assert_array_equal(table["pixels_used"], use.sum(axis=(1, 2)))
 
     wrong = flex.bool(flex.grid(5, 5), True)
     with open("wrong.mask", "wb") as handle:
         pickle.dump((wrong,), handle)
     assert frame_statistics.run([str(master), "mask=wrong.mask"]) == 1
+
+
+def test_simulated_series_recovers_truth(in_tmp_path, simulated_eiger_series):
+    """The simulator's eiger_series: sums, overloads, drift and CV against its truth."""
+    truth_file = simulated_eiger_series["truth"]
+    with h5py.File(truth_file, "r") as handle:
+        attrs = dict(handle.attrs)
+        expected = handle["frames/expected_sum"][()]
+        gap, saturated = handle["mask/gap"][()], handle["mask/saturated"][()]
+    code = frame_statistics.run(
+        [str(simulated_eiger_series["master"]), "output.json=s.json", "nproc=2"]
+    )
+    assert code == 0
+    table = pd.read_csv("frame_statistics.csv")
+    assert len(table) == expected.size
+    # Poisson noise around the expected sums (5 sigma).
+    assert np.all(np.abs(table["sum"] - expected) < 5 * np.sqrt(expected))
+    # Gap pixels come from pixel_mask; saturated ones are flagged per frame.
+    assert np.all(table["pixels_used"] == (~(gap | saturated)).sum())
+    assert np.all(table["invalid"] == saturated.sum())
+    # Drift: the linear trend's slope per frame, relative to its start.
+    slope = np.polyfit(np.arange(len(table)), table["trend"], 1)[0]
+    relative = slope / table["trend"].iloc[0]
+    assert relative == pytest.approx(attrs["drift_per_frame"], rel=0.15)
+    # CV of the detrended sums: the truth's beam fluctuation plus Poisson noise.
+    summary = json.loads((in_tmp_path / "s.json").read_text())["results"]
+    cv = summary["statistics"]["detrended"]["CV%"]
+    assert cv == pytest.approx(attrs["expected_cv_percent"], rel=0.12)
