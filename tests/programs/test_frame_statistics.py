@@ -365,3 +365,24 @@ def test_simulated_series_recovers_truth(in_tmp_path, simulated_eiger_series):
     summary = json.loads((in_tmp_path / "s.json").read_text())["results"]
     cv = summary["statistics"]["detrended"]["CV%"]
     assert cv == pytest.approx(attrs["expected_cv_percent"], rel=0.12)
+
+
+def test_fast_path_equals_dxtbx_path_on_nxmx(in_tmp_path, simulated_rotation):
+    """An NXmx master (virtual dataset + links): our reader vs dxtbx's FormatNXmx."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    master = str(simulated_rotation["master"])
+    ExperimentListFactory.from_filenames([master]).as_file("imported.expt")
+    common = ["high=5000", "output.html=None", "output.plot=None"]
+    assert frame_statistics.run([master, "output.series=fast.csv", *common]) == 0
+    log = (in_tmp_path / "dials.diffuse.frame_statistics.log").read_text()
+    assert "bitshuffle/LZ4" in log
+    assert (
+        frame_statistics.run(["imported.expt", "output.series=dxtbx.csv", *common]) == 0
+    )
+    log = (in_tmp_path / "dials.diffuse.frame_statistics.log").read_text()
+    assert "through dxtbx" in log
+    fast, slow = pd.read_csv("fast.csv"), pd.read_csv("dxtbx.csv")
+    assert len(fast) == 30
+    for column in ("sum", "pixels_used", "max"):
+        np.testing.assert_array_equal(fast[column], slow[column])
