@@ -27,6 +27,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "common.h"
 
 namespace dials_diffuse {
@@ -124,16 +128,17 @@ inline std::uint64_t transpose_bits_8x8(std::uint64_t x) {
   return x;
 }
 
-// Undo bitshuffle's bit transpose of one block of `n` elements (n % 8 == 0)
-// of `elem_size` bytes. In the transposed block, row r = 8*j + k (byte j of
-// the element, bit k of that byte) holds n/8 bytes; bit m of its byte i is
-// bit k of byte j of element 8*i + m.
-inline void bit_untranspose_block(const std::uint8_t *in, std::uint8_t *out,
-                                  std::size_t n, std::size_t elem_size) {
+// Undo the transpose for groups [first, last) of 8 elements (scalar). In the
+// transposed block, row r = 8*j + k (byte j of the element, bit k of that
+// byte) holds n/8 bytes; bit m of its byte i is bit k of byte j of element
+// 8*i + m.
+inline void bit_untranspose_groups(const std::uint8_t *in, std::uint8_t *out,
+                                   std::size_t n, std::size_t elem_size,
+                                   std::size_t first, std::size_t last) {
   const std::size_t row = n / 8;
   for (std::size_t j = 0; j < elem_size; ++j) {
     const std::uint8_t *rows = in + 8 * j * row;
-    for (std::size_t i = 0; i < row; ++i) {
+    for (std::size_t i = first; i < last; ++i) {
       std::uint64_t x = 0;
       for (int k = 0; k < 8; ++k) {
         x |= std::uint64_t(rows[k * row + i]) << (8 * k);
@@ -145,6 +150,104 @@ inline void bit_untranspose_block(const std::uint8_t *in, std::uint8_t *out,
       }
     }
   }
+}
+
+#if defined(__SSE2__)
+// transpose_bits_8x8 on both 64-bit lanes of a vector.
+inline __m128i transpose_bits_8x8_x2(__m128i x) {
+  const __m128i m7 = _mm_set1_epi64x(0x00AA00AA00AA00AALL);
+  const __m128i m14 = _mm_set1_epi64x(0x0000CCCC0000CCCCLL);
+  const __m128i m28 = _mm_set1_epi64x(0x00000000F0F0F0F0LL);
+  __m128i t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 7)), m7);
+  x = _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 7));
+  t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 14)), m14);
+  x = _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 14));
+  t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 28)), m28);
+  x = _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 28));
+  return x;
+}
+
+// For byte j: 16 groups (128 elements) starting at group i. y[p] holds
+// groups i+2p (low lane) and i+2p+1 (high lane); byte m of a lane is byte j
+// of element 8*group + m.
+inline void untranspose_16_groups(const std::uint8_t *rows, std::size_t row,
+                                  std::size_t i, __m128i y[8]) {
+  __m128i r[8];
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm_loadu_si128(reinterpret_cast<const __m128i *>(rows + k * row + i));
+  }
+  // Byte transpose: gather (r0..r7)[g] into the 64-bit lane of group g.
+  __m128i a[8], b[8];
+  for (int k = 0; k < 4; ++k) {
+    a[2 * k] = _mm_unpacklo_epi8(r[2 * k], r[2 * k + 1]);      // groups 0-7
+    a[2 * k + 1] = _mm_unpackhi_epi8(r[2 * k], r[2 * k + 1]);  // groups 8-15
+  }
+  for (int h = 0; h < 2; ++h) {  // h: groups 0-7 or 8-15
+    b[4 * h + 0] = _mm_unpacklo_epi16(a[h], a[2 + h]);  // rows 0-3, groups +0..3
+    b[4 * h + 1] = _mm_unpackhi_epi16(a[h], a[2 + h]);  // rows 0-3, groups +4..7
+    b[4 * h + 2] = _mm_unpacklo_epi16(a[4 + h], a[6 + h]);  // rows 4-7, +0..3
+    b[4 * h + 3] = _mm_unpackhi_epi16(a[4 + h], a[6 + h]);  // rows 4-7, +4..7
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int q = 0; q < 2; ++q) {  // q: groups +0..3 or +4..7
+      const __m128i lo = b[4 * h + q], hi = b[4 * h + 2 + q];
+      y[4 * h + 2 * q] = transpose_bits_8x8_x2(_mm_unpacklo_epi32(lo, hi));
+      y[4 * h + 2 * q + 1] = transpose_bits_8x8_x2(_mm_unpackhi_epi32(lo, hi));
+    }
+  }
+}
+
+// SSE2 untranspose of 16 groups at a time for 1, 2 and 4-byte elements.
+// Returns the number of groups done (the rest is left to the scalar code).
+inline std::size_t bit_untranspose_sse2(const std::uint8_t *in, std::uint8_t *out,
+                                        std::size_t n, std::size_t elem_size) {
+  const std::size_t row = n / 8;
+  const std::size_t groups = row - row % 16;
+  if (elem_size != 1 && elem_size != 2 && elem_size != 4) return 0;
+  __m128i y[4][8];
+  for (std::size_t i = 0; i < groups; i += 16) {
+    for (std::size_t j = 0; j < elem_size; ++j) {
+      untranspose_16_groups(in + 8 * j * row, row, i, y[j]);
+    }
+    // y[j][p]: two groups (16 elements) of byte j; interleave the bytes.
+    for (int p = 0; p < 8; ++p) {
+      std::uint8_t *o = out + (8 * (i + 2 * p)) * elem_size;
+      if (elem_size == 1) {
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(o), y[0][p]);
+      } else if (elem_size == 2) {
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(o),
+                         _mm_unpacklo_epi8(y[0][p], y[1][p]));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(o + 16),
+                         _mm_unpackhi_epi8(y[0][p], y[1][p]));
+      } else {
+        const __m128i lo01 = _mm_unpacklo_epi8(y[0][p], y[1][p]);
+        const __m128i lo23 = _mm_unpacklo_epi8(y[2][p], y[3][p]);
+        const __m128i hi01 = _mm_unpackhi_epi8(y[0][p], y[1][p]);
+        const __m128i hi23 = _mm_unpackhi_epi8(y[2][p], y[3][p]);
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(o), _mm_unpacklo_epi16(lo01, lo23));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(o + 16),
+                         _mm_unpackhi_epi16(lo01, lo23));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(o + 32),
+                         _mm_unpacklo_epi16(hi01, hi23));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(o + 48),
+                         _mm_unpackhi_epi16(hi01, hi23));
+      }
+    }
+  }
+  return groups;
+}
+#endif
+
+// Undo bitshuffle's bit transpose of one block of `n` elements (n % 8 == 0)
+// of `elem_size` bytes: SSE2 for 16 groups of 8 elements at a time where
+// available, scalar for the rest.
+inline void bit_untranspose_block(const std::uint8_t *in, std::uint8_t *out,
+                                  std::size_t n, std::size_t elem_size) {
+  std::size_t done = 0;
+#if defined(__SSE2__)
+  done = bit_untranspose_sse2(in, out, n, elem_size);
+#endif
+  bit_untranspose_groups(in, out, n, elem_size, done, n / 8);
 }
 
 // Per-frame result of the thresholded sum.
@@ -287,11 +390,14 @@ inline Scratch &thread_scratch() {
 }
 
 // Walk a compressed chunk block by block. `sink(bytes, n_bytes, offset)`
-// receives consecutive runs of decoded bytes (whole elements) in order.
+// receives consecutive runs of decoded bytes (whole elements) in order. With
+// `direct` (expected_bytes long) blocks are decoded straight into it, and
+// `bytes` points into it; otherwise into small per-thread scratch buffers.
 template <typename Sink>
 void for_each_decoded_block(const std::uint8_t *src, std::size_t src_size,
                             EigerCodec codec, std::size_t elem_size,
-                            std::size_t expected_bytes, Sink &&sink) {
+                            std::size_t expected_bytes, Sink &&sink,
+                            std::uint8_t *direct = nullptr) {
   if (codec == EigerCodec::none) {
     if (src_size != expected_bytes) {
       throw DecodeError("uncompressed chunk has the wrong size");
@@ -332,13 +438,15 @@ void for_each_decoded_block(const std::uint8_t *src, std::size_t src_size,
       if (csize == this_block) {
         sink(ip, this_block, done);  // stored uncompressed
       } else {
-        std::uint8_t *buffer = scratch.get(scratch.decoded, this_block);
+        std::uint8_t *buffer =
+            direct ? direct + done : scratch.get(scratch.decoded, this_block);
         lz4_decode_block(ip, csize, buffer, this_block);
         sink(buffer, this_block, done);
       }
     } else {
       std::uint8_t *buffer = scratch.get(scratch.decoded, this_block);
-      std::uint8_t *plain = scratch.get(scratch.untransposed, this_block);
+      std::uint8_t *plain =
+          direct ? direct + done : scratch.get(scratch.untransposed, this_block);
       lz4_decode_block(ip, csize, buffer, this_block);
       bit_untranspose_block(buffer, plain, this_block / elem_size, elem_size);
       sink(plain, this_block, done);
@@ -397,11 +505,12 @@ inline py::array decompress_chunk(const py::bytes &chunk, int codec_value,
   auto *dst = static_cast<std::uint8_t *>(out.mutable_data());
   {
     py::gil_scoped_release release;
-    for_each_decoded_block(view.first, view.second, codec, elem_size, expected,
-                           [&](const std::uint8_t *bytes, std::size_t n,
-                               std::size_t offset) {
-                             std::memcpy(dst + offset, bytes, n);
-                           });
+    for_each_decoded_block(
+        view.first, view.second, codec, elem_size, expected,
+        [&](const std::uint8_t *bytes, std::size_t n, std::size_t offset) {
+          if (bytes != dst + offset) std::memcpy(dst + offset, bytes, n);
+        },
+        dst);
   }
   return out;
 }
