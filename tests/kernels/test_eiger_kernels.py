@@ -154,3 +154,33 @@ def test_argument_checks():
     data = np.arange(16, dtype=np.uint16)
     _kernels.decompress_chunk(data.tobytes(), 0, out)
     assert np.array_equal(out.ravel(), data)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
+@pytest.mark.parametrize(
+    "low, high, invalid_from",
+    [
+        (2.5, 4.7, np.inf),  # fractional thresholds
+        (-10, 1e30, 200.5),  # beyond the type's range
+        (0, 250, 250),  # invalid_from inside [low, high]
+        (300, 100, 255),  # empty range
+        (5, -1, 255),  # negative high
+        (0, 255, 0),  # everything invalid
+        (1e12, 2e12, 1e13),  # low above the type's maximum
+    ],
+)
+def test_unsigned_threshold_edges(dtype, low, high, invalid_from):
+    rng = np.random.default_rng(11)
+    frames = rng.integers(0, 256, (3, 50, 70)).astype(dtype)
+    frames[0, 0, :5] = np.iinfo(dtype).max
+    valid = rng.random(frames.shape[1:]) > 0.2
+    ours = _kernels.frame_statistics(frames, low, high, valid, invalid_from)
+    truth = reference.frame_statistics(frames, low, high, valid, invalid_from)
+    for a, b in zip(ours, truth):
+        np.testing.assert_array_equal(a, b)
+    chunks = [frame.tobytes() for frame in frames]
+    fused = _kernels.compressed_frame_statistics(
+        chunks, 0, frames.dtype, frames[0].size, low, high, valid.ravel(), invalid_from
+    )
+    for a, b in zip(fused, truth):
+        np.testing.assert_array_equal(a, b)
