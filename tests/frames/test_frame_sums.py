@@ -155,3 +155,31 @@ def test_frame_range_checks():
         frame_range(10, (6, 5))
     with pytest.raises(UserError, match="numbered from 1"):
         frame_range(10, (0, 5))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none", "lz4"])
+def test_sums_for_every_codec(tmp_path, compression):
+    frames, _ = drifting_series(n_frames=20, shape=(16, 12))
+    frames[:, 0, 0] = 65535
+    source = EigerMasterSource(
+        write_series(tmp_path, frames, 8, compression, bit_depth=16)
+    )
+    result = sum_frames(source, low=3, high=30, batch_frames=5)
+    sums, used = numpy_sums(frames, np.ones(frames.shape[1:], bool), 3, 30, 65535)
+    assert np.array_equal(result.sums, sums) and np.array_equal(result.used, used)
+    assert np.all(result.invalid == 1)
+
+
+def test_sums_through_h5py_for_tiled_chunks(tmp_path):
+    import h5py
+
+    from dials_diffuse.io.dectris import write_master_file
+
+    frames, _ = drifting_series(n_frames=10, shape=(16, 12))
+    path = tmp_path / "tiled_data_000001.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("/entry/data/data", data=frames, chunks=(4, 8, 12))
+    master = tmp_path / "tiled_master.h5"
+    write_master_file(master, [path], frames.shape[1:])
+    result = sum_frames(EigerMasterSource(master), batch_frames=3)
+    assert np.array_equal(result.sums, frames.sum(axis=(1, 2)))

@@ -75,19 +75,22 @@ def _sum_eiger_batch(item):
     parts = []
     for codec, first, payload in source.raw_frames(start, stop):
         if codec is None or codec == CODEC_DEFLATE:
-            if codec == CODEC_DEFLATE:
-                frames = np.empty((len(payload), *valid.shape), source.dtype)
-                for i, raw in enumerate(payload):
-                    source.decode_into(codec, raw, frames[i], first + i)
-            else:
-                frames = np.ascontiguousarray(payload)
+            # Decoded here (zlib) or by h5py: sum the decoded frames.
+            frames = (
+                np.ascontiguousarray(payload)
+                if codec is None
+                else np.stack(
+                    [
+                        source.decode_into(
+                            codec, raw, np.empty_like(valid, source.dtype), f
+                        )
+                        for f, raw in enumerate(payload, start=first)
+                    ]
+                )
+            )
             parts.append(
                 _kernels.frame_statistics(
-                    frames,
-                    low,
-                    high,
-                    flat_valid.reshape(valid.shape),
-                    source.invalid_from,
+                    frames, low, high, flat_valid, source.invalid_from
                 )
             )
             continue
