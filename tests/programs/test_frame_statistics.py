@@ -386,3 +386,14 @@ def test_fast_path_equals_dxtbx_path_on_nxmx(in_tmp_path, simulated_rotation):
     assert len(fast) == 30
     for column in ("sum", "pixels_used", "max"):
         np.testing.assert_array_equal(fast[column], slow[column])
+
+
+def test_truncated_data_file(in_tmp_path, capsys):
+    frames = np.random.default_rng(6).integers(0, 9, (4, 40, 40)).astype(np.uint16)
+    master = write_series(in_tmp_path, frames, 2, stem="cut")
+    data_file = in_tmp_path / "cut_data_000002.h5"
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    assert frame_statistics.run([str(master)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cut_data_000002.h5" in err and len(err.splitlines()) == 1
+    assert not any((in_tmp_path / name).exists() for name in OUTPUTS)
