@@ -2,7 +2,9 @@
 
 Three panels: the raw and detrended frame sums (with the trend) against image
 number, the running coefficient of variation, and the histogram of the sums.
-The HTML embeds plotly.js, so it opens without a network connection.
+The HTML embeds plotly.js, so it opens without a network connection, and
+draws with SVG (not WebGL), so it also shows in browsers without WebGL
+(remote desktops, headless browsers).
 """
 
 import numpy as np
@@ -14,6 +16,10 @@ TITLES = (
     "Running CV (window {window} frames)",
     "Histogram of frame sums",
 )
+
+
+# One colour per series in every panel (matplotlib's first three).
+COLOURS = {"raw": "#1f77b4", "detrended": "#ff7f0e", "trend": "#2ca02c"}
 
 
 def _bins(n):
@@ -31,34 +37,32 @@ def write_html(
         rows=3,
         cols=1,
         subplot_titles=[t.format(window=window) for t in TITLES],
-        vertical_spacing=0.08,
+        vertical_spacing=0.1,
     )
-    figure.add_trace(go.Scattergl(x=images, y=raw, name="raw", mode="lines"), 1, 1)
-    figure.add_trace(
-        go.Scattergl(x=images, y=detrended, name="detrended", mode="lines"), 1, 1
-    )
-    figure.add_trace(
-        go.Scattergl(
-            x=images, y=trend, name="trend", mode="lines", line={"dash": "dash"}
-        ),
-        1,
-        1,
-    )
-    figure.add_trace(
-        go.Scattergl(x=images, y=cv_raw, name="CV% raw", mode="lines"), 2, 1
-    )
-    figure.add_trace(
-        go.Scattergl(x=images, y=cv_detrended, name="CV% detrended", mode="lines"), 2, 1
-    )
+
+    def line(y, name, colour, **style):
+        return go.Scatter(
+            x=images, y=y, name=name, mode="lines", line={"color": colour, **style}
+        )
+
+    figure.add_trace(line(raw, "raw", COLOURS["raw"]), 1, 1)
+    figure.add_trace(line(detrended, "detrended", COLOURS["detrended"]), 1, 1)
+    figure.add_trace(line(trend, "trend", COLOURS["trend"], dash="dash"), 1, 1)
+    figure.add_trace(line(cv_raw, "CV% raw", COLOURS["raw"]), 2, 1)
+    figure.add_trace(line(cv_detrended, "CV% detrended", COLOURS["detrended"]), 2, 1)
     nbins = _bins(len(raw))
-    figure.add_trace(
-        go.Histogram(x=raw, name="raw sums", nbinsx=nbins, opacity=0.6), 3, 1
-    )
-    figure.add_trace(
-        go.Histogram(x=detrended, name="detrended sums", nbinsx=nbins, opacity=0.6),
-        3,
-        1,
-    )
+    for values, name in ((raw, "raw"), (detrended, "detrended")):
+        figure.add_trace(
+            go.Histogram(
+                x=values,
+                name=f"{name} sums",
+                nbinsx=nbins,
+                opacity=0.6,
+                marker={"color": COLOURS[name]},
+            ),
+            3,
+            1,
+        )
     figure.update_layout(title=title, barmode="overlay", height=1000)
     figure.update_xaxes(title_text="image number", row=1, col=1)
     figure.update_yaxes(title_text="sum (counts)", row=1, col=1)

@@ -1,6 +1,7 @@
 """dials.diffuse.frame_statistics end to end: files, truth, bad input, config.yaml, Redis."""
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -68,6 +69,8 @@ def test_outputs_against_truth(in_tmp_path, series):
     assert summary["results"]["statistics"]["raw"]["CV%"] == pytest.approx(raw_cv)
     html = (in_tmp_path / "frame_statistics.html").read_text()
     assert "Plotly.newPlot" in html and "<script src=" not in html  # plotly.js embedded
+    # Five SVG line traces (plus one in plotly's template): no WebGL needed.
+    assert len(re.findall(r'"type":\s*"scatter"', html)) >= 5
     assert (in_tmp_path / "frame_statistics.png").read_bytes()[
         :8
     ] == b"\x89PNG\r\n\x1a\n"
