@@ -72,10 +72,11 @@ mask = None
   .type = path
   .help = "A DIALS mask file (mask.pickle, from dials.generate_mask): pixels it"
           "marks False are excluded, besides the detector's own mask."
-batch_frames = 16
+batch_frames = Auto
   .type = int(value_min=1)
   .help = "Frames summed per parallel task. Memory holds about nproc x 2 batches"
-          "of compressed frames."
+          "of compressed frames. Auto: about 64 MB of pixels per batch (1 to 64"
+          "frames)."
 detrend {
   method = *linear polynomial moving_window none
     .type = choice
@@ -212,7 +213,9 @@ def main(params, inputs, run):
             high=high,
             mask=mask,
             pmap=pmap,
-            batch_frames=params.batch_frames,
+            batch_frames=params.batch_frames
+            if isinstance(params.batch_frames, int)
+            else None,
         )
     n = sums.sums.size
     seconds = run.timings["sum frames"]

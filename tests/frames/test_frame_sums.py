@@ -183,3 +183,11 @@ def test_sums_through_h5py_for_tiled_chunks(tmp_path):
     write_master_file(master, [path], frames.shape[1:])
     result = sum_frames(EigerMasterSource(master), batch_frames=3)
     assert np.array_equal(result.sums, frames.sum(axis=(1, 2)))
+
+
+def test_default_batch_bounds_memory(tmp_path, drifting):
+    from dials_diffuse.algorithms.frames.sums import default_batch_frames
+
+    assert default_batch_frames(EigerMasterSource(drifting[0])) == 64  # small frames
+    big = np.zeros((1, 2048, 2048), np.uint32)  # 16 MiB per frame
+    assert default_batch_frames(EigerMasterSource(write_series(tmp_path, big, 1))) == 4

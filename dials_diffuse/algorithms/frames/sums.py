@@ -137,6 +137,26 @@ def _sum_imageset_batch(item):
     return sums, used, maxima, invalid
 
 
+BATCH_BYTES = 64 * 2**20
+
+
+def default_batch_frames(source):
+    """Frames per batch: about BATCH_BYTES of decoded pixels, 1 to 64 frames.
+
+    Memory holds about 2 x workers batches (compressed, on the fast path), so
+    this bounds it for any frame size (a 16M Eiger frame is 1 frame/batch).
+    """
+    if isinstance(source, EigerMasterSource):
+        rows, columns = source.panel_shapes[0]
+        frame_bytes = rows * columns * source.dtype.itemsize
+    else:
+        frame_bytes = sum(
+            4 * p.get_image_size()[0] * p.get_image_size()[1]
+            for p in source.get_detector()
+        )
+    return int(min(64, max(1, BATCH_BYTES // max(frame_bytes, 1))))
+
+
 def frame_range(n_frames, image_range=None):
     """0-based half-open frame range for a 1-based inclusive `image_range`.
 
@@ -164,7 +184,7 @@ def sum_frames(
     high=np.inf,
     mask=None,
     pmap=None,
-    batch_frames=16,
+    batch_frames=None,
 ):
     """Per-frame sums of the valid pixels within [low, high].
 
@@ -179,9 +199,10 @@ def sum_frames(
         Extra validity mask (True = use), combined with the detector's.
     pmap : ParallelMap, optional
         Runs batches in parallel; default: one thread.
-    batch_frames : int
-        Frames per batch (per task). A progress bar in frames/s shows on a
-        terminal.
+    batch_frames : int, optional
+        Frames per batch (per task). Default: about BATCH_BYTES of decoded
+        pixels per batch (1 to 64 frames). A progress bar in frames/s shows
+        on a terminal.
 
     Returns
     -------
@@ -196,6 +217,7 @@ def sum_frames(
     else:
         n_frames, work = len(source), _sum_imageset_batch
     start, stop = frame_range(n_frames, image_range)
+    batch_frames = batch_frames or default_batch_frames(source)
     items = [
         (source, b, min(b + batch_frames, stop), float(low), float(high), mask)
         for b in range(start, stop, batch_frames)
