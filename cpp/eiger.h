@@ -502,16 +502,27 @@ auto dispatch_eiger_dtype(const py::dtype &dt, Fn &&fn) {
                               dtype_name(dt));
 }
 
+// The bytes of a chunk given as bytes or as a 1-d C-contiguous uint8 array
+// (e.g. a slice of a numpy.memmap of the data file: no copy). The caller
+// keeps the object alive.
 inline std::pair<const std::uint8_t *, std::size_t> bytes_view(const py::handle &h) {
-  if (!PyBytes_Check(h.ptr())) {
-    throw std::invalid_argument("compressed chunks must be bytes objects");
+  if (PyBytes_Check(h.ptr())) {
+    return {reinterpret_cast<const std::uint8_t *>(PyBytes_AS_STRING(h.ptr())),
+            static_cast<std::size_t>(PyBytes_GET_SIZE(h.ptr()))};
   }
-  return {reinterpret_cast<const std::uint8_t *>(PyBytes_AS_STRING(h.ptr())),
-          static_cast<std::size_t>(PyBytes_GET_SIZE(h.ptr()))};
+  if (py::isinstance<py::array>(h)) {
+    const auto a = py::reinterpret_borrow<py::array>(h);
+    if (a.ndim() == 1 && a.itemsize() == 1 && (a.flags() & py::array::c_style)) {
+      return {static_cast<const std::uint8_t *>(a.data()),
+              static_cast<std::size_t>(a.size())};
+    }
+  }
+  throw std::invalid_argument(
+      "compressed chunks must be bytes or 1-d contiguous uint8 arrays");
 }
 
 // Python: decompress_chunk(chunk: bytes, codec: int, out: ndarray) -> out
-inline py::array decompress_chunk(const py::bytes &chunk, int codec_value,
+inline py::array decompress_chunk(const py::object &chunk, int codec_value,
                                   py::array out) {
   const EigerCodec codec = codec_from_int(codec_value);
   require_contiguous(out, "out");
@@ -633,7 +644,7 @@ inline void bind_eiger(py::module_ &m) {
 
 Parameters
 ----------
-chunk : bytes
+chunk : bytes or 1-d contiguous uint8 ndarray (e.g. a numpy.memmap slice)
     The raw chunk as stored in the file.
 codec : int
     0 none, 1 LZ4 (HDF5 filter 32004), 2 bitshuffle+LZ4 (filter 32008).
@@ -659,7 +670,7 @@ buffer and summed on the fly: memory never holds a decoded frame.
 
 Parameters
 ----------
-chunks : list of bytes
+chunks : list of bytes or 1-d contiguous uint8 ndarrays
     One raw chunk per frame.
 codec : int
     0 none, 1 LZ4 (32004), 2 bitshuffle+LZ4 (32008).

@@ -150,10 +150,18 @@ def test_argument_checks():
         _kernels.frame_statistics(
             np.zeros((1, 4, 4), np.uint16), 0, 1, np.ones((3, 3), bool)
         )
-    # Uncompressed chunk of the right size decodes as is.
+    # Uncompressed chunk of the right size decodes as is, from bytes or from
+    # a uint8 array (a memmap slice in the Eiger reader).
     data = np.arange(16, dtype=np.uint16)
     _kernels.decompress_chunk(data.tobytes(), 0, out)
     assert np.array_equal(out.ravel(), data)
+    out[...] = 0
+    _kernels.decompress_chunk(data.view(np.uint8), 0, out)
+    assert np.array_equal(out.ravel(), data)
+    with pytest.raises(ValueError, match="1-d contiguous uint8"):
+        _kernels.decompress_chunk(np.zeros(64, np.uint8)[::2], 0, out)
+    with pytest.raises(ValueError, match="1-d contiguous uint8"):
+        _kernels.decompress_chunk("not bytes", 0, out)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
