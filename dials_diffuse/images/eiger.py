@@ -159,7 +159,7 @@ class EigerMasterSource(ImageSource):
     def __init__(self, path):
         self.path = str(path)
         self._handles = {}
-        self._maps = {}
+        self._descriptors = {}
         try:
             self._master = h5py.File(self.path, "r")
         except OSError as error:
@@ -182,8 +182,16 @@ class EigerMasterSource(ImageSource):
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
-        self._maps.clear()
+        self._close_descriptors()
         self._master.close()
+
+    def _close_descriptors(self):
+        for descriptor in self._descriptors.values():
+            os.close(descriptor)
+        self._descriptors.clear()
+
+    def __del__(self):
+        self._close_descriptors()
 
     # -- metadata ----------------------------------------------------------
 
@@ -222,16 +230,12 @@ class EigerMasterSource(ImageSource):
             return name
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), name)
 
-    def _file_bytes(self, name):
-        """The bytes of a data file, memory-mapped (read-only, no copy).
-
-        The C++ kernels read chunks straight from the page cache with the GIL
-        released, so threads also read the file in parallel.
-        """
+    def _descriptor(self, name):
+        """A file descriptor for plain reads (os.pread releases the GIL)."""
         path = self._resolve(name)
-        if path not in self._maps:
-            self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
-        return self._maps[path]
+        if path not in self._descriptors:
+            self._descriptors[path] = os.open(path, os.O_RDONLY)
+        return self._descriptors[path]
 
     def _data_file(self, name):
         """An open h5py.File for a data file name as a link or VDS gives it."""
@@ -454,9 +458,9 @@ class EigerMasterSource(ImageSource):
     def _read_chunks(self, block, dataset, first, stop):
         """Raw chunks of dataset frames [first, stop), or None if h5py must decode.
 
-        The chunks' file offsets come from HDF5 (cheap); the chunks are views
-        of the memory-mapped file (no copy, read by the kernels with the GIL
-        released). Without chunk queries (old h5py) read_direct_chunk is used.
+        The chunks' file offsets come from HDF5 (cheap); the bytes are read
+        with os.pread, which releases the GIL, so worker threads read in
+        parallel. Without chunk queries (old h5py) read_direct_chunk is used.
         """
         if not hasattr(dataset.id, "get_chunk_info_by_coord"):
             return [
@@ -470,8 +474,8 @@ class EigerMasterSource(ImageSource):
                 raise ValueError(f"frame {index} of {block.dataset} was never written")
             if info.filter_mask:
                 return None
-        data = self._file_bytes(block.file)
-        chunks = [data[i.byte_offset : i.byte_offset + i.size] for i in infos]
+        descriptor = self._descriptor(block.file)
+        chunks = [os.pread(descriptor, info.size, info.byte_offset) for info in infos]
         if any(len(chunk) != info.size for chunk, info in zip(chunks, infos)):
             raise ValueError("the file is truncated")
         return chunks
