@@ -460,9 +460,12 @@ class EigerMasterSource(ImageSource):
 
         The chunks' file offsets come from HDF5 (cheap); the bytes are read
         with os.pread, which releases the GIL, so worker threads read in
-        parallel. Without chunk queries (old h5py) read_direct_chunk is used.
+        parallel. Without chunk queries (h5py < 3, HDF5 < 1.10.5) or pread
+        (Windows), read_direct_chunk is used.
         """
-        if not hasattr(dataset.id, "get_chunk_info_by_coord"):
+        if not (
+            hasattr(dataset.id, "get_chunk_info_by_coord") and hasattr(os, "pread")
+        ):
             return [
                 dataset.id.read_direct_chunk((i, 0, 0))[1] for i in range(first, stop)
             ]
