@@ -226,6 +226,13 @@ def main(params, inputs, run):
         n / seconds if seconds else np.inf,
         sums.used.mean(),
     )
+    if sums.invalid.any():
+        logger.info(
+            "Excluded overloaded/gap values (not in the static mask): %.1f pixels per "
+            "frame on average, at most %d in one frame",
+            sums.invalid.mean(),
+            sums.invalid.max(),
+        )
     if np.any(sums.used == 0):
         logger.warning(
             "%d frame(s) have no pixel within [%g, %g]",
@@ -255,6 +262,7 @@ def main(params, inputs, run):
             "detrend": d.method,
             "statistics": statistics,
             "frames_per_second": n / seconds if seconds else None,
+            "invalid_pixels_per_frame": float(sums.invalid.mean()),
         }
     )
     series = sums.to_frame()
