@@ -18,6 +18,7 @@ Datasets chunked otherwise, or with other filters, are read through h5py
 (HDF5's own filters, with hdf5plugin loaded): slower, but correct.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -187,7 +188,8 @@ class EigerMasterSource(ImageSource):
 
     def _close_descriptors(self):
         for descriptor in self._descriptors.values():
-            os.close(descriptor)
+            with contextlib.suppress(OSError, TypeError):  # TypeError: at exit
+                os.close(descriptor)
         self._descriptors.clear()
 
     def __del__(self):
