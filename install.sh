@@ -15,6 +15,8 @@ cd "$(dirname "$0")"
 extras="${1:-}"
 venv="${DIALS_DIFFUSE_VENV:-.venv}"
 
+# bitshuffle: the HDF5 bitshuffle/LZ4 filter plugin (filter 32008) for Eiger data;
+# Debian's python3-hdf5plugin and hdf5-filter-plugin do not include it.
 debian_packages=(python3-dials python3-dev python3-venv g++
   python3-hdf5plugin bitshuffle python3-pybind11 python3-dask python3-distributed python3-redis)
 if [ "$extras" = "test" ]; then
@@ -64,6 +66,18 @@ import h5py, numpy
 print(f"numpy=={numpy.__version__}")
 print(f"h5py=={h5py.__version__}")
 PY
+
+# Debian's dials.*/dxtbx.* commands run /usr/bin/python3, which does not see
+# this venv, so dxtbx would not find our Format classes (entry points) from
+# them. Give the venv its own copies that run the same scripts with the venv's
+# python: with .venv/bin first on PATH, `dials.import` finds our formats.
+for script in /usr/bin/dials.* /usr/bin/dxtbx.*; do
+  [ -f "$script" ] || continue
+  head -n 1 "$script" | grep -q "^#!/usr/bin/python3" || continue
+  wrapper="$venv/bin/$(basename "$script")"
+  printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$(cd "$venv" && pwd)/bin/python" "$script" > "$wrapper"
+  chmod +x "$wrapper"
+done
 
 target="."
 [ "$extras" = "test" ] && target=".[test]"

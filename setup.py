@@ -19,7 +19,14 @@ PROGRAMS = sorted(
 )
 
 # "ClassName:base1,base2" = module path, as dxtbx's entry points expect.
-FORMAT_CLASSES = []
+FORMAT_CLASSES = [
+    "FormatEigerFilewriter:FormatHDF5 = "
+    "dials_diffuse.format.FormatEigerFilewriter:FormatEigerFilewriter",
+    # A child of dxtbx's broken-on-h5py-3 FormatHDF5Sacla, so it wins for
+    # every file that class claims; also of FormatHDF5 for dxtbx without it.
+    "FormatSACLA:FormatHDF5Sacla,FormatHDF5 = "
+    "dials_diffuse.format.FormatSACLA:FormatSACLA",
+]
 
 kernels = Pybind11Extension(
     "dials_diffuse._kernels",

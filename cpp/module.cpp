@@ -4,9 +4,11 @@
 
 #include "eiger.h"
 #include "histogram.h"
+#include "polar.h"
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "C++17 kernels of dials-diffuse; every kernel releases the GIL.";
   dials_diffuse::bind_histogram(m);
   dials_diffuse::bind_eiger(m);
+  dials_diffuse::bind_polar(m);
 }

@@ -1,6 +1,7 @@
 """Shared test fixtures: the real data beside the checkout, and program runs."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ def in_tmp_path(tmp_path):
         yield tmp_path
     finally:
         os.chdir(previous)
+
+
+# Programs run by tests (dials.import, dials.diffuse.*) come from this venv
+# first: its dials.* wrappers see our dxtbx Format classes.
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+)
 
 
 # Simulated datasets with known truth (dials_diffuse.simulate), made once per

@@ -13,6 +13,7 @@ import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from libtbx import Auto
 from libtbx.phil import parse
 
 from dials_diffuse.util.errors import UserError
@@ -36,8 +37,8 @@ dask {
 
 def resolve_nproc(nproc):
     """Return `nproc`, or the number of usable cores when it is None/Auto."""
-    if isinstance(nproc, int) and nproc > 0:  # libtbx's Auto is truthy: not an int
-        return nproc
+    if nproc and nproc is not Auto:
+        return int(nproc)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

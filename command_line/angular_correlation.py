@@ -1,0 +1,229 @@
+"""dials.diffuse.angular_correlation: difference angular correlations C(q, dphi)."""
+
+import logging
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import dials_diffuse
+from dials_diffuse.algorithms.xfel.correlation import (
+    consecutive_pairs,
+    mean_pair_correlation,
+    pairs_from_json,
+)
+from dials_diffuse.io.plots import plt, save_png
+from dials_diffuse.io.polar_files import open_polar_file
+from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.parallel import parallel_map_from_params
+from dials_diffuse.util.program import Program
+from dials_diffuse.util.progress import progress
+
+logger = logging.getLogger("dials_diffuse.command_line.angular_correlation")
+
+help_message = """
+Difference angular correlations of still-shot pairs, from the polar images
+of dials.diffuse.polar_transform. For each pair the two polar images are
+subtracted (where both are valid), and the difference is correlated with
+itself along phi by FFT, divided by the correlation of the mask itself, so
+that detector gaps and masked regions do not bias the result. Pairs whose
+mean squared difference is an outlier (robust z-score of median and MAD
+above outliers.z_max) are rejected; the rest are averaged into C(q, dphi).
+
+Pairs: pairs=consecutive (neighbouring shots in acquisition order, dark
+shots left out), or a JSON file listing tag pairs, as in the SACLA recipe:
+[["tag_166762240", "tag_166762242"], ...] (integers work too). Pairs naming
+tags not in the polar file are skipped. Shots flagged dark in the polar file
+are never used; skip_dark=N also leaves out the first N shots.
+
+Outputs: correlation.h5 (C(q, dphi), q in Å⁻¹, dphi in degrees, how many
+pairs contribute, and every pair with its tags, score, z and whether it was
+used) and correlation.png.
+
+Examples:
+
+  dials.diffuse.angular_correlation polar.h5
+
+  dials.diffuse.angular_correlation polar.h5 pairs=tag_pairs.json
+
+  dials.diffuse.angular_correlation polar.h5 skip_dark=50 outliers.z_max=5
+"""
+
+phil_scope = """
+pairs = consecutive
+  .type = str
+  .help = "'consecutive' for neighbouring shots, or a JSON file of tag pairs"
+          "[[tag_a, tag_b], ...]."
+skip_dark = 0
+  .type = int(value_min=0)
+  .help = "Leave out the first N shots as dark, besides the shots flagged"
+          "dark (shutter closed) in the polar file."
+outliers {
+  z_max = 3.5
+    .type = float(value_min=0)
+    .help = "Reject pairs whose robust z-score of the mean squared difference"
+            "exceeds this. None: keep every pair."
+}
+min_overlap = 4
+  .type = int(value_min=1)
+  .help = "Fewest valid phi sample pairs for a lag to count in one pair."
+plot {
+  exclude_dphi = 5
+    .type = float(value_min=0)
+    .help = "Leave out lags within this many degrees of 0 and 360 in the plot"
+            "(the self-correlation peak)."
+}
+output {
+  correlation = correlation.h5
+    .type = path
+    .help = "C(q, dphi), axes, pair table (HDF5)."
+  plot = correlation.png
+    .type = path
+    .help = "Image of C(q, dphi) and its mean over q. None: no plot."
+}
+"""
+
+
+def main(params, inputs, run):
+    if len(inputs.nexus) != 1 or len(inputs.experiments) or inputs.reflections:
+        others = [f for f in inputs.files if f not in inputs.nexus]
+        if others:
+            raise UserError(
+                f"{others[0]}: not a polar file from dials.diffuse.polar_transform"
+            )
+        raise UserError("give exactly one polar.h5 from dials.diffuse.polar_transform")
+    polar_path = inputs.nexus[0]
+    polar = open_polar_file(polar_path)
+    try:
+        if params.pairs == "consecutive":
+            dark = polar.dark.copy()
+            pairs = consecutive_pairs(len(polar.tags), dark, params.skip_dark or 0)
+        else:
+            if not Path(params.pairs).is_file():
+                raise UserError(f"{params.pairs}: no such pair file")
+            inputs.protect(params.pairs)
+            pairs = pairs_from_json(params.pairs, polar.tags)
+            excluded = polar.dark.copy()
+            excluded[: params.skip_dark or 0] = True
+            before = len(pairs)
+            pairs = [(a, b) for a, b in pairs if not (excluded[a] or excluded[b])]
+            if len(pairs) < before:
+                logger.info("Left out %d pair(s) with a dark shot", before - len(pairs))
+        if not pairs:
+            raise UserError(f"{polar_path}: no shot pairs to correlate")
+        logger.info("Correlating %d shot pairs of %s", len(pairs), polar_path)
+        with parallel_map_from_params(params) as pmap, run.timer("correlate"):
+            result = mean_pair_correlation(
+                polar,
+                pairs,
+                z_max=params.outliers.z_max,
+                min_overlap=params.min_overlap or 1,
+                pmap=pmap,
+                progress=progress,
+            )
+        q, tags = polar.q, polar.tags
+        n_phi = polar.shape[-1]
+    finally:
+        polar.close()
+    dphi = 360.0 * np.arange(n_phi) / n_phi
+    n_used = int(result.accepted.sum())
+    logger.info(
+        "Used %d pairs, rejected %d as outliers (|z| > %s)",
+        n_used,
+        len(pairs) - n_used,
+        params.outliers.z_max,
+    )
+    run.results.update(
+        pairs=len(pairs),
+        pairs_used=n_used,
+        pairs_rejected=len(pairs) - n_used,
+        n_q=len(q),
+        n_phi=n_phi,
+    )
+    with run.write(params.output.correlation, "angular correlation") as path:
+        write_correlation(path, result, q, dphi, tags, polar_path)
+    if params.output.plot:
+        with run.write(params.output.plot, "correlation plot") as path:
+            plot_correlation(
+                result.correlation, q, dphi, params.plot.exclude_dphi or 0, path
+            )
+
+
+def write_correlation(path, result, q, dphi, tags, source):
+    """correlation.h5: /entry/correlation (NXdata) and /entry/pairs (table)."""
+    with h5py.File(path, "w") as f:
+        f.attrs["creator"] = f"dials-diffuse {dials_diffuse.__version__}"
+        f.attrs["default"] = "entry"
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "correlation"
+        entry["source"] = str(source)
+        group = entry.create_group("correlation")
+        group.attrs["NX_class"] = "NXdata"
+        group.attrs["signal"] = "C"
+        group.attrs["axes"] = np.array(["q", "dphi"], dtype=h5py.string_dtype())
+        group["C"] = result.correlation
+        group["C"].attrs["long_name"] = "mean difference correlation C(q, dphi)"
+        group["pairs_used"] = result.pairs_used
+        group["q"] = q
+        group["q"].attrs["units"] = "1/angstrom"
+        group["dphi"] = dphi
+        group["dphi"].attrs["units"] = "degrees"
+        pairs = entry.create_group("pairs")
+        pairs.attrs["NX_class"] = "NXcollection"
+        pairs["tag_a"] = tags[result.pairs[:, 0]]
+        pairs["tag_b"] = tags[result.pairs[:, 1]]
+        pairs["score"] = result.scores
+        pairs["robust_z"] = result.z
+        pairs["used"] = result.accepted.astype(np.uint8)
+
+
+def plot_correlation(correlation, q, dphi, exclude, path):
+    """C(q, dphi) as an image and its mean over q, lags near 0 left out."""
+    keep = (dphi > exclude) & (dphi < 360 - exclude)
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(8, 7), sharex=True, constrained_layout=True
+    )
+    shown = np.where(keep[None, :], correlation, np.nan)
+    finite = shown[np.isfinite(shown)]
+    vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0, 1)
+    image = top.imshow(
+        shown,
+        aspect="auto",
+        origin="lower",
+        cmap="RdBu_r",
+        extent=(0, 360, q[0], q[-1]),
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+    )
+    top.set_ylabel("q (Å⁻¹)")
+    top.set_title("Difference angular correlation C(q, Δφ)")
+    figure.colorbar(image, ax=top, label="C")
+    defined = np.isfinite(shown)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(defined, shown, 0).sum(axis=0) / defined.sum(axis=0)
+    bottom.plot(dphi, mean, lw=1)
+    bottom.set_xlabel("Δφ (degrees)")
+    bottom.set_ylabel("C averaged over q")
+    bottom.set_xlim(0, 360)
+    save_png(figure, path)
+
+
+program = Program(
+    name="angular_correlation",
+    phil=phil_scope,
+    help=help_message,
+    main=main,
+    parallel_work=True,
+)
+
+
+def run(args=None):
+    """Entry point: run the program, return its exit code."""
+    return program.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""XFEL still shots: ring-fit beam centre, polar resampling, angular correlations."""
