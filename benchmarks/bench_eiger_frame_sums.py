@@ -40,8 +40,8 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.algorithms.frames.sums import sum_frames
+from dials_diffuse.format.dectris_writer import write_dectris_files
 from dials_diffuse.images.eiger import CODEC_BITSHUFFLE_LZ4, EigerMasterSource
-from dials_diffuse.io.dectris import write_data_file, write_master_file
 from dials_diffuse.util.parallel import ParallelMap
 
 SHAPE = (1062, 1028)
@@ -54,24 +54,22 @@ def make_series(directory, n_frames, files=2):
     mask = np.zeros(SHAPE, np.uint32)
     mask[:, 513:515] = 1  # a vertical module gap
     mask[514:551, :] = 1  # a horizontal one
-    data_files = []
-    per_file = -(-n_frames // files)
-    for index in range(files):
-        first = index * per_file
-        count = min(per_file, n_frames - first)
 
-        def frames(count=count):
-            for _ in range(count):
-                frame = rng.poisson(2.0, SHAPE).astype(np.uint16)
-                frame[mask != 0] = 65535
-                yield frame
+    def frames():
+        for _ in range(n_frames):
+            frame = rng.poisson(2.0, SHAPE).astype(np.uint16)
+            frame[mask != 0] = 65535
+            yield frame
 
-        path = Path(directory) / f"bench_data_{index + 1:06d}.h5"
-        write_data_file(path, frames(), first_image=first + 1, compression="bslz4")
-        data_files.append(path)
-    master = Path(directory) / "bench_master.h5"
-    write_master_file(master, data_files, SHAPE, pixel_mask=mask, bit_depth=16)
-    return master
+    return write_dectris_files(
+        directory,
+        "bench",
+        frames(),
+        n_frames=n_frames,
+        shape=SHAPE,
+        frames_per_file=-(-n_frames // files),
+        pixel_mask=mask,
+    )
 
 
 PEAK_MEMORY = """

@@ -416,6 +416,9 @@ def _configure_logging(logfile, verbosity):
         handlers.append(file_handler)
     for name in _LOGGERS:
         named = logging.getLogger(name)
+        # Restored by _remove_logging, so that a program run inside a longer
+        # process (a script, a test session) leaves its loggers as they were.
+        _SAVED_LOGGER_STATE.setdefault(name, (named.level, named.propagate))
         named.setLevel(level)
         named.propagate = False
         for handler in handlers:
@@ -423,11 +426,17 @@ def _configure_logging(logfile, verbosity):
     return handlers
 
 
+_SAVED_LOGGER_STATE = {}
+
+
 def _remove_logging(handlers):
     for name in _LOGGERS:
         named = logging.getLogger(name)
         for handler in handlers:
             named.removeHandler(handler)
+        if name in _SAVED_LOGGER_STATE:
+            level, named.propagate = _SAVED_LOGGER_STATE.pop(name)
+            named.setLevel(level)
     for handler in handlers:
         handler.close()
 

@@ -173,14 +173,14 @@ def test_sums_for_every_codec(tmp_path, compression):
 def test_sums_through_h5py_for_tiled_chunks(tmp_path):
     import h5py
 
-    from dials_diffuse.io.dectris import write_master_file
+    from tests.eiger_files import link_master
 
     frames, _ = drifting_series(n_frames=10, shape=(16, 12))
     path = tmp_path / "tiled_data_000001.h5"
     with h5py.File(path, "w") as handle:
         handle.create_dataset("/entry/data/data", data=frames, chunks=(4, 8, 12))
     master = tmp_path / "tiled_master.h5"
-    write_master_file(master, [path], frames.shape[1:])
+    link_master(master, [path], frames.shape[1:])
     result = sum_frames(EigerMasterSource(master), batch_frames=3)
     assert np.array_equal(result.sums, frames.sum(axis=(1, 2)))
 

@@ -7,9 +7,14 @@ import pytest
 
 from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
 from dials_diffuse.images.source import Chunk
-from dials_diffuse.io.dectris import write_data_file, write_master_file
 from dials_diffuse.util.errors import UserError
-from tests.eiger_files import real_data_files, real_master, write_series
+from tests.eiger_files import (
+    link_master,
+    real_data_files,
+    real_master,
+    write_data_file,
+    write_series,
+)
 
 
 def h5py_frames(paths):
@@ -106,7 +111,7 @@ def test_h5py_fallback_for_other_chunking(tmp_path):
     with h5py.File(path, "w") as handle:
         handle.create_dataset("/entry/data/data", data=frames, chunks=(2, 3, 5))
     master = tmp_path / "tiled_master.h5"
-    write_master_file(master, [path], frames.shape[1:])
+    link_master(master, [path], frames.shape[1:])
     source = EigerMasterSource(master)
     assert source.codecs == ["HDF5 filters (h5py)"]
     assert np.array_equal(read_all(source)[0], frames)
@@ -156,7 +161,7 @@ def test_missing_frames_between_files(tmp_path):
     write_data_file(first, frames, first_image=1)
     write_data_file(second, frames, first_image=5)
     master = tmp_path / "g_master.h5"
-    write_master_file(master, [first, second], (5, 5))
+    link_master(master, [first, second], (5, 5))
     with pytest.raises(UserError, match="images 3 to 4 are missing"):
         EigerMasterSource(master)
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from dials_diffuse import _kernels
-from dials_diffuse.io.dectris import write_data_file
-from tests.eiger_files import REAL_SETS, real_data_files
+from tests.eiger_files import REAL_SETS, real_data_files, write_data_file
 from tests.kernels import eiger_reference as reference
 
 CODECS = {"bslz4": 2, "lz4": 1, "none": 0}
