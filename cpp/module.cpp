@@ -2,6 +2,7 @@
 // Each header provides bind_<family>(module); add one line here per family.
 #include <pybind11/pybind11.h>
 
+#include "eiger.h"
 #include "histogram.h"
 #include "polar.h"
 #include "shoebox.h"
@@ -9,6 +10,7 @@
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "C++17 kernels of dials-diffuse; every kernel releases the GIL.";
   dials_diffuse::bind_histogram(m);
+  dials_diffuse::bind_eiger(m);
   dials_diffuse::bind_polar(m);
   dials_diffuse::bind_shoebox(m);
 }

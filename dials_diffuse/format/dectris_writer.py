@@ -19,6 +19,8 @@ import numpy as np
 COMPRESSION = {
     "bslz4": lambda: hdf5plugin.Bitshuffle(cname="lz4"),
     "lz4": lambda: hdf5plugin.LZ4(),
+    "gzip": lambda: {"compression": "gzip", "compression_opts": 4},
+    "none": lambda: {},
 }
 
 
@@ -84,7 +86,7 @@ def write_dectris_files(
     shape : (rows, columns)
     dtype : uint8, uint16 or uint32
     frames_per_file : int
-    compression : "bslz4" or "lz4"
+    compression : "bslz4", "lz4", "gzip" or "none"
     x_pixel_size, y_pixel_size : float, m
     detector_distance : float, m
     beam_center : (x, y) in pixels; default the detector centre

@@ -37,6 +37,10 @@ def atomic_path(path):
     temporary = Path(temporary)
     try:
         yield temporary
+        # mkstemp makes the file private (0600): give it the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

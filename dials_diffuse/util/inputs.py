@@ -37,6 +37,8 @@ class Inputs:
         Files written by dials-diffuse (data.nxs, mask.nxs, tables).
     files : list of Path
         Every input file; outputs are never written over them.
+    claimed : list of Path
+        Files the program opens itself (see `Program(claim_file=)`).
     """
 
     def __init__(self, experiments, reflections, nexus, files):
@@ -44,7 +46,15 @@ class Inputs:
         self.reflections = reflections
         self.nexus = nexus
         self.files = files
+        self.claimed = []
         self._protected = {_identity(path) for path in files}
+
+    def add_claimed(self, paths):
+        """Record files the program opens itself; they are inputs too."""
+        for path in map(Path, paths):
+            self.claimed.append(path)
+            self.files.append(path)
+            self._protected.add(_identity(path))
 
     def protect(self, path):
         """Also refuse to write outputs over `path` (e.g. the log file)."""

@@ -171,10 +171,24 @@ class Program:
         Experiments given must come with readable images; a callable gets
         the positional file names and decides (e.g. not when reflection
         files are given).
+    claim_file : callable, optional
+        ``claim_file(path) -> bool``: positional files it claims are not
+        imported through dxtbx but listed in ``inputs.claimed`` for the
+        program to open itself (e.g. Eiger master files for a fast path).
     """
 
-    def __init__(self, name, phil, help, main, parallel_work=False, reads_images=False):
+    def __init__(
+        self,
+        name,
+        phil,
+        help,
+        main,
+        parallel_work=False,
+        reads_images=False,
+        claim_file=None,
+    ):
         self.name = name
+        self.claim_file = claim_file
         self.full_name = f"dials.diffuse.{name}"
         self.help = help
         self.main = main
@@ -292,12 +306,15 @@ class Program:
             working, params = self._interpret_phil(assignments, phil_files)
             handlers = _configure_logging(params.output.log, verbosity)
             self._log_header(args, working)
+            claimed = [f for f in data_files if self.claim_file and self.claim_file(f)]
+            unclaimed = [f for f in data_files if f not in claimed]
             reads_images = (
-                self.reads_images(data_files)
+                self.reads_images(unclaimed)
                 if callable(self.reads_images)
                 else self.reads_images
             )
-            inputs = load_inputs(data_files, reads_images=reads_images)
+            inputs = load_inputs(unclaimed, reads_images=reads_images)
+            inputs.add_claimed(claimed)
             inputs.protect(params.output.log)
             run = RunContext(self.name, inputs, verbosity)
             self.main(params, inputs, run)
@@ -404,6 +421,9 @@ def _configure_logging(logfile, verbosity):
         handlers.append(file_handler)
     for name in _LOGGERS:
         named = logging.getLogger(name)
+        # Restored by _remove_logging, so that a program run inside a longer
+        # process (a script, a test session) leaves its loggers as they were.
+        _SAVED_LOGGER_STATE.setdefault(name, (named.level, named.propagate))
         named.setLevel(level)
         named.propagate = False
         for handler in handlers:
@@ -411,11 +431,17 @@ def _configure_logging(logfile, verbosity):
     return handlers
 
 
+_SAVED_LOGGER_STATE = {}
+
+
 def _remove_logging(handlers):
     for name in _LOGGERS:
         named = logging.getLogger(name)
         for handler in handlers:
             named.removeHandler(handler)
+        if name in _SAVED_LOGGER_STATE:
+            level, named.propagate = _SAVED_LOGGER_STATE.pop(name)
+            named.setLevel(level)
     for handler in handlers:
         handler.close()
 

@@ -1,0 +1,1 @@
+"""Per-frame intensity statistics of long image series (seed 004)."""
