@@ -167,16 +167,9 @@ def open_source(inputs):
         source = EigerMasterSource(inputs.claimed[0])
         logger.info("Reading %s: %s", inputs.claimed[0], source.describe())
         return source, inputs.claimed[0]
-    if len(inputs.experiments) == 0:
-        raise UserError(
-            "no images given: name an Eiger master file, images or an .expt"
-        )
-    imagesets = inputs.experiments.imagesets()
-    if len(imagesets) > 1:
-        raise UserError(
-            f"the input holds {len(imagesets)} image sets: give one at a time"
-        )
-    imageset = imagesets[0]
+    imageset = inputs.single_imageset(
+        "no images given: name an Eiger master file, images or an .expt"
+    )
     logger.info("Reading %d image(s) through dxtbx", len(imageset))
     return imageset, Path(imageset.get_path(0))
 

@@ -209,16 +209,9 @@ def histogram_reflections(params, inputs):
 
 def histogram_images(params, inputs):
     """The per-panel histogram of the images, and the number of images."""
-    if len(inputs.experiments) == 0:
-        raise UserError(
-            "nothing to histogram: name reflection files, image files or an experiment list"
-        )
-    imagesets = inputs.experiments.imagesets()
-    if len(imagesets) > 1:
-        raise UserError(
-            f"the input holds {len(imagesets)} image sets: give one sweep at a time"
-        )
-    imageset = imagesets[0]
+    imageset = inputs.single_imageset(
+        "nothing to histogram: name reflection files, image files or an experiment list"
+    )
     h = params.histogram
     histogram = histogram_imageset(
         imageset,
