@@ -16,6 +16,8 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from dials_diffuse.util.progress import progress
+
 COMPRESSION = {
     "bslz4": lambda: hdf5plugin.Bitshuffle(cname="lz4"),
     "lz4": lambda: hdf5plugin.LZ4(),
@@ -24,27 +26,56 @@ COMPRESSION = {
 }
 
 
-def _write_data_file(path, frames, first_image, shape, dtype, compression):
-    """Append frames to a new data file; returns the number written."""
-    with h5py.File(path, "w") as f:
-        data = f.create_dataset(
-            "/entry/data/data",
-            shape=(0, *shape),
-            maxshape=(None, *shape),
-            chunks=(1, *shape),
-            dtype=dtype,
-            **COMPRESSION[compression](),
-        )
-        f["/entry"].attrs["NX_class"] = "NXentry"
-        f["/entry/data"].attrs["NX_class"] = "NXdata"
-        n = 0
-        for frame in frames:
-            data.resize(n + 1, axis=0)
-            data[n] = frame
-            n += 1
-        data.attrs["image_nr_low"] = np.int32(first_image)
-        data.attrs["image_nr_high"] = np.int32(first_image + n - 1)
-    return n
+def data_file_name(prefix, number):
+    """``<prefix>_data_NNNNNN.h5`` for data file `number` (1-based)."""
+    return f"{prefix}_data_{number:06d}.h5"
+
+
+def write_data_files(
+    directory,
+    prefix,
+    frames,
+    *,
+    n_frames,
+    shape,
+    dtype=np.uint16,
+    frames_per_file=100,
+    compression="bslz4",
+    desc="Writing frames",
+):
+    """Stream `frames` (2-D arrays) into DECTRIS data files; return their names.
+
+    Each file holds at most `frames_per_file` frames in ``/entry/data/data``,
+    chunked one frame per chunk, with ``image_nr_low``/``image_nr_high``
+    (1-based image numbers, inclusive). Memory holds one frame at a time.
+    """
+    directory = Path(directory)
+    frames = iter(frames)
+    names = []
+    bar = progress(total=n_frames, desc=desc, unit="frame")
+    for number, first in enumerate(range(0, n_frames, frames_per_file), start=1):
+        count = min(frames_per_file, n_frames - first)
+        name = data_file_name(prefix, number)
+        with h5py.File(directory / name, "w") as handle:
+            entry = handle.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            group = entry.create_group("data")
+            group.attrs["NX_class"] = "NXdata"
+            data = group.create_dataset(
+                "data",
+                shape=(count, *shape),
+                chunks=(1, *shape),
+                dtype=dtype,
+                **COMPRESSION[compression](),
+            )
+            data.attrs["image_nr_low"] = np.int32(first + 1)
+            data.attrs["image_nr_high"] = np.int32(first + count)
+            for index in range(count):
+                data[index] = next(frames)
+                bar.update(1)
+        names.append(name)
+    bar.close()
+    return names
 
 
 def write_dectris_files(
@@ -102,18 +133,16 @@ def write_dectris_files(
     Any header value given as None is left out of the master file.
     """
     directory = Path(directory)
-    frames = iter(frames)
-    links = []
-    written = 0
-    while written < n_frames:
-        count = min(frames_per_file, n_frames - written)
-        name = f"{prefix}_data_{len(links) + 1:06d}.h5"
-        batch = (next(frames) for _ in range(count))
-        _write_data_file(
-            directory / name, batch, written + 1, shape, dtype, compression
-        )
-        links.append(name)
-        written += count
+    links = write_data_files(
+        directory,
+        prefix,
+        frames,
+        n_frames=n_frames,
+        shape=shape,
+        dtype=dtype,
+        frames_per_file=frames_per_file,
+        compression=compression,
+    )
 
     master = directory / f"{prefix}_master.h5"
     if beam_center is None:

@@ -31,18 +31,13 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from dials_diffuse.util.progress import progress
+from dials_diffuse.format.dectris_writer import write_data_files
 
 MCSTAS_FROM_IMGCIF = np.diag([-1.0, 1.0, -1.0])
 
 # EIGER pixel_mask bits (DECTRIS): 0 gap, 1 dead, 2 under-responding,
 # 3 over-responding (hot), 4 noisy.
 GAP_BIT = 1
-
-
-def data_file_name(prefix, number):
-    """``<prefix>_data_00000N.h5`` (N 1-based)."""
-    return f"{prefix}_data_{number:06d}.h5"
 
 
 def _string(group, name, value, **attrs):
@@ -73,41 +68,6 @@ def _axis(group, name, value, vector, transformation_type, depends_on, units, **
     for key, val in extra.items():
         dataset.attrs[key] = val
     return dataset
-
-
-def write_data_files(directory, prefix, frames, n_frames, shape, dtype, per_file, desc):
-    """Write `frames` (an iterator of 2-D arrays) into data files.
-
-    Returns the data file names, in order. Each file holds at most
-    `per_file` frames, in ``/entry/data/data`` with ``image_nr_low`` and
-    ``image_nr_high`` (1-based image numbers, inclusive).
-    """
-    directory = Path(directory)
-    names = []
-    frames = iter(frames)
-    compression = hdf5plugin.Bitshuffle(nelems=0, cname="lz4")
-    bar = progress(total=n_frames, desc=desc, unit="frame")
-    for number, first in enumerate(range(0, n_frames, per_file), start=1):
-        count = min(per_file, n_frames - first)
-        name = data_file_name(prefix, number)
-        with h5py.File(directory / name, "w") as handle:
-            entry = _group(handle, "entry", "NXentry")
-            data_group = _group(entry, "data", "NXdata")
-            dataset = data_group.create_dataset(
-                "data",
-                shape=(count, *shape),
-                dtype=dtype,
-                chunks=(1, *shape),
-                **compression,
-            )
-            dataset.attrs["image_nr_low"] = np.int32(first + 1)
-            dataset.attrs["image_nr_high"] = np.int32(first + count)
-            for index in range(count):
-                dataset[index] = next(frames)
-                bar.update(1)
-        names.append(name)
-    bar.close()
-    return names
 
 
 def write_master(
@@ -345,7 +305,14 @@ def write_eiger_dataset(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data_files = write_data_files(
-        directory, prefix, frames, n_frames, shape, dtype, per_file, desc
+        directory,
+        prefix,
+        frames,
+        n_frames=n_frames,
+        shape=shape,
+        dtype=dtype,
+        frames_per_file=per_file,
+        desc=desc,
     )
     master = directory / f"{prefix}_master.h5"
     write_master(master, data_files, n_frames, shape, dtype, per_file, **master_kwargs)
