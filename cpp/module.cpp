@@ -2,9 +2,11 @@
 // Each header provides bind_<family>(module); add one line here per family.
 #include <pybind11/pybind11.h>
 
+#include "diffuse.h"
 #include "histogram.h"
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "C++17 kernels of dials-diffuse; every kernel releases the GIL.";
   dials_diffuse::bind_histogram(m);
+  dials_diffuse::bind_diffuse(m);
 }

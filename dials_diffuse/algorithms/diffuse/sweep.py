@@ -1,0 +1,245 @@
+"""A rotation sweep ready for per-pixel work: experiment, images and geometry.
+
+Every diffuse step works on one experiment (crystal, scan, single-panel
+detector) and its images, from the `.expt`'s own image files or from a
+data.nxs copy. `Sweep` bundles them with the per-pixel s1 and the per-frame
+matrices the kernels need, and runs a function over chunks of frames in
+parallel.
+
+Frame conventions: frames are numbered 0.. within the image source; the
+frame with 1-based image number n spans array indices [n - 1, n], and its
+geometry (rotation angle, crystal orientation) is taken at the frame centre,
+array index n - 0.5 (DIALS's convention; mdx2 also uses frame centres).
+"""
+
+import functools
+
+import numpy as np
+
+from dials_diffuse import geometry
+from dials_diffuse.images.imageset_source import ImagesetSource
+from dials_diffuse.images.nexus_data import NexusDataSource
+from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.progress import progress
+
+# s1 per detector/beam geometry, so that Dask workers compute it once per process.
+_S1_CACHE = {}
+
+
+def _pixel_s1_cached(experiment):
+    key = (
+        str(experiment.detector[0].to_dict()),
+        tuple(experiment.beam.get_s0()),
+    )
+    if key not in _S1_CACHE:
+        _S1_CACHE.clear()
+        _S1_CACHE[key] = geometry.pixel_s1(experiment.detector[0], experiment.beam)
+    return _S1_CACHE[key]
+
+
+class Sweep:
+    """One experiment's rotation sweep: images plus the geometry of every pixel.
+
+    Parameters
+    ----------
+    experiment : dxtbx Experiment
+        With crystal, scan, goniometer and a single-panel detector.
+    source : ImageSource
+        Its images (frames in scan order).
+    """
+
+    def __init__(self, experiment, source):
+        self.experiment = experiment
+        self.source = source
+        self._s1 = None
+
+    def __getstate__(self):
+        return {"experiment": self.experiment, "source": self.source}
+
+    def __setstate__(self, state):
+        self.__init__(state["experiment"], state["source"])
+
+    @property
+    def shape(self):
+        """(frames, rows, columns) of the image source."""
+        return (self.source.n_frames, *self.source.panel_shapes[0])
+
+    @property
+    def s1(self):
+        """s1 (rows, columns, 3) of every pixel centre, inverse Angstrom."""
+        if self._s1 is None:
+            self._s1 = _pixel_s1_cached(self.experiment)
+        return self._s1
+
+    @property
+    def s0(self):
+        """The beam's s0 (3,), inverse Angstrom."""
+        return np.asarray(self.experiment.beam.get_s0(), dtype=np.float64)
+
+    def frame_centres(self, frames):
+        """Array index z of the centre of each frame (0-based within the source)."""
+        return self.source.image_numbers[frames] - 0.5
+
+    def phi(self, frames):
+        """Rotation angle (degrees) at the centre of each frame."""
+        return geometry.rotation_angle_deg(
+            self.experiment.scan, self.frame_centres(frames)
+        )
+
+    def matrices(self, frames):
+        """hkl = M . (s1 - s0) matrices (n, 3, 3), C-contiguous, per frame."""
+        return np.ascontiguousarray(
+            geometry.hkl_matrices(self.experiment, self.frame_centres(frames))
+        )
+
+    def frame_range(self, image_range=None):
+        """0-based half-open frame range of the source for a 1-based image_range."""
+        numbers = self.source.image_numbers
+        if image_range is None:
+            return 0, len(numbers)
+        first, last = image_range
+        if first > last or first < numbers[0] or last > numbers[-1]:
+            raise UserError(
+                f"image_range={first},{last} is outside the images "
+                f"{numbers[0]}-{numbers[-1]} of the data"
+            )
+        return int(np.searchsorted(numbers, first)), int(
+            np.searchsorted(numbers, last) + 1
+        )
+
+    def chunks(self, frames_per_chunk, frame_range=None):
+        """Chunks of whole frames (all rows and columns) of panel 0."""
+        return list(
+            self.source.chunks(frames=frames_per_chunk, frame_range=frame_range)
+        )
+
+    def map_chunks(self, pmap, function, chunks, desc):
+        """Yield `function(self, chunk)` for each chunk, in order, in parallel."""
+        work = functools.partial(_call_on_chunk, function, self)
+        yield from progress(
+            pmap(work, chunks), total=len(chunks), desc=desc, unit="chunk"
+        )
+
+
+def _call_on_chunk(function, sweep, chunk):
+    return function(sweep, chunk)
+
+
+def check_exposure_times(sweep, frames):
+    """Exposure times (s) of `frames`; a UserError names images with zero or unknown ones."""
+    seconds = np.asarray(sweep.source.exposure_times, dtype=np.float64)[frames]
+    bad = ~(seconds > 0)
+    if np.any(bad):
+        images = sweep.source.image_numbers[frames][bad]
+        listed = ", ".join(str(n) for n in images[:10])
+        more = f" and {images.size - 10} more" if images.size > 10 else ""
+        raise UserError(
+            f"image(s) {listed}{more} have a zero or unknown exposure time: "
+            "count rates would divide by zero"
+        )
+    return seconds
+
+
+def _readable_imageset(inputs, experiment):
+    """The experiment's imageset with its Format class (images checked readable).
+
+    Programs load experiment files without opening the images (data.nxs may
+    replace them); without data.nxs the file is loaded again with its images.
+    """
+    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
+
+    imageset = experiment.imageset
+    if imageset is None:
+        raise UserError("the experiment has no images: give data.nxs or the images")
+    from dxtbx.format.Format import Format
+
+    if imageset.get_format_class() is not Format:
+        return imageset
+    for path in inputs.files:
+        if path.suffix.lower() in EXPERIMENT_SUFFIXES:
+            return load_experiments(path, check_format=True)[0].imageset
+    return imageset
+
+
+def load_sweep(inputs, data_file=None):
+    """The Sweep of a program's inputs: one experiment, images from data.nxs or the .expt.
+
+    Parameters
+    ----------
+    inputs : dials_diffuse.util.inputs.Inputs
+    data_file : Path, optional
+        A data.nxs to read the images from; default the experiment's images.
+    """
+    experiments = inputs.experiments
+    if len(experiments) == 0:
+        raise UserError("no experiment given: name a refined .expt file")
+    if len(experiments) > 1:
+        raise UserError(
+            f"the input holds {len(experiments)} experiments: give one sweep "
+            "(dials.split_experiments makes one file per experiment)"
+        )
+    experiment = experiments[0]
+    for model in ("crystal", "scan", "goniometer", "detector", "beam"):
+        if getattr(experiment, model) is None:
+            raise UserError(
+                f"the experiment has no {model} model: give a refined rotation sweep"
+            )
+    if len(experiment.detector) != 1:
+        raise UserError(
+            f"the detector has {len(experiment.detector)} panels: only "
+            "single-panel detectors are supported (as mdx2)"
+        )
+    if data_file is not None:
+        source = NexusDataSource(data_file)
+        expected = tuple(reversed(experiment.detector[0].get_image_size()))
+        if tuple(source.panel_shapes[0]) != expected:
+            raise UserError(
+                f"{data_file}: images are {source.panel_shapes[0]} pixels, "
+                f"the experiment's detector {expected}"
+            )
+        first, last = experiment.scan.get_image_range()
+        numbers = source.image_numbers
+        if numbers[0] < first or numbers[-1] > last:
+            raise UserError(
+                f"{data_file}: images {numbers[0]}-{numbers[-1]} are outside the "
+                f"experiment's scan {first}-{last}"
+            )
+    else:
+        source = ImagesetSource(_readable_imageset(inputs, experiment))
+    return Sweep(experiment, source)
+
+
+def nexus_input(inputs, group):
+    """The input file among our .nxs files that holds /entry/<group>, or None.
+
+    More than one such file is a UserError.
+    """
+    import h5py
+
+    found = []
+    for path in inputs.nexus:
+        with h5py.File(path, "r") as handle:
+            if f"entry/{group}" in handle:
+                found.append(path)
+    if len(found) > 1:
+        raise UserError(f"two files hold /entry/{group}: {found[0]} and {found[1]}")
+    return found[0] if found else None
+
+
+# PHIL shared by every program of the diffuse chain.
+sweep_phil = """
+image_range = None
+  .type = ints(size=2, value_min=1)
+  .help = "First and last image to process, 1-based and inclusive (the seed's"
+          "dials.slice_sequence step). Default: all images of the data."
+frames_per_chunk = 10
+  .type = int(value_min=1)
+  .help = "Frames per chunk of work: memory grows with it (about 30 bytes per"
+          "pixel-frame), parallel work is spread over chunks."
+"""
+
+
+def load_sweep_for_program(params, inputs):
+    """The Sweep and frame range a diffuse program works on (images from data.nxs if given)."""
+    sweep = load_sweep(inputs, nexus_input(inputs, "image_series"))
+    return sweep, sweep.frame_range(params.image_range)
