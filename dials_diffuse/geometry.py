@@ -16,40 +16,54 @@ def _as_array(flex_or_tuple, shape):
     return np.asarray(flex_or_tuple, dtype=np.float64).reshape(shape)
 
 
-def pixel_lab_coordinates(panel):
-    """Lab coordinates (mm) of every pixel centre of a panel.
+def lab_coordinates(panel, x, y):
+    """Lab coordinates (mm) of pixel positions (x, y) in DIALS pixel coordinates.
 
     Parameters
     ----------
     panel : dxtbx Panel
+    x, y : ndarray
+        Fast and slow pixel coordinates (pixel centres at index + 0.5).
 
     Returns
     -------
-    ndarray, shape (rows, columns, 3), float64
+    ndarray, shape x.shape + (3,), float64
         Through the panel's own `pixel_to_millimeter` (parallax included when
         the panel's strategy applies it) and `get_lab_coord`.
     """
     from dials.array_family import flex
 
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    pixel = flex.vec2_double(flex.double(x.ravel()), flex.double(y.ravel()))
+    lab = panel.get_lab_coord(panel.pixel_to_millimeter(pixel))
+    return lab.as_numpy_array().reshape(x.shape + (3,))
+
+
+def pixel_lab_coordinates(panel):
+    """Lab coordinates (mm) of every pixel centre, shape (rows, columns, 3)."""
     n_columns, n_rows = panel.get_image_size()
-    column, row = np.meshgrid(
+    x, y = np.meshgrid(
         np.arange(n_columns, dtype=np.float64) + 0.5,
         np.arange(n_rows, dtype=np.float64) + 0.5,
     )
-    pixel = flex.vec2_double(flex.double(column.ravel()), flex.double(row.ravel()))
-    lab = panel.get_lab_coord(panel.pixel_to_millimeter(pixel))
-    return lab.as_numpy_array().reshape(n_rows, n_columns, 3)
+    return lab_coordinates(panel, x, y)
 
 
-def pixel_s1(panel, beam):
+def pixel_s1(panel, beam, lab=None):
     """Diffracted wave vector s1 of every pixel centre, in inverse Angstrom.
+
+    Parameters
+    ----------
+    lab : ndarray (..., 3), optional
+        Lab coordinates (mm) to use instead of every pixel centre.
 
     Returns
     -------
-    ndarray, shape (rows, columns, 3), float64
-        s1 along the ray from the sample to the pixel centre, |s1| = 1/wavelength.
+    ndarray, shape (rows, columns, 3) (or lab's), float64
+        s1 along the ray from the sample to the pixel, |s1| = 1/wavelength.
     """
-    lab = pixel_lab_coordinates(panel)
+    lab = pixel_lab_coordinates(panel) if lab is None else lab
     distance = np.linalg.norm(lab, axis=-1, keepdims=True)
     return lab / (distance * beam.get_wavelength())
 
@@ -83,33 +97,34 @@ def polarization_factor(s1, beam):
     return fraction * (1.0 - cos1**2) + (1.0 - fraction) * (1.0 - cos2**2)
 
 
-def _obliquity(panel):
+def _obliquity(panel, lab=None):
     """(lab coordinates mm, distance mm, cosine of the incidence angle) per pixel."""
-    lab = pixel_lab_coordinates(panel)
+    lab = pixel_lab_coordinates(panel) if lab is None else lab
     distance = np.linalg.norm(lab, axis=-1)
     normal = np.asarray(panel.get_normal(), dtype=np.float64)
     cos_incidence = np.abs(lab @ normal) / distance
     return lab, distance, cos_incidence
 
 
-def solid_angle(panel, beam):
+def solid_angle(panel, beam, lab=None):
     """Solid angle (steradian) of every pixel seen from the sample.
 
-    pixel area x cos(incidence) / distance^2 (mm / mm^2), as mdx2.
-    `beam` is unused but kept for a uniform signature of the corrections.
+    pixel area x cos(incidence) / distance^2 (mm / mm^2), as mdx2. `lab`
+    (..., 3, mm) evaluates at other positions than the pixel centres; `beam`
+    is unused but kept for a uniform signature of the corrections.
     """
-    _, distance, cos_incidence = _obliquity(panel)
+    _, distance, cos_incidence = _obliquity(panel, lab)
     width, height = panel.get_pixel_size()
     return width * height * cos_incidence / distance**2
 
 
-def detector_efficiency(panel, beam):
+def detector_efficiency(panel, beam, lab=None):
     """Fraction of photons absorbed in the sensor: 1 - exp(-mu t / cos(incidence)).
 
     mu (1/mm) and thickness t (mm) from the panel model; a panel without a
     sensor description (mu or t zero) has efficiency 1.
     """
-    _, _, cos_incidence = _obliquity(panel)
+    _, _, cos_incidence = _obliquity(panel, lab)
     mu = panel.get_mu()
     thickness = panel.get_thickness()
     if mu <= 0 or thickness <= 0:
@@ -134,30 +149,30 @@ def air_attenuation_coefficient(wavelength):
     )
 
 
-def air_attenuation(panel, beam):
+def air_attenuation(panel, beam, lab=None):
     """Transmission through the air from sample to each pixel: exp(-mu_air d)."""
-    _, distance, _ = _obliquity(panel)
+    _, distance, _ = _obliquity(panel, lab)
     return np.exp(-air_attenuation_coefficient(beam.get_wavelength()) * distance)
 
 
-def inverse_lorentz(panel, beam, goniometer):
+def inverse_lorentz(panel, beam, goniometer, lab=None):
     """|(unit_s0 x u) . m2| per pixel: the inverse Lorentz factor of rotation data."""
-    lab = pixel_lab_coordinates(panel)
+    lab = pixel_lab_coordinates(panel) if lab is None else lab
     u = lab / np.linalg.norm(lab, axis=-1, keepdims=True)
     unit_s0 = np.asarray(beam.get_unit_s0(), dtype=np.float64)
     axis = np.asarray(goniometer.get_rotation_axis(), dtype=np.float64)
     return np.abs(np.cross(unit_s0, u) @ axis)
 
 
-def d3s_volume(panel, beam, goniometer, scan):
+def d3s_volume(panel, beam, goniometer, scan, lab=None):
     """Reciprocal-space volume (inverse Angstrom cubed) a pixel sweeps in one frame.
 
     inverse Lorentz x solid angle x frame width (radians) / wavelength^3.
     """
     width_rad = np.radians(scan.get_oscillation()[1])
     return (
-        inverse_lorentz(panel, beam, goniometer)
-        * solid_angle(panel, beam)
+        inverse_lorentz(panel, beam, goniometer, lab)
+        * solid_angle(panel, beam, lab)
         * width_rad
         / beam.get_wavelength() ** 3
     )

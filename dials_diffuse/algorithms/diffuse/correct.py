@@ -5,8 +5,7 @@ mdx2's definitions (with DIALS's pixel-centre convention):
 - count rate = counts / seconds, error = sqrt(counts) / seconds (counts/s);
 - intensity = count rate / (solid angle x air attenuation x detector
   efficiency x polarization), each factor switchable, evaluated at the
-  voxel's mean pixel position (bilinear interpolation of the per-pixel
-  factors, exact at pixel centres);
+  voxel's mean pixel position;
 - rs_volume = pixels x d3s / V*: the reciprocal-space volume swept, in units
   of the reciprocal cell volume V* (d3s = inverse Lorentz x solid angle x
   frame width / wavelength^3 at the mean pixel position);
@@ -24,13 +23,14 @@ from dials_diffuse.util.errors import UserError
 
 
 def correction_factors(experiment, iy, ix, which):
-    """Correction factors at mean pixel positions.
+    """Correction factors at mean pixel positions (exact, not interpolated).
 
     Parameters
     ----------
     experiment : dxtbx Experiment
     iy, ix : ndarray
-        0-based pixel indices (fractional); pixel centres at index + 0.5.
+        0-based pixel indices (fractional means); the position used is
+        index + 0.5 in DIALS pixel coordinates (the pixel centre).
     which : iterable of str
         Any of "solid_angle", "attenuation", "efficiency", "polarization",
         "d3s".
@@ -39,25 +39,22 @@ def correction_factors(experiment, iy, ix, which):
     -------
     dict of name -> ndarray
     """
-    from scipy.ndimage import map_coordinates
-
     panel, beam = experiment.detector[0], experiment.beam
+    lab = geometry.lab_coordinates(
+        panel, np.asarray(ix, np.float64) + 0.5, np.asarray(iy, np.float64) + 0.5
+    )
     makers = {
-        "solid_angle": lambda: geometry.solid_angle(panel, beam),
-        "attenuation": lambda: geometry.air_attenuation(panel, beam),
-        "efficiency": lambda: geometry.detector_efficiency(panel, beam),
+        "solid_angle": lambda: geometry.solid_angle(panel, beam, lab),
+        "attenuation": lambda: geometry.air_attenuation(panel, beam, lab),
+        "efficiency": lambda: geometry.detector_efficiency(panel, beam, lab),
         "polarization": lambda: geometry.polarization_factor(
-            geometry.pixel_s1(panel, beam), beam
+            geometry.pixel_s1(panel, beam, lab), beam
         ),
         "d3s": lambda: geometry.d3s_volume(
-            panel, beam, experiment.goniometer, experiment.scan
+            panel, beam, experiment.goniometer, experiment.scan, lab
         ),
     }
-    coordinates = np.stack([np.asarray(iy, np.float64), np.asarray(ix, np.float64)])
-    return {
-        name: map_coordinates(makers[name](), coordinates, order=1, mode="nearest")
-        for name in which
-    }
+    return {name: makers[name]() for name in which}
 
 
 def map_to_asu(hkl, subdivide, space_group):

@@ -52,15 +52,11 @@ def allowed_lattice_points(crystal, s_max):
     cell = crystal.get_unit_cell().parameters()[:3]
     limits = [int(np.ceil(length * s_max)) + 1 for length in cell]
     axes = [np.arange(-n, n + 1) for n in limits]
-    h, k, l = np.meshgrid(*axes, indexing="ij")
-    indices = flex.miller_index(
-        flex.int(h.ravel().astype(np.int32)),
-        flex.int(k.ravel().astype(np.int32)),
-        flex.int(l.ravel().astype(np.int32)),
-    )
+    grid = np.meshgrid(*axes, indexing="ij")
+    indices = flex.miller_index(*(flex.int(g.ravel().astype(np.int32)) for g in grid))
     space_group = crystal.get_space_group()
     absent = space_group.is_sys_absent(indices).as_numpy_array()
-    allowed = (~absent).reshape(h.shape).astype(np.uint8)
+    allowed = (~absent).reshape(grid[0].shape).astype(np.uint8)
     origin = np.array([-n for n in limits], dtype=np.int64)
     return np.ascontiguousarray(allowed), origin
 
