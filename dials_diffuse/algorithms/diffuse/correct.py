@@ -57,6 +57,22 @@ def correction_factors(experiment, iy, ix, which):
     return {name: makers[name]() for name in which}
 
 
+def laue_rotations(space_group):
+    """Rotation matrices (n, 3, 3) of the space group's Laue group, in `op` order.
+
+    An index h (row vector) maps to h . R; the order is cctbx's for the tidy
+    Laue group (``crystal.symmetry(space_group=laue).space_group().all_ops()``).
+    """
+    from cctbx import crystal
+
+    laue = crystal.symmetry(
+        space_group=space_group.build_derived_laue_group()
+    ).space_group()
+    return np.array(
+        [np.reshape(operator.r().as_double(), (3, 3)) for operator in laue.all_ops()]
+    )
+
+
 def map_to_asu(hkl, subdivide, space_group):
     """Map fractional (h, k, l) on the voxel grid to the Laue group's ASU.
 
@@ -71,8 +87,8 @@ def map_to_asu(hkl, subdivide, space_group):
     -------
     asu : ndarray (n, 3) float
     op : ndarray (n,) int32
-        Index of the Laue-group operator r (acting as h' = h . r) that maps
-        each voxel into the ASU.
+        Index into `laue_rotations(space_group)` of the rotation R with
+        asu = hkl . R (the first one, when several do).
     """
     from cctbx import crystal, miller
     from cctbx.array_family import flex
@@ -81,8 +97,7 @@ def map_to_asu(hkl, subdivide, space_group):
     integer = np.rint(np.asarray(hkl, dtype=np.float64) * scale).astype(np.int64)
     if np.any(np.abs(integer) > 2**31 - 1):
         raise UserError("Miller indices too large to map to the asymmetric unit")
-    laue = space_group.build_derived_laue_group()
-    symmetry = crystal.symmetry(space_group=laue)
+    symmetry = crystal.symmetry(space_group=space_group.build_derived_laue_group())
     indices = flex.miller_index(
         flex.int(integer[:, 0].astype(np.int32)),
         flex.int(integer[:, 1].astype(np.int32)),
@@ -97,8 +112,7 @@ def map_to_asu(hkl, subdivide, space_group):
         .astype(np.int64)
     )
     op = np.full(len(integer), -1, dtype=np.int32)
-    for number, operator in enumerate(laue.all_ops()):
-        rotation = np.asarray(operator.r().as_double(), dtype=np.float64).reshape(3, 3)
+    for number, rotation in enumerate(laue_rotations(space_group)):
         mapped = np.rint(integer @ rotation).astype(np.int64)
         hit = (op < 0) & np.all(mapped == asu, axis=1)
         op[hit] = number

@@ -1,0 +1,174 @@
+"""Peak model, merging of partial voxels, ASU mapping and corrections: known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dials_diffuse.algorithms.diffuse.correct import laue_rotations, map_to_asu
+from dials_diffuse.algorithms.diffuse.integrate import merge_partials
+from dials_diffuse.algorithms.diffuse.peaks import PeakModel, fit_peak_model
+from dials_diffuse.util.errors import UserError
+
+
+def test_peak_model_recovers_gaussian_and_rejects_outliers():
+    rng = np.random.default_rng(5)
+    centre = np.array([0.002, -0.004, 0.01])
+    covariance = np.array(
+        [[4e-4, 1e-4, 0.0], [1e-4, 9e-4, -2e-4], [0.0, -2e-4, 2.5e-3]]
+    )
+    inliers = rng.multivariate_normal(centre, covariance, size=20000)
+    outliers = rng.uniform(-0.5, 0.5, size=(200, 3))
+    offsets = np.concatenate([inliers, outliers])
+    model, outlier = fit_peak_model(offsets, sigma_cutoff=4.0)
+    np.testing.assert_allclose(model.centre, centre, atol=1e-3)
+    # 4-sigma clipping truncates a 3-D Gaussian a little (about 1% variance).
+    np.testing.assert_allclose(model.covariance, covariance, atol=6e-5)
+    assert outlier[20000:].mean() > 0.95
+    assert outlier[:20000].mean() < 0.01
+    # Mahalanobis distance of centre + one sigma along h is 1.
+    point = centre + np.array([np.sqrt(model.covariance[0, 0]), 0, 0])
+    conditional = PeakModel(model.centre, np.diag(np.diag(model.covariance)))
+    assert conditional.distance(point[None])[0] == pytest.approx(1.0, rel=0.02)
+
+
+def test_peak_model_needs_enough_points():
+    with pytest.raises(UserError, match="too few"):
+        PeakModel.fit(np.zeros((2, 3)))
+    with pytest.raises(UserError, match="degenerate"):
+        PeakModel.fit(np.zeros((10, 3)))
+
+
+def partial(index, pixels, counts, phi):
+    index = np.asarray(index, dtype=np.int32).reshape(-1, 3)
+    pixels = np.asarray(pixels, dtype=np.int64)
+    return {
+        "index": index,
+        "pixels": pixels,
+        "counts": np.asarray(counts, dtype=float),
+        "seconds": pixels * 0.5,
+        "phi_sum": pixels * np.asarray(phi, dtype=float),
+        "iy_sum": pixels * 10.0,
+        "ix_sum": pixels * 20.0,
+    }
+
+
+def test_merge_partials_sums_and_separates_observations():
+    parts = [
+        partial([[1, 2, 3], [0, 0, 1]], [10, 4], [100, 8], [0.2, 0.3]),
+        partial([[1, 2, 3], [-2, 0, 1]], [6, 2], [60, 3], [0.9, 0.5]),
+        # The same voxel 180 degrees later: a second observation, n = 180 / 1.
+        partial([[1, 2, 3]], [5], [7], [180.2]),
+    ]
+    table = merge_partials(parts, (2, 1, 1), max_spread=1.0)
+    frame = table.to_frame()
+    assert list(frame.columns) == [
+        "h",
+        "k",
+        "l",
+        "n",
+        "counts",
+        "pixels",
+        "seconds",
+        "phi",
+        "iy",
+        "ix",
+    ]
+    rows = {(r.h, r.k, r.l, r.n): r for r in frame.itertuples(index=False)}
+    first = rows[(0.5, 2.0, 3.0, 0)]
+    assert first.counts == 160 and first.pixels == 16 and first.seconds == 8.0
+    assert first.phi == pytest.approx((10 * 0.2 + 6 * 0.9) / 16)
+    assert first.iy == pytest.approx(10.0) and first.ix == pytest.approx(20.0)
+    assert rows[(0.5, 2.0, 3.0, 180)].counts == 7
+    assert rows[(-1.0, 0.0, 1.0, 0)].counts == 3
+    assert rows[(0.0, 0.0, 1.0, 0)].pixels == 4
+    assert frame["counts"].sum() == 178
+    # Sorted by h, k, l, n.
+    keys = frame[["h", "k", "l", "n"]].to_records(index=False).tolist()
+    assert keys == sorted(keys)
+
+
+def test_merge_partials_matches_pandas_groupby():
+    rng = np.random.default_rng(9)
+    parts = []
+    for _ in range(5):
+        n = 400
+        parts.append(
+            partial(
+                rng.integers(-3, 4, size=(n, 3)),
+                rng.integers(1, 20, size=n),
+                rng.integers(0, 100, size=n),
+                rng.uniform(0, 3, size=n),
+            )
+        )
+    table = merge_partials(parts, (1, 1, 1), max_spread=1.0)
+    # mdx2's procedure in pandas.
+    rows = pd.DataFrame(
+        {
+            "h": np.concatenate([p["index"][:, 0] for p in parts]),
+            "k": np.concatenate([p["index"][:, 1] for p in parts]),
+            "l": np.concatenate([p["index"][:, 2] for p in parts]),
+            "counts": np.concatenate([p["counts"] for p in parts]),
+            "pixels": np.concatenate([p["pixels"] for p in parts]),
+            "phi": np.concatenate([p["phi_sum"] for p in parts]),
+        }
+    )
+    rows["tmp"] = rows.phi / rows.pixels
+    rows["n"] = np.floor(
+        (rows.tmp - rows.groupby(["h", "k", "l"]).tmp.transform("min")) / 1.0
+    ).astype(int)
+    expected = rows.groupby(["h", "k", "l", "n"])[["counts", "pixels"]].sum()
+    got = table.to_frame().set_index(["h", "k", "l", "n"])
+    got.index = got.index.set_levels(
+        [level.astype(int) for level in got.index.levels[:3]] + [got.index.levels[3]]
+    )
+    np.testing.assert_array_equal(
+        got["counts"].to_numpy(), expected["counts"].to_numpy()
+    )
+    np.testing.assert_array_equal(
+        got["pixels"].to_numpy(), expected["pixels"].to_numpy()
+    )
+
+
+def test_merge_partials_rejects_nothing_and_bad_spread():
+    with pytest.raises(UserError, match="no unmasked pixel"):
+        merge_partials([partial(np.zeros((0, 3)), [], [], [])], (1, 1, 1), 1.0)
+    with pytest.raises(UserError, match="max_spread"):
+        merge_partials([partial([[0, 0, 0]], [1], [1], [0])], (1, 1, 1), 0.0)
+
+
+def test_map_to_asu_matches_cctbx_and_ops_map_back():
+    from cctbx import crystal, miller, sgtbx
+    from cctbx.array_family import flex
+
+    rng = np.random.default_rng(4)
+    group = sgtbx.space_group_info("P 43 21 2").group()
+    hkl = rng.integers(-6, 7, size=(500, 3)).astype(float)
+    asu, op = map_to_asu(hkl, (1, 1, 1), group)
+    symmetry = crystal.symmetry(space_group=group.build_derived_laue_group())
+    expected = (
+        miller.set(
+            symmetry,
+            flex.miller_index([tuple(int(v) for v in row) for row in hkl]),
+            anomalous_flag=False,
+        )
+        .map_to_asu()
+        .indices()
+    )
+    np.testing.assert_array_equal(asu, np.array(expected, dtype=float))
+    rotations = laue_rotations(group)
+    assert len(rotations) == 16
+    for row, image, number in zip(hkl, asu, op):
+        np.testing.assert_array_equal(row @ rotations[number], image)
+
+
+def test_map_to_asu_subdivided_grid():
+    from cctbx import sgtbx
+
+    group = sgtbx.space_group_info("P 21 21 21").group()
+    hkl = np.array([[-0.5, 1.5, -2.0], [0.5, -1.0, 0.25]])
+    asu, op = map_to_asu(hkl, (2, 2, 4), group)
+    np.testing.assert_array_equal(asu, [[0.5, 1.5, 2.0], [0.5, 1.0, 0.25]])
+    assert op.dtype == np.int32
+    tetragonal = sgtbx.space_group_info("P 4").group()
+    with pytest.raises(UserError, match="subdivide"):
+        map_to_asu(np.array([[0.5, 1.0, 0.0], [1.0, 0.5, 0.0]]), (2, 1, 1), tetragonal)
