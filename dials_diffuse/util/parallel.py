@@ -13,6 +13,7 @@ import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import libtbx
 from libtbx.phil import parse
 
 from dials_diffuse.util.errors import UserError
@@ -36,7 +37,7 @@ dask {
 
 def resolve_nproc(nproc):
     """Return `nproc`, or the number of usable cores when it is None/Auto."""
-    if nproc:
+    if nproc and nproc is not libtbx.Auto:
         return int(nproc)
     try:
         return len(os.sched_getaffinity(0))
