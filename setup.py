@@ -19,7 +19,10 @@ PROGRAMS = sorted(
 )
 
 # "ClassName:base1,base2" = module path, as dxtbx's entry points expect.
-FORMAT_CLASSES = []
+FORMAT_CLASSES = [
+    "FormatEigerFilewriter:FormatHDF5 = "
+    "dials_diffuse.format.FormatEigerFilewriter:FormatEigerFilewriter",
+]
 
 kernels = Pybind11Extension(
     "dials_diffuse._kernels",

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.sweep import load_sweep, sweep_phil
-from dials_diffuse.images.nexus_data import default_chunks, write_image_series
+from dials_diffuse.io.image_series import default_chunks, write_image_series
 from dials_diffuse.util.program import Program
 
 logger = logging.getLogger("dials_diffuse.command_line.import_data")

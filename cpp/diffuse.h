@@ -3,9 +3,10 @@
 //
 // Geometry comes in as numpy buffers, so the kernels know nothing of dxtbx:
 // s1 of every pixel centre of the chunk (rows x columns x 3, inverse
-// Angstrom), s0 (3), and one matrix per frame M_f (frames x 3 x 3) with
-// hkl = M_f . (s1 - s0), i.e. M_f = (S R(axis, phi_f) F A_f)^-1 evaluated at
-// the frame centre (the dxtbx convention; the Python side builds M_f).
+// Angstrom), s0 of every frame (frames x 3, for scan-varying beams), and one
+// matrix per frame M_f (frames x 3 x 3) with hkl = M_f . (s1 - s0_f), i.e.
+// M_f = (S R(axis, phi_f) F A_f)^-1 evaluated at the frame centre (the dxtbx
+// convention; the Python side builds M_f and s0_f).
 #pragma once
 
 #include <array>
@@ -148,6 +149,7 @@ void bin_pixels(const T *data, const std::uint8_t *valid,
   const std::size_t frame_size = rows * columns;
   for (std::size_t f = 0; f < frames; ++f) {
     const double *M = matrices + 9 * f;
+    const double *s0_f = s0 + 3 * f;
     const double frame_phi = phi[f];
     const double frame_seconds = seconds[f];
     VoxelSums *last = nullptr;
@@ -161,9 +163,9 @@ void bin_pixels(const T *data, const std::uint8_t *valid,
             (exclude != nullptr && exclude[i] != 0)) {
           continue;
         }
-        const double d0 = s1[3 * p] - s0[0];
-        const double d1 = s1[3 * p + 1] - s0[1];
-        const double d2 = s1[3 * p + 2] - s0[2];
+        const double d0 = s1[3 * p] - s0_f[0];
+        const double d1 = s1[3 * p + 1] - s0_f[1];
+        const double d2 = s1[3 * p + 2] - s0_f[2];
         const std::int32_t h =
             voxel_index(M[0] * d0 + M[1] * d1 + M[2] * d2, subdivide[0]);
         const std::int32_t k =
@@ -204,7 +206,7 @@ inline ChunkGeometry check_geometry(const py::array &data, const py::array &s1,
   g.rows = static_cast<std::size_t>(data.shape(1));
   g.columns = static_cast<std::size_t>(data.shape(2));
   g.s1 = double_buffer(s1, "s1", {data.shape(1), data.shape(2), 3});
-  g.s0 = double_buffer(s0, "s0", {3});
+  g.s0 = double_buffer(s0, "s0", {data.shape(0), 3});
   g.matrices = double_buffer(matrices, "matrices", {data.shape(0), 3, 3});
   return g;
 }
@@ -291,7 +293,7 @@ inline py::array_t<std::uint8_t> mask_peak_ellipsoids(
   if (s1.ndim() != 3) throw std::invalid_argument("s1 must be (rows, columns, 3)");
   const py::ssize_t rows = s1.shape(0), columns = s1.shape(1);
   const double *s1_ptr = double_buffer(s1, "s1", {rows, columns, 3});
-  const double *s0_ptr = double_buffer(s0, "s0", {3});
+  const double *s0_all = double_buffer(s0, "s0", {frames, 3});
   const double *centre_ptr = double_buffer(centre, "centre", {3});
   const double *W = double_buffer(whitening, "whitening", {3, 3});
   require_contiguous(allowed, "allowed");
@@ -318,6 +320,7 @@ inline py::array_t<std::uint8_t> mask_peak_ellipsoids(
     const std::size_t frame_size = static_cast<std::size_t>(rows * columns);
     for (py::ssize_t f = 0; f < frames; ++f) {
       const double *M = M_all + 9 * f;
+      const double *s0_ptr = s0_all + 3 * f;
       std::uint8_t *frame_out = out + static_cast<std::size_t>(f) * frame_size;
       for (std::size_t p = 0; p < frame_size; ++p) {
         const double d0 = s1_ptr[3 * p] - s0_ptr[0];
@@ -361,7 +364,7 @@ inline void bind_diffuse(py::module_ &m) {
         py::arg("column0") = 0.0,
         R"doc(Bin every usable pixel of a chunk into reciprocal-space voxels.
 
-Per pixel: hkl = matrices[f] . (s1[r, c] - s0); voxel index
+Per pixel: hkl = matrices[f] . (s1[r, c] - s0[f]); voxel index
 round(hkl * subdivide) (halves round up); the voxel's sums gain the pixel's
 counts, 1 pixel, the frame's seconds, phi, row (row0 + r) and column
 (column0 + c). GIL released.
@@ -370,7 +373,7 @@ Parameters
 ----------
 data : ndarray (frames, rows, columns), any of u1 u2 u4 i1 i2 i4 i8 f4 f8
 s1 : float64 (rows, columns, 3), inverse Angstrom, pixel centres
-s0 : float64 (3,), inverse Angstrom
+s0 : float64 (frames, 3), inverse Angstrom, per frame
 matrices : float64 (frames, 3, 3)
 subdivide : float64 (3,), voxels per reciprocal lattice unit along h, k, l
 phi : float64 (frames,), degrees at the frame centres
@@ -390,7 +393,7 @@ iy_sum, ix_sum float64 (sums over the voxel's pixels).
         py::arg("origin"),
         R"doc(Pixels inside the peak ellipsoid of an allowed lattice point.
 
-Per pixel and frame: hkl = matrices[f] . (s1[r, c] - s0), nearest lattice
+Per pixel and frame: hkl = matrices[f] . (s1[r, c] - s0[f]), nearest lattice
 point round(hkl), offset = hkl - round(hkl) - centre; inside when
 |whitening . offset|^2 < cutoff^2 and allowed[round(hkl) - origin] is
 nonzero. GIL released.

@@ -1,11 +1,19 @@
 """Read frames of a dxtbx imageset as numpy arrays, with the DIALS mask.
 
-Errors while reading (a truncated or corrupt image file) become a
-`UserError` naming the file and frame.
+`read_frame` reads one whole frame; `ImagesetSource` streams any dxtbx
+imageset as an `ImageSource`. Errors while reading (a truncated or corrupt
+image file) become a `UserError` naming the file and frame.
 """
 
-import numpy as np
+import functools
+import threading
 
+import numpy as np
+from dxtbx.model import Panel
+from scitbx.array_family import flex
+
+from dials_diffuse.geometry import rotation_angle_deg
+from dials_diffuse.images.source import ImageSource
 from dials_diffuse.util.errors import UserError
 
 
@@ -17,7 +25,28 @@ def frame_file(imageset, index):
         return "<unknown file>"
 
 
-def read_frame(imageset, index):
+@functools.cache
+def trusted_range_is_inclusive():
+    """Whether the installed dxtbx trusts values equal to the range's ends.
+
+    dxtbx 3.12 treats ``trusted_range`` as exclusive (low < v < high); later
+    versions as inclusive. Asked of dxtbx itself, with a one-pixel panel.
+    """
+    panel = Panel()
+    panel.set_image_size((1, 1))
+    panel.set_trusted_range((0, 10))
+    return bool(panel.get_trusted_range_mask(flex.int(flex.grid(1, 1), 0))[0])
+
+
+def within_trusted_range(panel, values):
+    """numpy bool array: values inside the panel's trusted range, as dxtbx decides."""
+    low, high = panel.get_trusted_range()
+    if trusted_range_is_inclusive():
+        return (values >= low) & (values <= high)
+    return (values > low) & (values < high)
+
+
+def read_frame(imageset, index, static_masks=None):
     """Raw pixel data and validity mask of every panel of one frame.
 
     Parameters
@@ -25,6 +54,11 @@ def read_frame(imageset, index):
     imageset : dxtbx ImageSet or ImageSequence
     index : int
         0-based index within the imageset.
+    static_masks : list of ndarray of bool, optional
+        The imageset's static mask per panel (``ImagesetSource.static_mask``).
+        When given (and the imageset has no dynamic, goniometer-shadow mask),
+        the mask is this and the trusted range, as ``imageset.get_mask`` does,
+        without dxtbx reading the image a second time.
 
     Returns
     -------
@@ -37,15 +71,157 @@ def read_frame(imageset, index):
     """
     try:
         raw = imageset.get_raw_data(index)
-        mask = imageset.get_mask(index)
+        if not isinstance(raw, tuple):
+            raw = (raw,)
+        if static_masks is None or imageset.has_dynamic_mask():
+            mask = [panel.as_numpy_array() for panel in imageset.get_mask(index)]
+        else:
+            detector = imageset.get_detector()
+            mask = [
+                static & within_trusted_range(panel, values.as_numpy_array())
+                for static, panel, values in zip(static_masks, detector, raw)
+            ]
     except Exception as error:
         message = str(error).strip().splitlines()
         reason = message[-1] if message else type(error).__name__
         raise UserError(
             f"{frame_file(imageset, index)}: cannot read image {index + 1} ({reason})"
         ) from error
-    if not isinstance(raw, tuple):
-        raw = (raw,)
     data = [np.ascontiguousarray(panel.as_numpy_array()) for panel in raw]
-    valid = [np.ascontiguousarray(panel.as_numpy_array(), dtype=bool) for panel in mask]
+    valid = [np.ascontiguousarray(panel, dtype=bool) for panel in mask]
     return data, valid
+
+
+def _external_mask(imageset, panel):
+    """The imageset's external (user) mask of one panel, or None."""
+    mask = imageset.external_lookup.mask.data
+    if mask.empty():
+        return None
+    return mask.tile(panel).data().as_numpy_array().astype(bool)
+
+
+def _format_static_mask(imageset, panel):
+    """The format class's static mask (gaps, bad pixels) of one panel, or None."""
+    try:
+        data = imageset.data()
+        if data.has_single_file_reader():
+            path = data.get_master_path()
+        else:
+            path = imageset.get_path(0)
+        instance = imageset.get_format_class().get_instance(path, **imageset.params())
+        masks = instance.get_static_mask()
+    except Exception as error:
+        raise UserError(
+            f"{frame_file(imageset, 0)}: cannot read the detector mask ({error})"
+        ) from error
+    if masks is None:
+        return None
+    return np.asarray(masks[panel].as_numpy_array(), dtype=bool)
+
+
+class ImagesetSource(ImageSource):
+    """Any dxtbx imageset (every format DIALS reads) as an ImageSource.
+
+    Frames are the imageset's images in order; per-frame rotation angles and
+    exposure times come from its scan (NaN for stills). The static mask is
+    the DIALS one without the per-frame trusted-range test: the format's
+    mask (module gaps, bad pixels), the untrusted rectangles of the detector
+    model and any external mask (``dials.import mask=``). ``read`` adds the
+    trusted-range test of each frame (overloads, gap markers), exactly as
+    ``imageset.get_mask(index)``.
+
+    dxtbx reads whole images, so a chunk smaller than a frame costs one
+    frame read; the last frame read is kept so that row/column chunks of one
+    frame read it once. dxtbx reads are serialised (format classes are not
+    all thread-safe); the caller's per-chunk work still runs in parallel.
+    """
+
+    def __init__(self, imageset):
+        self.imageset = imageset
+        self._lock = threading.Lock()
+        self._cached_index = None
+        self._cached = None
+        self._dtype = None
+        self._static = None
+
+    @property
+    def n_frames(self):
+        return len(self.imageset)
+
+    @property
+    def panel_shapes(self):
+        return [
+            tuple(panel.get_image_size()[::-1])
+            for panel in self.imageset.get_detector()
+        ]
+
+    @property
+    def dtype(self):
+        if self._dtype is None:
+            data, _ = self._frame(0)
+            self._dtype = data[0].dtype
+        return self._dtype
+
+    @property
+    def scan(self):
+        """The imageset's scan, or None for stills."""
+        scan = self.imageset.get_scan() if hasattr(self.imageset, "get_scan") else None
+        return scan if scan is not None and scan.get_oscillation()[1] != 0 else None
+
+    @property
+    def image_numbers(self):
+        scan = self.imageset.get_scan() if hasattr(self.imageset, "get_scan") else None
+        if scan is not None:
+            return np.arange(scan.get_image_range()[0], scan.get_image_range()[1] + 1)
+        return np.asarray(self.imageset.indices(), dtype=int) + 1
+
+    @property
+    def exposure_times(self):
+        scan = self.imageset.get_scan() if hasattr(self.imageset, "get_scan") else None
+        if scan is None:
+            return super().exposure_times
+        times = scan.get_exposure_times().as_numpy_array()
+        return (
+            times if len(times) == self.n_frames else np.full(self.n_frames, times[0])
+        )
+
+    @property
+    def angles_deg(self):
+        scan = self.scan
+        if scan is None:
+            return super().angles_deg
+        first = scan.get_array_range()[0]
+        return rotation_angle_deg(scan, first + np.arange(self.n_frames) + 0.5)
+
+    def static_mask(self, panel=0):
+        model = self.imageset.get_detector()[panel]
+        valid = model.get_untrusted_rectangle_mask().as_numpy_array().astype(bool)
+        for extra in (
+            _format_static_mask(self.imageset, panel),
+            _external_mask(self.imageset, panel),
+        ):
+            if extra is not None:
+                valid &= extra
+        return valid
+
+    def _static_masks(self):
+        if self._static is None:
+            n_panels = len(self.imageset.get_detector())
+            self._static = [self.static_mask(panel) for panel in range(n_panels)]
+        return self._static
+
+    def _frame(self, index):
+        with self._lock:
+            if self._cached_index != index:
+                self._cached = read_frame(self.imageset, index, self._static_masks())
+                self._cached_index = index
+            return self._cached
+
+    def read(self, chunk):
+        data = np.empty(chunk.shape, dtype=self.dtype)
+        valid = np.empty(chunk.shape, dtype=bool)
+        for i, index in enumerate(range(chunk.frames.start, chunk.frames.stop)):
+            frame, mask = self._frame(index)
+            data[i] = frame[chunk.panel][chunk.rows, chunk.columns]
+            valid[i] = mask[chunk.panel][chunk.rows, chunk.columns]
+        return data, valid

@@ -1,155 +1,111 @@
-"""Our image-series file data.nxs: write it from any ImageSource, read it back.
+"""Our own image file, ``data.nxs``, as an ImageSource.
 
-Layout (mdx2's `image_series`, with NXdata attributes so NeXpy plots it)::
+``dials.diffuse.import_data`` writes a chunked, compressed NeXus copy of a
+rotation sweep (the mdx2 layout), which NeXpy and h5py open:
 
-    /                       creator = "dials-diffuse <version>", NX_class = NXroot,
-                            default = "entry"
-    /entry                  NXentry, default = "image_series"
-    /entry/image_series     NXdata; signal = "data", axes = ["phi", "iy", "ix"],
-                            phi_indices = 0, iy_indices = 1, ix_indices = 2
-      data                  (frames, rows, columns) int32 (float32 for float
-                            images), chunked, gzip + shuffle; masked pixels -1
-      phi                   (frames,) rotation angle at each frame centre, degrees
-      iy, ix                (rows,), (columns,) 0-based pixel indices (the pixel
-                            centre is at index + 0.5 in DIALS pixel coordinates)
-      exposure_times        (frames,) seconds
-      image_numbers         (frames,) 1-based DIALS image numbers
+::
 
-Single-panel detectors only (as mdx2).
+    /                      creator = "dials-diffuse <version>"
+    /entry                 NX_class = NXentry
+    /entry/image_series    NX_class = NXdata, signal = "data", axes = ["phi", "iy", "ix"]
+        data               (frames, rows, columns) counts; masked pixels are -1
+        phi                (frames,) rotation angle at the centre of each frame, degrees
+        iy                 (rows,) row index
+        ix                 (columns,) column index
+        exposure_times     (frames,) seconds
+        image_numbers      (frames,) 1-based DIALS image numbers (optional;
+                           default 1 .. frames)
+
+Every later step can read this file instead of the original images. The file
+has one panel. Masked pixels are stored as -1 in each frame, so the static
+mask is all valid and ``read`` marks every negative (or NaN) value invalid.
 """
+
+from pathlib import Path
 
 import h5py
 import numpy as np
 
 from dials_diffuse.images.source import ImageSource
-from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import UserError
-from dials_diffuse.util.progress import progress
 
-MASKED = -1
-GROUP = "entry/image_series"
-
-
-def default_chunks(n_frames, shape, frames=10):
-    """Chunk shape (frames, rows, columns) for data.nxs: a few frames of 256 x 256 tiles."""
-    return (min(frames, n_frames), min(256, shape[0]), min(256, shape[1]))
-
-
-def stored_dtype(dtype):
-    """int32 for integer detectors, float32 for float images (both hold -1)."""
-    return np.dtype(np.int32) if np.dtype(dtype).kind in "iub" else np.dtype(np.float32)
-
-
-def write_image_series(
-    path, source, phi, chunks=None, frame_range=None, compression_level=1
-):
-    """Copy an ImageSource (panel 0) into a new data.nxs at `path`.
-
-    Parameters
-    ----------
-    source : ImageSource
-    phi : ndarray
-        Rotation angle (degrees) at the centre of every frame of `source`.
-    chunks : (int, int, int), optional
-        HDF5 chunk shape; default `default_chunks`.
-    frame_range : (int, int), optional
-        0-based half-open range of the source's frames to copy.
-    compression_level : int
-        gzip level 1-9.
-
-    Returns
-    -------
-    dict
-        frames, masked_pixels (per copied pixel-frame count of -1 values).
-    """
-    if len(source.panel_shapes) != 1:
-        raise UserError(
-            f"data.nxs holds single-panel detectors; this one has {len(source.panel_shapes)} panels"
-        )
-    first, stop = frame_range or (0, source.n_frames)
-    n_frames = stop - first
-    rows, columns = source.panel_shapes[0]
-    chunks = tuple(chunks or default_chunks(n_frames, (rows, columns)))
-    chunks = (min(chunks[0], n_frames), min(chunks[1], rows), min(chunks[2], columns))
-    dtype = stored_dtype(source.dtype)
-    masked = 0
-    with open_nexus_for_writing(path) as handle:
-        handle.attrs["default"] = "entry"
-        handle["entry"].attrs["default"] = "image_series"
-        group = handle.create_group(GROUP)
-        group.attrs["NX_class"] = "NXdata"
-        group.attrs["signal"] = "data"
-        group.attrs["axes"] = np.array(["phi", "iy", "ix"], dtype=h5py.string_dtype())
-        for index, axis in enumerate(("phi", "iy", "ix")):
-            group.attrs[f"{axis}_indices"] = index
-        data = group.create_dataset(
-            "data",
-            shape=(n_frames, rows, columns),
-            dtype=dtype,
-            chunks=chunks,
-            compression="gzip",
-            compression_opts=compression_level,
-            shuffle=True,
-            fillvalue=MASKED,
-        )
-        data.attrs["masked_value"] = MASKED
-        group.create_dataset("phi", data=np.asarray(phi, dtype=np.float64)[first:stop])
-        group["phi"].attrs["units"] = "deg"
-        group.create_dataset("iy", data=np.arange(rows, dtype=np.int32))
-        group.create_dataset("ix", data=np.arange(columns, dtype=np.int32))
-        group.create_dataset(
-            "exposure_times", data=np.asarray(source.exposure_times)[first:stop]
-        )
-        group["exposure_times"].attrs["units"] = "s"
-        group.create_dataset(
-            "image_numbers", data=np.asarray(source.image_numbers)[first:stop]
-        )
-        blocks = list(source.chunks(frames=chunks[0], frame_range=(first, stop)))
-        for chunk in progress(blocks, desc="import_data", unit="chunk"):
-            pixels, valid = source.read(chunk)
-            block = np.where(valid, pixels, MASKED).astype(dtype, copy=False)
-            masked += int(valid.size - np.count_nonzero(valid))
-            start = chunk.frames.start - first
-            data[start : start + block.shape[0]] = block
-    return {"frames": n_frames, "masked_pixel_frames": masked}
+#: Where the image series lives in the file.
+IMAGE_SERIES = "/entry/image_series"
 
 
 class NexusDataSource(ImageSource):
-    """Read data.nxs (see the module docstring) chunk by chunk.
+    """Read a ``data.nxs`` (layout in the module docstring) chunk by chunk.
 
-    Pixels equal to -1 are invalid. The file is opened lazily in each
-    process, so the source pickles (for Dask workers).
+    The file is opened lazily in each process (the source pickles by path, so
+    it can be sent to Dask workers) and read through h5py's own locking, so
+    threads may share one source.
+
+    Raises
+    ------
+    UserError
+        Naming the file, when it is not HDF5 or lacks the layout.
     """
 
     def __init__(self, path):
-        self.path = str(path)
-        self._handle = None
-        try:
-            with h5py.File(self.path, "r") as handle:
-                group = handle[GROUP]
-                data = group["data"]
-                self._shape = data.shape
-                self._dtype = data.dtype
-                self._chunks = data.chunks
-                self.phi = group["phi"][()]
-                self._exposure_times = group["exposure_times"][()]
-                self._image_numbers = (
-                    group["image_numbers"][()]
-                    if "image_numbers" in group
-                    else np.arange(1, data.shape[0] + 1)
-                )
-        except (OSError, KeyError) as error:
-            raise UserError(
-                f"{path}: not a dials-diffuse image series (no readable /{GROUP}/data: {error})"
-            ) from error
-        if len(self._shape) != 3:
-            raise UserError(f"{path}: /{GROUP}/data is not (frames, rows, columns)")
+        self.path = Path(path)
+        self._file = None
+        series = self._series()
+        data = series["data"]
+        if data.ndim != 3:
+            raise self._error(f"{IMAGE_SERIES}/data has {data.ndim} dimensions, not 3")
+        self._shape = data.shape
+        self._dtype = data.dtype
+        self._phi = self._axis(series, "phi", self._shape[0])
+        self._exposure_times = self._axis(series, "exposure_times", self._shape[0])
+        self._chunk_shape = data.chunks
+        self._image_numbers = (
+            self._axis(series, "image_numbers", self._shape[0]).astype(int)
+            if "image_numbers" in series
+            else np.arange(1, self._shape[0] + 1)
+        )
+
+    def _error(self, problem):
+        return UserError(f"{self.path}: {problem}")
+
+    def _series(self):
+        if self._file is None:
+            try:
+                self._file = h5py.File(self.path, "r")
+            except FileNotFoundError:
+                raise self._error("no such file") from None
+            except OSError as error:
+                raise self._error(f"not a readable HDF5 file ({error})") from None
+        series = self._file.get(IMAGE_SERIES)
+        if not isinstance(series, h5py.Group) or "data" not in series:
+            raise self._error(f"no {IMAGE_SERIES}/data: not a dials-diffuse data.nxs")
+        return series
+
+    def _axis(self, series, name, length):
+        if name not in series:
+            raise self._error(f"no {IMAGE_SERIES}/{name}")
+        values = np.asarray(series[name][()], dtype=float)
+        if values.shape != (length,):
+            raise self._error(
+                f"{IMAGE_SERIES}/{name} has shape {values.shape}, expected ({length},)"
+            )
+        return values
 
     def __getstate__(self):
-        return {"path": self.path}
+        state = self.__dict__.copy()
+        state["_file"] = None
+        return state
 
-    def __setstate__(self, state):
-        self.__init__(state["path"])
+    def close(self):
+        """Close the file (it reopens on the next read)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     @property
     def n_frames(self):
@@ -165,35 +121,38 @@ class NexusDataSource(ImageSource):
 
     @property
     def chunk_shape(self):
-        """The HDF5 chunk shape of the data (None when contiguous)."""
-        return self._chunks
+        """The HDF5 chunk shape of the data (frames, rows, columns), None if contiguous.
+
+        Reading chunks aligned with it decompresses each HDF5 chunk once.
+        """
+        return self._chunk_shape
 
     @property
     def image_numbers(self):
-        return np.asarray(self._image_numbers)
+        return self._image_numbers.copy()
 
     @property
     def exposure_times(self):
-        return np.asarray(self._exposure_times, dtype=np.float64)
+        return self._exposure_times.copy()
 
-    def _data(self):
-        if self._handle is None:
-            self._handle = h5py.File(self.path, "r")
-        return self._handle[GROUP]["data"]
+    @property
+    def angles_deg(self):
+        return self._phi.copy()
 
     def static_mask(self, panel=0):
-        return self._data()[0] != MASKED
+        self._check_panel(panel)
+        return np.ones(self._shape[1:], dtype=bool)
+
+    def _check_panel(self, panel):
+        if panel != 0:
+            raise ValueError(f"{self.path} has one panel, not panel {panel}")
 
     def read(self, chunk):
+        self._check_panel(chunk.panel)
         try:
-            data = self._data()[chunk.frames, chunk.rows, chunk.columns]
+            data = self._series()["data"][chunk.frames, chunk.rows, chunk.columns]
         except OSError as error:
-            raise UserError(
-                f"{self.path}: cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"
-            ) from error
-        return data, data != MASKED
-
-    def close(self):
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            raise self._error(
+                f"cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"
+            ) from None
+        return data, data >= 0  # -1 (masked) and NaN are invalid

@@ -68,6 +68,11 @@ class ImageSource(abc.ABC):
         """Exposure time of each frame in seconds (ndarray), NaN where unknown."""
         return np.full(self.n_frames, np.nan)
 
+    @property
+    def angles_deg(self):
+        """Rotation angle (degrees) at the centre of each frame (ndarray), NaN for stills."""
+        return np.full(self.n_frames, np.nan)
+
     @abc.abstractmethod
     def static_mask(self, panel=0):
         """Validity mask (rows, columns) of bool valid for every frame: gaps, bad pixels."""

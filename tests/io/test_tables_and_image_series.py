@@ -4,8 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
-from dials_diffuse.images.nexus_data import NexusDataSource, write_image_series
+from dials_diffuse.images.nexus_data import NexusDataSource
 from dials_diffuse.images.source import ImageSource
+from dials_diffuse.io.image_series import write_image_series
 from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
 from dials_diffuse.util.errors import UserError
 
@@ -103,5 +104,5 @@ def test_image_series_round_trip(tmp_path):
 def test_image_series_reader_names_bad_file(tmp_path):
     path = tmp_path / "other.nxs"
     write_tables(path, [Table("peaks", {"a": np.arange(3)})])
-    with pytest.raises(UserError, match="other.nxs: not a dials-diffuse image series"):
+    with pytest.raises(UserError, match="other.nxs: no /entry/image_series/data"):
         NexusDataSource(path)

@@ -51,7 +51,7 @@ class ChunkIntegrator:
         return _kernels.integrate_voxels(
             np.ascontiguousarray(data),
             sweep.s1,
-            sweep.s0,
+            sweep.s0(frames),
             sweep.matrices(frames),
             self.subdivide,
             np.ascontiguousarray(sweep.phi(frames)),

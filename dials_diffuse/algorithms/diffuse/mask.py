@@ -94,7 +94,11 @@ class PeakMasker:
         self.model = model
         self.sigma_cutoff = float(sigma_cutoff)
         self.bragg = bool(bragg)
-        s_max = float(np.max(np.linalg.norm(sweep.s1 - sweep.s0, axis=-1)))
+        s0 = sweep.s0(np.arange(sweep.source.n_frames))
+        s_max = max(
+            float(np.max(np.linalg.norm(sweep.s1 - s0[i], axis=-1)))
+            for i in {0, len(s0) // 2, len(s0) - 1}
+        )
         self.allowed, self.origin = allowed_lattice_points(
             sweep.experiment.crystal, s_max
         )
@@ -104,7 +108,7 @@ class PeakMasker:
             if hot is not None and not self.bragg
             else np.zeros(shape, dtype=bool)
         )
-        self.invalid = ~np.asarray(sweep.source.static_mask(0), dtype=bool) | self.hot
+        self.invalid = ~sweep.detector_mask() | self.hot
         self.peak_image = None
         if peaks is not None and not self.bragg and len(peaks):
             order = np.argsort(peaks["image"], kind="stable")
@@ -116,7 +120,7 @@ class PeakMasker:
         """1 where a pixel lies in an allowed peak ellipsoid, (frames, rows, columns)."""
         return _kernels.mask_peak_ellipsoids(
             sweep.s1,
-            sweep.s0,
+            sweep.s0(frames),
             sweep.matrices(frames),
             np.ascontiguousarray(self.model.centre, dtype=np.float64),
             self.model.whitening,

@@ -17,7 +17,7 @@ import functools
 import numpy as np
 
 from dials_diffuse import geometry
-from dials_diffuse.images.imageset_source import ImagesetSource
+from dials_diffuse.images.imageset import ImagesetSource
 from dials_diffuse.images.nexus_data import NexusDataSource
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
@@ -71,10 +71,22 @@ class Sweep:
             self._s1 = _pixel_s1_cached(self.experiment)
         return self._s1
 
-    @property
-    def s0(self):
-        """The beam's s0 (3,), inverse Angstrom."""
-        return np.asarray(self.experiment.beam.get_s0(), dtype=np.float64)
+    def s0(self, frames):
+        """The beam's s0 (n, 3) at each frame centre, inverse Angstrom."""
+        return np.ascontiguousarray(
+            geometry.beam_s0(self.experiment, self.frame_centres(frames)),
+            dtype=np.float64,
+        )
+
+    def detector_mask(self):
+        """Valid pixels of the first frame (rows, columns): static mask and gaps.
+
+        From a data.nxs the masked pixels (-1) of the first frame; from the
+        images the format's and external masks and the trusted range.
+        """
+        chunk = next(self.source.chunks(frames=1))
+        _, valid = self.source.read(chunk)
+        return np.asarray(self.source.static_mask(0), dtype=bool) & valid[0]
 
     def frame_centres(self, frames):
         """Array index z of the centre of each frame (0-based within the source)."""

@@ -9,7 +9,10 @@ from dials_diffuse import _kernels
 def random_geometry(rng, frames=3, rows=23, columns=31):
     """Random s1 on the Ewald sphere, s0, and per-frame hkl matrices."""
     wavelength = rng.uniform(0.6, 1.5)
-    s0 = np.array([0.0, 0.0, -1.0 / wavelength])
+    # A slightly different s0 per frame (a scan-varying beam).
+    s0 = np.array([0.0, 0.0, -1.0 / wavelength]) + rng.normal(
+        scale=1e-3, size=(frames, 3)
+    )
     direction = rng.normal(size=(rows, columns, 3))
     direction[..., 2] = -np.abs(direction[..., 2]) - 0.5
     s1 = direction / np.linalg.norm(direction, axis=-1, keepdims=True) / wavelength
@@ -20,7 +23,7 @@ def random_geometry(rng, frames=3, rows=23, columns=31):
 
 def reference_hkl(s1, s0, matrices):
     """hkl (frames, rows, columns, 3) by numpy."""
-    return np.einsum("fij,rcj->frci", matrices, s1 - s0)
+    return np.einsum("fij,frcj->frci", matrices, s1[None] - s0[:, None, None])
 
 
 def reference_integrate(data, valid, exclude, hkl, subdivide, phi, seconds):
@@ -113,6 +116,8 @@ def test_integrate_voxels_rejects_bad_input():
         _kernels.integrate_voxels(data, s1[:, :-1].copy(), s0, matrices, *args)
     with pytest.raises(ValueError, match="matrices"):
         _kernels.integrate_voxels(data, s1, s0, matrices[:1].copy(), *args)
+    with pytest.raises(ValueError, match="s0"):
+        _kernels.integrate_voxels(data, s1, s0[0].copy(), matrices, *args)
     with pytest.raises(ValueError, match="float64"):
         _kernels.integrate_voxels(data, s1.astype(np.float32), s0, matrices, *args)
     with pytest.raises(ValueError, match="contiguous"):

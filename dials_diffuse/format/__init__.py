@@ -1,0 +1,1 @@
+"""dxtbx Format classes, registered through the ``dxtbx.format`` entry points (setup.py)."""
