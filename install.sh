@@ -16,7 +16,7 @@ extras="${1:-}"
 venv="${DIALS_DIFFUSE_VENV:-.venv}"
 
 debian_packages=(python3-dials python3-dev python3-venv g++
-  python3-hdf5plugin python3-pybind11 python3-dask python3-distributed python3-redis)
+  python3-hdf5plugin bitshuffle python3-pybind11 python3-dask python3-distributed python3-redis)
 if [ "$extras" = "test" ]; then
   debian_packages+=(redis-server)
 fi

@@ -1,0 +1,182 @@
+"""dials.diffuse.simulate: synthetic datasets with known ground truth."""
+
+import logging
+import sys
+
+from dials_diffuse.simulate import (
+    simulate_eiger_series,
+    simulate_rotation,
+    simulate_sacla,
+    simulate_transmission_series,
+)
+from dials_diffuse.simulate.transmission_series import DetectorResponse
+from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.program import Program
+
+logger = logging.getLogger("dials_diffuse.command_line.simulate")
+
+help_message = """
+Write a realistic synthetic dataset, in the file formats real detectors
+write, with a truth file beside it that says exactly what went in: for the
+demo, for tests, and for checking any processing against known answers.
+Datasets are deterministic for a given seed=.
+
+kind=rotation (default): an Eiger NXmx rotation sweep (master + bitshuffle/LZ4
+  data files) that dials.import reads: a P 21 21 21 crystal with
+  Wilson-distributed Bragg intensities, an analytic diffuse signal (halos
+  around lattice points and a liquid ring), background, polarization, solid
+  angle, efficiency and air corrections, Poisson noise, hot pixels and a
+  module gap. truth.h5 (models, Bragg intensities, the diffuse model on a
+  voxel grid, hot pixels, corrections, expected frame sums) and truth.expt.
+kind=transmission_series: sweeps of one crystal at several transmissions
+  (sweep_1/ ... sweep_N/), recorded by a detector with a notch in its
+  pixel values and pile-up at saturation.
+kind=sacla: a SACLA DataConvert run (run_N.h5): dark shots, then shots with a
+  powder ring around an off-centre beam and n-fold symmetric speckle, and
+  mask.npy (1 = valid).
+kind=eiger_series: a long DECTRIS-style Eiger series of small frames with a
+  known mean, coefficient of variation and linear drift, gap and saturated
+  pixels.
+
+size=test makes data in seconds (the tests use it); size=demo makes the
+larger sets the demo uses (a 512 x 512 px, 90-frame sweep for rotation).
+
+Examples:
+
+  dials.diffuse.simulate kind=rotation
+
+  dials.diffuse.simulate kind=rotation size=demo seed=3 output.directory=demo
+
+  dials.diffuse.simulate kind=transmission_series \\
+      transmission_series.transmissions=0.1,0.3,1 transmission_series.notch=500,520
+
+  dials.diffuse.simulate kind=eiger_series frames=10000 eiger_series.cv=0.05
+
+  dials.diffuse.simulate kind=sacla sacla.symmetry_order=4 output.json=sacla.json
+"""
+
+phil_scope = """
+kind = *rotation transmission_series sacla eiger_series
+  .type = choice
+  .help = "What to simulate (see the help text)."
+size = *test demo
+  .type = choice
+  .help = "test: small, made in seconds; demo: the larger sets for the demo."
+seed = 0
+  .type = int(value_min=0)
+  .help = "Random seed: the same seed gives identical files."
+frames = None
+  .type = int(value_min=1)
+  .help = "Number of frames (rotation: per sweep; sacla: shots). Default: the"
+          "size preset's."
+transmission_series {
+  transmissions = 0.064 0.127 0.253 0.503 1.0
+    .type = floats(value_min=0)
+    .help = "Beam transmission of each sweep (fractions, 0 < T <= 1)."
+  notch = 200 212
+    .type = ints(size=2, value_min=1)
+    .help = "True counts in [first, second) are recorded as the second value"
+            "(a gain-switch notch in the pixel histogram)."
+  saturation = 4000
+    .type = int(value_min=2)
+    .help = "Counts above this are recorded as this value (pile-up)."
+}
+eiger_series {
+  cv = 0.02
+    .type = float(value_min=0)
+    .help = "Coefficient of variation of the beam intensity from frame to"
+            "frame (a fraction, 0.02 = 2%)."
+  drift = None
+    .type = float
+    .help = "Linear drift of the intensity, as a fraction per frame. Default:"
+            "the size preset's (-2e-4 for test, -2e-5 for demo)."
+}
+sacla {
+  symmetry_order = 6
+    .type = int(value_min=1)
+    .help = "The speckle's n-fold rotational symmetry."
+  dark_shots = None
+    .type = int(value_min=0)
+    .help = "Number of dark shots at the start of the run. Default: the size"
+            "preset's (4 for test, 20 for demo)."
+}
+output {
+  directory = None
+    .type = path
+    .help = "Directory to create for the dataset (must not exist, or be"
+            "empty). Default: simulated_<kind>."
+}
+"""
+
+
+def main(params, inputs, run):
+    if inputs.files:
+        raise UserError(
+            f"{inputs.files[0]}: dials.diffuse.simulate takes no input files"
+        )
+    directory = params.output.directory or f"simulated_{params.kind}"
+    frames = {"frames": params.frames} if params.frames else {}
+    logger.info(
+        "Simulating %s (size=%s, seed=%d) into %s",
+        params.kind,
+        params.size,
+        params.seed,
+        directory,
+    )
+    with run.timer("simulate"):
+        if params.kind == "rotation":
+            paths = simulate_rotation(directory, params.size, params.seed, **frames)
+        elif params.kind == "transmission_series":
+            t = params.transmission_series
+            paths = simulate_transmission_series(
+                directory,
+                params.size,
+                params.seed,
+                transmissions=t.transmissions,
+                response=DetectorResponse(t.notch[0], t.notch[1], t.saturation),
+                **frames,
+            )
+        elif params.kind == "eiger_series":
+            e = params.eiger_series
+            extra = {"cv": e.cv, **frames}
+            if e.drift is not None:
+                extra["drift_per_frame"] = e.drift
+            paths = simulate_eiger_series(directory, params.size, params.seed, **extra)
+        else:
+            s = params.sacla
+            extra = {"symmetry_order": s.symmetry_order}
+            if params.frames:
+                extra["shots"] = params.frames
+            if s.dark_shots is not None:
+                extra["dark_shots"] = s.dark_shots
+            paths = simulate_sacla(directory, params.size, params.seed, **extra)
+    for what, path in _flatten(paths):
+        run.outputs[what] = str(path)
+        logger.info("Wrote %s: %s", what, path)
+    run.results.update({"kind": params.kind, "size": params.size, "seed": params.seed})
+
+
+def _flatten(paths, prefix=""):
+    """(name, path) pairs of a nested result of the simulate_* functions."""
+    for key, value in paths.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, list):
+            for index, item in enumerate(value, start=1):
+                if isinstance(item, dict):
+                    yield from _flatten(item, f"{name.rstrip('s')} {index} ")
+                else:
+                    yield f"{name} {index}", item
+        elif key != "transmission":
+            yield name, value
+
+
+program = Program(name="simulate", phil=phil_scope, help=help_message, main=main)
+
+
+def run(args=None):
+    """Entry point: run the program, return its exit code."""
+    return program.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,357 @@
+"""Write Eiger HDF5 files: a master file and data files, as real detectors do.
+
+Two flavours share one writer:
+
+- ``nxmx=True``: an NXmx master file (``/entry/definition = "NXmx"``) with the
+  full geometry (beam, detector with its transformations and one
+  ``NXdetector_module``, sample goniometer ``omega`` axis, ``pixel_mask``,
+  ``count_time``/``frame_time``, ``saturation_value``), which DIALS's own
+  ``FormatNXmx`` reads. ``/entry/data/data`` is a virtual dataset over all
+  data files (the ``signal``), beside the DECTRIS-style links.
+- ``nxmx=False``: a DECTRIS "nearly NeXus" master as written by the EIGER
+  file writer (no ``definition``; ``detectorSpecific`` metadata).
+
+In both, the frames live in data files ``<prefix>_data_00000N.h5`` (dataset
+``/entry/data/data``, attributes ``image_nr_low``/``image_nr_high``, 1-based,
+inclusive), compressed with bitshuffle/LZ4 (HDF5 filter 32008), chunked one
+frame per chunk, and the master links them as ``/entry/data/data_00000N``
+(HDF5 external links). Frames are written as they come (a generator), so
+memory does not grow with the number of frames.
+
+Geometry: NeXus uses McStas coordinates; dxtbx converts with
+``diag(-1, 1, -1)``. A detector with fast +x, slow -y (dxtbx) has McStas
+``fast_pixel_direction = (-1, 0, 0)`` and ``slow_pixel_direction = (0, -1, 0)``;
+the beam centre at (bx, by) px puts the dxtbx origin at
+``(-bx p, by p, -D)``, McStas ``(bx p, by p, D)``.
+"""
+
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from dials_diffuse.util.progress import progress
+
+MCSTAS_FROM_IMGCIF = np.diag([-1.0, 1.0, -1.0])
+
+# EIGER pixel_mask bits (DECTRIS): 0 gap, 1 dead, 2 under-responding,
+# 3 over-responding (hot), 4 noisy.
+GAP_BIT = 1
+
+
+def data_file_name(prefix, number):
+    """``<prefix>_data_00000N.h5`` (N 1-based)."""
+    return f"{prefix}_data_{number:06d}.h5"
+
+
+def _string(group, name, value, **attrs):
+    dataset = group.create_dataset(name, data=np.bytes_(value))
+    for key, val in attrs.items():
+        dataset.attrs[key] = val
+    return dataset
+
+
+def _value(group, name, value, units=None, dtype=None):
+    dataset = group.create_dataset(name, data=np.asarray(value, dtype=dtype))
+    if units:
+        dataset.attrs["units"] = np.bytes_(units)
+    return dataset
+
+
+def _group(parent, name, nx_class):
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = np.bytes_(nx_class)
+    return group
+
+
+def _axis(group, name, value, vector, transformation_type, depends_on, units, **extra):
+    dataset = _value(group, name, value, units=units, dtype="f8")
+    dataset.attrs["vector"] = np.asarray(vector, dtype="f8")
+    dataset.attrs["transformation_type"] = np.bytes_(transformation_type)
+    dataset.attrs["depends_on"] = np.bytes_(depends_on)
+    for key, val in extra.items():
+        dataset.attrs[key] = val
+    return dataset
+
+
+def write_data_files(directory, prefix, frames, n_frames, shape, dtype, per_file, desc):
+    """Write `frames` (an iterator of 2-D arrays) into data files.
+
+    Returns the data file names, in order. Each file holds at most
+    `per_file` frames, in ``/entry/data/data`` with ``image_nr_low`` and
+    ``image_nr_high`` (1-based image numbers, inclusive).
+    """
+    directory = Path(directory)
+    names = []
+    frames = iter(frames)
+    compression = hdf5plugin.Bitshuffle(nelems=0, cname="lz4")
+    bar = progress(total=n_frames, desc=desc, unit="frame")
+    for number, first in enumerate(range(0, n_frames, per_file), start=1):
+        count = min(per_file, n_frames - first)
+        name = data_file_name(prefix, number)
+        with h5py.File(directory / name, "w") as handle:
+            entry = _group(handle, "entry", "NXentry")
+            data_group = _group(entry, "data", "NXdata")
+            dataset = data_group.create_dataset(
+                "data",
+                shape=(count, *shape),
+                dtype=dtype,
+                chunks=(1, *shape),
+                **compression,
+            )
+            dataset.attrs["image_nr_low"] = np.int32(first + 1)
+            dataset.attrs["image_nr_high"] = np.int32(first + count)
+            for index in range(count):
+                dataset[index] = next(frames)
+                bar.update(1)
+        names.append(name)
+    bar.close()
+    return names
+
+
+def write_master(
+    path,
+    data_files,
+    n_frames,
+    shape,
+    dtype,
+    per_file,
+    *,
+    beam,
+    detector,
+    pixel_mask,
+    exposure_s,
+    scan=None,
+    goniometer=None,
+    nxmx=True,
+    transmission=None,
+    extra_detector_specific=None,
+):
+    """Write the master file that describes the data files.
+
+    Parameters
+    ----------
+    path : Path
+        Master file name (``<prefix>_master.h5``).
+    data_files : list of str
+        Data file names, relative to the master's directory.
+    n_frames, shape, dtype, per_file
+        Total frames, frame shape (ny, nx), pixel dtype, frames per file.
+    beam, detector : dxtbx models
+        Single-panel detector; beam along -z.
+    pixel_mask : ndarray of uint32, (ny, nx)
+        EIGER pixel mask (0 = good; bit 0 = gap).
+    exposure_s : float
+        Count time and frame time (s).
+    scan, goniometer : dxtbx models or None
+        A rotation scan about the goniometer axis (omega), or None for a
+        still series (omega fixed at 0).
+    nxmx : bool
+        NXmx master (``definition``, full geometry) or DECTRIS nearly-NeXus.
+    transmission : float or None
+        Beam transmission (fraction, 0..1) in ``attenuator_transmission``.
+    extra_detector_specific : dict or None
+        More ``detectorSpecific`` scalars, e.g. a count-rate cutoff.
+    """
+    panel = detector[0]
+    ny, nx = shape
+    pixel_mm = panel.get_pixel_size()[0]
+    beam_x, beam_y = panel.get_beam_centre_px(beam.get_s0())
+    distance_mm = panel.get_distance()
+    wavelength = beam.get_wavelength()
+    with h5py.File(path, "w") as handle:
+        entry = _group(handle, "entry", "NXentry")
+        if nxmx:
+            _string(entry, "definition", "NXmx")
+        _string(entry, "start_time", "2026-01-01T00:00:00Z")
+
+        data_group = _group(entry, "data", "NXdata")
+        for number, name in enumerate(data_files, start=1):
+            data_group[f"data_{number:06d}"] = h5py.ExternalLink(
+                name, "/entry/data/data"
+            )
+        if nxmx:
+            layout = h5py.VirtualLayout(shape=(n_frames, ny, nx), dtype=dtype)
+            for number, name in enumerate(data_files):
+                first = number * per_file
+                count = min(per_file, n_frames - first)
+                source = h5py.VirtualSource(
+                    name, "/entry/data/data", shape=(count, ny, nx), dtype=dtype
+                )
+                layout[first : first + count] = source
+            data_group.create_virtual_dataset("data", layout, fillvalue=0)
+            data_group.attrs["signal"] = np.bytes_("data")
+
+        instrument = _group(entry, "instrument", "NXinstrument")
+        _string(
+            instrument, "name", "dials-diffuse simulated beamline", short_name="SIM"
+        )
+        beam_group = _group(instrument, "beam", "NXbeam")
+        _value(beam_group, "incident_wavelength", wavelength, "angstrom")
+        if transmission is not None:
+            attenuator = _group(instrument, "attenuator", "NXattenuator")
+            _value(attenuator, "attenuator_transmission", transmission)
+
+        det = _group(instrument, "detector", "NXdetector")
+        _string(det, "description", "Dectris EIGER2 Si 500K (simulated)")
+        _string(det, "detector_number", "E-SIM-0001")
+        _string(det, "sensor_material", "Silicon")
+        _value(det, "sensor_thickness", panel.get_thickness() / 1000.0, "m")
+        _value(det, "x_pixel_size", pixel_mm / 1000.0, "m")
+        _value(det, "y_pixel_size", pixel_mm / 1000.0, "m")
+        _value(det, "beam_center_x", beam_x, "pixel")
+        _value(det, "beam_center_y", beam_y, "pixel")
+        _value(det, "detector_distance", distance_mm / 1000.0, "m")
+        _value(det, "count_time", exposure_s, "s")
+        _value(det, "frame_time", exposure_s, "s")
+        _value(det, "bit_depth_image", np.dtype(dtype).itemsize * 8, dtype="i4")
+        _value(det, "bit_depth_readout", np.dtype(dtype).itemsize * 8, dtype="i4")
+        _value(det, "pixel_mask_applied", 1, dtype="i4")
+        det.create_dataset(
+            "pixel_mask", data=pixel_mask.astype(np.uint32), **hdf5plugin.LZ4()
+        )
+        cutoff = int(panel.get_trusted_range()[1])
+        specific = _group(det, "detectorSpecific", "NXcollection")
+        _value(specific, "nimages", n_frames, dtype="i8")
+        _value(specific, "ntrigger", 1, dtype="i8")
+        _value(specific, "x_pixels_in_detector", nx, dtype="i4")
+        _value(specific, "y_pixels_in_detector", ny, dtype="i4")
+        _value(specific, "countrate_correction_count_cutoff", cutoff, dtype="i4")
+        specific["pixel_mask"] = h5py.SoftLink("/entry/instrument/detector/pixel_mask")
+        for key, value in (extra_detector_specific or {}).items():
+            _value(specific, key, value)
+
+        if scan is not None:
+            start, width = scan.get_oscillation()
+            omega = start + width * np.arange(n_frames)
+            increment = np.full(n_frames, width)
+        else:
+            omega = np.zeros(n_frames)
+            increment = np.zeros(n_frames)
+        sample = _group(entry, "sample", "NXsample")
+        _string(sample, "name", "simulated sample")
+        gonio = _group(sample, "goniometer", "NXcollection")
+        _value(gonio, "omega_range_average", float(increment[0]), "deg")
+        _value(gonio, "omega_increment", float(increment[0]), "deg")
+
+        if nxmx:
+            _value(det, "saturation_value", cutoff, dtype="i4")
+            _nxmx_detector_geometry(det, panel, shape, distance_mm, pixel_mm)
+            axis = (
+                (1.0, 0.0, 0.0)
+                if goniometer is None
+                else goniometer.get_rotation_axis()
+            )
+            _nxmx_sample_geometry(sample, omega, increment, axis)
+        else:
+            _dectris_detector_geometry(det, panel)
+            _value(gonio, "omega", omega, "deg")
+
+
+def _nxmx_detector_geometry(det, panel, shape, distance_mm, pixel_mm):
+    """NXmx transformations and the one NXdetector_module of a flat panel."""
+    transformations = _group(det, "transformations", "NXtransformations")
+    _axis(
+        transformations,
+        "translation",
+        distance_mm,
+        (0.0, 0.0, 1.0),
+        "translation",
+        ".",
+        "mm",
+    )
+    _string(det, "depends_on", "/entry/instrument/detector/transformations/translation")
+    module = _group(det, "module", "NXdetector_module")
+    _value(module, "data_origin", [0, 0], dtype="i4")
+    _value(module, "data_size", list(shape), dtype="i4")
+    offset_mcstas = MCSTAS_FROM_IMGCIF @ np.array(panel.get_origin())
+    offset_mcstas[2] = 0.0  # the distance is the detector translation
+    offset_length = float(np.linalg.norm(offset_mcstas))
+    _axis(
+        module,
+        "module_offset",
+        offset_length,
+        offset_mcstas / offset_length,
+        "translation",
+        "/entry/instrument/detector/transformations/translation",
+        "mm",
+    )
+    for name, axis in (
+        ("fast_pixel_direction", panel.get_fast_axis()),
+        ("slow_pixel_direction", panel.get_slow_axis()),
+    ):
+        _axis(
+            module,
+            name,
+            pixel_mm,
+            MCSTAS_FROM_IMGCIF @ np.array(axis),
+            "translation",
+            "/entry/instrument/detector/module/module_offset",
+            "mm",
+            offset=np.zeros(3),
+        )
+
+
+def _nxmx_sample_geometry(sample, omega, increment, axis):
+    """The NXmx goniometer: one omega rotation axis the sample depends on."""
+    _string(sample, "depends_on", "/entry/sample/transformations/omega")
+    transformations = _group(sample, "transformations", "NXtransformations")
+    _axis(
+        transformations,
+        "omega",
+        omega,
+        MCSTAS_FROM_IMGCIF @ np.array(axis),
+        "rotation",
+        ".",
+        "deg",
+    )
+    _value(transformations, "omega_increment_set", increment, "deg")
+    _value(transformations, "omega_end", omega + increment, "deg")
+    gonio = sample["goniometer"]
+    gonio["omega"] = h5py.SoftLink("/entry/sample/transformations/omega")
+    gonio["omega_end"] = h5py.SoftLink("/entry/sample/transformations/omega_end")
+
+
+def _dectris_detector_geometry(det, panel):
+    """DECTRIS ``geometry/orientation`` and ``geometry/translation`` (m).
+
+    As the EIGER file writer records them and dxtbx's
+    ``FormatHDF5EigerNearlyNexus`` reads them (it flips z of both).
+    """
+    geometry = _group(det, "geometry", "NXgeometry")
+    fast = MCSTAS_FROM_IMGCIF @ np.array(panel.get_fast_axis())
+    slow = MCSTAS_FROM_IMGCIF @ np.array(panel.get_slow_axis())
+    flip_z = np.array([1.0, 1.0, -1.0])
+    orientation = _group(geometry, "orientation", "NXorientation")
+    _value(orientation, "value", np.concatenate([fast * flip_z, slow * flip_z]))
+    translation = _group(geometry, "translation", "NXtranslation")
+    origin_m = MCSTAS_FROM_IMGCIF @ np.array(panel.get_origin()) / 1000.0
+    _value(translation, "distances", origin_m * flip_z, "m")
+
+
+def write_eiger_dataset(
+    directory,
+    prefix,
+    frames,
+    n_frames,
+    shape,
+    *,
+    dtype=np.uint16,
+    per_file=100,
+    desc="writing frames",
+    **master_kwargs,
+):
+    """Write data files from `frames` and their master; return the master path.
+
+    `master_kwargs` go to `write_master` (beam, detector, pixel_mask,
+    exposure_s, scan, goniometer, nxmx, transmission, ...).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data_files = write_data_files(
+        directory, prefix, frames, n_frames, shape, dtype, per_file, desc
+    )
+    master = directory / f"{prefix}_master.h5"
+    write_master(master, data_files, n_frames, shape, dtype, per_file, **master_kwargs)
+    return master

@@ -1,0 +1,40 @@
+"""Write a simulated dataset into a directory as a whole, or not at all."""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from dials_diffuse.util.errors import UserError
+
+
+@contextlib.contextmanager
+def dataset_directory(directory):
+    """Yield a temporary directory that becomes `directory` on success.
+
+    The dataset is built beside `directory` and renamed into place at the
+    end, so a crash or Ctrl-C never leaves half a dataset under the final
+    name. `directory` may not exist yet, or be empty; a non-empty directory
+    is refused (nothing is overwritten).
+    """
+    final = Path(directory)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise UserError(
+            f"{final}: already exists and is not an empty directory "
+            "(choose another output.directory)"
+        )
+    parent = final.parent if str(final.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{final}: parent directory {parent} does not exist")
+    temporary = Path(
+        tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent)
+    )
+    try:
+        yield temporary
+        if final.exists():
+            final.rmdir()
+        os.replace(temporary, final)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise

@@ -1,0 +1,77 @@
+"""The transmission series: notch and pile-up in the pixel histogram, scaling with T."""
+
+import h5py
+import numpy as np
+import pytest
+
+from dials_diffuse.simulate.transmission_series import DetectorResponse
+
+
+@pytest.fixture(scope="module")
+def series(simulated_transmission_series):
+    with h5py.File(simulated_transmission_series["truth"], "r") as handle:
+        truth = dict(handle.attrs)
+    sweeps = []
+    for sweep in simulated_transmission_series["sweeps"]:
+        with h5py.File(sweep["master"], "r") as handle:
+            images = handle["/entry/data/data"][()]
+        with h5py.File(sweep["truth"], "r") as handle:
+            sweeps.append(
+                {
+                    "images": images,
+                    "gap": handle["mask/gap"][()],
+                    "hot": handle["hot_pixels/position"][()],
+                    "expected_total": handle["frames/expected_total"][()],
+                    "expected_hot": handle["frames/expected_hot"][()],
+                    "transmission": handle.attrs["transmission"],
+                }
+            )
+    return truth, sweeps
+
+
+def test_truth_lists_the_series(series):
+    truth, sweeps = series
+    assert list(truth["transmissions"]) == [0.064, 0.127, 0.253, 0.503, 1.0]
+    assert [s["transmission"] for s in sweeps] == list(truth["transmissions"])
+    assert (truth["notch_low"], truth["notch_high"], truth["saturation"]) == (
+        200,
+        212,
+        4000,
+    )
+
+
+def test_notch_and_pile_up_in_the_pixel_histogram(series):
+    truth, sweeps = series
+    values = np.concatenate([s["images"][:, ~s["gap"]].ravel() for s in sweeps])
+    histogram = np.bincount(values, minlength=truth["saturation"] + 1)
+    low, high, saturation = truth["notch_low"], truth["notch_high"], truth["saturation"]
+    assert histogram[low:high].sum() == 0  # the notch is empty
+    assert histogram[high] > 5 * histogram[high + 1]  # its counts piled up above it
+    assert histogram[low - 5 : low].sum() > 0  # values on both sides exist
+    assert histogram[saturation] > 0 and values.max() == saturation
+    assert histogram[saturation] > 10 * histogram[saturation - 20 : saturation].mean()
+
+
+def test_frame_sums_scale_with_transmission(series):
+    _, sweeps = series
+    scattered = []
+    for sweep in sweeps:
+        valid = ~sweep["gap"]
+        valid[sweep["hot"][:, 0], sweep["hot"][:, 1]] = False
+        sums = sweep["images"][:, valid].astype(float).sum(axis=1)
+        scattered.append(sums.sum())
+        # Hot pixels saturate; the rest differs from the model only by the
+        # notch and pile-up of a few pixels.
+        expected = sweep["expected_total"] - sweep["expected_hot"]
+        assert sums == pytest.approx(expected, rel=0.05)
+    ratio = np.array(scattered) / scattered[-1]
+    transmissions = np.array([s["transmission"] for s in sweeps])
+    assert ratio == pytest.approx(transmissions, rel=0.05)
+
+
+def test_response_function():
+    response = DetectorResponse(notch_low=10, notch_high=13, saturation=20)
+    counts = np.arange(25)
+    recorded = response(counts)
+    assert list(recorded[9:15]) == [9, 13, 13, 13, 13, 14]
+    assert list(recorded[19:]) == [19, 20, 20, 20, 20, 20]
