@@ -26,7 +26,7 @@ offset from the nearest reciprocal-lattice point lies inside the peak
 model's ellipsoid at sigma_cutoff standard deviations (for every lattice
 point the space group allows: all systematic absences are left unmasked),
 plus the peak pixels find_peaks found (in their frames), plus hot pixels
-(above the threshold in at least hot_pixels.min_fraction of the frames,
+(peak-model outliers in at least hot_pixels.min_fraction of the frames,
 masked in every frame), plus the detector mask (gaps, bad pixels).
 
 A larger sigma_cutoff masks more: 3 is safe for Bragg tails; 1-2 keeps more
@@ -63,8 +63,9 @@ bragg = False
 hot_pixels {
   min_fraction = 0.5
     .type = float(value_min=0, value_max=1)
-    .help = "A pixel above count_threshold in at least this fraction of the"
-            "frames (and at least 2) is hot and masked in every frame."
+    .help = "A pixel that is a peak-model outlier (above count_threshold far"
+            "from any lattice point) in at least this fraction of the frames"
+            "(and at least 2) is hot and masked in every frame."
 }
 output {
   mask = mask.nxs

@@ -6,7 +6,7 @@ A pixel of a frame is masked (excluded from the diffuse signal) when
   group (every systematic absence, from cctbx, not only centring) lies inside
   the peak model's ellipsoid at `sigma_cutoff` (Mahalanobis distance), or
 - it was a peak pixel (above the count threshold) in that frame (as mdx2),
-  or a hot pixel (above the threshold in at least a fraction of the frames,
+  or a hot pixel (a peak-model outlier in at least a fraction of the frames,
   masked in every frame), or
 - the detector mask excludes it (gaps, bad pixels).
 
@@ -62,14 +62,30 @@ def allowed_lattice_points(crystal, s_max):
 
 
 def hot_pixels(peaks, shape, n_frames, min_fraction):
-    """Pixels above the threshold in at least `min_fraction` of `n_frames` (and 2 frames).
+    """Pixels that are peak-model outliers in at least `min_fraction` of the frames.
+
+    A hot pixel is above the threshold in frame after frame while the
+    lattice rotates past it, so its Miller-index offsets are mostly outliers
+    of the peak model; a Bragg peak that stays on a pixel for many frames
+    (near the rotation axis) is not. At least 2 frames are required.
+
+    Parameters
+    ----------
+    peaks : Table
+        Peak pixels with columns iy, ix and outlier (from find_peaks).
+    shape : (int, int)
+        Panel (rows, columns).
+    n_frames : int
+        Frames searched for peaks.
+    min_fraction : float
 
     Returns
     -------
     ndarray bool (rows, columns)
     """
+    outlier = np.asarray(peaks["outlier"], dtype=bool)
     times = np.zeros(shape, dtype=np.int64)
-    np.add.at(times, (peaks["iy"], peaks["ix"]), 1)
+    np.add.at(times, (peaks["iy"][outlier], peaks["ix"][outlier]), 1)
     return times >= max(2, int(np.ceil(min_fraction * n_frames)))
 
 

@@ -156,21 +156,17 @@ def _readable_imageset(inputs, experiment):
     """The experiment's imageset with its Format class (images checked readable).
 
     Programs load experiment files without opening the images (data.nxs may
-    replace them); without data.nxs the file is loaded again with its images.
+    replace them); without data.nxs the experiment file is loaded again with
+    its images. Experiments imported from image files are already readable.
     """
     from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
 
-    imageset = experiment.imageset
-    if imageset is None:
+    if experiment.imageset is None:
         raise UserError("the experiment has no images: give data.nxs or the images")
-    from dxtbx.format.Format import Format
-
-    if imageset.get_format_class() is not Format:
-        return imageset
     for path in inputs.files:
         if path.suffix.lower() in EXPERIMENT_SUFFIXES:
             return load_experiments(path, check_format=True)[0].imageset
-    return imageset
+    return experiment.imageset
 
 
 def load_sweep(inputs, data_file=None):

@@ -1,0 +1,149 @@
+"""The diffuse chain on the simulated rotation sweep, against its ground truth.
+
+The simulator (dials_diffuse.simulate, 256 x 256 px Eiger, 30 frames of
+0.5 degrees, P212121) writes pixel counts = rate x corrections x exposure,
+its corrections relative ones (solid angle relative to a normal pixel at the
+panel distance, efficiency relative to normal incidence, air relative to the
+panel centre). Our corrected intensities are rates divided by the absolute
+corrections, so they equal the true rate times one constant K = (relative /
+absolute corrections), computed here from the truth file (constant over the
+panel to 1e-4).
+"""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from command_line import correct as correct_program
+from command_line import find_peaks as find_peaks_program
+from command_line import integrate as integrate_program
+from command_line import mask_peaks as mask_peaks_program
+from dials_diffuse.io.tables import load_table
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def truth_chain(simulated_rotation, tmp_path_factory):
+    """Run the chain once on truth.expt (exact models), diffuse and Bragg masks."""
+    workdir = tmp_path_factory.mktemp("diffuse_truth")
+    expt = str(simulated_rotation["truth_expt"])
+    steps = [
+        (find_peaks_program, [expt, "count_threshold=30"]),
+        (mask_peaks_program, [expt, "peaks.nxs", "sigma_cutoff=3"]),
+        (integrate_program, [expt, "mask=mask.nxs", "subdivide=4,4,4"]),
+        (correct_program, [expt, "integrated.nxs"]),
+        (
+            mask_peaks_program,
+            [expt, "peaks.nxs", "bragg=True", "output.mask=bragg.nxs"],
+        ),
+        (
+            integrate_program,
+            [expt, "mask=bragg.nxs", "output.table=bragg_integrated.nxs"],
+        ),
+        (
+            correct_program,
+            [expt, "bragg_integrated.nxs", "output.table=bragg_corrected.nxs"],
+        ),
+    ]
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        for program, args in steps:
+            assert program.run(args) == 0, (program.__name__, args)
+    finally:
+        os.chdir(previous)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def scale_constant(simulated_rotation):
+    """K = simulator's relative corrections / our absolute corrections (per pixel)."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    from dials_diffuse import geometry
+
+    experiment = ExperimentListFactory.from_json_file(
+        str(simulated_rotation["truth_expt"]), check_format=False
+    )[0]
+    panel, beam = experiment.detector[0], experiment.beam
+    ours = (
+        geometry.solid_angle(panel, beam)
+        * geometry.air_attenuation(panel, beam)
+        * geometry.detector_efficiency(panel, beam)
+        * geometry.polarization_factor(geometry.pixel_s1(panel, beam), beam)
+    )
+    with h5py.File(simulated_rotation["truth"], "r") as truth:
+        ratio = truth["corrections/total"][()] / ours
+    assert ratio.std() / ratio.mean() < 1e-3
+    return float(ratio.mean())
+
+
+def test_hot_pixels_and_gap_are_masked(truth_chain, simulated_rotation):
+    with h5py.File(simulated_rotation["truth"], "r") as truth:
+        hot = truth["hot_pixels/position"][()]
+        gap = truth["mask/gap"][()]
+    with h5py.File(truth_chain / "mask.nxs", "r") as handle:
+        mask = handle["entry/mask/mask"][()].astype(bool)
+        found_hot = handle["entry/mask/hot_pixels"][()].astype(bool)
+    assert np.all(found_hot[hot[:, 0], hot[:, 1]])
+    # No more hot pixels found than planted.
+    assert found_hot.sum() == len(hot)
+    assert np.all(mask[:, hot[:, 0], hot[:, 1]])
+    assert np.all(mask[:, gap])
+    # Gap, hot pixels and Bragg ellipsoids: a few percent of the pixels.
+    assert gap.mean() < mask.mean() < gap.mean() + 0.10
+
+
+def test_recovered_diffuse_matches_truth(
+    truth_chain, simulated_rotation, scale_constant
+):
+    table = load_table(truth_chain / "corrected.nxs").to_frame()
+    table = table[table["pixels"] >= 20]
+    table["weighted"] = table["intensity"] * table["pixels"]
+    merged = table.groupby(["h", "k", "l"])[["weighted", "pixels"]].sum()
+    intensity = (merged["weighted"] / merged["pixels"]).to_numpy()
+    hkl = np.array(merged.index.to_list())
+    with h5py.File(simulated_rotation["truth"], "r") as truth:
+        grid = truth["diffuse/grid"][()]
+        axes = [truth[f"diffuse/{a}"][()] for a in "hkl"]
+        background = float(__import__("json").loads(truth.attrs["setup"])["background"])
+    index = [
+        np.rint((hkl[:, i] - axes[i][0]) / (axes[i][1] - axes[i][0])).astype(int)
+        for i in range(3)
+    ]
+    inside = np.all(
+        [(index[i] >= 0) & (index[i] < len(axes[i])) for i in range(3)], axis=0
+    )
+    assert inside.mean() > 0.99
+    expected = grid[index[0][inside], index[1][inside], index[2][inside]] + background
+    recovered = intensity[inside] / scale_constant
+    assert len(recovered) > 5000
+    # Correlation limited by Poisson noise (a few counts per pixel).
+    assert np.corrcoef(recovered, expected)[0, 1] > 0.9
+    ratio = recovered / expected
+    # Scale: the median within 2% of the truth; no Bragg leakage in the tail.
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.02)
+    assert np.percentile(ratio, 99.5) < 1.6
+
+
+def test_bragg_intensities_with_bragg_mask(truth_chain, simulated_rotation):
+    with h5py.File(truth_chain / "bragg.nxs", "r") as handle:
+        kept = 1 - handle["entry/mask/mask"][()].mean()
+    # Only the ellipsoids are kept: a few percent of the pixels.
+    assert 0.005 < kept < 0.1
+    table = load_table(truth_chain / "bragg_corrected.nxs").to_frame()
+    assert np.all(table[["h", "k", "l"]] == np.round(table[["h", "k", "l"]]))
+    with h5py.File(simulated_rotation["truth"], "r") as truth:
+        indices = truth["bragg/miller_index"][()]
+        intensities = truth["bragg/intensity"][()]
+    # P212121 intensities are the same for every sign of h, k, l.
+    lookup = {tuple(np.abs(m)): i for m, i in zip(indices, intensities)}
+    merged = table[table["pixels"] > 20].groupby(["h", "k", "l"])["intensity"].mean()
+    truth = np.array(
+        [lookup.get(tuple(abs(int(v)) for v in key), 0.0) for key in merged.index]
+    )
+    assert len(merged) > 300
+    assert np.corrcoef(merged.to_numpy(), truth)[0, 1] > 0.9
