@@ -147,3 +147,73 @@ def test_bragg_intensities_with_bragg_mask(truth_chain, simulated_rotation):
     )
     assert len(merged) > 300
     assert np.corrcoef(merged.to_numpy(), truth)[0, 1] > 0.9
+
+
+def _run(program, args, capsys):
+    code = program.run(args)
+    return code, capsys.readouterr().err
+
+
+def _no_outputs(directory, name):
+    return not (directory / name).exists() and not list(directory.glob(f".{name}*"))
+
+
+def test_zero_exposure_is_a_clear_error(simulated_rotation, in_tmp_path, capsys):
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    experiments = ExperimentListFactory.from_json_file(
+        str(simulated_rotation["truth_expt"]), check_format=False
+    )
+    scan = experiments[0].scan
+    times = scan.get_exposure_times()
+    times[2] = 0.0
+    times[3] = 0.0
+    scan.set_exposure_times(times)
+    experiments.as_file("zero.expt")
+    before = (in_tmp_path / "zero.expt").read_bytes()
+    code, err = _run(integrate_program, ["zero.expt"], capsys)
+    assert code == 1
+    assert "image(s) 3, 4 have a zero or unknown exposure time" in err
+    assert "Traceback" not in err
+    assert _no_outputs(in_tmp_path, "integrated.nxs")
+    assert (in_tmp_path / "zero.expt").read_bytes() == before
+
+
+def test_bad_inputs_name_the_file(simulated_rotation, truth_chain, in_tmp_path, capsys):
+    expt = str(simulated_rotation["truth_expt"])
+    peaks = str(truth_chain / "peaks.nxs")
+    code, err = _run(find_peaks_program, [expt], capsys)
+    assert code == 1 and "count_threshold is required" in err
+    code, err = _run(integrate_program, [expt, f"mask={peaks}"], capsys)
+    assert code == 1 and "peaks.nxs: not a dials-diffuse mask" in err
+    code, err = _run(mask_peaks_program, [expt], capsys)
+    assert code == 1 and "no peak model given" in err
+    code, err = _run(correct_program, [expt, peaks], capsys)
+    assert code == 1 and "no integrated table given" in err
+    truncated = in_tmp_path / "integrated.nxs"
+    truncated.write_bytes((truth_chain / "integrated.nxs").read_bytes()[:3000])
+    code, err = _run(correct_program, [expt, str(truncated)], capsys)
+    assert code == 1 and "integrated.nxs" in err and "Traceback" not in err
+    assert _no_outputs(in_tmp_path, "corrected.nxs")
+
+
+def test_mask_must_cover_the_images(
+    simulated_rotation, truth_chain, in_tmp_path, capsys
+):
+    expt = str(simulated_rotation["truth_expt"])
+    peaks = str(truth_chain / "peaks.nxs")
+    code, _ = _run(
+        mask_peaks_program,
+        [expt, peaks, "image_range=1,10", "output.mask=part.nxs", "output.plot=None"],
+        capsys,
+    )
+    assert code == 0
+    code, err = _run(integrate_program, [expt, "mask=part.nxs"], capsys)
+    assert code == 1 and "part.nxs: has no mask for image(s) 11" in err
+    # The same slice integrates.
+    code, _ = _run(
+        integrate_program, [expt, "mask=part.nxs", "image_range=1,10"], capsys
+    )
+    assert code == 0
+    table = load_table(in_tmp_path / "integrated.nxs").to_frame()
+    assert table["phi"].max() < 10 * 0.5
