@@ -74,9 +74,7 @@ output {
 
 def plot_report(table, path):
     """Intensity histogram, observations per ASU voxel, phi coverage."""
-    figure, _ = new_figure(width=13, height=4)
-    figure.clear()
-    left, middle, right = figure.subplots(1, 3)
+    figure, (left, middle, right) = new_figure(width=13, height=4, columns=3)
     intensity = np.asarray(table["intensity"], dtype=np.float64)
     finite = intensity[np.isfinite(intensity)]
     low, high = np.percentile(finite, [0.5, 99.5]) if finite.size else (0, 1)

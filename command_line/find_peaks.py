@@ -74,9 +74,7 @@ output {
 
 def plot_offsets(offsets, outlier, model, path):
     """Histograms of dh, dk, dl (inliers, outliers) with the fitted Gaussian."""
-    figure, axes = new_figure(width=12, height=4)
-    figure.clear()
-    panels = figure.subplots(1, 3)
+    figure, panels = new_figure(width=12, height=4, columns=3)
     width = min(0.5, 6 * float(np.sqrt(np.max(np.diag(model.covariance)))))
     bins = np.linspace(-width, width, 61)
     grid = np.linspace(-width, width, 301)

@@ -79,9 +79,7 @@ output {
 
 
 def plot_voxels(table, path):
-    figure, axes = new_figure(width=10, height=4)
-    figure.clear()
-    left, right = figure.subplots(1, 2)
+    figure, (left, right) = new_figure(width=10, height=4, columns=2)
     rate = np.asarray(table["counts"]) / np.asarray(table["seconds"])
     positive = rate[rate > 0]
     if positive.size:

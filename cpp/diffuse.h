@@ -128,15 +128,45 @@ class VoxelTable {
   int shift_ = 52;
 };
 
+// floor() without a libm call (the x86-64 baseline has no SSE4.1 round).
+inline double fast_floor(double value) {
+  const double truncated = static_cast<double>(static_cast<std::int64_t>(value));
+  return truncated > value ? truncated - 1.0 : truncated;
+}
+
 inline std::int32_t voxel_index(double value, double subdivide) {
-  const double scaled = std::floor(value * subdivide + 0.5);
-  if (!(std::fabs(scaled) <= VoxelTable::limit)) {
+  const double scaled = value * subdivide + 0.5;
+  if (!(std::fabs(scaled) < VoxelTable::limit)) {
     throw std::invalid_argument(
         "Miller index out of range (|h * subdivide| >= 2^20) or not finite: "
         "check the geometry");
   }
-  return static_cast<std::int32_t>(scaled);
+  return static_cast<std::int32_t>(fast_floor(scaled));
 }
+
+// Pixels of one row that fall into the same voxel one after another, summed
+// in registers and added to the table when the voxel changes (or the row ends).
+struct VoxelRun {
+  std::int32_t h = 0, k = 0, l = 0;
+  std::int64_t pixels = 0;
+  double counts = 0.0, columns = 0.0;
+
+  void flush(VoxelTable &table, double phi, double seconds, double iy,
+             double column0) {
+    if (pixels == 0) return;
+    VoxelSums &sums = table.at(h, k, l);
+    const double n = static_cast<double>(pixels);
+    sums.pixels += pixels;
+    sums.counts += counts;
+    sums.seconds += n * seconds;
+    sums.phi += n * phi;
+    sums.iy += n * iy;
+    sums.ix += n * column0 + columns;
+    pixels = 0;
+    counts = 0.0;
+    columns = 0.0;
+  }
+};
 
 template <typename T>
 void bin_pixels(const T *data, const std::uint8_t *valid,
@@ -147,44 +177,43 @@ void bin_pixels(const T *data, const std::uint8_t *valid,
                 const double *seconds, double row0, double column0,
                 VoxelTable &table) {
   const std::size_t frame_size = rows * columns;
+  const double sh = subdivide[0], sk = subdivide[1], sl = subdivide[2];
   for (std::size_t f = 0; f < frames; ++f) {
     const double *M = matrices + 9 * f;
     const double *s0_f = s0 + 3 * f;
     const double frame_phi = phi[f];
     const double frame_seconds = seconds[f];
-    VoxelSums *last = nullptr;
-    std::int32_t last_h = 0, last_k = 0, last_l = 0;
     for (std::size_t r = 0; r < rows; ++r) {
       const double iy = row0 + static_cast<double>(r);
+      VoxelRun run;
+      const std::size_t row_start = f * frame_size + r * columns;
+      const double *s1_row = s1 + 3 * r * columns;
       for (std::size_t c = 0; c < columns; ++c) {
-        const std::size_t p = r * columns + c;
-        const std::size_t i = f * frame_size + p;
+        const std::size_t i = row_start + c;
         if ((valid != nullptr && valid[i] == 0) ||
             (exclude != nullptr && exclude[i] != 0)) {
           continue;
         }
-        const double d0 = s1[3 * p] - s0_f[0];
-        const double d1 = s1[3 * p + 1] - s0_f[1];
-        const double d2 = s1[3 * p + 2] - s0_f[2];
+        const double d0 = s1_row[3 * c] - s0_f[0];
+        const double d1 = s1_row[3 * c + 1] - s0_f[1];
+        const double d2 = s1_row[3 * c + 2] - s0_f[2];
         const std::int32_t h =
-            voxel_index(M[0] * d0 + M[1] * d1 + M[2] * d2, subdivide[0]);
+            voxel_index(M[0] * d0 + M[1] * d1 + M[2] * d2, sh);
         const std::int32_t k =
-            voxel_index(M[3] * d0 + M[4] * d1 + M[5] * d2, subdivide[1]);
+            voxel_index(M[3] * d0 + M[4] * d1 + M[5] * d2, sk);
         const std::int32_t l =
-            voxel_index(M[6] * d0 + M[7] * d1 + M[8] * d2, subdivide[2]);
-        if (last == nullptr || h != last_h || k != last_k || l != last_l) {
-          last = &table.at(h, k, l);
-          last_h = h;
-          last_k = k;
-          last_l = l;
+            voxel_index(M[6] * d0 + M[7] * d1 + M[8] * d2, sl);
+        if (h != run.h || k != run.k || l != run.l) {
+          run.flush(table, frame_phi, frame_seconds, iy, column0);
+          run.h = h;
+          run.k = k;
+          run.l = l;
         }
-        last->pixels += 1;
-        last->counts += static_cast<double>(data[i]);
-        last->seconds += frame_seconds;
-        last->phi += frame_phi;
-        last->iy += iy;
-        last->ix += column0 + static_cast<double>(c);
+        run.pixels += 1;
+        run.counts += static_cast<double>(data[i]);
+        run.columns += static_cast<double>(c);
       }
+      run.flush(table, frame_phi, frame_seconds, iy, column0);
     }
   }
 }
@@ -333,7 +362,7 @@ inline py::array_t<std::uint8_t> mask_peak_ellipsoids(
         std::int64_t cell[3];
         bool inside_table = true;
         for (int a = 0; a < 3; ++a) {
-          const double nearest = std::floor(hkl[a] + 0.5);
+          const double nearest = fast_floor(hkl[a] + 0.5);
           offset[a] = hkl[a] - nearest - centre_ptr[a];
           cell[a] = static_cast<std::int64_t>(nearest) - origin_ptr[a];
           inside_table = inside_table && cell[a] >= 0 && cell[a] < extent[a];
