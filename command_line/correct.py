@@ -16,7 +16,7 @@ logger = logging.getLogger("dials_diffuse.command_line.correct")
 
 help_message = """
 Turn the integrated voxel counts into intensities: count rate = counts /
-seconds (error sqrt(counts) / seconds), divided by the pixel's solid angle
+seconds (error sqrt(counts) / seconds, that of one count for an empty voxel), divided by the pixel's solid angle
 and, each switchable, air attenuation, detector efficiency and polarization,
 evaluated at the voxel's mean pixel position. Adds s = 1/d (inverse
 Angstrom), rs_volume (the reciprocal-space volume the voxel's pixels swept,

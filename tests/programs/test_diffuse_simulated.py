@@ -20,6 +20,7 @@ from command_line import correct as correct_program
 from command_line import find_peaks as find_peaks_program
 from command_line import integrate as integrate_program
 from command_line import mask_peaks as mask_peaks_program
+from command_line import merge as merge_program
 from dials_diffuse.io.tables import load_table
 
 pytestmark = pytest.mark.slow
@@ -35,6 +36,7 @@ def truth_chain(simulated_rotation, tmp_path_factory):
         (mask_peaks_program, [expt, "peaks.nxs", "sigma_cutoff=3"]),
         (integrate_program, [expt, "mask=mask.nxs", "subdivide=4,4,4"]),
         (correct_program, [expt, "integrated.nxs"]),
+        (merge_program, ["corrected.nxs", "output.json=merge.json"]),
         (
             mask_peaks_program,
             [expt, "peaks.nxs", "bragg=True", "output.mask=bragg.nxs"],
@@ -127,6 +129,34 @@ def test_recovered_diffuse_matches_truth(
     # Scale: the median within 2% of the truth; no Bragg leakage in the tail.
     assert np.median(ratio) == pytest.approx(1.0, abs=0.02)
     assert np.percentile(ratio, 99.5) < 1.6
+
+
+def test_merged_map_matches_truth(truth_chain, simulated_rotation, scale_constant):
+    import json
+
+    merged = load_table(truth_chain / "merged.nxs").to_frame()
+    merged = merged[merged["count"] >= 2]
+    hkl = merged[["h", "k", "l"]].to_numpy()
+    with h5py.File(simulated_rotation["truth"], "r") as truth:
+        grid = truth["diffuse/grid"][()]
+        axes = [truth[f"diffuse/{a}"][()] for a in "hkl"]
+        background = json.loads(truth.attrs["setup"])["background"]
+    index = tuple(
+        np.clip(
+            np.rint((hkl[:, i] - axes[i][0]) / (axes[i][1] - axes[i][0])).astype(int),
+            0,
+            len(axes[i]) - 1,
+        )
+        for i in range(3)
+    )
+    expected = grid[index] + background
+    recovered = merged["intensity"].to_numpy() / scale_constant
+    assert np.corrcoef(recovered, expected)[0, 1] > 0.9
+    assert np.median(recovered / expected) == pytest.approx(1.0, abs=0.03)
+    summary = json.loads((truth_chain / "merge.json").read_text())
+    assert summary["results"]["cc_half"] > 0.5
+    halves = load_table(truth_chain / "merged.nxs", "cc_half").to_frame()
+    assert halves["voxels"].sum() > 1000
 
 
 def test_bragg_intensities_with_bragg_mask(truth_chain, simulated_rotation):

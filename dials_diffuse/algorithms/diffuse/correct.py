@@ -2,7 +2,8 @@
 
 mdx2's definitions (with DIALS's pixel-centre convention):
 
-- count rate = counts / seconds, error = sqrt(counts) / seconds (counts/s);
+- count rate = counts / seconds, error = sqrt(counts) / seconds (counts/s;
+  sqrt(1) / seconds for a voxel without counts, where mdx2 gives 0);
 - intensity = count rate / (solid angle x air attenuation x detector
   efficiency x polarization), each factor switchable, evaluated at the
   voxel's mean pixel position;
@@ -180,7 +181,9 @@ def correct(
     )
     counts = np.asarray(table["counts"], dtype=np.float64)
     count_rate = counts / seconds
-    count_rate_error = np.sqrt(counts) / seconds
+    # Poisson error; a voxel without counts gets the error of one count, so
+    # that inverse-variance weights stay finite (mdx2 gives it zero).
+    count_rate_error = np.sqrt(np.maximum(counts, 1.0)) / seconds
     scale = factors["solid_angle"].copy()
     for name in corrections:
         scale *= factors[name]

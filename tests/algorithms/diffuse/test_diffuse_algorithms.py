@@ -172,3 +172,56 @@ def test_map_to_asu_subdivided_grid():
     tetragonal = sgtbx.space_group_info("P 4").group()
     with pytest.raises(UserError, match="subdivide"):
         map_to_asu(np.array([[0.5, 1.0, 0.0], [1.0, 0.5, 0.0]]), (2, 1, 1), tetragonal)
+
+
+def test_merge_weighted_means_outliers_and_halves():
+    from dials_diffuse.algorithms.diffuse.merge import (
+        cc_half,
+        merge_observations,
+        random_halves,
+    )
+
+    observations = pd.DataFrame(
+        {
+            "h": [0, 0, 0, 1, 1, 2],
+            "k": [0, 0, 0, 0, 0, 0],
+            "l": [1, 1, 1, 0, 0, 0],
+            "intensity": [10.0, 20.0, 1000.0, 5.0, 7.0, 3.0],
+            "intensity_error": [1.0, 2.0, 1.0, 1.0, 1.0, 0.0],
+            "s": [0.1, 0.1, 0.1, 0.2, 0.2, 0.3],
+        }
+    )
+    merged = merge_observations(observations, split=None)
+    # The zero-error observation is unusable; weights 1, 1/4, 1.
+    first = merged[(merged.h == 0) & (merged.l == 1)].iloc[0]
+    assert first.intensity == pytest.approx((10 + 20 / 4 + 1000) / 2.25)
+    assert first.intensity_error == pytest.approx(1 / np.sqrt(2.25))
+    assert first["count"] == 3
+    assert len(merged) == 2
+    clipped = merge_observations(observations, outlier=3.0)
+    first = clipped[(clipped.h == 0) & (clipped.l == 1)].iloc[0]
+    assert first.intensity == pytest.approx((10 + 20 / 4) / 1.25)
+    assert first["count"] == 2 and clipped.attrs["rejected_outliers"] == 1
+    # Random halves: every group split as evenly as possible.
+    rng = np.random.default_rng(0)
+    group = rng.integers(0, 50, size=2000)
+    first_half = random_halves(group, rng)
+    in_first = np.bincount(group, weights=first_half, minlength=50)
+    sizes = np.bincount(group, minlength=50)
+    assert np.all(np.abs(2 * in_first - sizes) <= 1)
+    # Two halves of noisy copies of one signal: CC1/2 from the noise level.
+    signal = rng.normal(size=5000)
+    rows = pd.DataFrame(
+        {
+            "h": np.repeat(np.arange(5000), 4),
+            "k": 0,
+            "l": 0,
+            "intensity": np.repeat(signal, 4) + rng.normal(scale=1.0, size=20000),
+            "intensity_error": 1.0,
+            "s": np.repeat(np.linspace(0.1, 0.5, 5000), 4),
+        }
+    )
+    overall, shells = cc_half(merge_observations(rows, split="random_half"), 5)
+    # Each half averages 2 observations: CC1/2 = 1 / (1 + 0.5) = 0.67.
+    assert overall == pytest.approx(2 / 3, abs=0.03)
+    assert len(shells) == 5 and shells["voxels"].sum() == 5000
