@@ -87,8 +87,15 @@ def main(params, inputs, run):
     if not inputs.nexus:
         raise UserError("no corrected table given: name the corrected.nxs of correct")
     frames = []
+    attrs = {}
     for path in inputs.nexus:
-        table = load_table(path, "hkl_table").to_frame()
+        loaded = load_table(path, "hkl_table")
+        attrs = attrs or {
+            key: loaded.attrs[key]
+            for key in ("subdivide", "space_group")
+            if key in loaded.attrs
+        }
+        table = loaded.to_frame()
         missing = {"h", "k", "l", "intensity", "intensity_error"} - set(table)
         if missing:
             raise UserError(
@@ -114,7 +121,7 @@ def main(params, inputs, run):
             "rejected_outliers": merged.attrs["rejected_outliers"],
         }
     )
-    tables = [Table.from_frame("hkl_table", merged)]
+    tables = [Table.from_frame("hkl_table", merged, attrs)]
     shells = pd.DataFrame(columns=["s_low", "s_high", "voxels", "cc_half"])
     if split:
         overall, shells = cc_half(merged, params.shells)

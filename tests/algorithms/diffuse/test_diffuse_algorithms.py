@@ -1,5 +1,6 @@
 """Peak model, merging of partial voxels, ASU mapping and corrections: known answers."""
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -225,3 +226,53 @@ def test_merge_weighted_means_outliers_and_halves():
     # Each half averages 2 observations: CC1/2 = 1 / (1 + 0.5) = 0.67.
     assert overall == pytest.approx(2 / 3, abs=0.03)
     assert len(shells) == 5 and shells["voxels"].sum() == 5000
+
+
+def test_map_expands_by_symmetry_and_writes_ccp4(tmp_path):
+    from cctbx import sgtbx
+    from iotbx import mrcfile
+
+    from dials_diffuse.algorithms.diffuse.maps import (
+        grid_from_table,
+        write_map_ccp4,
+        write_map_nexus,
+    )
+
+    group = sgtbx.space_group_info("P 21 21 21").group()
+    # Asymmetric-unit voxels (h, k, l >= 0) on a half-integer grid.
+    values = {(0.5, 1.0, 1.5): 7.0, (1.0, 0.0, 0.5): 3.0, (0.0, 0.0, 0.0): 1.0}
+    table = pd.DataFrame(
+        [(*hkl, v) for hkl, v in values.items()],
+        columns=["h", "k", "l", "intensity"],
+    )
+    axes, grid = grid_from_table(
+        table, "intensity", (2, 2, 2), group, (-1, 1, -1, 1, -1.5, 1.5)
+    )
+    assert grid.shape == (5, 5, 7)
+
+    def at(h, k, l):  # noqa: E741 - Miller index names
+        return grid[
+            int(round((h + 1) * 2)), int(round((k + 1) * 2)), int(round((l + 1.5) * 2))
+        ]
+
+    for signs in [(1, 1, 1), (-1, 1, 1), (1, -1, -1), (-1, -1, -1)]:
+        assert at(0.5 * signs[0], 1.0 * signs[1], 1.5 * signs[2]) == 7.0
+        assert at(1.0 * signs[0], 0.0, 0.5 * signs[2]) == 3.0
+    assert at(0, 0, 0) == 1.0
+    assert np.isnan(at(0.5, 0.5, 0.5))
+    assert np.count_nonzero(np.isfinite(grid)) == 8 + 4 + 1
+    direct = grid_from_table(
+        table, "intensity", (2, 2, 2), group, (-1, 1, -1, 1, -1.5, 1.5), symmetry=False
+    )[1]
+    assert np.count_nonzero(np.isfinite(direct)) == 3
+    write_map_nexus(tmp_path / "map.nxs", axes, grid, "intensity")
+    with h5py.File(tmp_path / "map.nxs", "r") as handle:
+        np.testing.assert_array_equal(
+            handle["entry/intensity/intensity"][()], grid.astype(np.float32)
+        )
+        np.testing.assert_array_equal(handle["entry/intensity/l"][()], axes[2])
+    write_map_ccp4(tmp_path / "map.ccp4", axes, grid, (2, 2, 2), "test")
+    reader = mrcfile.map_reader(file_name=str(tmp_path / "map.ccp4"))
+    assert tuple(reader.data.all()) == (5, 5, 7)
+    data = reader.data.as_numpy_array()
+    assert data.max() == pytest.approx(7.0)
