@@ -42,7 +42,8 @@ Examples:
   dials.diffuse.correct refined.expt integrated.nxs polarization=False p1=True
 """
 
-phil_scope = """
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = phil_scope = """
 attenuation = True
   .type = bool
   .help = "Correct for absorption in the air between sample and detector."

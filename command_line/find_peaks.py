@@ -46,9 +46,8 @@ Examples:
   dials.image_viewer refined.expt peaks.refl
 """
 
-phil_scope = (
-    sweep_phil
-    + """
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = """
 count_threshold = None
   .type = float
   .help = "Pixels with counts above this value are peak pixels (required)."
@@ -69,7 +68,7 @@ output {
     .help = "Histograms of the Miller-index offsets with the model. None: no plot."
 }
 """
-)
+phil_scope = sweep_phil + step_phil
 
 
 def plot_offsets(offsets, outlier, model, path):

@@ -34,9 +34,8 @@ Examples:
   import h5py; frames = h5py.File("data.nxs")["/entry/image_series/data"]
 """
 
-phil_scope = (
-    sweep_phil
-    + """
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = """
 chunks = None
   .type = ints(size=3, value_min=1)
   .help = "HDF5 chunk shape frames,rows,columns. Default: 10 frames of"
@@ -50,7 +49,7 @@ output {
     .help = "The image series file."
 }
 """
-)
+phil_scope = sweep_phil + step_phil
 
 
 def main(params, inputs, run):

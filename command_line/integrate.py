@@ -52,9 +52,8 @@ Examples:
   dials.diffuse.integrate refined.expt data.nxs dask.scheduler=tcp://host:8786
 """
 
-phil_scope = (
-    sweep_phil
-    + """
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = """
 mask = None
   .type = path
   .help = "The mask.nxs of mask_peaks (1 = pixel excluded); it may also be"
@@ -75,7 +74,7 @@ output {
     .help = "Histograms of counts and pixels per voxel. None: no plot."
 }
 """
-)
+phil_scope = sweep_phil + step_phil
 
 
 def plot_voxels(table, path):

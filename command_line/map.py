@@ -39,7 +39,8 @@ Examples:
   dials.diffuse.map merged.nxs refined.expt column=count symmetry=False
 """
 
-phil_scope = """
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = phil_scope = """
 column = intensity
   .type = str
   .help = "The table column to map (intensity, intensity_error, count, ...)."

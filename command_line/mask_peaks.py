@@ -49,9 +49,8 @@ Examples:
   dials.diffuse.mask_peaks refined.expt peaks.nxs bragg=True output.mask=bragg_mask.nxs
 """
 
-phil_scope = (
-    sweep_phil
-    + """
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = """
 sigma_cutoff = 3.0
   .type = float(value_min=0, allow_none=False)
   .help = "Size of the masked ellipsoid around each lattice point, in"
@@ -76,7 +75,7 @@ output {
     .help = "Masked fraction per image. None: no plot."
 }
 """
-)
+phil_scope = sweep_phil + step_phil
 
 
 def plot_masked_fraction(images, fraction, path):

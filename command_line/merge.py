@@ -37,7 +37,8 @@ Examples:
   dials.diffuse.merge corrected.nxs split=none
 """
 
-phil_scope = """
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = phil_scope = """
 outlier = None
   .type = float(value_min=0)
   .help = "Reject observations more than this many standard errors above the"

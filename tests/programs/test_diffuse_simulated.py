@@ -247,3 +247,39 @@ def test_mask_must_cover_the_images(
     assert code == 0
     table = load_table(in_tmp_path / "integrated.nxs").to_frame()
     assert table["phi"].max() < 10 * 0.5
+
+
+def test_process_runs_the_chain_like_the_steps(
+    simulated_rotation, truth_chain, in_tmp_path
+):
+    from command_line import process as process_program
+
+    args = [
+        str(simulated_rotation["truth_expt"]),
+        "find_peaks.count_threshold=30",
+        "integrate.subdivide=4,4,4",
+        "map.limits=-2,2,-2,2,-2,2",
+        "output.json=process.json",
+    ]
+    assert process_program.run(args) == 0
+    for name in (
+        "data.nxs",
+        "peaks.nxs",
+        "mask.nxs",
+        "integrated.nxs",
+        "corrected.nxs",
+        "merged.nxs",
+        "map.nxs",
+        "map.ccp4",
+    ):
+        assert (in_tmp_path / name).is_file(), name
+    assert (
+        "subdivide = 4 4 4"
+        in (in_tmp_path / "dials.diffuse.process.integrate.phil").read_text()
+    )
+    # Same data, same parameters: the same merged map as the steps run one by one.
+    ours = load_table(in_tmp_path / "merged.nxs").to_frame()
+    steps = load_table(truth_chain / "merged.nxs").to_frame()
+    np.testing.assert_allclose(ours["intensity"], steps["intensity"], rtol=1e-6)
+    with h5py.File(in_tmp_path / "map.nxs", "r") as handle:
+        assert handle["entry/intensity/intensity"].shape == (17, 17, 17)
