@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 
 from dials_diffuse.algorithms.diffuse.merge import cc_half, merge_observations
+from dials_diffuse.algorithms.diffuse.scale import PhiScaleModel
 from dials_diffuse.io.plots import new_figure, save_png
-from dials_diffuse.io.tables import Table, load_table, write_tables
+from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -16,7 +17,8 @@ logger = logging.getLogger("dials_diffuse.command_line.merge")
 
 help_message = """
 Merge the corrected observations of every asymmetric-unit voxel (from one
-or more corrected.nxs, e.g. several sweeps): inverse-variance weighted mean
+or more corrected.nxs, e.g. several sweeps, each optionally with the
+scale.nxs of scale, whose b(phi) divides its intensities): inverse-variance weighted mean
 intensity and its error, the number of observations; optionally reject
 outliers (more than outlier= sigma above the mean). With
 split=random_half the observations of each voxel are also dealt at random
@@ -35,6 +37,8 @@ Examples:
   dials.diffuse.merge sweep1/corrected.nxs sweep2/corrected.nxs outlier=5
 
   dials.diffuse.merge corrected.nxs split=none
+
+  dials.diffuse.merge corrected.nxs scale.nxs
 """
 
 # The step's own parameters (dials.diffuse.process nests them).
@@ -85,11 +89,18 @@ def plot_merged(merged, shells, path):
 
 
 def main(params, inputs, run):
-    if not inputs.nexus:
+    tables = [p for p in inputs.nexus if "hkl_table" in table_names(p)]
+    models = [p for p in inputs.nexus if "scaling_model" in table_names(p)]
+    if not tables:
         raise UserError("no corrected table given: name the corrected.nxs of correct")
+    if models and len(models) != len(tables):
+        raise UserError(
+            f"{len(models)} scaling model(s) for {len(tables)} table(s): give one "
+            "scale.nxs per corrected.nxs, in the same order, or none"
+        )
     frames = []
     attrs = {}
-    for path in inputs.nexus:
+    for number, path in enumerate(tables):
         loaded = load_table(path, "hkl_table")
         attrs = attrs or {
             key: loaded.attrs[key]
@@ -102,6 +113,14 @@ def main(params, inputs, run):
             raise UserError(
                 f"{path}: not a corrected table (no {', '.join(sorted(missing))})"
             )
+        if models:
+            model = PhiScaleModel.from_table(
+                load_table(models[number], "scaling_model")
+            )
+            factor = model(table["phi"].to_numpy())
+            table["intensity"] = table["intensity"] / factor
+            table["intensity_error"] = table["intensity_error"] / factor
+            logger.info("Applied the scaling model of %s to %s", models[number], path)
         frames.append(table)
     observations = pd.concat(frames, ignore_index=True)
     split = None if params.split == "none" else params.split

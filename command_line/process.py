@@ -13,6 +13,7 @@ from dials_diffuse.command_line import integrate as integrate_step
 from dials_diffuse.command_line import map as map_step
 from dials_diffuse.command_line import mask_peaks as mask_peaks_step
 from dials_diffuse.command_line import merge as merge_step
+from dials_diffuse.command_line import scale as scale_step
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES
 from dials_diffuse.util.program import Program
@@ -25,13 +26,14 @@ STEPS = {
     "mask_peaks": mask_peaks_step,
     "integrate": integrate_step,
     "correct": correct_step,
+    "scale": scale_step,
     "merge": merge_step,
     "map": map_step,
 }
 
 help_message = """
 Run the diffuse chain on a refined sweep: import_data (optional), find_peaks,
-mask_peaks, integrate, correct, merge and map, each as its own program with
+mask_peaks, integrate, correct, scale (optional), merge and map, each as its own program with
 its own log (dials.diffuse.<step>.log) and outputs under their default names.
 Every step's parameters are available as <step>.<parameter>;
 image_range, frames_per_chunk, nproc and dask.scheduler apply to every step.
@@ -56,6 +58,10 @@ copy_images = True
   .type = bool
   .help = "Run import_data first: copy the images to data.nxs (faster when"
           "three steps read them); False reads the .expt's images in every step."
+run_scale = True
+  .type = bool
+  .help = "Refine b(phi) with scale and apply it in merge; False merges the"
+          "corrected intensities as they are."
 """
     + "\n".join(f"{name} {{\n{module.step_phil}\n}}" for name, module in STEPS.items())
 )
@@ -101,7 +107,14 @@ def main(params, inputs, run):
             [*parallel, f"mask={params.mask_peaks.output.mask}"],
         ),
         ("correct", [expt, str(params.integrate.output.table)], []),
-        ("merge", [str(params.correct.output.table)], []),
+    ]
+    corrected = str(params.correct.output.table)
+    scales = []
+    if params.run_scale:
+        steps.append(("scale", [corrected], []))
+        scales = [str(params.scale.output.model)]
+    steps += [
+        ("merge", [corrected, *scales], []),
         ("map", [str(params.merge.output.table), expt], []),
     ]
     for name, files, extra in steps:

@@ -259,6 +259,7 @@ def test_process_runs_the_chain_like_the_steps(
         "find_peaks.count_threshold=30",
         "integrate.subdivide=4,4,4",
         "map.limits=-2,2,-2,2,-2,2",
+        "run_scale=False",
         "output.json=process.json",
     ]
     assert process_program.run(args) == 0

@@ -276,3 +276,33 @@ def test_map_expands_by_symmetry_and_writes_ccp4(tmp_path):
     assert tuple(reader.data.all()) == (5, 5, 7)
     data = reader.data.as_numpy_array()
     assert data.max() == pytest.approx(7.0)
+
+
+def test_phi_scale_recovers_a_known_scale():
+    from dials_diffuse.algorithms.diffuse.scale import refine_phi_scale
+
+    rng = np.random.default_rng(12)
+    n_voxels, per_voxel = 3000, 6
+    truth = rng.gamma(2.0, 50.0, size=n_voxels)
+    phi = rng.uniform(0, 30, size=n_voxels * per_voxel)
+
+    def true_scale(angle):
+        return 1 + 0.3 * np.sin(angle / 5.0)
+
+    expected = np.repeat(truth, per_voxel) * true_scale(phi)
+    sigma = 0.02 * expected + 0.5
+    observations = pd.DataFrame(
+        {
+            "h": np.repeat(np.arange(n_voxels), per_voxel),
+            "k": 0,
+            "l": 0,
+            "phi": phi,
+            "intensity": expected + rng.normal(size=expected.size) * sigma,
+            "intensity_error": sigma,
+        }
+    )
+    model, history = refine_phi_scale(observations, phi_step=1.0, smoothness=0.1)
+    grid = np.linspace(1, 29, 50)
+    reference = true_scale(grid) / np.mean(true_scale(phi))
+    np.testing.assert_allclose(model(grid), reference, rtol=0.02)
+    assert history[-1] < 1.2 and history[-1] <= history[0]
