@@ -13,6 +13,10 @@ Usage (DIALS processing of the images is done first when no .expt is given):
 
     .venv/bin/python benchmarks/diffuse_vs_mdx2.py --expt refined.expt --mdx2 ...
 
+    # 10 x the 15 frames (cycled), so that start-up costs do not dominate:
+    .venv/bin/python benchmarks/diffuse_vs_mdx2.py --expt refined.expt \\
+        --images ../shared/data/l_cysteine_sweep1 --repeat 10 --mdx2 ...
+
 mdx2 1.0.5 is installed in its own venv (see DESIGN.md, "Reference tools").
 """
 
@@ -60,6 +64,48 @@ def dials_process(images, workdir):
     ):
         subprocess.run(command, cwd=workdir, check=True, capture_output=True)
     return workdir / "refined.expt"
+
+
+def repeated_sweep(images, refined_expt, repeat, workdir):
+    """A sweep `repeat` times longer: the images cycled, the refined crystal.
+
+    The frames are the real images again and again (symlinks), imported by
+    dials.import as one continuous scan with the original start and width,
+    and given the refined crystal (scan-static): the geometry of the later
+    frames does not match their pixels, which does not matter for timing.
+    """
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    files = sorted(Path(images).glob("*.cbf"))
+    reference = ExperimentListFactory.from_json_file(
+        str(refined_expt), check_format=False
+    )[0]
+    start, width = reference.scan.get_oscillation()
+    linked = workdir / "repeated_images"
+    linked.mkdir(exist_ok=True)
+    for number in range(repeat * len(files)):
+        target = linked / f"frame_{number + 1:05d}.cbf"
+        if not target.exists():
+            target.symlink_to(files[number % len(files)].resolve())
+    subprocess.run(
+        [
+            "dials.import",
+            f"template={linked}/frame_#####.cbf",
+            f"geometry.scan.oscillation={start},{width}",
+            "output.experiments=repeated.expt",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+    )
+    experiments = ExperimentListFactory.from_json_file(
+        str(workdir / "repeated.expt"), check_format=False
+    )
+    crystal = reference.crystal
+    crystal.reset_scan_points()
+    experiments[0].crystal = crystal
+    experiments.as_file(str(workdir / "repeated.expt"))
+    return workdir / "repeated.expt"
 
 
 def kernel_rates(expt, data_file, repeats=3):
@@ -182,6 +228,13 @@ def main():
     parser.add_argument("--images", type=Path, help="CBF images to process with DIALS")
     parser.add_argument("--mdx2", type=Path, required=True, help="mdx2 venv bin/")
     parser.add_argument("--count-threshold", type=float, default=20)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="Cycle the images this many times (needs --images) so that fixed "
+        "start-up costs do not dominate",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
@@ -193,6 +246,10 @@ def main():
         expt = dials_process(args.images.resolve(), workdir)
     else:
         expt = args.expt.resolve()
+    if args.repeat > 1:
+        if args.images is None:
+            parser.error("--repeat needs --images")
+        expt = repeated_sweep(args.images.resolve(), expt, args.repeat, workdir)
     ours_dir, mdx2_dir = workdir / "ours", workdir / "mdx2"
     for directory in (ours_dir, mdx2_dir):
         directory.mkdir(exist_ok=True)
