@@ -101,7 +101,7 @@ def main(params, inputs, run):
             "No mask given: Bragg peaks are integrated with the diffuse signal"
         )
     frames = np.arange(*frame_range)
-    check_exposure_times(sweep, frames)
+    seconds = check_exposure_times(sweep, frames)
     n_pixels = len(frames) * int(np.prod(sweep.source.panel_shapes[0]))
     with run.timer("integrate"), parallel_map_from_params(params) as pmap:
         table = integrate(
@@ -110,10 +110,11 @@ def main(params, inputs, run):
             subdivide=params.subdivide,
             max_spread=params.max_spread,
             mask_file=mask_file,
+            seconds=seconds,
             frames_per_chunk=params.frames_per_chunk,
             frame_range=frame_range,
         )
-    seconds = run.timings["integrate"]
+    elapsed = run.timings["integrate"]
     logger.info(
         "Integrated %d pixels (%d counts) of %d frames into %d voxel observations "
         "in %.1f s (%.3g pixel-frames/s)",
@@ -121,8 +122,8 @@ def main(params, inputs, run):
         int(table["counts"].sum()),
         len(frames),
         len(table),
-        seconds,
-        n_pixels / seconds,
+        elapsed,
+        n_pixels / elapsed,
     )
     if len(table) == 0:
         raise UserError("no pixel left to integrate: is everything masked?")
@@ -131,7 +132,7 @@ def main(params, inputs, run):
             "voxels": len(table),
             "pixels": int(table["pixels"].sum()),
             "counts": float(table["counts"].sum()),
-            "pixel_frames_per_second": n_pixels / seconds,
+            "pixel_frames_per_second": n_pixels / elapsed,
         }
     )
     with run.write(params.output.table, "integrated table") as path:

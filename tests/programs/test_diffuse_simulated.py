@@ -209,6 +209,26 @@ def test_zero_exposure_is_a_clear_error(simulated_rotation, in_tmp_path, capsys)
     assert (in_tmp_path / "zero.expt").read_bytes() == before
 
 
+def test_first_exposure_only_is_filled_in(simulated_rotation, in_tmp_path, capsys):
+    """dxtbx's fast CBF import records only the first exposure time (as mdx2 fixes)."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    experiments = ExperimentListFactory.from_json_file(
+        str(simulated_rotation["truth_expt"]), check_format=False
+    )
+    scan = experiments[0].scan
+    times = scan.get_exposure_times()
+    first = times[0]
+    for index in range(1, len(times)):
+        times[index] = 0.0
+    scan.set_exposure_times(times)
+    experiments.as_file("first_only.expt")
+    assert integrate_program.run(["first_only.expt", "image_range=1,4"]) == 0
+    assert "Only the first image has an exposure time" in capsys.readouterr().out
+    table = load_table(in_tmp_path / "integrated.nxs").to_frame()
+    assert table["seconds"].sum() == pytest.approx(table["pixels"].sum() * first)
+
+
 def test_bad_inputs_name_the_file(simulated_rotation, truth_chain, in_tmp_path, capsys):
     expt = str(simulated_rotation["truth_expt"])
     peaks = str(truth_chain / "peaks.nxs")

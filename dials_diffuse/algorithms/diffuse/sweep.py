@@ -13,6 +13,7 @@ array index n - 0.5 (DIALS's convention; mdx2 also uses frame centres).
 """
 
 import functools
+import logging
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from dials_diffuse.images.imageset import ImagesetSource
 from dials_diffuse.images.nexus_data import NexusDataSource
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
+
+logger = logging.getLogger(__name__)
 
 # s1 per detector/beam geometry, so that Dask workers compute it once per process.
 _S1_CACHE = {}
@@ -138,9 +141,23 @@ def _call_on_chunk(function, sweep, chunk):
 
 
 def check_exposure_times(sweep, frames):
-    """Exposure times (s) of `frames`; a UserError names images with zero or unknown ones."""
-    seconds = np.asarray(sweep.source.exposure_times, dtype=np.float64)[frames]
-    bad = ~(seconds > 0)
+    """Exposure times (s) of every frame of the source, checked for `frames`.
+
+    dxtbx's fast import of a CBF template (headers of the first image only)
+    records the exposure time of the first image and zeros for the rest:
+    that pattern is recognised, reported and filled with the first value (as
+    mdx2 does). Any other zero or unknown exposure time among `frames` is a
+    UserError naming the images.
+    """
+    seconds = np.array(sweep.source.exposure_times, dtype=np.float64)
+    if len(seconds) > 1 and seconds[0] > 0 and not np.any(seconds[1:]):
+        logger.warning(
+            "Only the first image has an exposure time (%g s; a fast dials.import "
+            "reads the first header only): using it for every image",
+            seconds[0],
+        )
+        seconds[:] = seconds[0]
+    bad = ~(seconds[frames] > 0)
     if np.any(bad):
         images = sweep.source.image_numbers[frames][bad]
         listed = ", ".join(str(n) for n in images[:10])
