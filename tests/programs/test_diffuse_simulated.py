@@ -304,3 +304,19 @@ def test_process_runs_the_chain_like_the_steps(
     np.testing.assert_allclose(ours["intensity"], steps["intensity"], rtol=1e-6)
     with h5py.File(in_tmp_path / "map.nxs", "r") as handle:
         assert handle["entry/intensity/intensity"].shape == (17, 17, 17)
+
+
+def test_dask_workers_give_the_same_table(simulated_rotation, truth_chain, in_tmp_path):
+    """Chunks sent to a local Dask cluster (sources and geometry pickled)."""
+    args = [
+        str(simulated_rotation["truth_expt"]),
+        f"mask={truth_chain / 'mask.nxs'}",
+        "subdivide=4,4,4",
+        "dask.scheduler=local",
+        "nproc=2",
+        "output.plot=None",
+    ]
+    assert integrate_program.run(args) == 0
+    with_dask = load_table(in_tmp_path / "integrated.nxs").to_frame()
+    threads = load_table(truth_chain / "integrated.nxs").to_frame()
+    np.testing.assert_array_equal(with_dask.to_numpy(), threads.to_numpy())
