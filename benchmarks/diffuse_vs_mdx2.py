@@ -1,7 +1,8 @@
 """Benchmark the diffuse chain against mdx2 1.0.5, step by step, on the same data.
 
 Each step of both tools runs as its own process at one worker (mdx2
---nproc 1, ours nproc=1) on the same refined.expt and images; the table
+--nproc 1, ours nproc=1, or --ours-nproc threads in one process) on the
+same refined.expt and images; the table
 gives the wall time of the whole process, the pixel-frames per second of
 that time, and the peak resident memory (from /usr/bin/time -v). Our
 kernels alone (data already in memory) are timed too.
@@ -229,6 +230,12 @@ def main():
     parser.add_argument("--mdx2", type=Path, required=True, help="mdx2 venv bin/")
     parser.add_argument("--count-threshold", type=float, default=20)
     parser.add_argument(
+        "--ours-nproc",
+        type=int,
+        default=1,
+        help="Threads for our programs (one process either way; mdx2 runs --nproc 1)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -278,7 +285,7 @@ def main():
                 "refined.expt",
                 "data.nxs",
                 f"count_threshold={threshold}",
-                "nproc=1",
+                f"nproc={args.ours_nproc}",
             ],
             [
                 mdx2("find_peaks"),
@@ -298,7 +305,7 @@ def main():
                 "data.nxs",
                 "peaks.nxs",
                 "sigma_cutoff=3",
-                "nproc=1",
+                f"nproc={args.ours_nproc}",
             ],
             [
                 mdx2("mask_peaks"),
@@ -319,7 +326,7 @@ def main():
                 "data.nxs",
                 "mask=mask.nxs",
                 "subdivide=2,2,2",
-                "nproc=1",
+                f"nproc={args.ours_nproc}",
             ],
             [
                 mdx2("integrate"),

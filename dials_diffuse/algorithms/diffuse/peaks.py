@@ -125,7 +125,7 @@ def peak_pixels_in_chunk(sweep, chunk, count_threshold):
     ]
     frames = np.arange(chunk.frames.start, chunk.frames.stop)
     matrices = sweep.matrices(frames)
-    delta = sweep.s1[row, column] - sweep.s0(frames)[frame - chunk.frames.start]
+    delta = sweep.s1_at(row, column) - sweep.s0(frames)[frame - chunk.frames.start]
     hkl = np.einsum("nij,nj->ni", matrices[frame - chunk.frames.start], delta)
     return {
         "frame": frame.astype(np.int32),

@@ -74,6 +74,20 @@ class Sweep:
             self._s1 = _pixel_s1_cached(self.experiment)
         return self._s1
 
+    def s1_at(self, rows, columns):
+        """s1 (n, 3) of the centres of pixels (rows, columns), inverse Angstrom.
+
+        The full-panel array when it is already computed, else only these
+        pixels (a few peak pixels need not cost the whole panel's geometry).
+        """
+        if self._s1 is not None:
+            return self._s1[rows, columns]
+        panel = self.experiment.detector[0]
+        lab = geometry.lab_coordinates(
+            panel, np.asarray(columns) + 0.5, np.asarray(rows) + 0.5
+        )
+        return geometry.pixel_s1(panel, self.experiment.beam, lab)
+
     def s0(self, frames):
         """The beam's s0 (n, 3) at each frame centre, inverse Angstrom."""
         return np.ascontiguousarray(
