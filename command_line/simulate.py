@@ -2,6 +2,7 @@
 
 import logging
 import sys
+from pathlib import Path
 
 from dials_diffuse.simulate import (
     simulate_eiger_series,
@@ -9,7 +10,9 @@ from dials_diffuse.simulate import (
     simulate_sacla,
     simulate_transmission_series,
 )
+from dials_diffuse.simulate.preview import write_preview
 from dials_diffuse.simulate.transmission_series import DetectorResponse
+from dials_diffuse.simulate.truth import truth_summary
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -40,6 +43,7 @@ kind=eiger_series: a long DECTRIS-style Eiger series of small frames with a
 
 size=test makes data in seconds (the tests use it); size=demo makes the
 larger sets the demo uses (a 512 x 512 px, 90-frame sweep for rotation).
+Every dataset gets preview.png: the data drawn against its truth.
 
 Examples:
 
@@ -89,7 +93,7 @@ eiger_series {
   drift = None
     .type = float
     .help = "Linear drift of the intensity, as a fraction per frame. Default:"
-            "the size preset's (-2e-4 for test, -2e-5 for demo)."
+            "the size preset's (-2e-4 for test, -5e-5 for demo)."
 }
 sacla {
   symmetry_order = 6
@@ -105,6 +109,10 @@ output {
     .type = path
     .help = "Directory to create for the dataset (must not exist, or be"
             "empty). Default: simulated_<kind>."
+  preview = preview.png
+    .type = path
+    .help = "A PNG preview of the data against its truth, written inside"
+            "output.directory. None: no preview."
 }
 """
 
@@ -153,7 +161,26 @@ def main(params, inputs, run):
     for what, path in _flatten(paths):
         run.outputs[what] = str(path)
         logger.info("Wrote %s: %s", what, path)
-    run.results.update({"kind": params.kind, "size": params.size, "seed": params.seed})
+    if params.output.preview:
+        with run.timer("preview"):
+            with run.write(Path(directory) / params.output.preview, "preview") as png:
+                write_preview(params.kind, paths, png)
+    truth = truth_summary(paths["truth"])
+    logger.info("Truth (%s):", paths["truth"])
+    for key, value in truth.items():
+        logger.info("  %s = %s", key, _short(value))
+    run.results.update(
+        {"kind": params.kind, "size": params.size, "seed": params.seed, "truth": truth}
+    )
+
+
+def _short(value):
+    """A value for the log: floats with 6 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "(" + ", ".join(_short(v) for v in value) + ")"
+    return str(value)
 
 
 def _flatten(paths, prefix=""):

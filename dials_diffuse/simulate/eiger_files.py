@@ -126,7 +126,6 @@ def write_master(
     goniometer=None,
     nxmx=True,
     transmission=None,
-    extra_detector_specific=None,
 ):
     """Write the master file that describes the data files.
 
@@ -151,8 +150,6 @@ def write_master(
         NXmx master (``definition``, full geometry) or DECTRIS nearly-NeXus.
     transmission : float or None
         Beam transmission (fraction, 0..1) in ``attenuator_transmission``.
-    extra_detector_specific : dict or None
-        More ``detectorSpecific`` scalars, e.g. a count-rate cutoff.
     """
     panel = detector[0]
     ny, nx = shape
@@ -219,8 +216,6 @@ def write_master(
         _value(specific, "y_pixels_in_detector", ny, dtype="i4")
         _value(specific, "countrate_correction_count_cutoff", cutoff, dtype="i4")
         specific["pixel_mask"] = h5py.SoftLink("/entry/instrument/detector/pixel_mask")
-        for key, value in (extra_detector_specific or {}).items():
-            _value(specific, key, value)
 
         if scan is not None:
             start, width = scan.get_oscillation()

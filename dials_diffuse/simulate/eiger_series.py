@@ -72,8 +72,15 @@ class SeriesSetup:
 
 SIZES = {
     "test": SeriesSetup(nx=64, ny=48, frames=300),
+    # The size of an EIGER2 500K module: dxtbx's own Eiger class reads it too.
     "demo": SeriesSetup(
-        nx=256, ny=192, frames=3000, lobe_sigma_px=40.0, drift_per_frame=-2.0e-5
+        nx=1030,
+        ny=514,
+        frames=400,
+        lobe_counts=5.0,
+        lobe_sigma_px=120.0,
+        flat_counts=0.5,
+        drift_per_frame=-5.0e-5,
     ),
 }
 
@@ -124,8 +131,10 @@ def simulate_eiger_series(directory, size="test", seed=0, **overrides):
     directory : str or Path
         Created; must not exist or be empty.
     size : {"test", "demo"}
-        "test": 300 frames of 64 x 48 px (3 data files); "demo": 3000 frames
-        of 256 x 192 px (30 data files).
+        "test": 300 frames of 64 x 48 px (3 data files); "demo": 400 frames
+        of 1030 x 514 px (an EIGER2 500K; 4 data files), which dxtbx's own
+        ``FormatHDF5EigerNearlyNexus`` also reads (it knows only real EIGER
+        sizes).
     seed : int
         Seeds the fluctuations, saturated pixels and noise.
     **overrides

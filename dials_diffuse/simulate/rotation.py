@@ -18,6 +18,7 @@ pixels and a horizontal module gap.
 import logging
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from dials_diffuse.simulate.scattering import (
 )
 from dials_diffuse.simulate.truth import write_rotation_truth, write_truth_expt
 from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.parallel import ParallelMap
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +130,9 @@ class RotationExperiment:
     corrections: dict
     s1: np.ndarray
 
-    @property
+    @cached_property
     def lookup(self):
+        """The Bragg intensities as an `IntensityLookup` (built once)."""
         return IntensityLookup(self.miller_indices, self.intensities)
 
 
@@ -314,12 +317,15 @@ def write_rotation_files(
     response=None,
     sweep=0,
     desc="rotation",
+    nproc=None,
 ):
     """Write the image files and truth.h5 of `experiment` into `directory`.
 
     `transmission` (0..1) scales the scattered signal (not the hot pixels);
+    with a transmission (a sweep of a series) truth.h5 has no diffuse grid;
     `response` maps true to recorded counts (see `measured_frame`); `sweep`
-    selects an independent noise stream for each sweep of a series.
+    selects an independent noise stream for each sweep of a series; `nproc`
+    threads make frames in parallel (None: every core).
     Returns a dict with ``master``, ``data`` and ``truth`` paths.
     """
     setup = experiment.setup
@@ -328,22 +334,27 @@ def write_rotation_files(
     valid = ~experiment.gap_mask
     scale = 1.0 if transmission is None else transmission
 
+    def make_frame(frame):
+        expected = expected_frame(experiment, frame)
+        for name in ("bragg", "diffuse", "background"):
+            expected[name] = expected[name] * scale
+        expected["total"] = (
+            expected["bragg"]
+            + expected["diffuse"]
+            + expected["background"]
+            + expected["hot"]
+        )
+        for name in components:
+            sums[name][frame] = expected[name][valid].sum()
+        return measured_frame(
+            experiment, frame, expected["total"], seed, response, sweep
+        )
+
     def frames():
-        for frame in range(setup.frames):
-            expected = expected_frame(experiment, frame)
-            for name in ("bragg", "diffuse", "background"):
-                expected[name] = expected[name] * scale
-            expected["total"] = (
-                expected["bragg"]
-                + expected["diffuse"]
-                + expected["background"]
-                + expected["hot"]
-            )
-            for name in components:
-                sums[name][frame] = expected[name][valid].sum()
-            yield measured_frame(
-                experiment, frame, expected["total"], seed, response, sweep
-            )
+        # Frames are independent (each has its own noise stream): make them
+        # in parallel threads, in order, a few at a time.
+        with ParallelMap(nproc=nproc) as pmap:
+            yield from pmap(make_frame, range(setup.frames))
 
     pixel_mask = np.zeros((setup.ny, setup.nx), dtype=np.uint32)
     pixel_mask[experiment.gap_mask] = GAP_BIT
@@ -366,6 +377,11 @@ def write_rotation_files(
     )
     data = sorted(directory.glob(f"{prefix}_data_*.h5"))
     truth = write_rotation_truth(
-        experiment, directory / "truth.h5", seed, sums, transmission
+        experiment,
+        directory / "truth.h5",
+        seed,
+        sums,
+        transmission,
+        with_grid=transmission is None,
     )
     return {"master": master, "data": data, "truth": truth}

@@ -103,7 +103,7 @@ class SaclaSetup:
 
 SIZES = {
     "test": SaclaSetup(nx=192, ny=160, shots=24, dark_shots=4),
-    "demo": SaclaSetup(nx=1024, ny=1024, shots=200, dark_shots=20, panel_gap_px=8),
+    "demo": SaclaSetup(nx=512, ny=512, shots=80, dark_shots=16, panel_gap_px=8),
 }
 
 
@@ -176,8 +176,8 @@ def simulate_sacla(directory, size="test", seed=0, **overrides):
     directory : str or Path
         Created; must not exist or be empty.
     size : {"test", "demo"}
-        "test": 24 shots (4 dark) of 192 x 160 px; "demo": 200 shots (20
-        dark) of 1024 x 1024 px.
+        "test": 24 shots (4 dark) of 192 x 160 px; "demo": 80 shots (16
+        dark) of 512 x 512 px.
     seed : int
         Seeds phases, amplitudes, energies, dead pixels and noise.
     **overrides

@@ -14,7 +14,8 @@ Each sweep ``sweep_<i>/`` (1-based, in the order of the transmissions) is a
 complete rotation dataset (`dials_diffuse.simulate.rotation`):
 ``transmission_<T>_master.h5`` + data files, ``truth.h5`` (its root attribute
 ``transmission``; expected frame sums include the transmission) and
-``truth.expt``. The scattered signal (Bragg, diffuse, background) scales with
+``truth.expt``; the diffuse model is given by its parameters only (no
+``/diffuse/grid``: it is the same in every sweep). The scattered signal (Bragg, diffuse, background) scales with
 the transmission; hot pixels do not. The noise of each sweep is independent.
 
 The top-level ``truth.h5`` has root attributes ``kind =

@@ -35,6 +35,7 @@ Rotation sweep (``kind = "rotation"``), beside ``rotation_master.h5``:
 """
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -50,8 +51,14 @@ def _attrs(group, values):
         group.attrs[key] = value
 
 
-def write_rotation_truth(experiment, path, seed, frame_sums, transmission=None):
-    """Write ``truth.h5`` for a rotation sweep; return its path."""
+def write_rotation_truth(
+    experiment, path, seed, frame_sums, transmission=None, with_grid=True
+):
+    """Write ``truth.h5`` for a rotation sweep; return its path.
+
+    `with_grid=False` leaves out ``/diffuse/grid`` and its axes (the model's
+    parameters stay in the attributes of ``/diffuse``).
+    """
     setup = experiment.setup
     panel = experiment.detector[0]
     crystal = experiment.crystal
@@ -63,7 +70,7 @@ def write_rotation_truth(experiment, path, seed, frame_sums, transmission=None):
                 "seed": seed,
                 "description": __doc__,
                 "units": "lengths mm, angles degrees, rates counts/s, |s| 1/Angstrom",
-                "setup": json.dumps(_setup_dict(setup)),
+                "setup": json.dumps(asdict(setup)),
             },
         )
         if transmission is not None:
@@ -97,13 +104,14 @@ def write_rotation_truth(experiment, path, seed, frame_sums, transmission=None):
         )
         _attrs(bragg, setup.bragg.as_dict())
 
-        axes, grid = diffuse_grid(experiment)
         diffuse = handle.create_group("diffuse")
-        diffuse.create_dataset(
-            "grid", data=grid, chunks=True, compression="gzip", shuffle=True
-        )
-        for name, axis in zip("hkl", axes):
-            diffuse.create_dataset(name, data=axis)
+        if with_grid:
+            axes, grid = diffuse_grid(experiment)
+            diffuse.create_dataset(
+                "grid", data=grid, chunks=True, compression="gzip", shuffle=True
+            )
+            for name, axis in zip("hkl", axes):
+                diffuse.create_dataset(name, data=axis)
         _attrs(diffuse, {**setup.diffuse.as_dict(), "subdivide": DIFFUSE_SUBDIVIDE})
 
         hot = handle.create_group("hot_pixels")
@@ -187,12 +195,20 @@ def write_truth_expt(experiment, master, path):
     return Path(path)
 
 
-def _setup_dict(setup):
-    from dataclasses import asdict
+def truth_summary(path):
+    """The key facts of a ``truth.h5`` as plain Python values (for logs and JSON).
 
-    return asdict(setup)
-
-
-def read_truth(path):
-    """Open a ``truth.h5`` read-only (an h5py File; use as a context manager)."""
-    return h5py.File(path, "r")
+    The root attributes (except the long ``description`` and ``setup``) and,
+    for a rotation sweep, the cell, space group and wavelength.
+    """
+    summary = {}
+    with h5py.File(path, "r") as handle:
+        groups = [handle] + ([handle["models"]] if "models" in handle else [])
+        for group in groups:
+            for key, value in group.attrs.items():
+                if key in ("description", "setup", "A_matrix"):
+                    continue
+                if isinstance(value, bytes):
+                    value = value.decode()
+                summary[key] = value.tolist() if hasattr(value, "tolist") else value
+    return summary

@@ -17,10 +17,15 @@ def test_sacla_and_eiger_series_with_json(in_tmp_path):
     summary = json.loads((in_tmp_path / "s.json").read_text())
     assert summary["exit_code"] == 0
     assert summary["outputs"]["truth"] == "simulated_sacla/truth.h5"
+    assert summary["results"]["truth"]["symmetry_order"] == 6
+    assert len(summary["results"]["truth"]["beam_centre_px"]) == 2
     with h5py.File("simulated_sacla/truth.h5", "r") as handle:
         assert list(handle["dark"][()]) == [True, True, False, False, False, False]
         assert handle.attrs["symmetry_order"] == 6
     assert (in_tmp_path / "simulated_sacla" / "mask.npy").is_file()
+    preview = in_tmp_path / "simulated_sacla" / "preview.png"
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["outputs"]["preview"] == str(preview.relative_to(in_tmp_path))
 
     assert (
         run(["kind=eiger_series", "frames=150", "eiger_series.cv=0.05", "seed=2"]) == 0
@@ -35,9 +40,19 @@ def test_sacla_and_eiger_series_with_json(in_tmp_path):
 
 
 def test_rotation_and_transmission_series(in_tmp_path):
-    assert run(["kind=rotation", "frames=3", "output.directory=rot"]) == 0
+    assert (
+        run(
+            ["kind=rotation", "frames=3", "output.directory=rot", "output.preview=None"]
+        )
+        == 0
+    )
+    assert not (in_tmp_path / "rot" / "preview.png").exists()
     assert (in_tmp_path / "rot" / "rotation_master.h5").is_file()
     assert (in_tmp_path / "rot" / "truth.expt").is_file()
+    assert (
+        "space_group = P 21 21 21"
+        in (in_tmp_path / "dials.diffuse.simulate.log").read_text()
+    )
     assert (
         run(
             [
@@ -53,6 +68,7 @@ def test_rotation_and_transmission_series(in_tmp_path):
         assert list(handle.attrs["transmissions"]) == [0.5, 1.0]
         assert handle.attrs["notch_low"] == 300
     assert (in_tmp_path / "simulated_transmission_series" / "sweep_2").is_dir()
+    assert (in_tmp_path / "simulated_transmission_series" / "preview.png").is_file()
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """The real DIALS chain on the simulated rotation sweep recovers the truth.
 
-dials.import, find_spots, index, refine and integrate run as subprocesses
-(Debian's DIALS), once per session; the tests compare the results with the
-simulation's truth: the unit cell, the space group, the orientation, and the
-integrated intensities.
+dials.import, find_spots, index, refine, integrate and symmetry run as
+subprocesses (Debian's DIALS), once per session; the tests compare the
+results with the simulation's truth: the unit cell, the space group, the
+orientation, the integrated intensities, and the symmetry DIALS finds in
+them.
 """
 
 import subprocess
@@ -38,6 +39,7 @@ def dials_processed(simulated_rotation, tmp_path_factory):
     )
     _dials(directory, "dials.refine", "indexed.expt", "indexed.refl")
     _dials(directory, "dials.integrate", "refined.expt", "refined.refl", "nproc=2")
+    _dials(directory, "dials.symmetry", "integrated.expt", "integrated.refl")
     return directory
 
 
@@ -69,6 +71,29 @@ def test_cell_space_group_and_orientation(dials_processed, simulated_rotation):
     want = np.array(truth.get_A()).reshape(3, 3)
     signs = np.sign(np.sum(got * want, axis=0))
     assert got * signs == pytest.approx(want, abs=2e-4)
+
+
+def test_dials_symmetry_finds_the_true_laue_group(dials_processed, simulated_rotation):
+    """From the intensities alone (dials.symmetry, no space group given).
+
+    The Laue group must be the truth's; the screw axes DIALS can see in a
+    15° wedge must be ones the truth has (every reflection DIALS's choice
+    makes absent is absent in the truth).
+    """
+    from cctbx import miller, sgtbx
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    found = ExperimentListFactory.from_json_file(
+        str(dials_processed / "symmetrized.expt"), check_format=False
+    )[0].crystal.get_space_group()
+    with h5py.File(simulated_rotation["truth"], "r") as handle:
+        truth = sgtbx.space_group_info(handle["models"].attrs["space_group"]).group()
+    assert str(found.build_derived_laue_group().info()) == "P m m m"
+    assert found.build_derived_laue_group() == truth.build_derived_laue_group()
+    indices = miller.index_generator(
+        sgtbx.space_group_info("P 1").type(), False, (10, 10, 10)
+    ).to_array()
+    assert all(truth.is_sys_absent(h) for h in indices if found.is_sys_absent(h))
 
 
 def test_integrated_intensities_follow_the_truth(dials_processed, simulated_rotation):

@@ -127,6 +127,15 @@ def test_diffuse_grid_is_the_model(truth):
     assert np.isnan(truth["grid"][0, 0, 0])  # the corner is beyond the detector
 
 
+def test_size_presets():
+    test, demo = rotation_setup("test"), rotation_setup("demo")
+    assert (test.nx, test.ny, test.frames, test.width_deg) == (256, 256, 30, 0.5)
+    assert (demo.nx, demo.ny, demo.frames, demo.width_deg) == (512, 512, 90, 0.5)
+    # The same physical detector: the test size has 2 x 2 binned pixels.
+    assert test.nx * test.pixel_mm == demo.nx * demo.pixel_mm
+    assert rotation_setup("test", frames=7).frames == 7
+
+
 def test_same_seed_same_data_other_seed_differs(tmp_path):
     a = simulate_rotation(tmp_path / "a", seed=5, frames=2)
     b = simulate_rotation(tmp_path / "b", seed=5, frames=2)
@@ -160,3 +169,25 @@ def test_no_partial_dataset_after_a_failure(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         simulate_rotation(tmp_path / "out", frames=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_several_data_files_through_the_virtual_dataset(tmp_path):
+    """Frames split over data files: DIALS reads them in order through the VDS."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    paths = simulate_rotation(tmp_path / "split", frames=5, frames_per_file=2)
+    assert [p.name for p in paths["data"]] == [
+        "rotation_data_000001.h5",
+        "rotation_data_000002.h5",
+        "rotation_data_000003.h5",
+    ]
+    with h5py.File(paths["data"][2], "r") as handle:
+        dataset = handle["/entry/data/data"]
+        assert (dataset.attrs["image_nr_low"], dataset.attrs["image_nr_high"]) == (5, 5)
+        last = dataset[0]
+    imageset = ExperimentListFactory.from_filenames([str(paths["master"])])[0].imageset
+    assert len(imageset) == 5
+    raw = imageset.get_raw_data(4)[0].as_numpy_array()
+    valid = last != GAP_VALUE
+    assert np.array_equal(raw[valid], last[valid].astype(raw.dtype))
+    assert np.all(raw[~valid] == -1)  # gap pixels read as masked

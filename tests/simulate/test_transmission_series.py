@@ -75,3 +75,20 @@ def test_response_function():
     recorded = response(counts)
     assert list(recorded[9:15]) == [9, 13, 13, 13, 13, 14]
     assert list(recorded[19:]) == [19, 20, 20, 20, 20, 20]
+
+
+def test_sweeps_record_transmission_and_saturation(simulated_transmission_series):
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    for sweep in simulated_transmission_series["sweeps"]:
+        with h5py.File(sweep["master"], "r") as handle:
+            recorded = handle["/entry/instrument/attenuator/attenuator_transmission"][
+                ()
+            ]
+        assert recorded == pytest.approx(sweep["transmission"])
+        assert f"transmission_{sweep['transmission']:.3f}" in sweep["master"].name
+    imported = ExperimentListFactory.from_filenames(
+        [str(simulated_transmission_series["sweeps"][0]["master"])]
+    )
+    # DIALS treats piled-up pixels (at saturation) as the detector's overload.
+    assert imported[0].detector[0].get_trusted_range()[1] == 4000
