@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from dials_diffuse.algorithms.diffuse.background import BinnedBackground
 from dials_diffuse.algorithms.diffuse.correct import correct
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input
 from dials_diffuse.io.plots import new_figure, save_png
@@ -22,7 +23,8 @@ evaluated at the voxel's mean pixel position. Adds s = 1/d (inverse
 Angstrom), rs_volume (the reciprocal-space volume the voxel's pixels swept,
 in reciprocal cell volumes), and maps (h, k, l) to the asymmetric unit of the
 Laue group with op, the index of the symmetry operator used (cctbx's order).
-The observation index n from integrate is kept. mdx2's definitions, with
+The observation index n from integrate is kept. With background= the
+binned background count rate of bin_image_series is subtracted first. mdx2's definitions, with
 DIALS's pixel-centre convention.
 
 A voxel with zero exposure time is an error (check the images' exposure
@@ -40,6 +42,8 @@ Examples:
   dials.diffuse.correct refined.expt integrated.nxs
 
   dials.diffuse.correct refined.expt integrated.nxs polarization=False p1=True
+
+  dials.diffuse.correct refined.expt integrated.nxs background=background.nxs
 """
 
 # The step's own parameters (dials.diffuse.process nests them).
@@ -57,6 +61,10 @@ lorentz = False
   .type = bool
   .help = "Multiply intensities by rs_volume (the Lorentz correction for"
           "integrated Bragg intensities)."
+background = None
+  .type = path
+  .help = "A background.nxs of bin_image_series: its count rate per pixel at"
+          "each voxel's mean (phi, iy, ix) is subtracted. None: no subtraction."
 p1 = False
   .type = bool
   .help = "Map to the asymmetric unit with Friedel symmetry only (P-1)"
@@ -134,6 +142,9 @@ def main(params, inputs, run):
             corrections=corrections,
             lorentz=params.lorentz,
             p1=params.p1,
+            background=BinnedBackground.read(params.background)
+            if params.background
+            else None,
         )
     intensity = corrected["intensity"]
     logger.info(

@@ -320,3 +320,29 @@ def test_dask_workers_give_the_same_table(simulated_rotation, truth_chain, in_tm
     with_dask = load_table(in_tmp_path / "integrated.nxs").to_frame()
     threads = load_table(truth_chain / "integrated.nxs").to_frame()
     np.testing.assert_array_equal(with_dask.to_numpy(), threads.to_numpy())
+
+
+def test_correct_subtracts_the_binned_background(
+    simulated_rotation, truth_chain, in_tmp_path
+):
+    from command_line import bin_image_series as bin_program
+    from dials_diffuse.algorithms.diffuse.background import BinnedBackground
+
+    expt = str(simulated_rotation["truth_expt"])
+    args = [expt, f"mask={truth_chain / 'mask.nxs'}", "bins=10,64,64"]
+    assert bin_program.run(args) == 0
+    binned = BinnedBackground.read(in_tmp_path / "background.nxs")
+    assert binned.rate.shape == (3, 4, 4)
+    # A constant background of 2 counts/s per pixel.
+    BinnedBackground(
+        binned.phi, binned.iy, binned.ix, np.full(binned.rate.shape, 2.0)
+    ).write(in_tmp_path / "flat.nxs")
+    integrated = str(truth_chain / "integrated.nxs")
+    assert correct_program.run([expt, integrated, "background=flat.nxs"]) == 0
+    with_background = load_table(in_tmp_path / "corrected.nxs").to_frame()
+    without = load_table(truth_chain / "corrected.nxs").to_frame()
+    rate = without["counts"] / without["seconds"]
+    scale = rate / without["intensity"].astype(float)
+    keep = rate > 0
+    difference = (without["intensity"] - with_background["intensity"]).astype(float)
+    np.testing.assert_allclose((difference * scale)[keep], 2.0, rtol=1e-4)

@@ -14,7 +14,9 @@ mdx2's definitions (with DIALS's pixel-centre convention):
 - (h, k, l) mapped to the asymmetric unit of the Laue group (cctbx's
   reciprocal-space ASU), `op` the index of the Laue-group operator
   (cctbx's order of the space group's Laue group) that does it;
-- with ``lorentz=True`` intensities are multiplied by rs_volume.
+- with ``lorentz=True`` intensities are multiplied by rs_volume;
+- with a binned background (`background.BinnedBackground`), its count rate
+  at the voxel's mean (phi, iy, ix) is subtracted from the count rate first.
 """
 
 import numpy as np
@@ -135,6 +137,7 @@ def correct(
     corrections=("attenuation", "efficiency", "polarization"),
     lorentz=False,
     p1=False,
+    background=None,
 ):
     """The corrected table (`hkl_table`) from an integrated one.
 
@@ -150,6 +153,8 @@ def correct(
         Multiply intensities by rs_volume.
     p1 : bool
         Map with Friedel symmetry only (P-1) instead of the Laue group.
+    background : BinnedBackground, optional
+        Count rate per pixel subtracted at each voxel's mean (phi, iy, ix).
 
     Returns
     -------
@@ -184,6 +189,8 @@ def correct(
     # Poisson error; a voxel without counts gets the error of one count, so
     # that inverse-variance weights stay finite (mdx2 gives it zero).
     count_rate_error = np.sqrt(np.maximum(counts, 1.0)) / seconds
+    if background is not None:
+        count_rate = count_rate - background(table["phi"], table["iy"], table["ix"])
     scale = factors["solid_angle"].copy()
     for name in corrections:
         scale *= factors[name]

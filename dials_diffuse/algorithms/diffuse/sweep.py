@@ -183,7 +183,7 @@ def check_exposure_times(sweep, frames):
     return seconds
 
 
-def _readable_imageset(inputs, experiment):
+def readable_imageset(inputs, experiment):
     """The experiment's imageset with its Format class (images checked readable).
 
     Programs load experiment files without opening the images (data.nxs may
@@ -244,7 +244,7 @@ def load_sweep(inputs, data_file=None):
                 f"experiment's scan {first}-{last}"
             )
     else:
-        source = ImagesetSource(_readable_imageset(inputs, experiment))
+        source = ImagesetSource(readable_imageset(inputs, experiment))
     return Sweep(experiment, source)
 
 

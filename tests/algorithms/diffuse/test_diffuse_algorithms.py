@@ -306,3 +306,63 @@ def test_phi_scale_recovers_a_known_scale():
     reference = true_scale(grid) / np.mean(true_scale(phi))
     np.testing.assert_allclose(model(grid), reference, rtol=0.02)
     assert history[-1] < 1.2 and history[-1] <= history[0]
+
+
+class _Frames:
+    """A minimal ImageSource over arrays (frames, rows, columns)."""
+
+    def __init__(self, data, valid, seconds):
+        from dials_diffuse.images.source import ImageSource
+
+        class Source(ImageSource):
+            n_frames = data.shape[0]
+            panel_shapes = [data.shape[1:]]
+            dtype = data.dtype
+            exposure_times = np.full(data.shape[0], seconds)
+
+            def static_mask(self, panel=0):
+                return valid[0]
+
+            def read(self, chunk):
+                index = (chunk.frames, chunk.rows, chunk.columns)
+                return data[index], valid[index]
+
+        self.source = Source()
+
+
+def test_binned_background_of_a_known_rate_field(tmp_path):
+    from dials_diffuse.algorithms.diffuse.background import (
+        BinnedBackground,
+        bin_image_series,
+    )
+
+    frames, rows, columns = 6, 40, 60
+    f, r, c = np.meshgrid(
+        np.arange(frames), np.arange(rows), np.arange(columns), indexing="ij"
+    )
+    # counts per pixel = rate x 0.5 s, the rate linear in frame, row, column.
+    rate = 10.0 + 0.5 * f + 0.1 * r + 0.05 * c
+    data = rate * 0.5
+    valid = np.ones(data.shape, dtype=bool)
+    valid[:, 10:20, :] = False  # a masked band: the blocks there are empty
+    data[~valid] = 1e6  # never used
+    phi = np.arange(frames) * 0.2 + 0.1
+    source = _Frames(data, valid, 0.5).source
+    background = bin_image_series(source, (2, 10, 20), phi)
+    assert background.rate.shape == (3, 4, 3)
+    np.testing.assert_allclose(background.iy, [4.5, 14.5, 24.5, 34.5])
+    np.testing.assert_allclose(background.phi, [0.2, 0.6, 1.0])
+    # Interpolated rate equals the linear field wherever blocks are valid.
+    points = (
+        np.array([0.3, 0.5, 0.9]),
+        np.array([25.0, 30.0, 33.0]),
+        np.array([20.0, 30.0, 39.5]),
+    )
+    frame_of_phi = (points[0] - 0.1) / 0.2
+    expected = 10.0 + 0.5 * frame_of_phi + 0.1 * points[1] + 0.05 * points[2]
+    np.testing.assert_allclose(background(*points), expected, rtol=1e-12)
+    # The empty band takes its nearest valid block's value (no NaN).
+    assert np.all(np.isfinite(background.rate))
+    background.write(tmp_path / "background.nxs")
+    again = BinnedBackground.read(tmp_path / "background.nxs")
+    np.testing.assert_array_equal(again.rate, background.rate)
