@@ -29,6 +29,20 @@ logger = logging.getLogger(__name__)
 _S1_CACHE = {}
 
 
+def _pixel_s1_in_blocks(panel, beam, block_rows=128):
+    """s1 of every pixel centre, computed a block of rows at a time.
+
+    The same values as `geometry.pixel_s1`, with the temporaries of one
+    block instead of the whole panel (lower peak memory).
+    """
+    n_columns, n_rows = panel.get_image_size()
+    s1 = np.empty((n_rows, n_columns, 3))
+    for first in range(0, n_rows, block_rows):
+        rows = slice(first, min(first + block_rows, n_rows))
+        s1[rows] = geometry.pixel_s1(panel, beam, rows=rows)
+    return s1
+
+
 def _pixel_s1_cached(experiment):
     key = (
         str(experiment.detector[0].to_dict()),
@@ -36,7 +50,7 @@ def _pixel_s1_cached(experiment):
     )
     if key not in _S1_CACHE:
         _S1_CACHE.clear()
-        _S1_CACHE[key] = geometry.pixel_s1(experiment.detector[0], experiment.beam)
+        _S1_CACHE[key] = _pixel_s1_in_blocks(experiment.detector[0], experiment.beam)
     return _S1_CACHE[key]
 
 
@@ -143,10 +157,17 @@ class Sweep:
         )
 
     def map_chunks(self, pmap, function, chunks, desc):
-        """Yield `function(self, chunk)` for each chunk, in order, in parallel."""
+        """Yield `function(self, chunk)` for each chunk, in order, in parallel.
+
+        One chunk more than there are workers is in flight: memory stays
+        at about (workers + 1) chunks.
+        """
         work = functools.partial(_call_on_chunk, function, self)
         yield from progress(
-            pmap(work, chunks), total=len(chunks), desc=desc, unit="chunk"
+            pmap(work, chunks, in_flight=pmap.workers + 1),
+            total=len(chunks),
+            desc=desc,
+            unit="chunk",
         )
 
 
