@@ -2,6 +2,7 @@
 // Each header provides bind_<family>(module); add one line here per family.
 #include <pybind11/pybind11.h>
 
+#include "diffuse.h"
 #include "eiger.h"
 #include "histogram.h"
 #include "polar.h"
@@ -13,4 +14,5 @@ PYBIND11_MODULE(_kernels, m) {
   dials_diffuse::bind_eiger(m);
   dials_diffuse::bind_polar(m);
   dials_diffuse::bind_shoebox(m);
+  dials_diffuse::bind_diffuse(m);
 }

@@ -144,6 +144,13 @@ class ImagesetSource(ImageSource):
         self._dtype = None
         self._static = None
 
+    def __getstate__(self):
+        # The lock and the frame cache stay in this process (Dask pickles sources).
+        return {"imageset": self.imageset}
+
+    def __setstate__(self, state):
+        self.__init__(state["imageset"])
+
     @property
     def n_frames(self):
         return len(self.imageset)

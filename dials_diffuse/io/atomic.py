@@ -35,6 +35,11 @@ def atomic_path(path):
     )
     os.close(fd)
     temporary = Path(temporary)
+    # mkstemp creates the file readable by the owner only: give the final
+    # file the permissions any new file gets (0666 minus the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
         yield temporary
         # mkstemp makes the file private (0600): give it the usual permissions.

@@ -1,0 +1,100 @@
+"""dials.diffuse.import_data: copy a sweep's images into a chunked NeXus file."""
+
+import logging
+import sys
+
+import numpy as np
+
+from dials_diffuse.algorithms.diffuse.sweep import load_sweep, sweep_phil
+from dials_diffuse.io.image_series import default_chunks, write_image_series
+from dials_diffuse.util.program import Program
+
+logger = logging.getLogger("dials_diffuse.command_line.import_data")
+
+help_message = """
+Copy the images of a refined sweep into data.nxs: one chunked, compressed
+NeXus dataset /entry/image_series/data (frames x rows x columns, int32,
+masked pixels -1) with the rotation angle phi (degrees, frame centres), the
+pixel axes iy/ix and the exposure times, and NXdata attributes so that
+NeXpy shows it (mdx2's image_series layout). Every later step of the chain
+also reads the .expt's own images, so this copy is optional: it pays off
+when the images are read several times (find_peaks, mask_peaks, integrate)
+or to look at the data in NeXpy.
+
+Pixels that DIALS masks (module gaps, bad pixels, values outside the
+trusted range) are stored as -1.
+
+Examples:
+
+  dials.diffuse.import_data refined.expt
+
+  dials.diffuse.import_data refined.expt chunks=10,256,256 image_range=1,50
+
+  # in Python (the seed's NeXpy/nexusformat cells work on the file too)
+  import h5py; frames = h5py.File("data.nxs")["/entry/image_series/data"]
+"""
+
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = """
+chunks = None
+  .type = ints(size=3, value_min=1)
+  .help = "HDF5 chunk shape frames,rows,columns. Default: 10 frames of"
+          "256 x 256 pixel tiles (frames_per_chunk frames)."
+compression_level = 1
+  .type = int(value_min=1, value_max=9)
+  .help = "gzip level: 1 is fast and compresses counting data well."
+output {
+  data = data.nxs
+    .type = path
+    .help = "The image series file."
+}
+"""
+phil_scope = sweep_phil + step_phil
+
+
+def main(params, inputs, run):
+    sweep = load_sweep(inputs)
+    frame_range = sweep.frame_range(params.image_range)
+    n_frames = frame_range[1] - frame_range[0]
+    chunks = params.chunks or default_chunks(
+        n_frames, sweep.source.panel_shapes[0], params.frames_per_chunk
+    )
+    frames = np.arange(sweep.source.n_frames)
+    logger.info(
+        "Copying %d frames of %d x %d pixels in chunks of %s",
+        n_frames,
+        *sweep.source.panel_shapes[0],
+        "x".join(map(str, chunks)),
+    )
+    with (
+        run.timer("import_data"),
+        run.write(params.output.data, "image series") as path,
+    ):
+        summary = write_image_series(
+            path,
+            sweep.source,
+            sweep.phi(frames),
+            chunks=chunks,
+            frame_range=frame_range,
+            compression_level=params.compression_level,
+        )
+    run.results.update(summary)
+    run.results["chunks"] = list(chunks)
+
+
+program = Program(
+    name="import_data",
+    phil=phil_scope,
+    help=help_message,
+    main=main,
+    reads_images=True,
+)
+
+
+def run(args=None):
+    """Entry point: run the program, return its exit code."""
+    return program.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,151 @@
+"""dials.diffuse.mask_peaks: mask Bragg peaks, peak pixels, hot pixels and the detector mask."""
+
+import logging
+import sys
+
+import numpy as np
+
+from dials_diffuse.algorithms.diffuse.mask import PeakMasker, hot_pixels, write_mask
+from dials_diffuse.algorithms.diffuse.peaks import PeakModel
+from dials_diffuse.algorithms.diffuse.sweep import (
+    load_sweep_for_program,
+    nexus_input,
+    sweep_phil,
+)
+from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.io.tables import load_table
+from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.parallel import parallel_map_from_params
+from dials_diffuse.util.program import Program
+
+logger = logging.getLogger("dials_diffuse.command_line.mask_peaks")
+
+help_message = """
+Make the pixel mask for diffuse scattering: every pixel whose Miller-index
+offset from the nearest reciprocal-lattice point lies inside the peak
+model's ellipsoid at sigma_cutoff standard deviations (for every lattice
+point the space group allows: all systematic absences are left unmasked),
+plus the peak pixels find_peaks found (in their frames), plus hot pixels
+(peak-model outliers in at least hot_pixels.min_fraction of the frames,
+masked in every frame), plus the detector mask (gaps, bad pixels).
+
+A larger sigma_cutoff masks more: 3 is safe for Bragg tails; 1-2 keeps more
+diffuse signal close to the peaks of high-quality data. bragg=True inverts
+the ellipsoid mask: only the Bragg peaks are kept (to integrate them).
+
+The peak model comes from find_peaks (peaks.nxs). Only the geometry is
+needed, not the pixels: the images are read for the detector mask only.
+mask.nxs follows mdx2: 1 = pixel excluded.
+
+Outputs: mask.nxs (/entry/mask: frames x rows x columns uint8, chunked,
+compressed) and mask_peaks.png (masked fraction per image).
+
+Examples:
+
+  dials.diffuse.mask_peaks refined.expt data.nxs peaks.nxs sigma_cutoff=3
+
+  dials.diffuse.mask_peaks refined.expt peaks.nxs sigma_cutoff=1.5 nproc=4
+
+  dials.diffuse.mask_peaks refined.expt peaks.nxs bragg=True output.mask=bragg_mask.nxs
+"""
+
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = """
+sigma_cutoff = 3.0
+  .type = float(value_min=0, allow_none=False)
+  .help = "Size of the masked ellipsoid around each lattice point, in"
+          "standard deviations of the peak model (Mahalanobis distance)."
+bragg = False
+  .type = bool
+  .help = "Invert the ellipsoid mask: keep only the Bragg peaks (peak and hot"
+          "pixels are then not added; the detector mask still applies)."
+hot_pixels {
+  min_fraction = 0.5
+    .type = float(value_min=0, value_max=1)
+    .help = "A pixel that is a peak-model outlier (above count_threshold far"
+            "from any lattice point) in at least this fraction of the frames"
+            "(and at least 2) is hot and masked in every frame."
+}
+output {
+  mask = mask.nxs
+    .type = path
+    .help = "The mask (1 = excluded) as a chunked, compressed NeXus dataset."
+  plot = mask_peaks.png
+    .type = path
+    .help = "Masked fraction per image. None: no plot."
+}
+"""
+phil_scope = sweep_phil + step_phil
+
+
+def plot_masked_fraction(images, fraction, path):
+    figure, axes = new_figure()
+    axes.plot(images, 100 * np.asarray(fraction), "o-")
+    axes.set_xlabel("Image number")
+    axes.set_ylabel("Masked pixels (%)")
+    axes.set_title("Masked fraction per image")
+    save_png(figure, path)
+
+
+def main(params, inputs, run):
+    peaks_file = nexus_input(inputs, "peak_model")
+    if peaks_file is None:
+        raise UserError("no peak model given: name the peaks.nxs from find_peaks")
+    sweep, frame_range = load_sweep_for_program(params, inputs)
+    model = PeakModel.from_table(load_table(peaks_file, "peak_model"))
+    peaks = load_table(peaks_file, "peaks")
+    first, stop = frame_range
+    hot = hot_pixels(
+        peaks,
+        sweep.source.panel_shapes[0],
+        stop - first,
+        params.hot_pixels.min_fraction,
+    )
+    logger.info(
+        "%d peak pixels, %d hot pixels; masking ellipsoids at %g sigma%s",
+        len(peaks),
+        int(hot.sum()),
+        params.sigma_cutoff,
+        " (inverted: Bragg peaks kept)" if params.bragg else "",
+    )
+    masker = PeakMasker(
+        sweep, model, params.sigma_cutoff, peaks=peaks, hot=hot, bragg=params.bragg
+    )
+    with run.timer("mask_peaks"), parallel_map_from_params(params) as pmap:
+        with run.write(params.output.mask, "mask") as path:
+            summary = write_mask(
+                path,
+                sweep,
+                masker,
+                pmap,
+                frames_per_chunk=params.frames_per_chunk,
+                frame_range=frame_range,
+            )
+    logger.info("Masked pixels: %.2f%%", 100 * summary["masked_fraction"])
+    run.results.update(summary)
+    run.results["hot_pixels"] = int(hot.sum())
+    if params.output.plot:
+        with run.write(params.output.plot, "masked fraction plot") as path:
+            plot_masked_fraction(
+                sweep.source.image_numbers[first:stop],
+                summary["masked_fraction_per_image"],
+                path,
+            )
+
+
+program = Program(
+    name="mask_peaks",
+    phil=phil_scope,
+    help=help_message,
+    main=main,
+    parallel_work=True,
+)
+
+
+def run(args=None):
+    """Entry point: run the program, return its exit code."""
+    return program.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""The diffuse-scattering pipeline (mdx2 workflow) on DIALS experiments."""

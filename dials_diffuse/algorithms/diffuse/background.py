@@ -1,0 +1,169 @@
+"""A binned background image series: mean count rate in coarse blocks.
+
+As mdx2's bin_image_series: the images (typically a background measurement:
+air and sample-holder scatter without the crystal, or the sweep itself with
+its peak mask) are cut into blocks of `bins` = (frames, rows, columns); each
+block's value is the mean count of its valid (and unmasked) pixels divided
+by the block's mean exposure time: a count rate per pixel (counts/s). The
+block centres (mean phi in degrees, mean 0-based row and column index) are
+the grid on which correct interpolates the background at each voxel's mean
+(phi, iy, ix) and subtracts it from the count rate.
+
+File: ``/entry/binned_image_series`` (NXdata; signal ``rate``, axes phi, iy,
+ix).
+"""
+
+import dataclasses
+
+import h5py
+import numpy as np
+
+from dials_diffuse.io.tables import open_nexus_for_writing
+from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.progress import progress
+
+GROUP = "entry/binned_image_series"
+
+
+@dataclasses.dataclass
+class BinnedBackground:
+    """Background count rate (counts/s per pixel) on a coarse (phi, iy, ix) grid."""
+
+    phi: np.ndarray
+    iy: np.ndarray
+    ix: np.ndarray
+    rate: np.ndarray
+
+    def __call__(self, phi, iy, ix):
+        """Trilinear interpolation at points (clamped to the grid's span)."""
+        from scipy.interpolate import RegularGridInterpolator
+
+        axes = []
+        points = []
+        for axis, values in ((self.phi, phi), (self.iy, iy), (self.ix, ix)):
+            values = np.asarray(values, dtype=np.float64)
+            if len(axis) == 1:
+                axis = np.array([axis[0] - 0.5, axis[0] + 0.5])
+            axes.append(axis)
+            points.append(np.clip(values, axis[0], axis[-1]))
+        rate = self.rate
+        for number, axis in enumerate((self.phi, self.iy, self.ix)):
+            if len(axis) == 1:
+                rate = np.repeat(rate, 2, axis=number)
+        interpolator = RegularGridInterpolator(tuple(axes), rate)
+        return interpolator(np.stack(points, axis=-1))
+
+    def write(self, path):
+        with open_nexus_for_writing(path) as handle:
+            handle.attrs["default"] = "entry"
+            handle["entry"].attrs["default"] = "binned_image_series"
+            group = handle.create_group(GROUP)
+            group.attrs["NX_class"] = "NXdata"
+            group.attrs["signal"] = "rate"
+            group.attrs["axes"] = np.array(
+                ["phi", "iy", "ix"], dtype=h5py.string_dtype()
+            )
+            for index, name in enumerate(("phi", "iy", "ix")):
+                group.attrs[f"{name}_indices"] = index
+                group.create_dataset(name, data=getattr(self, name))
+            group.create_dataset("rate", data=self.rate)
+            group["rate"].attrs["units"] = "counts/s per pixel"
+
+    @classmethod
+    def read(cls, path):
+        try:
+            with h5py.File(path, "r") as handle:
+                group = handle[GROUP]
+                return cls(*(group[name][()] for name in ("phi", "iy", "ix", "rate")))
+        except (OSError, KeyError) as error:
+            raise UserError(
+                f"{path}: not a binned background (no /{GROUP}: {error})"
+            ) from error
+
+
+def _block_starts(size, step):
+    return np.arange(0, size, step)
+
+
+def bin_chunk(data, valid, row_step, column_step):
+    """Sums of valid counts and numbers of valid pixels per block of one chunk.
+
+    Returns
+    -------
+    counts, pixels : ndarray (row blocks, column blocks)
+    """
+    valid = valid.reshape(-1, *valid.shape[-2:])
+    values = np.where(valid, data.reshape(valid.shape), 0).astype(np.float64)
+    rows = _block_starts(valid.shape[1], row_step)
+    columns = _block_starts(valid.shape[2], column_step)
+    counts = np.add.reduceat(
+        np.add.reduceat(values.sum(axis=0), rows, axis=0), columns, axis=1
+    )
+    pixels = np.add.reduceat(
+        np.add.reduceat(valid.sum(axis=0), rows, axis=0), columns, axis=1
+    )
+    return counts, pixels
+
+
+def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
+    """Bin an ImageSource (panel 0) into a BinnedBackground.
+
+    Parameters
+    ----------
+    source : ImageSource
+    bins : (int, int, int)
+        Frames, rows and columns per block.
+    phi : ndarray
+        Rotation angle (degrees) at the centre of every frame of the source.
+    mask_file : MaskFile, optional
+        Pixels with mask 1 are left out.
+    frame_range : (int, int), optional
+    """
+    first, stop = frame_range or (0, source.n_frames)
+    rows, columns = source.panel_shapes[0]
+    frames_step, row_step, column_step = (int(b) for b in bins)
+    seconds = np.asarray(source.exposure_times, dtype=np.float64)
+    rates, phis = [], []
+    chunks = list(source.chunks(frames=frames_step, frame_range=(first, stop)))
+    for chunk in progress(chunks, desc="bin_image_series", unit="chunk"):
+        data, valid = source.read(chunk)
+        frames = np.arange(chunk.frames.start, chunk.frames.stop)
+        if mask_file is not None:
+            valid = valid & ~mask_file.read(source.image_numbers[frames]).astype(bool)
+        exposure = seconds[frames].mean()
+        if not exposure > 0:
+            raise UserError(
+                f"images {source.image_numbers[frames[0]]}-{source.image_numbers[frames[-1]]} "
+                "have no exposure time: cannot make count rates"
+            )
+        counts, pixels = bin_chunk(data, valid, row_step, column_step)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates.append(np.where(pixels > 0, counts / pixels, np.nan) / exposure)
+        phis.append(float(np.mean(np.asarray(phi)[frames])))
+    iy = np.array(
+        [
+            np.arange(r, min(r + row_step, rows)).mean()
+            for r in _block_starts(rows, row_step)
+        ]
+    )
+    ix = np.array(
+        [
+            np.arange(c, min(c + column_step, columns)).mean()
+            for c in _block_starts(columns, column_step)
+        ]
+    )
+    rate = np.stack(rates)
+    if np.all(np.isnan(rate)):
+        raise UserError("every block is masked: no background")
+    return BinnedBackground(np.array(phis), iy, ix, _fill_empty_blocks(rate))
+
+
+def _fill_empty_blocks(rate):
+    """Give blocks without valid pixels the value of the nearest valid block."""
+    from scipy.ndimage import distance_transform_edt
+
+    empty = np.isnan(rate)
+    if not empty.any():
+        return rate
+    _, nearest = distance_transform_edt(empty, return_indices=True)
+    return rate[tuple(nearest)]

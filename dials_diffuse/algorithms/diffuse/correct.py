@@ -1,0 +1,225 @@
+"""Corrections of the integrated voxels: count rate to intensity, asymmetric unit.
+
+mdx2's definitions (with DIALS's pixel-centre convention):
+
+- count rate = counts / seconds, error = sqrt(counts) / seconds (counts/s;
+  sqrt(1) / seconds for a voxel without counts, where mdx2 gives 0);
+- intensity = count rate / (solid angle x air attenuation x detector
+  efficiency x polarization), each factor switchable, evaluated at the
+  voxel's mean pixel position;
+- rs_volume = pixels x d3s / V*: the reciprocal-space volume swept, in units
+  of the reciprocal cell volume V* (d3s = inverse Lorentz x solid angle x
+  frame width / wavelength^3 at the mean pixel position);
+- s = |B h| (inverse Angstrom), from the crystal's B matrix;
+- (h, k, l) mapped to the asymmetric unit of the Laue group (cctbx's
+  reciprocal-space ASU), `op` the index of the Laue-group operator
+  (cctbx's order of the space group's Laue group) that does it;
+- with ``lorentz=True`` intensities are multiplied by rs_volume;
+- with a binned background (`background.BinnedBackground`), its count rate
+  at the voxel's mean (phi, iy, ix) is subtracted from the count rate first.
+"""
+
+import numpy as np
+
+from dials_diffuse import geometry
+from dials_diffuse.util.errors import UserError
+
+
+def correction_factors(experiment, iy, ix, which):
+    """Correction factors at mean pixel positions (exact, not interpolated).
+
+    Parameters
+    ----------
+    experiment : dxtbx Experiment
+    iy, ix : ndarray
+        0-based pixel indices (fractional means); the position used is
+        index + 0.5 in DIALS pixel coordinates (the pixel centre).
+    which : iterable of str
+        Any of "solid_angle", "attenuation", "efficiency", "polarization",
+        "d3s".
+
+    Returns
+    -------
+    dict of name -> ndarray
+    """
+    panel, beam = experiment.detector[0], experiment.beam
+    lab = geometry.lab_coordinates(
+        panel, np.asarray(ix, np.float64) + 0.5, np.asarray(iy, np.float64) + 0.5
+    )
+    makers = {
+        "solid_angle": lambda: geometry.solid_angle(panel, beam, lab),
+        "attenuation": lambda: geometry.air_attenuation(panel, beam, lab),
+        "efficiency": lambda: geometry.detector_efficiency(panel, beam, lab),
+        "polarization": lambda: geometry.polarization_factor(
+            geometry.pixel_s1(panel, beam, lab), beam
+        ),
+        "d3s": lambda: geometry.d3s_volume(
+            panel, beam, experiment.goniometer, experiment.scan, lab
+        ),
+    }
+    return {name: makers[name]() for name in which}
+
+
+def laue_rotations(space_group):
+    """Rotation matrices (n, 3, 3) of the space group's Laue group, in `op` order.
+
+    An index h (row vector) maps to h . R; the order is cctbx's for the tidy
+    Laue group (``crystal.symmetry(space_group=laue).space_group().all_ops()``).
+    """
+    from cctbx import crystal
+
+    laue = crystal.symmetry(
+        space_group=space_group.build_derived_laue_group()
+    ).space_group()
+    return np.array(
+        [np.reshape(operator.r().as_double(), (3, 3)) for operator in laue.all_ops()]
+    )
+
+
+def map_to_asu(hkl, subdivide, space_group):
+    """Map fractional (h, k, l) on the voxel grid to the Laue group's ASU.
+
+    Parameters
+    ----------
+    hkl : ndarray (n, 3)
+        Voxel centres, multiples of 1/subdivide.
+    subdivide : (int, int, int)
+    space_group : cctbx sgtbx.space_group
+
+    Returns
+    -------
+    asu : ndarray (n, 3) float
+    op : ndarray (n,) int32
+        Index into `laue_rotations(space_group)` of the rotation R with
+        asu = hkl . R (the first one, when several do).
+    """
+    from cctbx import crystal, miller
+    from cctbx.array_family import flex
+
+    scale = int(np.lcm.reduce(np.asarray(subdivide, dtype=np.int64)))
+    integer = np.rint(np.asarray(hkl, dtype=np.float64) * scale).astype(np.int64)
+    if np.any(np.abs(integer) > 2**31 - 1):
+        raise UserError("Miller indices too large to map to the asymmetric unit")
+    symmetry = crystal.symmetry(space_group=space_group.build_derived_laue_group())
+    indices = flex.miller_index(
+        flex.int(integer[:, 0].astype(np.int32)),
+        flex.int(integer[:, 1].astype(np.int32)),
+        flex.int(integer[:, 2].astype(np.int32)),
+    )
+    asu = (
+        miller.set(symmetry, indices, anomalous_flag=False)
+        .map_to_asu()
+        .indices()
+        .as_vec3_double()
+        .as_numpy_array()
+        .astype(np.int64)
+    )
+    op = np.full(len(integer), -1, dtype=np.int32)
+    for number, rotation in enumerate(laue_rotations(space_group)):
+        mapped = np.rint(integer @ rotation).astype(np.int64)
+        hit = (op < 0) & np.all(mapped == asu, axis=1)
+        op[hit] = number
+    off_grid = np.any(
+        (asu * np.asarray(subdivide, dtype=np.int64)) % scale != 0, axis=1
+    )
+    if np.any(op < 0) or np.any(off_grid):
+        raise UserError(
+            "subdivide is not compatible with the Laue group (a symmetry operator "
+            "moves voxel centres off the grid): use equal subdivide along "
+            "symmetry-related axes"
+        )
+    return asu / scale, op
+
+
+def correct(
+    table,
+    experiment,
+    corrections=("attenuation", "efficiency", "polarization"),
+    lorentz=False,
+    p1=False,
+    background=None,
+):
+    """The corrected table (`hkl_table`) from an integrated one.
+
+    Parameters
+    ----------
+    table : Table
+        From integrate: h, k, l, n, counts, pixels, seconds, phi, iy, ix.
+    experiment : dxtbx Experiment
+    corrections : iterable of str
+        Factors divided out besides the solid angle: any of "attenuation",
+        "efficiency", "polarization".
+    lorentz : bool
+        Multiply intensities by rs_volume.
+    p1 : bool
+        Map with Friedel symmetry only (P-1) instead of the Laue group.
+    background : BinnedBackground, optional
+        Count rate per pixel subtracted at each voxel's mean (phi, iy, ix).
+
+    Returns
+    -------
+    Table `hkl_table`: h, k, l (ASU), op, n, phi, iy, ix, s, rs_volume,
+    counts, pixels, seconds, intensity, intensity_error.
+    """
+    from cctbx import sgtbx
+
+    from dials_diffuse.io.tables import Table
+
+    seconds = np.asarray(table["seconds"], dtype=np.float64)
+    if np.any(~(seconds > 0)):
+        bad = int(np.count_nonzero(~(seconds > 0)))
+        raise UserError(
+            f"{bad} voxel(s) have zero exposure time: check the images' exposure "
+            "times (dials.show) before integrating"
+        )
+    subdivide = np.asarray(table.attrs.get("subdivide", (1, 1, 1)), dtype=np.int64)
+    hkl = np.stack([table["h"], table["k"], table["l"]], axis=1).astype(np.float64)
+    crystal = experiment.crystal
+    B = np.asarray(crystal.get_B(), dtype=np.float64).reshape(3, 3)
+    s = np.linalg.norm(hkl @ B.T, axis=1)
+    space_group = (
+        sgtbx.space_group_info("P -1").group() if p1 else crystal.get_space_group()
+    )
+    asu, op = map_to_asu(hkl, subdivide, space_group)
+    factors = correction_factors(
+        experiment, table["iy"], table["ix"], ("solid_angle", "d3s", *corrections)
+    )
+    counts = np.asarray(table["counts"], dtype=np.float64)
+    count_rate = counts / seconds
+    # Poisson error; a voxel without counts gets the error of one count, so
+    # that inverse-variance weights stay finite (mdx2 gives it zero).
+    count_rate_error = np.sqrt(np.maximum(counts, 1.0)) / seconds
+    if background is not None:
+        count_rate = count_rate - background(table["phi"], table["iy"], table["ix"])
+    scale = factors["solid_angle"].copy()
+    for name in corrections:
+        scale *= factors[name]
+    reciprocal_cell_volume = abs(np.linalg.det(B))
+    rs_volume = np.asarray(table["pixels"]) * factors["d3s"] / reciprocal_cell_volume
+    intensity = count_rate / scale
+    intensity_error = count_rate_error / scale
+    if lorentz:
+        intensity = intensity * rs_volume
+        intensity_error = intensity_error * rs_volume
+    columns = {
+        "h": asu[:, 0].astype(np.float32),
+        "k": asu[:, 1].astype(np.float32),
+        "l": asu[:, 2].astype(np.float32),
+        "op": op,
+        "n": np.asarray(table["n"], dtype=np.int32),
+        "phi": table["phi"],
+        "iy": table["iy"],
+        "ix": table["ix"],
+        "s": s.astype(np.float32),
+        "rs_volume": rs_volume.astype(np.float32),
+        "counts": table["counts"],
+        "pixels": table["pixels"],
+        "seconds": seconds,
+        "intensity": intensity.astype(np.float32),
+        "intensity_error": intensity_error.astype(np.float32),
+    }
+    attrs = dict(table.attrs)
+    attrs["corrections"] = ",".join(["solid_angle", *corrections])
+    attrs["lorentz"] = bool(lorentz)
+    attrs["space_group"] = str(space_group.info())
+    return Table("hkl_table", columns, attrs)

@@ -1,0 +1,185 @@
+"""Bin every unmasked pixel of a sweep into reciprocal-space voxels.
+
+The voxel of a pixel is round(hkl * subdivide) (mdx2's grid: voxels centred
+on multiples of 1/subdivide r.l.u.), with hkl from the pixel centre and the
+frame-centre geometry. The fused C++ kernel computes hkl and accumulates the
+voxel sums in one pass over each chunk of frames; chunks run in parallel.
+
+Observations of one voxel at well separated rotation angles (e.g. the two
+passes of a 360 degree sweep) are kept apart, as in mdx2: each chunk's
+partial sum of a voxel has a mean phi; partials whose mean phi lies
+`max_spread` degrees or more beyond the voxel's first partial get a higher
+observation index n = floor((phi - phi_first) / max_spread). Partials with
+the same (h, k, l, n) are summed.
+"""
+
+import numpy as np
+
+from dials_diffuse import _kernels
+from dials_diffuse.io.tables import Table
+from dials_diffuse.util.errors import UserError
+
+_OFFSET = 1 << 20
+
+
+class ChunkIntegrator:
+    """Integrate one chunk of whole frames: read pixels (and mask), run the kernel.
+
+    Parameters
+    ----------
+    subdivide : (int, int, int)
+        Voxels per reciprocal lattice unit along h, k, l.
+    seconds : ndarray
+        Exposure time (s) of every frame of the source.
+    mask_file : MaskFile, optional
+        Pixels with mask 1 are excluded.
+    """
+
+    def __init__(self, subdivide, seconds, mask_file=None):
+        self.subdivide = np.asarray(subdivide, dtype=np.float64)
+        self.seconds = np.asarray(seconds, dtype=np.float64)
+        self.mask_file = mask_file
+
+    def __call__(self, sweep, chunk):
+        data, valid = sweep.source.read(chunk)
+        frames = np.arange(chunk.frames.start, chunk.frames.stop)
+        exclude = None
+        if self.mask_file is not None:
+            exclude = np.ascontiguousarray(
+                self.mask_file.read(sweep.source.image_numbers[frames])
+            )
+        return _kernels.integrate_voxels(
+            np.ascontiguousarray(data),
+            sweep.s1,
+            sweep.s0(frames),
+            sweep.matrices(frames),
+            self.subdivide,
+            np.ascontiguousarray(sweep.phi(frames)),
+            np.ascontiguousarray(self.seconds[frames]),
+            valid=np.ascontiguousarray(valid),
+            exclude=exclude,
+        )
+
+
+def _pack(index):
+    index = index.astype(np.int64) + _OFFSET
+    return (index[:, 0] << 42) | (index[:, 1] << 21) | index[:, 2]
+
+
+def merge_partials(partials, subdivide, max_spread, integer_counts=True):
+    """Sum the chunks' partial voxel sums into the integrated table.
+
+    Parameters
+    ----------
+    partials : list of dict
+        Outputs of the integrate_voxels kernel, one per chunk.
+    subdivide : (int, int, int)
+    max_spread : float
+        Degrees of rotation that separate observations (see module docstring).
+    integer_counts : bool
+        Store counts as int64 (integer detectors) rather than float64.
+
+    Returns
+    -------
+    Table `hkl_table`: h, k, l (voxel centre, r.l.u.), n, counts, pixels,
+    seconds, phi (deg), iy, ix (mean 0-based pixel indices), sorted by
+    h, k, l, n.
+    """
+    if max_spread <= 0:
+        raise UserError("max_spread must be positive (degrees)")
+    index = np.concatenate([p["index"] for p in partials]).reshape(-1, 3)
+    if len(index) == 0:
+        raise UserError("no unmasked pixel to integrate")
+    sums = {
+        key: np.concatenate([p[key] for p in partials])
+        for key in ("pixels", "counts", "seconds", "phi_sum", "iy_sum", "ix_sum")
+    }
+    voxel_keys, voxel = np.unique(_pack(index), return_inverse=True)
+    mean_phi = sums["phi_sum"] / sums["pixels"]
+    first_phi = np.full(len(voxel_keys), np.inf)
+    np.minimum.at(first_phi, voxel, mean_phi)
+    n = np.floor((mean_phi - first_phi[voxel]) / max_spread).astype(np.int64)
+    observation_keys, observation = np.unique(
+        voxel * (n.max() + 1) + n, return_inverse=True
+    )
+    n_out = observation_keys % (n.max() + 1)
+    voxel_out = observation_keys // (n.max() + 1)
+    totals = {
+        key: np.bincount(observation, weights=values, minlength=len(observation_keys))
+        for key, values in sums.items()
+    }
+    # Unpack the voxel index of each observation.
+    packed = voxel_keys[voxel_out]
+    hkl_index = np.stack(
+        [
+            (packed >> 42) - _OFFSET,
+            ((packed >> 21) & ((1 << 21) - 1)) - _OFFSET,
+            (packed & ((1 << 21) - 1)) - _OFFSET,
+        ],
+        axis=1,
+    )
+    pixels = np.rint(totals["pixels"]).astype(np.int64)
+    counts = totals["counts"]
+    columns = {
+        "h": (hkl_index[:, 0] / subdivide[0]).astype(np.float32),
+        "k": (hkl_index[:, 1] / subdivide[1]).astype(np.float32),
+        "l": (hkl_index[:, 2] / subdivide[2]).astype(np.float32),
+        "n": n_out.astype(np.int32),
+        "counts": np.rint(counts).astype(np.int64) if integer_counts else counts,
+        "pixels": pixels,
+        "seconds": totals["seconds"],
+        "phi": (totals["phi_sum"] / pixels).astype(np.float32),
+        "iy": (totals["iy_sum"] / pixels).astype(np.float32),
+        "ix": (totals["ix_sum"] / pixels).astype(np.float32),
+    }
+    attrs = {
+        "subdivide": np.asarray(subdivide, dtype=np.int64),
+        "max_spread": max_spread,
+    }
+    return Table("hkl_table", columns, attrs)
+
+
+def integrate(
+    sweep,
+    pmap,
+    subdivide=(1, 1, 1),
+    max_spread=1.0,
+    mask_file=None,
+    seconds=None,
+    frames_per_chunk=10,
+    frame_range=None,
+):
+    """Integrate a sweep into voxels; see the module docstring.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    pmap : ParallelMap
+    subdivide : (int, int, int)
+    max_spread : float
+        Degrees.
+    mask_file : MaskFile, optional
+    seconds : ndarray, optional
+        Exposure time of every frame of the source (s); default the source's.
+    frames_per_chunk : int
+    frame_range : (int, int), optional
+        0-based half-open frames of the source.
+
+    Returns
+    -------
+    Table `hkl_table` (see `merge_partials`).
+    """
+    if any(int(s) < 1 for s in subdivide):
+        raise UserError("subdivide must be at least 1 along h, k and l")
+    if seconds is None:
+        seconds = sweep.source.exposure_times
+    chunks = sweep.chunks(frames_per_chunk, frame_range)
+    if mask_file is not None:
+        first, stop = frame_range or (0, sweep.source.n_frames)
+        mask_file.check_covers(
+            sweep.source.image_numbers[first:stop], sweep.source.panel_shapes[0]
+        )
+    integrator = ChunkIntegrator(subdivide, seconds, mask_file)
+    partials = list(sweep.map_chunks(pmap, integrator, chunks, "integrate"))
+    integer_counts = np.dtype(sweep.source.dtype).kind in "iub"
+    return merge_partials(partials, subdivide, max_spread, integer_counts)

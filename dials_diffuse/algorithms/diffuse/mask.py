@@ -1,0 +1,258 @@
+"""The peak mask: Bragg-peak ellipsoids, peak pixels, hot pixels, detector mask.
+
+A pixel of a frame is masked (excluded from the diffuse signal) when
+
+- its offset from the nearest reciprocal-lattice point allowed by the space
+  group (every systematic absence, from cctbx, not only centring) lies inside
+  the peak model's ellipsoid at `sigma_cutoff` (Mahalanobis distance), or
+- it was a peak pixel (above the count threshold) in that frame (as mdx2),
+  or a hot pixel (a peak-model outlier in at least a fraction of the frames,
+  masked in every frame), or
+- the detector mask excludes it (gaps, bad pixels).
+
+With ``bragg=True`` the ellipsoid part is inverted: only pixels inside an
+ellipsoid are kept (the Bragg peaks), the detector mask still applies.
+
+The mask file follows mdx2's convention, 1 = excluded (the opposite of a
+DIALS validity mask)::
+
+    /entry/mask          NXdata; signal = "mask", axes = ["phi", "iy", "ix"]
+      mask               (frames, rows, columns) uint8, 1 = excluded; chunked, gzip
+      phi, iy, ix, image_numbers
+      hot_pixels         (rows, columns) uint8, 1 = hot pixel
+"""
+
+import h5py
+import numpy as np
+
+from dials_diffuse import _kernels
+from dials_diffuse.io.tables import open_nexus_for_writing
+from dials_diffuse.util.errors import UserError
+
+GROUP = "entry/mask"
+
+
+def allowed_lattice_points(crystal, s_max):
+    """Lattice points that are not systematically absent, over every reachable hkl.
+
+    Parameters
+    ----------
+    crystal : dxtbx Crystal
+    s_max : float
+        Largest |s1 - s0| of any pixel (inverse Angstrom): |h| <= a |s|.
+
+    Returns
+    -------
+    allowed : ndarray uint8 (nh, nk, nl)
+    origin : ndarray int64 (3,)
+        hkl of allowed[0, 0, 0].
+    """
+    from cctbx.array_family import flex
+
+    cell = crystal.get_unit_cell().parameters()[:3]
+    limits = [int(np.ceil(length * s_max)) + 1 for length in cell]
+    axes = [np.arange(-n, n + 1) for n in limits]
+    grid = np.meshgrid(*axes, indexing="ij")
+    indices = flex.miller_index(*(flex.int(g.ravel().astype(np.int32)) for g in grid))
+    space_group = crystal.get_space_group()
+    absent = space_group.is_sys_absent(indices).as_numpy_array()
+    allowed = (~absent).reshape(grid[0].shape).astype(np.uint8)
+    origin = np.array([-n for n in limits], dtype=np.int64)
+    return np.ascontiguousarray(allowed), origin
+
+
+def hot_pixels(peaks, shape, n_frames, min_fraction):
+    """Pixels that are peak-model outliers in at least `min_fraction` of the frames.
+
+    A hot pixel is above the threshold in frame after frame while the
+    lattice rotates past it, so its Miller-index offsets are mostly outliers
+    of the peak model; a Bragg peak that stays on a pixel for many frames
+    (near the rotation axis) is not. At least 2 frames are required.
+
+    Parameters
+    ----------
+    peaks : Table
+        Peak pixels with columns iy, ix and outlier (from find_peaks).
+    shape : (int, int)
+        Panel (rows, columns).
+    n_frames : int
+        Frames searched for peaks.
+    min_fraction : float
+
+    Returns
+    -------
+    ndarray bool (rows, columns)
+    """
+    outlier = np.asarray(peaks["outlier"], dtype=bool)
+    times = np.zeros(shape, dtype=np.int64)
+    np.add.at(times, (peaks["iy"][outlier], peaks["ix"][outlier]), 1)
+    return times >= max(2, int(np.ceil(min_fraction * n_frames)))
+
+
+class PeakMasker:
+    """Everything needed to compute the mask of any chunk of a sweep.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    model : PeakModel
+    sigma_cutoff : float
+        Ellipsoid size in standard deviations of the peak model.
+    peaks : Table or None
+        Peak pixels (columns image, iy, ix) to mask frame by frame.
+    hot : ndarray bool (rows, columns) or None
+    bragg : bool
+        Invert the ellipsoid mask (keep only Bragg peaks); peak and hot
+        pixels are then not added.
+    """
+
+    def __init__(self, sweep, model, sigma_cutoff, peaks=None, hot=None, bragg=False):
+        self.model = model
+        self.sigma_cutoff = float(sigma_cutoff)
+        self.bragg = bool(bragg)
+        s0 = sweep.s0(np.arange(sweep.source.n_frames))
+        s_max = max(
+            float(np.max(np.linalg.norm(sweep.s1 - s0[i], axis=-1)))
+            for i in {0, len(s0) // 2, len(s0) - 1}
+        )
+        self.allowed, self.origin = allowed_lattice_points(
+            sweep.experiment.crystal, s_max
+        )
+        shape = sweep.source.panel_shapes[0]
+        self.hot = (
+            np.asarray(hot, dtype=bool)
+            if hot is not None and not self.bragg
+            else np.zeros(shape, dtype=bool)
+        )
+        self.invalid = ~sweep.detector_mask() | self.hot
+        self.peak_image = None
+        if peaks is not None and not self.bragg and len(peaks):
+            order = np.argsort(peaks["image"], kind="stable")
+            self.peak_image = np.asarray(peaks["image"])[order]
+            self.peak_iy = np.asarray(peaks["iy"])[order]
+            self.peak_ix = np.asarray(peaks["ix"])[order]
+
+    def ellipsoids(self, sweep, frames):
+        """1 where a pixel lies in an allowed peak ellipsoid, (frames, rows, columns)."""
+        return _kernels.mask_peak_ellipsoids(
+            sweep.s1,
+            sweep.s0(frames),
+            sweep.matrices(frames),
+            np.ascontiguousarray(self.model.centre, dtype=np.float64),
+            self.model.whitening,
+            self.sigma_cutoff,
+            self.allowed,
+            self.origin,
+        )
+
+    def __call__(self, sweep, chunk):
+        """The mask of a chunk of whole frames: uint8, 1 = excluded."""
+        frames = np.arange(chunk.frames.start, chunk.frames.stop)
+        mask = self.ellipsoids(sweep, frames)
+        if self.bragg:
+            mask ^= 1
+        if self.peak_image is not None:
+            images = sweep.source.image_numbers[frames]
+            low, high = np.searchsorted(self.peak_image, [images[0], images[-1] + 1])
+            frame = self.peak_image[low:high] - images[0]
+            mask[frame, self.peak_iy[low:high], self.peak_ix[low:high]] = 1
+        mask |= self.invalid[None, :, :]
+        return mask
+
+
+def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None):
+    """Compute the mask chunk by chunk and stream it into a new mask.nxs at `path`.
+
+    Returns
+    -------
+    dict
+        masked_fraction (overall), masked_fraction_per_image (list), frames.
+    """
+    first, stop = frame_range or (0, sweep.source.n_frames)
+    rows, columns = sweep.source.panel_shapes[0]
+    n_frames = stop - first
+    chunks = sweep.chunks(frames_per_chunk, (first, stop))
+    per_frame = np.zeros(n_frames)
+    with open_nexus_for_writing(path) as handle:
+        handle.attrs["default"] = "entry"
+        handle["entry"].attrs["default"] = "mask"
+        group = handle.create_group(GROUP)
+        group.attrs["NX_class"] = "NXdata"
+        group.attrs["signal"] = "mask"
+        group.attrs["axes"] = np.array(["phi", "iy", "ix"], dtype=h5py.string_dtype())
+        for index, axis in enumerate(("phi", "iy", "ix")):
+            group.attrs[f"{axis}_indices"] = index
+        group.attrs["meaning"] = "1 = pixel excluded (peak, hot pixel or detector mask)"
+        group.attrs["sigma_cutoff"] = masker.sigma_cutoff
+        group.attrs["bragg"] = masker.bragg
+        frames = np.arange(first, stop)
+        group.create_dataset("phi", data=sweep.phi(frames))
+        group["phi"].attrs["units"] = "deg"
+        group.create_dataset("iy", data=np.arange(rows, dtype=np.int32))
+        group.create_dataset("ix", data=np.arange(columns, dtype=np.int32))
+        group.create_dataset("image_numbers", data=sweep.source.image_numbers[frames])
+        group.create_dataset(
+            "hot_pixels", data=masker.hot.astype(np.uint8), compression="gzip"
+        )
+        dataset = group.create_dataset(
+            "mask",
+            shape=(n_frames, rows, columns),
+            dtype=np.uint8,
+            chunks=(min(frames_per_chunk, n_frames), min(256, rows), min(256, columns)),
+            compression="gzip",
+            compression_opts=1,
+            shuffle=False,
+        )
+        for chunk, mask in zip(
+            chunks, sweep.map_chunks(pmap, masker, chunks, "mask_peaks")
+        ):
+            start = chunk.frames.start - first
+            dataset[start : start + mask.shape[0]] = mask
+            per_frame[start : start + mask.shape[0]] = mask.mean(axis=(1, 2))
+    return {
+        "frames": n_frames,
+        "masked_fraction": float(per_frame.mean()),
+        "masked_fraction_per_image": per_frame.tolist(),
+    }
+
+
+class MaskFile:
+    """Read a mask.nxs chunk by chunk, by 1-based image number."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        try:
+            with h5py.File(self.path, "r") as handle:
+                group = handle[GROUP]
+                self.shape = group["mask"].shape
+                self.image_numbers = group["image_numbers"][()]
+        except (OSError, KeyError) as error:
+            raise UserError(
+                f"{path}: not a dials-diffuse mask (no readable /{GROUP}/mask)"
+            ) from error
+        self._handle = None
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    def check_covers(self, images, shape):
+        """UserError unless the mask has every image in `images` and this frame shape."""
+        if tuple(self.shape[1:]) != tuple(shape):
+            raise UserError(
+                f"{self.path}: mask frames are {self.shape[1:]}, the images {tuple(shape)}"
+            )
+        missing = np.setdiff1d(images, self.image_numbers)
+        if missing.size:
+            raise UserError(
+                f"{self.path}: has no mask for image(s) {', '.join(map(str, missing[:10]))}"
+            )
+
+    def read(self, images):
+        """Mask (len(images), rows, columns) uint8 of consecutive 1-based images."""
+        if self._handle is None:
+            self._handle = h5py.File(self.path, "r")
+        start = int(np.searchsorted(self.image_numbers, images[0]))
+        return self._handle[GROUP]["mask"][start : start + len(images)]

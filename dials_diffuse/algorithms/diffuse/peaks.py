@@ -1,0 +1,210 @@
+"""Find peak pixels above a count threshold and fit a global Gaussian peak model.
+
+As mdx2's find_peaks: every usable pixel of every frame with counts above
+`count_threshold` is a peak pixel; its fractional Miller index gives the
+offset from the nearest lattice point, dhkl = hkl - round(hkl). A single 3-D
+Gaussian in dhkl (mean and covariance, in reciprocal lattice units) is fitted
+to all offsets, the points beyond `sigma_cutoff` (Mahalanobis distance) are
+rejected as outliers (hot pixels, ice, zingers, satellites) and the model is
+refitted once to the rest (mdx2 does the same single clipping round).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from dials_diffuse.io.tables import Table
+from dials_diffuse.util.errors import UserError
+
+
+@dataclasses.dataclass
+class PeakModel:
+    """A Gaussian peak shape in Miller-index offsets (reciprocal lattice units).
+
+    Attributes
+    ----------
+    centre : ndarray (3,)
+        Mean offset (dh, dk, dl) of peak pixels from their lattice point.
+    covariance : ndarray (3, 3)
+        Covariance of the offsets.
+    """
+
+    centre: np.ndarray
+    covariance: np.ndarray
+
+    @property
+    def whitening(self):
+        """W with |W (d - centre)|^2 = Mahalanobis distance squared (inverse Cholesky factor)."""
+        return np.ascontiguousarray(np.linalg.inv(np.linalg.cholesky(self.covariance)))
+
+    def distance(self, offsets):
+        """Mahalanobis distance (in sigmas) of offsets (n, 3) from the centre."""
+        whitened = (np.asarray(offsets) - self.centre) @ self.whitening.T
+        return np.sqrt(np.sum(whitened**2, axis=-1))
+
+    def semi_axes(self):
+        """Standard deviations along the principal axes (r.l.u.) and the axes (columns)."""
+        values, vectors = np.linalg.eigh(self.covariance)
+        return np.sqrt(np.maximum(values, 0.0)), vectors
+
+    @classmethod
+    def fit(cls, offsets):
+        """Maximum-likelihood Gaussian (mean, covariance with 1/n) of offsets (n, 3)."""
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if len(offsets) < 4:
+            raise UserError(
+                f"only {len(offsets)} peak pixels: too few to fit a peak model "
+                "(lower count_threshold)"
+            )
+        centre = offsets.mean(axis=0)
+        deviations = offsets - centre
+        covariance = deviations.T @ deviations / len(offsets)
+        if np.linalg.matrix_rank(covariance) < 3:
+            raise UserError(
+                "the peak pixels' Miller-index offsets are degenerate (a flat "
+                "peak model): lower count_threshold or check the geometry"
+            )
+        return cls(centre, covariance)
+
+    def to_table(self, sigma_cutoff, n_fitted, n_outliers):
+        """The model as a table (group `peak_model`): rows are the h, k, l axes."""
+        return Table(
+            "peak_model",
+            {
+                "centre": self.centre,
+                "covariance_h": self.covariance[:, 0],
+                "covariance_k": self.covariance[:, 1],
+                "covariance_l": self.covariance[:, 2],
+            },
+            {
+                "sigma_cutoff": sigma_cutoff,
+                "fitted_pixels": n_fitted,
+                "outlier_pixels": n_outliers,
+            },
+        )
+
+    @classmethod
+    def from_table(cls, table):
+        covariance = np.stack(
+            [table["covariance_h"], table["covariance_k"], table["covariance_l"]],
+            axis=1,
+        )
+        return cls(np.asarray(table["centre"], dtype=np.float64), covariance)
+
+
+def fit_peak_model(offsets, sigma_cutoff=3.0):
+    """Fit, reject offsets beyond `sigma_cutoff`, refit (mdx2's procedure).
+
+    Returns
+    -------
+    model : PeakModel
+    outlier : ndarray of bool
+        True for the offsets rejected.
+    """
+    first = PeakModel.fit(offsets)
+    outlier = first.distance(offsets) > sigma_cutoff
+    return PeakModel.fit(np.asarray(offsets)[~outlier]), outlier
+
+
+def peak_pixels_in_chunk(sweep, chunk, count_threshold):
+    """Usable pixels above `count_threshold` in a chunk, with their Miller indices.
+
+    Returns
+    -------
+    dict of 1-D arrays
+        frame (0-based in the source), iy, ix (0-based pixel indices), counts,
+        h, k, l (fractional).
+    """
+    data, valid = sweep.source.read(chunk)
+    frame, row, column = np.nonzero((data > count_threshold) & valid)
+    row = row + chunk.rows.start
+    column = column + chunk.columns.start
+    frame = frame + chunk.frames.start
+    counts = data[
+        frame - chunk.frames.start, row - chunk.rows.start, column - chunk.columns.start
+    ]
+    frames = np.arange(chunk.frames.start, chunk.frames.stop)
+    matrices = sweep.matrices(frames)
+    delta = sweep.s1_at(row, column) - sweep.s0(frames)[frame - chunk.frames.start]
+    hkl = np.einsum("nij,nj->ni", matrices[frame - chunk.frames.start], delta)
+    return {
+        "frame": frame.astype(np.int32),
+        "iy": row.astype(np.int32),
+        "ix": column.astype(np.int32),
+        "counts": counts.astype(np.float64),
+        "h": hkl[:, 0],
+        "k": hkl[:, 1],
+        "l": hkl[:, 2],
+    }
+
+
+def find_peaks(sweep, count_threshold, pmap, frames_per_chunk=10, frame_range=None):
+    """All peak pixels of a sweep as a Table (`peaks`), streamed over chunks.
+
+    Columns: frame, image (1-based), phi (degrees), iy, ix, counts, h, k, l.
+    """
+    chunks = sweep.chunks(frames_per_chunk, frame_range)
+    parts = list(
+        sweep.map_chunks(
+            pmap,
+            lambda s, c: peak_pixels_in_chunk(s, c, count_threshold),
+            chunks,
+            desc="find_peaks",
+        )
+    )
+    columns = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    frame = columns["frame"]
+    ordered = {
+        "frame": frame,
+        "image": sweep.source.image_numbers[frame].astype(np.int32),
+        "phi": sweep.phi(frame) if frame.size else np.zeros(0),
+    }
+    ordered.update({k: v for k, v in columns.items() if k != "frame"})
+    return Table("peaks", ordered, {"count_threshold": float(count_threshold)})
+
+
+def peaks_to_reflections(peaks, experiment, outlier):
+    """The peak pixels as a DIALS reflection table (for dials.image_viewer).
+
+    One reflection per peak pixel: xyzobs.px.value at the pixel centre
+    (ix + 0.5, iy + 0.5, image - 0.5), a one-pixel bbox, the nearest Miller
+    index, counts as intensity.sum.value, and `is_outlier` from the model fit.
+    """
+    from dials.array_family import flex
+    from dxtbx.model.experiment_list import ExperimentList
+
+    n = len(peaks)
+    table = flex.reflection_table()
+    x = peaks["ix"].astype(np.float64) + 0.5
+    y = peaks["iy"].astype(np.float64) + 0.5
+    z = peaks["image"].astype(np.float64) - 0.5
+    table["xyzobs.px.value"] = flex.vec3_double(
+        flex.double(x), flex.double(y), flex.double(z)
+    )
+    table["xyzobs.px.variance"] = flex.vec3_double(n, (1 / 12, 1 / 12, 1 / 12))
+    ix = peaks["ix"].astype(np.int32)
+    iy = peaks["iy"].astype(np.int32)
+    image = peaks["image"].astype(np.int32)
+    table["bbox"] = flex.int6(
+        flex.int(ix),
+        flex.int(ix + 1),
+        flex.int(iy),
+        flex.int(iy + 1),
+        flex.int(image - 1),
+        flex.int(image),
+    )
+    rounded = np.round(np.stack([peaks["h"], peaks["k"], peaks["l"]], axis=1))
+    table["miller_index"] = flex.miller_index(
+        flex.int(rounded[:, 0].astype(np.int32)),
+        flex.int(rounded[:, 1].astype(np.int32)),
+        flex.int(rounded[:, 2].astype(np.int32)),
+    )
+    table["intensity.sum.value"] = flex.double(peaks["counts"])
+    table["panel"] = flex.size_t(n, 0)
+    table["id"] = flex.int(n, 0)
+    table["is_outlier"] = flex.bool(np.asarray(outlier, dtype=bool))
+    table.set_flags(flex.bool(n, True), table.flags.strong)
+    identifiers = ExperimentList([experiment]).identifiers()
+    if identifiers and identifiers[0]:
+        table.experiment_identifiers()[0] = identifiers[0]
+    return table

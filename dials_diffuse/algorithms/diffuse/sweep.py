@@ -1,0 +1,305 @@
+"""A rotation sweep ready for per-pixel work: experiment, images and geometry.
+
+Every diffuse step works on one experiment (crystal, scan, single-panel
+detector) and its images, from the `.expt`'s own image files or from a
+data.nxs copy. `Sweep` bundles them with the per-pixel s1 and the per-frame
+matrices the kernels need, and runs a function over chunks of frames in
+parallel.
+
+Frame conventions: frames are numbered 0.. within the image source; the
+frame with 1-based image number n spans array indices [n - 1, n], and its
+geometry (rotation angle, crystal orientation) is taken at the frame centre,
+array index n - 0.5 (DIALS's convention; mdx2 also uses frame centres).
+"""
+
+import functools
+import logging
+
+import numpy as np
+
+from dials_diffuse import geometry
+from dials_diffuse.images.imageset import ImagesetSource
+from dials_diffuse.images.nexus_data import NexusDataSource
+from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.progress import progress
+
+logger = logging.getLogger(__name__)
+
+# s1 per detector/beam geometry, so that Dask workers compute it once per process.
+_S1_CACHE = {}
+
+
+def _pixel_s1_in_blocks(panel, beam, block_rows=128):
+    """s1 of every pixel centre, computed a block of rows at a time.
+
+    The same values as `geometry.pixel_s1`, with the temporaries of one
+    block instead of the whole panel (lower peak memory).
+    """
+    n_columns, n_rows = panel.get_image_size()
+    s1 = np.empty((n_rows, n_columns, 3))
+    for first in range(0, n_rows, block_rows):
+        rows = slice(first, min(first + block_rows, n_rows))
+        s1[rows] = geometry.pixel_s1(panel, beam, rows=rows)
+    return s1
+
+
+def _pixel_s1_cached(experiment):
+    key = (
+        str(experiment.detector[0].to_dict()),
+        tuple(experiment.beam.get_s0()),
+    )
+    if key not in _S1_CACHE:
+        _S1_CACHE.clear()
+        _S1_CACHE[key] = _pixel_s1_in_blocks(experiment.detector[0], experiment.beam)
+    return _S1_CACHE[key]
+
+
+class Sweep:
+    """One experiment's rotation sweep: images plus the geometry of every pixel.
+
+    Parameters
+    ----------
+    experiment : dxtbx Experiment
+        With crystal, scan, goniometer and a single-panel detector.
+    source : ImageSource
+        Its images (frames in scan order).
+    """
+
+    def __init__(self, experiment, source):
+        self.experiment = experiment
+        self.source = source
+        self._s1 = None
+
+    def __getstate__(self):
+        return {"experiment": self.experiment, "source": self.source}
+
+    def __setstate__(self, state):
+        self.__init__(state["experiment"], state["source"])
+
+    @property
+    def shape(self):
+        """(frames, rows, columns) of the image source."""
+        return (self.source.n_frames, *self.source.panel_shapes[0])
+
+    @property
+    def s1(self):
+        """s1 (rows, columns, 3) of every pixel centre, inverse Angstrom."""
+        if self._s1 is None:
+            self._s1 = _pixel_s1_cached(self.experiment)
+        return self._s1
+
+    def s1_at(self, rows, columns):
+        """s1 (n, 3) of the centres of pixels (rows, columns), inverse Angstrom.
+
+        The full-panel array when it is already computed, else only these
+        pixels (a few peak pixels need not cost the whole panel's geometry).
+        """
+        if self._s1 is not None:
+            return self._s1[rows, columns]
+        panel = self.experiment.detector[0]
+        lab = geometry.lab_coordinates(
+            panel, np.asarray(columns) + 0.5, np.asarray(rows) + 0.5
+        )
+        return geometry.pixel_s1(panel, self.experiment.beam, lab)
+
+    def s0(self, frames):
+        """The beam's s0 (n, 3) at each frame centre, inverse Angstrom."""
+        return np.ascontiguousarray(
+            geometry.beam_s0(self.experiment, self.frame_centres(frames)),
+            dtype=np.float64,
+        )
+
+    def detector_mask(self):
+        """Valid pixels of the first frame (rows, columns): static mask and gaps.
+
+        From a data.nxs the masked pixels (-1) of the first frame; from the
+        images the format's and external masks and the trusted range.
+        """
+        chunk = next(self.source.chunks(frames=1))
+        _, valid = self.source.read(chunk)
+        return np.asarray(self.source.static_mask(0), dtype=bool) & valid[0]
+
+    def frame_centres(self, frames):
+        """Array index z of the centre of each frame (0-based within the source)."""
+        return self.source.image_numbers[frames] - 0.5
+
+    def phi(self, frames):
+        """Rotation angle (degrees) at the centre of each frame."""
+        return geometry.rotation_angle_deg(
+            self.experiment.scan, self.frame_centres(frames)
+        )
+
+    def matrices(self, frames):
+        """hkl = M . (s1 - s0) matrices (n, 3, 3), C-contiguous, per frame."""
+        return np.ascontiguousarray(
+            geometry.hkl_matrices(self.experiment, self.frame_centres(frames))
+        )
+
+    def frame_range(self, image_range=None):
+        """0-based half-open frame range of the source for a 1-based image_range."""
+        numbers = self.source.image_numbers
+        if image_range is None:
+            return 0, len(numbers)
+        first, last = image_range
+        if first > last or first < numbers[0] or last > numbers[-1]:
+            raise UserError(
+                f"image_range={first},{last} is outside the images "
+                f"{numbers[0]}-{numbers[-1]} of the data"
+            )
+        return int(np.searchsorted(numbers, first)), int(
+            np.searchsorted(numbers, last) + 1
+        )
+
+    def chunks(self, frames_per_chunk, frame_range=None):
+        """Chunks of whole frames (all rows and columns) of panel 0."""
+        return list(
+            self.source.chunks(frames=frames_per_chunk, frame_range=frame_range)
+        )
+
+    def map_chunks(self, pmap, function, chunks, desc):
+        """Yield `function(self, chunk)` for each chunk, in order, in parallel.
+
+        One chunk more than there are workers is in flight: memory stays
+        at about (workers + 1) chunks.
+        """
+        work = functools.partial(_call_on_chunk, function, self)
+        yield from progress(
+            pmap(work, chunks, in_flight=pmap.workers + 1),
+            total=len(chunks),
+            desc=desc,
+            unit="chunk",
+        )
+
+
+def _call_on_chunk(function, sweep, chunk):
+    return function(sweep, chunk)
+
+
+def check_exposure_times(sweep, frames):
+    """Exposure times (s) of every frame of the source, checked for `frames`.
+
+    dxtbx's fast import of a CBF template (headers of the first image only)
+    records the exposure time of the first image and zeros for the rest:
+    that pattern is recognised, reported and filled with the first value (as
+    mdx2 does). Any other zero or unknown exposure time among `frames` is a
+    UserError naming the images.
+    """
+    seconds = np.array(sweep.source.exposure_times, dtype=np.float64)
+    if len(seconds) > 1 and seconds[0] > 0 and not np.any(seconds[1:]):
+        logger.warning(
+            "Only the first image has an exposure time (%g s; a fast dials.import "
+            "reads the first header only): using it for every image",
+            seconds[0],
+        )
+        seconds[:] = seconds[0]
+    bad = ~(seconds[frames] > 0)
+    if np.any(bad):
+        images = sweep.source.image_numbers[frames][bad]
+        listed = ", ".join(str(n) for n in images[:10])
+        more = f" and {images.size - 10} more" if images.size > 10 else ""
+        raise UserError(
+            f"image(s) {listed}{more} have a zero or unknown exposure time: "
+            "count rates would divide by zero"
+        )
+    return seconds
+
+
+def readable_imageset(inputs, experiment):
+    """The experiment's imageset with its Format class (images checked readable).
+
+    Programs load experiment files without opening the images (data.nxs may
+    replace them); without data.nxs the experiment file is loaded again with
+    its images. Experiments imported from image files are already readable.
+    """
+    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
+
+    if experiment.imageset is None:
+        raise UserError("the experiment has no images: give data.nxs or the images")
+    for path in inputs.files:
+        if path.suffix.lower() in EXPERIMENT_SUFFIXES:
+            return load_experiments(path, check_format=True)[0].imageset
+    return experiment.imageset
+
+
+def load_sweep(inputs, data_file=None):
+    """The Sweep of a program's inputs: one experiment, images from data.nxs or the .expt.
+
+    Parameters
+    ----------
+    inputs : dials_diffuse.util.inputs.Inputs
+    data_file : Path, optional
+        A data.nxs to read the images from; default the experiment's images.
+    """
+    experiments = inputs.experiments
+    if len(experiments) == 0:
+        raise UserError("no experiment given: name a refined .expt file")
+    if len(experiments) > 1:
+        raise UserError(
+            f"the input holds {len(experiments)} experiments: give one sweep "
+            "(dials.split_experiments makes one file per experiment)"
+        )
+    experiment = experiments[0]
+    for model in ("crystal", "scan", "goniometer", "detector", "beam"):
+        if getattr(experiment, model) is None:
+            raise UserError(
+                f"the experiment has no {model} model: give a refined rotation sweep"
+            )
+    if len(experiment.detector) != 1:
+        raise UserError(
+            f"the detector has {len(experiment.detector)} panels: only "
+            "single-panel detectors are supported (as mdx2)"
+        )
+    if data_file is not None:
+        source = NexusDataSource(data_file)
+        expected = tuple(reversed(experiment.detector[0].get_image_size()))
+        if tuple(source.panel_shapes[0]) != expected:
+            raise UserError(
+                f"{data_file}: images are {source.panel_shapes[0]} pixels, "
+                f"the experiment's detector {expected}"
+            )
+        first, last = experiment.scan.get_image_range()
+        numbers = source.image_numbers
+        if numbers[0] < first or numbers[-1] > last:
+            raise UserError(
+                f"{data_file}: images {numbers[0]}-{numbers[-1]} are outside the "
+                f"experiment's scan {first}-{last}"
+            )
+    else:
+        source = ImagesetSource(readable_imageset(inputs, experiment))
+    return Sweep(experiment, source)
+
+
+def nexus_input(inputs, group):
+    """The input file among our .nxs files that holds /entry/<group>, or None.
+
+    More than one such file is a UserError.
+    """
+    import h5py
+
+    found = []
+    for path in inputs.nexus:
+        with h5py.File(path, "r") as handle:
+            if f"entry/{group}" in handle:
+                found.append(path)
+    if len(found) > 1:
+        raise UserError(f"two files hold /entry/{group}: {found[0]} and {found[1]}")
+    return found[0] if found else None
+
+
+# PHIL shared by every program of the diffuse chain.
+sweep_phil = """
+image_range = None
+  .type = ints(size=2, value_min=1)
+  .help = "First and last image to process, 1-based and inclusive (the seed's"
+          "dials.slice_sequence step). Default: all images of the data."
+frames_per_chunk = 10
+  .type = int(value_min=1)
+  .help = "Frames per chunk of work: memory grows with it (about 30 bytes per"
+          "pixel-frame), parallel work is spread over chunks."
+"""
+
+
+def load_sweep_for_program(params, inputs):
+    """The Sweep and frame range a diffuse program works on (images from data.nxs if given)."""
+    sweep = load_sweep(inputs, nexus_input(inputs, "image_series"))
+    return sweep, sweep.frame_range(params.image_range)

@@ -1,0 +1,109 @@
+"""Write our image-series file data.nxs from any ImageSource.
+
+The layout (mdx2's `image_series`, with NXdata attributes so NeXpy plots it)
+is described in `dials_diffuse.images.nexus_data`, which reads it back::
+
+    /entry/image_series     NXdata; signal = "data", axes = ["phi", "iy", "ix"]
+      data                  (frames, rows, columns) int32 (float32 for float
+                            images), chunked, gzip + shuffle; masked pixels -1
+      phi                   (frames,) rotation angle at each frame centre, degrees
+      iy, ix                0-based pixel indices (pixel centre at index + 0.5)
+      exposure_times        (frames,) seconds
+      image_numbers         (frames,) 1-based DIALS image numbers
+
+Single-panel detectors only (as mdx2).
+"""
+
+import h5py
+import numpy as np
+
+from dials_diffuse.io.tables import open_nexus_for_writing
+from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.progress import progress
+
+MASKED = -1
+GROUP = "entry/image_series"
+
+
+def default_chunks(n_frames, shape, frames=10):
+    """Chunk shape (frames, rows, columns) for data.nxs: a few frames of 256 x 256 tiles."""
+    return (min(frames, n_frames), min(256, shape[0]), min(256, shape[1]))
+
+
+def stored_dtype(dtype):
+    """int32 for integer detectors, float32 for float images (both hold -1)."""
+    return np.dtype(np.int32) if np.dtype(dtype).kind in "iub" else np.dtype(np.float32)
+
+
+def write_image_series(
+    path, source, phi, chunks=None, frame_range=None, compression_level=1
+):
+    """Copy an ImageSource (panel 0) into a new data.nxs at `path`.
+
+    Parameters
+    ----------
+    source : ImageSource
+    phi : ndarray
+        Rotation angle (degrees) at the centre of every frame of `source`.
+    chunks : (int, int, int), optional
+        HDF5 chunk shape; default `default_chunks`.
+    frame_range : (int, int), optional
+        0-based half-open range of the source's frames to copy.
+    compression_level : int
+        gzip level 1-9.
+
+    Returns
+    -------
+    dict
+        frames, masked_pixels (per copied pixel-frame count of -1 values).
+    """
+    if len(source.panel_shapes) != 1:
+        raise UserError(
+            f"data.nxs holds single-panel detectors; this one has {len(source.panel_shapes)} panels"
+        )
+    first, stop = frame_range or (0, source.n_frames)
+    n_frames = stop - first
+    rows, columns = source.panel_shapes[0]
+    chunks = tuple(chunks or default_chunks(n_frames, (rows, columns)))
+    chunks = (min(chunks[0], n_frames), min(chunks[1], rows), min(chunks[2], columns))
+    dtype = stored_dtype(source.dtype)
+    masked = 0
+    with open_nexus_for_writing(path) as handle:
+        handle.attrs["default"] = "entry"
+        handle["entry"].attrs["default"] = "image_series"
+        group = handle.create_group(GROUP)
+        group.attrs["NX_class"] = "NXdata"
+        group.attrs["signal"] = "data"
+        group.attrs["axes"] = np.array(["phi", "iy", "ix"], dtype=h5py.string_dtype())
+        for index, axis in enumerate(("phi", "iy", "ix")):
+            group.attrs[f"{axis}_indices"] = index
+        data = group.create_dataset(
+            "data",
+            shape=(n_frames, rows, columns),
+            dtype=dtype,
+            chunks=chunks,
+            compression="gzip",
+            compression_opts=compression_level,
+            shuffle=True,
+            fillvalue=MASKED,
+        )
+        data.attrs["masked_value"] = MASKED
+        group.create_dataset("phi", data=np.asarray(phi, dtype=np.float64)[first:stop])
+        group["phi"].attrs["units"] = "deg"
+        group.create_dataset("iy", data=np.arange(rows, dtype=np.int32))
+        group.create_dataset("ix", data=np.arange(columns, dtype=np.int32))
+        group.create_dataset(
+            "exposure_times", data=np.asarray(source.exposure_times)[first:stop]
+        )
+        group["exposure_times"].attrs["units"] = "s"
+        group.create_dataset(
+            "image_numbers", data=np.asarray(source.image_numbers)[first:stop]
+        )
+        blocks = list(source.chunks(frames=chunks[0], frame_range=(first, stop)))
+        for chunk in progress(blocks, desc="import_data", unit="chunk"):
+            pixels, valid = source.read(chunk)
+            block = np.where(valid, pixels, MASKED).astype(dtype, copy=False)
+            masked += int(valid.size - np.count_nonzero(valid))
+            start = chunk.frames.start - first
+            data[start : start + block.shape[0]] = block
+    return {"frames": n_frames, "masked_pixel_frames": masked}
