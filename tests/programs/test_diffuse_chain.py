@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 import pytest
 
-from command_line import correct as correct_program
-from command_line import find_peaks as find_peaks_program
-from command_line import import_data as import_data_program
-from command_line import integrate as integrate_program
-from command_line import mask_peaks as mask_peaks_program
+from dials_diffuse.command_line import correct as correct_program
+from dials_diffuse.command_line import find_peaks as find_peaks_program
+from dials_diffuse.command_line import import_data as import_data_program
+from dials_diffuse.command_line import integrate as integrate_program
+from dials_diffuse.command_line import mask_peaks as mask_peaks_program
 from dials_diffuse.io.tables import load_table
 
 pytestmark = pytest.mark.slow
