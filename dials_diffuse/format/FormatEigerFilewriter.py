@@ -102,7 +102,44 @@ def _dxtbx_reads(handle):
         and "dectris eiger" in description
         and cutoff
         and all(path in handle for path in required)
+        and _dxtbx_knows_module_layout(handle)
     )
+
+
+# Sensor materials as headers spell them, to the formula cctbx's tables know.
+SENSOR_SYMBOLS = {"silicon": "Si", "si": "Si", "cdte": "CdTe", "gaas": "GaAs"}
+
+
+def _sensor_symbol(material):
+    """'Si', 'Silicon', 'CdTe' ... as the chemical formula; None if absent."""
+    if not material:
+        return None
+    return SENSOR_SYMBOLS.get(str(material).strip().lower(), str(material).strip())
+
+
+def _dxtbx_knows_module_layout(handle):
+    """True when dxtbx's Eiger gap mask accepts the image size.
+
+    dxtbx's 'nearly NeXus' class claims every such file but fails on image
+    sizes that are not a whole number of EIGER modules (an error inside
+    dxtbx, not a message); those files are ours.
+    """
+    from dxtbx.format.FormatPilatusHelpers import determine_eiger_mask
+    from dxtbx.model import Detector
+
+    width = _value(handle, SPECIFIC + "/x_pixels_in_detector")
+    height = _value(handle, SPECIFIC + "/y_pixels_in_detector")
+    if not (width and height):
+        return False
+    detector = Detector()
+    panel = detector.add_panel()
+    panel.set_type("SENSOR_PAD")
+    panel.set_image_size((int(width), int(height)))
+    try:
+        determine_eiger_mask(detector)
+    except Exception:
+        return False
+    return True
 
 
 def _data_links(handle):
@@ -209,7 +246,7 @@ class FormatEigerFilewriter(FormatHDF5):
             )
         trusted_range = compatible_trusted_range(-1, float(cutoff))
 
-        material = _value(h, DETECTOR + "/sensor_material")
+        material = _sensor_symbol(_value(h, DETECTOR + "/sensor_material"))
         thickness = _value(h, DETECTOR + "/sensor_thickness")
         px_mm, mu = None, 0.0
         if material and thickness:

@@ -383,3 +383,25 @@ def test_real_eiger2_all_dtypes(shared_data, tmp_path, kind):
         valid = imageset.get_mask(index)[0].as_numpy_array()
         assert not valid[marker].any()
         assert valid[~marker].all()
+
+
+def test_master_of_an_odd_sized_detector_is_ours(simulated_eiger_series):
+    """dxtbx's 'nearly NeXus' class claims DECTRIS masters whose size is not a
+    whole number of EIGER modules, then fails inside dxtbx; we read them."""
+    import h5py
+    from dxtbx.format.Registry import get_format_class_for_file
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    from dials_diffuse.format.FormatEigerFilewriter import FormatEigerFilewriter
+
+    master = str(simulated_eiger_series["master"])
+    assert get_format_class_for_file(master) is FormatEigerFilewriter
+    experiments = ExperimentListFactory.from_filenames([master])
+    imageset = experiments[0].imageset
+    with h5py.File(simulated_eiger_series["truth"], "r") as truth:
+        gap = truth["mask/gap"][()].astype(bool)
+        n_frames = truth["frames/expected_sum"].shape[0]
+    assert len(experiments) == n_frames  # stills: the series does not rotate
+    valid = imageset.get_mask(0)[0].as_numpy_array()
+    assert not valid[gap].any()
+    assert valid[~gap].mean() > 0.99
