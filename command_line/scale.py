@@ -1,9 +1,16 @@
-"""dials.diffuse.scale: refine a smooth scale factor against rotation angle."""
+"""dials.diffuse.scale: refine mdx2's scaling model (b, c, d, a) from a corrected table."""
 
+import dataclasses
 import logging
 import sys
 
-from dials_diffuse.algorithms.diffuse.scale import refine_phi_scale
+import numpy as np
+
+from dials_diffuse.algorithms.diffuse.scale import (
+    SETTINGS,
+    TERMS,
+    refine_scale_model,
+)
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.tables import load_table, write_tables
 from dials_diffuse.util.errors import UserError
@@ -12,82 +19,261 @@ from dials_diffuse.util.program import Program
 logger = logging.getLogger("dials_diffuse.command_line.scale")
 
 help_message = """
-Refine a scale factor b(phi) (piecewise linear against the rotation angle)
-from the symmetry-equivalent and repeated observations of a corrected
-table, by alternating weighted least squares with a smoothness restraint:
-the beam intensity, illuminated volume and radiation damage change along a
-sweep. mdx2's b(phi) scaling term; its offset, absorption and detector terms
-are not refined. merge applies the model (give scale.nxs with the
-corrected.nxs).
+Refine mdx2's scaling model from the symmetry-equivalent and repeated
+observations of a corrected table. Each observation of a voxel with merged
+intensity M is modelled as
 
-Output: scale.nxs (/entry/scaling_model: phi nodes in degrees, scale) and
-scale.png.
+  I = a(ix, iy, phi) d(ix, iy) (b(phi) M + c(s, phi))
+
+b: a scale against rotation angle (beam intensity, illuminated volume,
+radiation damage; on by default); c: an offset against resolution and
+angle (background left after correction); d: a smooth gain across the
+detector; a: absorption, against detector position and angle. Each term is
+piecewise linear between nodes, refined by alternating weighted least
+squares with smoothness restraints (mdx2 1.0.5's defaults), in mdx2's order
+(b; b with c; c; d; a), each stage followed by outlier rejection. a, b and d
+are normalised to a mean of 1. merge applies the model (give scale.nxs with
+the corrected.nxs): I / (a b d) - c / b.
+
+Output: scale.nxs (/entry/scaling_model, offset_model, detector_model,
+absorption_model: one row per node, the coordinates (phi in degrees, s in
+1/Angstrom, ix/iy in pixels) and the value) and scale.png.
 
 Examples:
 
   dials.diffuse.scale corrected.nxs
 
-  dials.diffuse.scale corrected.nxs phi_step=2 smoothness=10
+  dials.diffuse.scale corrected.nxs scaling.phi_step=2 scaling.smoothness=10
+
+  dials.diffuse.scale corrected.nxs offset.enable=True detector.enable=True \\
+      absorption.enable=True
+
   dials.diffuse.merge corrected.nxs scale.nxs
 """
 
-# The step's own parameters.
-step_phil = phil_scope = """
-phi_step = 1.0
-  .type = float(value_min=0, allow_none=False)
-  .help = "Degrees between the nodes of b(phi)."
-smoothness = 1.0
-  .type = float(value_min=0)
-  .help = "Weight of the restraint between neighbouring nodes (0: none)."
-cycles = 10
-  .type = int(value_min=1)
-  .help = "Alternations of merging and refining the nodes."
+_stage_phil = """
+  cycles = {cycles}
+    .type = int(value_min=1)
+    .help = "At most this many alternations of merging and refining the term."
+  tolerance = {tolerance}
+    .type = float(value_min=0)
+    .help = "Stop when the reduced chi-square improves by less than this."
+  outlier = {outlier}
+    .type = float(value_min=0)
+    .help = "After refining, reject observations more than this many standard"
+            "errors above the model."
+"""
+
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = phil_scope = (
+    """
+scaling {
+  enable = True
+    .type = bool
+    .help = "Refine b(phi), a scale against rotation angle."
+  phi_step = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Degrees between the nodes of b(phi)."
+  smoothness = 1.0
+    .type = float(value_min=0)
+    .help = "Weight of the curvature restraint along phi, relative to the data"
+            "(0: none)."
+"""
+    + _stage_phil.format(cycles=10, tolerance=1e-4, outlier=10.0)
+    + """
+}
+offset {
+  enable = False
+    .type = bool
+    .help = "Refine c(s, phi), an additive offset against resolution and angle"
+            "(with b, the two are first refined together)."
+  phi_step = 2.5
+    .type = float(value_min=0, allow_none=False)
+    .help = "Degrees between the nodes of c along phi."
+  s_nodes = 31
+    .type = int(value_min=1)
+    .help = "Nodes of c along s = 1/d, from the smallest to the largest s."
+  smoothness_s = 1.0
+    .type = float(value_min=0)
+    .help = "Weight of the curvature restraint along s."
+  smoothness_phi = 1.0
+    .type = float(value_min=0)
+    .help = "Weight of the curvature restraint along phi."
+  ridge = 0.001
+    .type = float(value_min=0)
+    .help = "Weight pulling the nodes towards 0 (relative to the largest"
+            "diagonal element of the normal matrix)."
+  minimum = 0.0
+    .type = float
+    .help = "The offset's smallest value over phi at each s (the data fix c"
+            "only up to a function of s, merged away). None: leave it free."
+"""
+    + _stage_phil.format(cycles=5, tolerance=1e-3, outlier=5.0)
+    + """
+}
+detector {
+  enable = False
+    .type = bool
+    .help = "Refine d(ix, iy), a smooth gain across the detector face."
+  x_nodes = 200
+    .type = int(value_min=1)
+    .help = "Nodes of d across the detector's fast axis (ix)."
+  y_nodes = 200
+    .type = int(value_min=1)
+    .help = "Nodes of d across the detector's slow axis (iy)."
+  smoothness = 1.0
+    .type = float(value_min=0)
+    .help = "Weight of the neighbour (Laplacian) restraint across the detector."
+"""
+    + _stage_phil.format(cycles=5, tolerance=1e-3, outlier=5.0)
+    + """
+}
+absorption {
+  enable = False
+    .type = bool
+    .help = "Refine a(ix, iy, phi), a scale against detector position and angle."
+  phi_step = 5.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Degrees between the nodes of a along phi."
+  x_nodes = 20
+    .type = int(value_min=1)
+    .help = "Nodes of a across the detector's fast axis (ix)."
+  y_nodes = 20
+    .type = int(value_min=1)
+    .help = "Nodes of a across the detector's slow axis (iy)."
+  smoothness_xy = 10.0
+    .type = float(value_min=0)
+    .help = "Weight of the neighbour (Laplacian) restraint across the detector."
+  smoothness_phi = 1.0
+    .type = float(value_min=0)
+    .help = "Weight of the curvature restraint along phi."
+"""
+    + _stage_phil.format(cycles=5, tolerance=1e-4, outlier=5.0)
+    + """
+}
 output {
   model = scale.nxs
     .type = path
     .help = "The scaling model."
   plot = scale.png
     .type = path
-    .help = "b(phi) against phi. None: no plot."
+    .help = "The refined terms. None: no plot."
 }
 """
+)
+
+
+def settings_from_params(params):
+    """{term name: settings} of the enabled terms, from the PHIL extract."""
+    chosen = {}
+    for name, settings_class in SETTINGS.items():
+        scope = getattr(params, name)
+        if scope.enable:
+            chosen[name] = settings_class(
+                **{
+                    field.name: getattr(scope, field.name)
+                    for field in dataclasses.fields(settings_class)
+                }
+            )
+    return chosen
+
+
+def plot_model(model, path):
+    """One panel per term: b against phi, c/d/a as images."""
+    figure, axes = new_figure(
+        width=4.5 * len(model.terms), height=4, columns=len(model.terms)
+    )
+    axes = np.atleast_1d(axes)
+    for panel, (name, term) in zip(axes, model.terms.items()):
+        if name == "scaling":
+            panel.plot(term.axes["phi"], term.values, "o-")
+            panel.axhline(1.0, color="grey", lw=0.5)
+            panel.set_xlabel("phi (degrees)")
+            panel.set_ylabel("scale b(phi)")
+            continue
+        values = term.values.mean(axis=2) if name == "absorption" else term.values
+        first, second = list(term.axes)[:2]
+        image = panel.imshow(
+            values.T,
+            origin="lower",
+            aspect="auto",
+            extent=(
+                term.axes[first][0],
+                term.axes[first][-1],
+                term.axes[second][0],
+                term.axes[second][-1],
+            ),
+        )
+        figure.colorbar(image, ax=panel)
+        units = {
+            "s": "s (1/Angstrom)",
+            "phi": "phi (degrees)",
+            "ix": "ix (px)",
+            "iy": "iy (px)",
+        }
+        panel.set_xlabel(units[first])
+        panel.set_ylabel(units[second])
+        panel.set_title(
+            {
+                "offset": "offset c(s, phi)",
+                "detector": "detector d(ix, iy)",
+                "absorption": "absorption a(ix, iy), mean over phi",
+            }[name]
+        )
+    save_png(figure, path)
 
 
 def main(params, inputs, run):
     if len(inputs.nexus) != 1:
         raise UserError("give one corrected.nxs (the output of correct)")
+    settings = settings_from_params(params)
+    if not settings:
+        raise UserError(
+            "no term enabled: set at least one of scaling.enable, offset.enable, "
+            "detector.enable, absorption.enable"
+        )
     table = load_table(inputs.nexus[0], "hkl_table").to_frame()
-    missing = {"h", "k", "l", "phi", "intensity", "intensity_error"} - set(table)
+    needed = {"h", "k", "l", "intensity", "intensity_error"}
+    for name in settings:
+        needed |= set(TERMS[name][1])
+    missing = needed - set(table)
     if missing:
         raise UserError(
             f"{inputs.nexus[0]}: not a corrected table (no {', '.join(sorted(missing))})"
         )
     with run.timer("scale"):
-        model, history = refine_phi_scale(
-            table, params.phi_step, params.smoothness, params.cycles
+        model, history = refine_scale_model(
+            table, settings, progress=lambda stage: logger.info("Refining %s", stage)
         )
-    logger.info(
-        "b(phi) on %d nodes from %.2f to %.2f degrees: %.3f to %.3f; "
-        "reduced chi-square %.3f -> %.3f",
-        len(model.phi),
-        model.phi[0],
-        model.phi[-1],
-        model.scale.min(),
-        model.scale.max(),
-        history[0],
-        history[-1],
+    for entry in history:
+        logger.info(
+            "  %-15s cycle %2d: reduced chi-square %.4f%s",
+            entry["stage"],
+            entry["cycle"],
+            entry["chi_square"],
+            f"; {entry['outliers']} outliers rejected" if "outliers" in entry else "",
+        )
+    for name, term in model.terms.items():
+        logger.info(
+            "%s term on %s nodes: %.4g to %.4g",
+            name,
+            " x ".join(str(n) for n in term.shape),
+            term.values.min(),
+            term.values.max(),
+        )
+    run.results.update(
+        {
+            "terms": list(model.terms),
+            "nodes": {name: list(term.shape) for name, term in model.terms.items()},
+            "chi_square": [entry["chi_square"] for entry in history],
+            "outliers": sum(entry.get("outliers", 0) for entry in history),
+        }
     )
-    run.results.update({"nodes": len(model.phi), "chi_square": history})
     with run.write(params.output.model, "scaling model") as path:
-        write_tables(path, [model.to_table({"phi_step": params.phi_step})])
+        write_tables(path, model.to_tables())
     if params.output.plot:
         with run.write(params.output.plot, "scale plot") as path:
-            figure, axes = new_figure()
-            axes.plot(model.phi, model.scale, "o-")
-            axes.set_xlabel("phi (degrees)")
-            axes.set_ylabel("scale b(phi)")
-            axes.axhline(1.0, color="grey", lw=0.5)
-            save_png(figure, path)
+            plot_model(model, path)
 
 
 program = Program(name="scale", phil=phil_scope, help=help_message, main=main)

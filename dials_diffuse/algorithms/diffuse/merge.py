@@ -1,14 +1,23 @@
-"""Merge corrected voxel observations: weighted means, random halves, CC1/2.
+"""Merge corrected voxel observations: weighted means, split halves, CC1/2.
 
-As mdx2's merge (without a scaling model): the observations of each
-asymmetric-unit voxel (h, k, l) are averaged with inverse-variance weights,
-I = sum(w I_i) / sum(w), sigma = 1 / sqrt(sum(w)), w = 1 / sigma_i^2.
-Optionally observations more than `outlier` sigma above the mean are
-rejected and the voxel merged again. With ``split="random_half"`` the
-observations of every voxel are dealt at random into two halves (half each,
-the odd one to a random half) and merged separately; CC1/2 is the Pearson
-correlation of the two halves over the voxels seen in both, overall and in
-shells of s = 1/d.
+As mdx2's merge: the observations of each asymmetric-unit voxel (h, k, l)
+are averaged with inverse-variance weights, I = sum(w I_i) / sum(w),
+sigma = 1 / sqrt(sum(w)), w = 1 / sigma_i^2. Optionally observations more
+than `outlier` sigma above the mean are rejected and the voxel merged
+again. A split also merges two halves of every voxel's observations
+separately (mdx2's ``--split``):
+
+- ``random_half`` (mdx2's randomHalf): dealt at random, half each, the odd
+  one to a random half;
+- ``weighted_random_half`` (weightedRandomHalf): dealt at random into
+  halves of about equal total weight (1 / sigma^2), not equal numbers;
+- ``friedel`` (Friedel): observations mapped to the asymmetric unit by a
+  proper rotation of the Laue group in one half, by an improper one (the
+  Friedel mates, -h -k -l and its equivalents) in the other.
+
+The correlation of the halves over the voxels seen in both, overall and in
+shells of s = 1/d, is CC1/2 for the random splits (the map's precision) and
+the Friedel-pair correlation for ``friedel``.
 """
 
 import numpy as np
@@ -29,46 +38,108 @@ def _weighted_means(group, intensity, weight, n_groups):
     return mean, error, count
 
 
-def random_halves(group, rng):
+def random_halves(group, rng, weight=None):
     """True for the observations dealt to the first half, per group.
 
-    Each group's observations are shuffled; the first floor(n/2) go to half
-    one, and the odd one out of an odd group to a random half.
+    Each group's observations are shuffled and laid end to end, each as an
+    interval of length its weight (1 without `weight`); those whose
+    interval's midpoint lies beyond half the group's total weight form one
+    half, the rest the other, and a coin per group decides which is the
+    first. Unweighted: floor(n/2) and ceil(n/2) observations, the odd one in
+    a random half. Weighted: the halves' total weights differ by at most the
+    weight of one observation. (mdx2's ``wrs`` leaves the first
+    observation's weight out of the running sum, which can unbalance the
+    halves; otherwise the same.)
     """
+    weight = np.ones(len(group)) if weight is None else np.asarray(weight, float)
     order = np.lexsort((rng.random(len(group)), group))
-    sorted_group = group[order]
+    sorted_group, sorted_weight = group[order], weight[order]
+    cumulative = np.cumsum(sorted_weight)
     starts = np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
     sizes = np.diff(np.r_[starts, len(group)])
-    rank = np.arange(len(group)) - np.repeat(starts, sizes)
-    size = np.repeat(sizes, sizes)
+    before = np.repeat(cumulative[starts] - sorted_weight[starts], sizes)
+    total = np.repeat(cumulative[starts + sizes - 1], sizes) - before
+    midpoint = cumulative - before - 0.5 * sorted_weight
     coin = np.repeat(rng.random(len(starts)) < 0.5, sizes)
-    first = (rank < size // 2) | ((size % 2 == 1) & (rank == size // 2) & coin)
+    first = (midpoint > 0.5 * total) != coin
     result = np.empty(len(group), dtype=bool)
     result[order] = first
     return result
 
 
-def merge_observations(observations, outlier=None, split=None, seed=0):
+def improper_operators(space_group):
+    """True for each Laue-group operator (in `op` order) with determinant -1."""
+    from dials_diffuse.algorithms.diffuse.correct import laue_rotations
+
+    return np.linalg.det(laue_rotations(space_group)) < 0
+
+
+SPLITS = ("random_half", "weighted_random_half", "friedel")
+
+
+def split_halves(split, group, weight, observations, seed=0, space_group=None):
+    """True for the observations of the first half of a split (see the module).
+
+    Parameters
+    ----------
+    split : {"random_half", "weighted_random_half", "friedel"}
+    group : ndarray of int
+        The voxel of each observation.
+    weight : ndarray
+        1 / sigma^2 of each observation (0 for rejected ones).
+    observations : DataFrame
+        With column `op` for "friedel".
+    seed : int
+        For the random splits (reproducible).
+    space_group : cctbx space_group
+        Whose Laue group `op` indexes, for "friedel".
+    """
+    if split == "random_half":
+        return random_halves(group, np.random.default_rng(seed))
+    if split == "weighted_random_half":
+        return random_halves(group, np.random.default_rng(seed), weight)
+    if split == "friedel":
+        if "op" not in observations or space_group is None:
+            raise UserError(
+                "split=friedel needs the op column and space group of a corrected table"
+            )
+        improper = improper_operators(space_group)
+        op = observations["op"].to_numpy()
+        if np.any((op < 0) | (op >= len(improper))):
+            raise UserError(
+                f"op outside 0-{len(improper) - 1}: the table was not mapped with "
+                f"space group {space_group.info()}"
+            )
+        return ~improper[op]
+    raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
+
+
+def merge_observations(
+    observations, outlier=None, split=None, seed=0, space_group=None
+):
     """Merge a corrected table (pandas, one row per observation).
 
     Parameters
     ----------
     observations : DataFrame
         Columns h, k, l (asymmetric unit), intensity, intensity_error, and
-        s (optional, carried to the output).
+        s (optional, carried to the output), op (for the Friedel split).
     outlier : float, optional
         Reject observations more than this many sigma above the merged mean
         (then merge again).
-    split : {None, "random_half"}
+    split : {None, "random_half", "weighted_random_half", "friedel"}
     seed : int
         For the random halves.
+    space_group : cctbx space_group, optional
+        The group the table's `op` refers to (its Laue group's operators),
+        for the Friedel split.
 
     Returns
     -------
     DataFrame
         h, k, l, intensity, intensity_error, count (and s), plus
         intensity_1, intensity_error_1, count_1 and the same for half 2 with
-        a split.
+        a split (NaN intensities where a half has no observation).
     """
     error = observations["intensity_error"].to_numpy(np.float64)
     intensity = observations["intensity"].to_numpy(np.float64)
@@ -82,13 +153,11 @@ def merge_observations(observations, outlier=None, split=None, seed=0):
     group = group.ravel()
     weight = 1.0 / error**2
     mean, sigma, count = _weighted_means(group, intensity, weight, len(unique))
-    rejected = 0
+    keep = np.ones(len(group), dtype=bool)
     if outlier is not None:
         keep = (intensity - mean[group]) / error <= outlier
-        rejected = int((~keep).sum())
-        mean, sigma, count = _weighted_means(
-            group, intensity, np.where(keep, weight, 0.0), len(unique)
-        )
+        weight = np.where(keep, weight, 0.0)
+        mean, sigma, count = _weighted_means(group, intensity, weight, len(unique))
         count = np.bincount(group, weights=keep, minlength=len(unique)).astype(int)
     merged = pd.DataFrame(
         {
@@ -104,10 +173,10 @@ def merge_observations(observations, outlier=None, split=None, seed=0):
         merged["s"] = np.bincount(
             group, weights=observations["s"].to_numpy(np.float64), minlength=len(unique)
         ) / np.bincount(group, minlength=len(unique))
-    if split == "random_half":
-        first = random_halves(group, np.random.default_rng(seed))
-        for number, half in ((1, first), (2, ~first)):
-            half_mean, half_sigma, half_count = _weighted_means(
+    if split is not None:
+        first = split_halves(split, group, weight, observations, seed, space_group)
+        for number, half in ((1, first & keep), (2, ~first & keep)):
+            half_mean, half_sigma, _ = _weighted_means(
                 group, intensity, np.where(half, weight, 0.0), len(unique)
             )
             half_count = np.bincount(group, weights=half, minlength=len(unique))
@@ -116,9 +185,7 @@ def merge_observations(observations, outlier=None, split=None, seed=0):
                 half_count > 0, half_sigma, np.nan
             )
             merged[f"count_{number}"] = half_count.astype(np.int32)
-    elif split is not None:
-        raise UserError(f"unknown split '{split}': use random_half")
-    merged.attrs["rejected_outliers"] = rejected
+    merged.attrs["rejected_outliers"] = int((~keep).sum())
     return merged
 
 
@@ -128,7 +195,7 @@ def cc_half(merged, shells=10):
     Parameters
     ----------
     merged : DataFrame
-        From `merge_observations` with a random-half split (and s).
+        From `merge_observations` with a split (and s).
     shells : int
 
     Returns
