@@ -1,0 +1,146 @@
+"""dials.diffuse.scale and merge end to end on a corrected table with known distortions."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from dials_diffuse.command_line import merge as merge_program
+from dials_diffuse.command_line import scale as scale_program
+from dials_diffuse.io.tables import Table, load_table, write_tables
+from tests.algorithms.diffuse.test_scale_model import (
+    relative_spread,
+    simulate,
+    true_b,
+    true_c,
+    true_d,
+)
+
+
+def write_corrected(path, frame, space_group="P 21 21 21"):
+    """A corrected.nxs as correct writes it (the columns scale and merge read)."""
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
+    columns["op"] = np.zeros(len(frame), dtype=np.int32)
+    attrs = {"subdivide": (1, 1, 1), "space_group": space_group}
+    write_tables(path, [Table("hkl_table", columns, attrs)])
+
+
+def merged_against_truth(path, truth):
+    merged = load_table(path).to_frame().sort_values("h")
+    return relative_spread(merged["intensity"].to_numpy(), truth)
+
+
+def test_scale_then_merge_recovers_the_truth(in_tmp_path):
+    frame, truth, _ = simulate(b=true_b, d=true_d, noise=0.03)
+    write_corrected("corrected.nxs", frame)
+    assert (
+        scale_program.run(
+            [
+                "corrected.nxs",
+                "detector.enable=True",
+                "detector.x_nodes=9",
+                "detector.y_nodes=9",
+                "output.json=scale.json",
+            ]
+        )
+        == 0
+    )
+    with h5py.File("scale.nxs", "r") as handle:
+        assert set(handle["entry"]) == {"scaling_model", "detector_model"}
+        assert tuple(handle["entry/detector_model"].attrs["shape"]) == (9, 9)
+    summary = json.loads(open("scale.json").read())["results"]
+    assert summary["terms"] == ["scaling", "detector"]
+    assert summary["chi_square"][-1] < 1.1
+    assert (in_tmp_path / "scale.png").stat().st_size > 0
+    # Merged with the model: within 2% rms of the truth (noise 3%/sqrt(8)).
+    assert merge_program.run(["corrected.nxs", "scale.nxs"]) == 0
+    assert merged_against_truth("merged.nxs", truth) < 0.02
+    # Without the detector term (apply.detector=False) the gain pattern stays.
+    assert (
+        merge_program.run(
+            ["corrected.nxs", "scale.nxs", "apply.detector=False", "output.table=b.nxs"]
+        )
+        == 0
+    )
+    assert merged_against_truth("b.nxs", truth) > 0.03
+
+
+def test_offset_through_the_programs(in_tmp_path):
+    frame, truth, _ = simulate(b=true_b, c=true_c)
+    write_corrected("corrected.nxs", frame)
+    args = ["corrected.nxs", "offset.enable=True", "offset.s_nodes=6"]
+    assert scale_program.run(args) == 0
+    offset = load_table("scale.nxs", "offset_model").to_frame()
+    assert set(offset.columns) == {"s", "phi", "offset"}
+    assert offset.groupby("s")["offset"].min().abs().max() < 1e-9
+    assert merge_program.run(["corrected.nxs", "scale.nxs"]) == 0
+    merged = load_table("merged.nxs").to_frame().sort_values("h")
+    assert np.median(merged["intensity"] / truth) == pytest.approx(1.0, abs=0.01)
+
+
+def test_merge_friedel_split_program(in_tmp_path):
+    from cctbx import sgtbx
+
+    from dials_diffuse.algorithms.diffuse.merge import improper_operators
+
+    improper = improper_operators(sgtbx.space_group_info("P 21 21 21").group())
+    rng = np.random.default_rng(2)
+    frame, _, _ = simulate()
+    write_corrected("corrected.nxs", frame)
+    # Same table, op set so that each voxel has proper and improper views,
+    # improper ones 10% stronger: CC(Friedel) high, the halves' ratio 1.1.
+    table = load_table("corrected.nxs")
+    op = rng.integers(0, 8, size=len(frame)).astype(np.int32)
+    table.columns["op"] = op
+    table.columns["intensity"] = np.where(improper[op], 1.1, 1.0) * np.asarray(
+        table["intensity"]
+    )
+    write_tables("friedel.nxs", [table])
+    assert (
+        merge_program.run(["friedel.nxs", "split=friedel", "output.json=m.json"]) == 0
+    )
+    merged = load_table("merged.nxs").to_frame().dropna()
+    ratio = merged["intensity_2"] / merged["intensity_1"]
+    assert np.median(ratio) == pytest.approx(1.1, abs=0.01)
+    results = json.loads(open("m.json").read())["results"]
+    assert results["cc_friedel"] > 0.99
+    assert load_table("merged.nxs", "cc_half").attrs["split"] == "friedel"
+
+
+def test_bad_input_one_line_errors(in_tmp_path, capsys):
+    frame, _, _ = simulate(b=true_b)
+    write_corrected("corrected.nxs", frame.drop(columns=["ix", "iy"]))
+    # No term enabled.
+    assert scale_program.run(["corrected.nxs", "scaling.enable=False"]) == 1
+    assert "no term enabled" in capsys.readouterr().err
+    # A term whose coordinates the table lacks: the file named, no output.
+    assert scale_program.run(["corrected.nxs", "detector.enable=True"]) == 1
+    error = capsys.readouterr().err
+    assert "corrected.nxs" in error and "ix, iy" in error and "Traceback" not in error
+    assert not (in_tmp_path / "scale.nxs").exists()
+    # A model needing columns the table lacks, at merge.
+    write_corrected("full.nxs", frame)
+    assert (
+        scale_program.run(
+            [
+                "full.nxs",
+                "detector.enable=True",
+                "detector.x_nodes=4",
+                "detector.y_nodes=4",
+                "scaling.enable=False",
+            ]
+        )
+        == 0
+    )
+    before = open("corrected.nxs", "rb").read()
+    assert merge_program.run(["corrected.nxs", "scale.nxs"]) == 1
+    assert "no ix, iy column" in capsys.readouterr().err
+    assert not (in_tmp_path / "merged.nxs").exists()
+    assert open("corrected.nxs", "rb").read() == before
+    # Friedel split of a table without a space group.
+    table = load_table("full.nxs")
+    table.attrs.pop("space_group")
+    write_tables("nosg.nxs", [table])
+    assert merge_program.run(["nosg.nxs", "split=friedel"]) == 1
+    assert "one space group" in capsys.readouterr().err
