@@ -456,9 +456,11 @@ class _Refinement:
             # subtracted when two terms are fitted together.
             rest = Q if not blocks else rest
             blocks.append(design)
-            normal = design.T @ design
-            data_trace = normal.diagonal().sum()
-            size = normal.shape[0]
+            # The diagonal of A'WA: column sums of squares (A'WA itself is
+            # formed once, for all blocks together).
+            diagonal = np.asarray(design.multiply(design).sum(axis=0)).ravel()
+            data_trace = diagonal.sum()
+            size = len(diagonal)
             penalty = sparse.csr_matrix((size, size))
             for restraint, weight in _restraints(
                 name, settings[name], self.model.terms[name].shape
@@ -469,7 +471,7 @@ class _Refinement:
                         penalty + weight * data_trace / gram.diagonal().sum() * gram
                     )
             if name == "offset" and settings[name].ridge > 0:
-                penalty = penalty + settings[name].ridge * normal.diagonal().max() * (
+                penalty = penalty + settings[name].ridge * diagonal.max() * (
                     sparse.identity(size)
                 )
             penalties.append(penalty)
