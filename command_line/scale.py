@@ -2,9 +2,11 @@
 
 import dataclasses
 import logging
+import pathlib
 import sys
 
 import numpy as np
+import pandas as pd
 
 from dials_diffuse.algorithms.diffuse.scale import (
     SETTINGS,
@@ -35,6 +37,11 @@ squares with smoothness restraints (mdx2 1.0.5's defaults), in mdx2's order
 are normalised to a mean of 1. merge applies the model (give scale.nxs with
 the corrected.nxs): I / (a b d) - c / b.
 
+Several corrected tables (sweeps of the same crystal form) are scaled
+together, their voxels merged across tables: each table gets its own b, c
+and a (on one common scale), all share d, and each its own output file
+(scale_1.nxs, scale_2.nxs, ... in the order given), as mdx2's batches.
+
 Output: scale.nxs (/entry/scaling_model, offset_model, detector_model,
 absorption_model: one row per node, the coordinates (phi in degrees, s in
 1/Angstrom, ix/iy in pixels) and the value) and scale.png.
@@ -49,6 +56,10 @@ Examples:
       absorption.enable=True
 
   dials.diffuse.merge corrected.nxs scale.nxs
+
+  dials.diffuse.scale sweep1/corrected.nxs sweep2/corrected.nxs
+  dials.diffuse.merge sweep1/corrected.nxs sweep2/corrected.nxs \\
+      scale_1.nxs scale_2.nxs
 """
 
 _stage_phil = """
@@ -154,7 +165,8 @@ absorption {
 output {
   model = scale.nxs
     .type = path
-    .help = "The scaling model."
+    .help = "The scaling model; with several tables, one file per table with"
+            "the table's number before the suffix (scale_1.nxs, ...)."
   plot = scale.png
     .type = path
     .help = "The refined terms. None: no plot."
@@ -178,19 +190,35 @@ def settings_from_params(params):
     return chosen
 
 
-def plot_model(model, path):
-    """One panel per term: b against phi, c/d/a as images."""
-    figure, axes = new_figure(
-        width=4.5 * len(model.terms), height=4, columns=len(model.terms)
-    )
+def model_paths(template, count):
+    """Output names: `template` for one table, else scale_1.nxs, scale_2.nxs, ..."""
+    template = pathlib.Path(template)
+    if count == 1:
+        return [template]
+    return [
+        template.with_name(f"{template.stem}_{number}{template.suffix}")
+        for number in range(1, count + 1)
+    ]
+
+
+def plot_models(models, path):
+    """One panel per term: b against phi (every sweep), c/d/a of the first sweep."""
+    terms = models[0].terms
+    figure, axes = new_figure(width=4.5 * len(terms), height=4, columns=len(terms))
     axes = np.atleast_1d(axes)
-    for panel, (name, term) in zip(axes, model.terms.items()):
+    for panel, name in zip(axes, terms):
         if name == "scaling":
-            panel.plot(term.axes["phi"], term.values, "o-")
+            for number, model in enumerate(models, 1):
+                term = model.terms["scaling"]
+                label = f"sweep {number}" if len(models) > 1 else None
+                panel.plot(term.axes["phi"], term.values, "o-", label=label)
+            if len(models) > 1:
+                panel.legend()
             panel.axhline(1.0, color="grey", lw=0.5)
             panel.set_xlabel("phi (degrees)")
             panel.set_ylabel("scale b(phi)")
             continue
+        term = terms[name]
         values = term.values.mean(axis=2) if name == "absorption" else term.values
         first, second = list(term.axes)[:2]
         image = panel.imshow(
@@ -213,37 +241,52 @@ def plot_model(model, path):
         }
         panel.set_xlabel(units[first])
         panel.set_ylabel(units[second])
+        sweep = " (sweep 1)" if len(models) > 1 and name != "detector" else ""
         panel.set_title(
             {
                 "offset": "offset c(s, phi)",
                 "detector": "detector d(ix, iy)",
                 "absorption": "absorption a(ix, iy), mean over phi",
             }[name]
+            + sweep
         )
     save_png(figure, path)
 
 
+def load_corrected(paths, settings):
+    """The corrected tables as one DataFrame with a batch column (0, 1, ...)."""
+    needed = {"h", "k", "l", "intensity", "intensity_error"}
+    for name in settings:
+        needed |= set(TERMS[name][1])
+    frames = []
+    for number, path in enumerate(paths):
+        table = load_table(path, "hkl_table").to_frame()
+        missing = needed - set(table)
+        if missing:
+            raise UserError(
+                f"{path}: not a corrected table (no {', '.join(sorted(missing))})"
+            )
+        frames.append(table[sorted(needed)].assign(batch=number))
+    return pd.concat(frames, ignore_index=True)
+
+
 def main(params, inputs, run):
-    if len(inputs.nexus) != 1:
-        raise UserError("give one corrected.nxs (the output of correct)")
+    if not inputs.nexus:
+        raise UserError("give a corrected.nxs (the output of correct), or several")
+    if len(set(inputs.nexus)) != len(inputs.nexus):
+        raise UserError("the same corrected table given twice")
     settings = settings_from_params(params)
     if not settings:
         raise UserError(
             "no term enabled: set at least one of scaling.enable, offset.enable, "
             "detector.enable, absorption.enable"
         )
-    table = load_table(inputs.nexus[0], "hkl_table").to_frame()
-    needed = {"h", "k", "l", "intensity", "intensity_error"}
-    for name in settings:
-        needed |= set(TERMS[name][1])
-    missing = needed - set(table)
-    if missing:
-        raise UserError(
-            f"{inputs.nexus[0]}: not a corrected table (no {', '.join(sorted(missing))})"
-        )
+    observations = load_corrected(inputs.nexus, settings)
     with run.timer("scale"):
-        model, history = refine_scale_model(
-            table, settings, progress=lambda stage: logger.info("Refining %s", stage)
+        models, history = refine_scale_model(
+            observations,
+            settings,
+            progress=lambda stage: logger.info("Refining %s", stage),
         )
     for entry in history:
         logger.info(
@@ -253,27 +296,32 @@ def main(params, inputs, run):
             entry["chi_square"],
             f"; {entry['outliers']} outliers rejected" if "outliers" in entry else "",
         )
-    for name, term in model.terms.items():
-        logger.info(
-            "%s term on %s nodes: %.4g to %.4g",
-            name,
-            " x ".join(str(n) for n in term.shape),
-            term.values.min(),
-            term.values.max(),
-        )
+    for path, model in zip(inputs.nexus, models):
+        for name, term in model.terms.items():
+            logger.info(
+                "%s: %s term on %s nodes, %.4g to %.4g",
+                path,
+                name,
+                " x ".join(str(n) for n in term.shape),
+                term.values.min(),
+                term.values.max(),
+            )
+    outputs = model_paths(params.output.model, len(models))
     run.results.update(
         {
-            "terms": list(model.terms),
-            "nodes": {name: list(term.shape) for name, term in model.terms.items()},
+            "terms": list(models[0].terms),
+            "nodes": {name: list(term.shape) for name, term in models[0].terms.items()},
             "chi_square": [entry["chi_square"] for entry in history],
             "outliers": sum(entry.get("outliers", 0) for entry in history),
+            "models": [str(path) for path in outputs],
         }
     )
-    with run.write(params.output.model, "scaling model") as path:
-        write_tables(path, model.to_tables())
+    for output, model, table in zip(outputs, models, inputs.nexus):
+        with run.write(output, f"scaling model of {table}") as path:
+            write_tables(path, model.to_tables({"table": str(table)}))
     if params.output.plot:
         with run.write(params.output.plot, "scale plot") as path:
-            plot_model(model, path)
+            plot_models(models, path)
 
 
 program = Program(name="scale", phil=phil_scope, help=help_message, main=main)

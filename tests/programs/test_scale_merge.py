@@ -144,3 +144,23 @@ def test_bad_input_one_line_errors(in_tmp_path, capsys):
     write_tables("nosg.nxs", [table])
     assert merge_program.run(["nosg.nxs", "split=friedel"]) == 1
     assert "one space group" in capsys.readouterr().err
+
+
+def test_two_sweeps_scaled_together(in_tmp_path):
+    first, truth, _ = simulate(b=true_b, noise=0.03, seed=4)
+    second, _, _ = simulate(
+        b=lambda phi: 2 + 0.3 * np.cos(phi / 4.0), noise=0.03, seed=5
+    )
+    write_corrected("first.nxs", first)
+    write_corrected("second.nxs", second)
+    assert scale_program.run(["first.nxs", "second.nxs", "output.json=s.json"]) == 0
+    results = json.loads(open("s.json").read())["results"]
+    assert results["models"] == ["scale_1.nxs", "scale_2.nxs"]
+    assert not (in_tmp_path / "scale.nxs").exists()
+    assert load_table("scale_2.nxs", "scaling_model").attrs["table"] == "second.nxs"
+    args = ["first.nxs", "second.nxs", "scale_1.nxs", "scale_2.nxs"]
+    assert merge_program.run(args) == 0
+    # 16 observations per voxel now (noise 3% / 4 = 0.8%).
+    assert merged_against_truth("merged.nxs", truth) < 0.015
+    # The same table twice is refused.
+    assert scale_program.run(["first.nxs", "first.nxs"]) == 1

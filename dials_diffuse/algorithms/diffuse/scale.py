@@ -367,38 +367,63 @@ def is_model_file(path):
 
 
 class _Refinement:
-    """Observations, voxel groups, the current model and the outlier mask."""
+    """Observations, voxel groups, the terms of every batch and the outlier mask.
 
-    def __init__(self, observations, model):
+    Terms are keyed (name, batch); the detector term is shared by all
+    batches (key ("detector", None)), as in mdx2.
+    """
+
+    def __init__(self, observations, batch):
         self.frame = observations
+        self.batch = batch
         self.intensity = observations["intensity"].to_numpy(np.float64)
         self.sigma = observations["intensity_error"].to_numpy(np.float64)
         keys = observations[["h", "k", "l"]].to_numpy(np.float64)
         self.group = np.unique(keys, axis=0, return_inverse=True)[1].ravel()
         self.n_groups = int(self.group.max()) + 1 if len(self.group) else 0
-        self.model = model
+        self.terms = {}
         self.matrices = {}
         usable = np.isfinite(self.intensity) & np.isfinite(self.sigma)
         usable &= self.sigma > 0
         multiplicity = np.bincount(self.group[usable], minlength=self.n_groups)
         self.use = usable & (multiplicity[self.group] >= 2)
 
-    def matrix(self, name):
-        if name not in self.matrices:
-            self.matrices[name] = self.model.terms[name].matrix(
-                *(self.frame[c].to_numpy(np.float64) for c in TERMS[name][1])
+    def rows(self, key):
+        """Indices of the observations a term applies to."""
+        if key[1] is None:
+            return np.arange(len(self.intensity))
+        return np.flatnonzero(self.batch == key[1])
+
+    def matrix(self, key):
+        """Interpolation matrix of a term over all observations (zero off its batch)."""
+        if key not in self.matrices:
+            rows = self.rows(key)
+            part = (
+                self.terms[key]
+                .matrix(
+                    *(
+                        self.frame[c].to_numpy(np.float64)[rows]
+                        for c in TERMS[key[0]][1]
+                    )
+                )
+                .tocoo()
             )
-        return self.matrices[name]
+            self.matrices[key] = sparse.csr_matrix(
+                (part.data, (rows[part.row], part.col)),
+                shape=(len(self.intensity), part.shape[1]),
+            )
+        return self.matrices[key]
+
+    def value(self, name):
+        """The term `name` at every observation (neutral where there is none)."""
+        keys = [key for key in self.terms if key[0] == name]
+        if not keys:
+            return 0.0 if name == "offset" else 1.0
+        return sum(self.matrix(key) @ self.terms[key].values.ravel() for key in keys)
 
     def factors(self):
-        value = {"absorption": 1.0, "scaling": 1.0, "offset": 0.0, "detector": 1.0}
-        for name, term in self.model.terms.items():
-            value[name] = self.matrix(name) @ term.values.ravel()
-        return (
-            value["absorption"],
-            value["scaling"],
-            value["offset"],
-            value["detector"],
+        return tuple(
+            self.value(name) for name in ("absorption", "scaling", "offset", "detector")
         )
 
     def merge(self):
@@ -424,46 +449,46 @@ class _Refinement:
     def chi_square(self, merged):
         return float(np.mean(self.residuals(merged)[self.use] ** 2))
 
-    def _design(self, name, merged):
-        """Rows of the term's least-squares problem: I = Q + P (A u), used rows only."""
-        a, b, c, d = self.factors()
-        m = merged[self.group]
-        P, Q = {
-            "scaling": (a * d * m, a * d * c),
-            "offset": (a * d, a * b * d * m),
-            "detector": (a * (b * m + c), 0.0),
-            "absorption": (d * (b * m + c), 0.0),
-        }[name]
-        n = len(self.intensity)
-        P = np.broadcast_to(P, (n,))[self.use]
-        Q = np.broadcast_to(Q, (n,))[self.use]
-        return sparse.diags(P / self.sigma[self.use]) @ self.matrix(name)[self.use], Q
-
     def fit(self, names, merged, settings):
-        """Refine the nodes of `names` together, holding M and the other terms.
+        """Refine the nodes of the terms `names` (all batches) holding M and the rest.
 
         The prediction a d (b M + c) is linear in the nodes of any one term,
         and in those of b and c together: one linear least-squares problem
-        (normal equations with the restraints, each weighted relative to
-        its own term's data), then the offset's floor and the normalisation.
+        (normal equations with each term's restraints, weighted relative to
+        that term's own data, per batch), then the offset's floor and the
+        normalisation.
         """
-        blocks, penalties, ridges = [], [], []
-        rest = 0.0
-        for name in names:
-            design, Q = self._design(name, merged)
-            # The other terms' contribution, counted once: Q of the offset
-            # is the b part and vice versa, so only the first block's Q is
-            # subtracted when two terms are fitted together.
-            rest = Q if not blocks else rest
+        a, b, c, d = self.factors()
+        m = merged[self.group]
+        # I = fixed + sum over fitted terms of P (A u).
+        multiplier = {
+            "scaling": a * d * m,
+            "offset": a * d,
+            "detector": a * (b * m + c),
+            "absorption": d * (b * m + c),
+        }
+        fixed = {
+            ("scaling",): a * d * c,
+            ("offset",): a * b * d * m,
+        }.get(tuple(names), 0.0)
+        n = len(self.intensity)
+        use_sigma = self.sigma[self.use]
+        keys = [key for name in names for key in self.terms if key[0] == name]
+        blocks, penalties = [], []
+        for key in keys:
+            name = key[0]
+            P = np.broadcast_to(multiplier[name], (n,))[self.use]
+            design = sparse.diags(P / use_sigma) @ self.matrix(key)[self.use]
             blocks.append(design)
             # The diagonal of A'WA: column sums of squares (A'WA itself is
             # formed once, for all blocks together).
             diagonal = np.asarray(design.multiply(design).sum(axis=0)).ravel()
             data_trace = diagonal.sum()
             size = len(diagonal)
-            penalty = sparse.csr_matrix((size, size))
+            # A vanishing ridge keeps nodes no observation or restraint reaches at 0.
+            penalty = sparse.diags(np.full(size, 1e-12 * max(data_trace, 1e-300)))
             for restraint, weight in _restraints(
-                name, settings[name], self.model.terms[name].shape
+                name, settings[name], self.terms[key].shape
             ):
                 if restraint.shape[0] and weight > 0:
                     gram = restraint.T @ restraint
@@ -475,58 +500,53 @@ class _Refinement:
                     sparse.identity(size)
                 )
             penalties.append(penalty)
-            ridges.append(np.full(size, 1e-12 * max(data_trace, 1e-300)))
-        if len(names) == 2:
-            # Fitting b and c together: neither is held, so nothing is left over.
-            rest = 0.0
         design = sparse.hstack(blocks).tocsr()
-        y = (self.intensity[self.use] - rest) / self.sigma[self.use]
-        # A vanishing ridge keeps nodes no observation or restraint reaches at 0.
-        system = (
-            design.T @ design
-            + sparse.block_diag(penalties)
-            + sparse.diags(np.concatenate(ridges))
+        y = (self.intensity[self.use] - np.broadcast_to(fixed, (n,))[self.use]) / (
+            use_sigma
         )
-        values = sparse_linalg.spsolve(system.tocsc(), design.T @ y)
-        values = np.atleast_1d(values)
-        for name in names:
-            term = self.model.terms[name]
+        system = design.T @ design + sparse.block_diag(penalties)
+        values = np.atleast_1d(sparse_linalg.spsolve(system.tocsc(), design.T @ y))
+        for key in keys:
+            term = self.terms[key]
             size = term.values.size
-            term_values, values = values[:size], values[size:]
-            term.values = np.asarray(term_values, np.float64).reshape(term.shape)
-            if name == "offset" and settings[name].minimum is not None:
-                self._floor_offset(settings[name].minimum)
+            term.values = np.asarray(values[:size], np.float64).reshape(term.shape)
+            values = values[size:]
+            if key[0] == "offset" and settings["offset"].minimum is not None:
+                self._floor_offset(key[1], settings["offset"].minimum)
         for name in names:
             if name != "offset":
                 self._normalise(name)
 
-    def _floor_offset(self, minimum):
+    def _floor_offset(self, batch, minimum):
         """Shift c(s, phi) by b(phi) f(s) so that min over phi is `minimum` at each s.
 
         The data fix c only up to b(phi) f(s) for any f (merging moves
         f(s_v) out of each voxel's M), so this only chooses which: mdx2's
         non-negative offset (its floor, ``offset.min``), without clipping.
         """
-        offset = self.model.terms["offset"]
-        if "scaling" in self.model.terms:
-            b = self.model.terms["scaling"](offset.axes["phi"])[np.newaxis, :]
-        else:
-            b = np.ones((1, len(offset.axes["phi"])))
+        offset = self.terms[("offset", batch)]
+        phi = offset.axes["phi"]
+        scaling = self.terms.get(("scaling", batch))
+        b = (scaling(phi) if scaling else np.ones(len(phi)))[np.newaxis, :]
         shift = np.max((minimum - offset.values) / b, axis=1, keepdims=True)
         offset.values = offset.values + b * shift
 
     def _normalise(self, name):
-        """Mean 1 over the used observations; the offset compensates for a and d."""
-        term = self.model.terms[name]
-        mean = float(np.mean((self.matrix(name) @ term.values.ravel())[self.use]))
+        """Mean 1 over the used observations (all batches together, keeping their
+        relative scale); the offsets compensate for a and d."""
+        mean = float(
+            np.mean(np.broadcast_to(self.value(name), self.use.shape)[self.use])
+        )
         if not mean > 0:
             raise UserError(
                 f"the {name} term refined to a non-positive mean: the data do not "
                 "constrain it (fewer nodes or more smoothness)"
             )
-        term.values = term.values / mean
-        if name in ("absorption", "detector") and "offset" in self.model.terms:
-            self.model.terms["offset"].values = self.model.terms["offset"].values * mean
+        for key, term in self.terms.items():
+            if key[0] == name:
+                term.values = term.values / mean
+            elif key[0] == "offset" and name in ("absorption", "detector"):
+                term.values = term.values * mean
 
     def reject_outliers(self, threshold):
         """Exclude observations more than `threshold` errors above the model."""
@@ -537,23 +557,26 @@ class _Refinement:
 
 
 def refine_scale_model(observations, settings, progress=None):
-    """Refine mdx2's scaling model from a corrected table (pandas).
+    """Refine mdx2's scaling model from corrected observations (pandas).
 
     Parameters
     ----------
     observations : DataFrame
         h, k, l (asymmetric unit), intensity, intensity_error, and the
         coordinates of the terms asked for: phi (degrees), s (inverse
-        Angstrom), ix, iy (pixels).
+        Angstrom), ix, iy (pixels). With a `batch` column (0, 1, ...: e.g.
+        one per sweep), each batch gets its own b, c and a and all share d
+        (mdx2's batches); voxels are merged across batches.
     settings : dict of str -> settings
         The terms to refine, by name ("scaling", "offset", "detector",
         "absorption"), each with its settings (`ScalingSettings`, ...).
     progress : callable, optional
-        Called with a message at the start of each stage.
+        Called with the stage's name at the start of each stage.
 
     Returns
     -------
-    model : ScaleModel
+    models : list of ScaleModel
+        One per batch (one without a batch column).
     history : list of dict
         stage, cycle and chi_square (reduced, per used observation) after
         every cycle, and the outliers rejected after each stage.
@@ -569,17 +592,26 @@ def refine_scale_model(observations, settings, progress=None):
     missing = needed - set(observations)
     if missing:
         raise UserError(f"the table has no {', '.join(sorted(missing))} column")
-    refinement = _Refinement(observations, ScaleModel())
+    if "batch" in observations:
+        batch = observations["batch"].to_numpy().astype(np.int64)
+    else:
+        batch = np.zeros(len(observations), dtype=np.int64)
+    n_batches = int(batch.max()) + 1 if len(batch) else 1
+    refinement = _Refinement(observations, batch)
     if refinement.use.sum() < 10:
         raise UserError(
             "fewer than 10 redundant observations: nothing to scale against"
         )
-    used = observations[refinement.use]
-    refinement.model.terms = {
-        name: _new_term(name, settings[name], used)
-        for name in TERMS
-        if name in settings
-    }
+    for name in (name for name in TERMS if name in settings):
+        for number in [None] if name == "detector" else range(n_batches):
+            rows = refinement.use.copy()
+            if number is not None:
+                rows &= batch == number
+            if not rows.any():
+                raise UserError(f"batch {number} has no redundant observation to scale")
+            refinement.terms[(name, number)] = _new_term(
+                name, settings[name], observations[rows]
+            )
     stages = [
         ("scaling", ["scaling"]),
         ("scaling+offset", ["offset", "scaling"]),
@@ -608,17 +640,27 @@ def refine_scale_model(observations, settings, progress=None):
             previous = chi_square
         rejected = refinement.reject_outliers(control.outlier)
         history[-1]["outliers"] = rejected
-    return refinement.model, history
+    models = [
+        ScaleModel(
+            {
+                name: term
+                for (name, number), term in refinement.terms.items()
+                if number in (None, batch_number)
+            }
+        )
+        for batch_number in range(n_batches)
+    ]
+    return models, history
 
 
 def refine_phi_scale(observations, phi_step=1.0, smoothness=1.0, cycles=10):
     """Refine b(phi) alone; return (the b term, reduced chi-square per cycle).
 
     The b-only special case of `refine_scale_model` (see there), with no
-    early stop and no outlier rejection worth noting (10 sigma).
+    early stop (outliers beyond 10 sigma are still rejected at the end).
     """
-    model, history = refine_scale_model(
+    models, history = refine_scale_model(
         observations,
         {"scaling": ScalingSettings(phi_step, smoothness, cycles, tolerance=-np.inf)},
     )
-    return model.terms["scaling"], [entry["chi_square"] for entry in history]
+    return models[0].terms["scaling"], [entry["chi_square"] for entry in history]

@@ -35,16 +35,18 @@ def true_c(s, phi):
 
 
 def simulate(a=None, b=None, c=None, d=None, noise=0.01, seed=3):
-    """Voxels seen 8 times at random (phi, ix, iy): I = a d (b M + c) + noise.
+    """4000 voxels seen 8 times at random (phi, ix, iy): I = a d (b M + c) + noise.
 
     phi in degrees (0-30), ix/iy in pixels (0-256), s in inverse Angstrom.
     """
-    rng = np.random.default_rng(seed)
     n_voxels, per_voxel = 4000, 8
-    truth = rng.gamma(2.0, 50.0, size=n_voxels)
+    # The voxels (intensity, s) are the same for every seed.
+    voxels = np.random.default_rng(0)
+    truth = voxels.gamma(2.0, 50.0, size=n_voxels)
+    s = np.repeat(voxels.uniform(0.1, 0.6, n_voxels), per_voxel)
+    rng = np.random.default_rng(seed)
     n = n_voxels * per_voxel
     voxel = np.repeat(np.arange(n_voxels), per_voxel)
-    s = np.repeat(rng.uniform(0.1, 0.6, n_voxels), per_voxel)
     phi, ix, iy = rng.uniform(0, 30, n), rng.uniform(0, 256, n), rng.uniform(0, 256, n)
     terms = {
         "a": a(ix, iy, phi) if a else np.ones(n),
@@ -148,7 +150,7 @@ def test_apply_divides_the_scale_and_subtracts_the_offset():
 
 def test_scale_and_detector_terms_recovered():
     frame, truth, terms = simulate(b=true_b, d=true_d, noise=0.03)
-    model, history = refine_scale_model(
+    (model,), history = refine_scale_model(
         frame,
         {
             "scaling": ScalingSettings(),
@@ -171,7 +173,7 @@ def test_scale_and_detector_terms_recovered():
 
 def test_absorption_term_recovered():
     frame, truth, terms = simulate(a=true_a)
-    model, history = refine_scale_model(
+    (model,), history = refine_scale_model(
         frame, {"absorption": AbsorptionSettings(x_nodes=5, y_nodes=5)}
     )
     a, _, _, _ = model.factors(frame)
@@ -183,7 +185,7 @@ def test_absorption_term_recovered():
 def test_offset_recovered_with_scale():
     frame, truth, terms = simulate(b=true_b, c=true_c)
     settings = {"scaling": ScalingSettings(), "offset": OffsetSettings(s_nodes=6)}
-    model, history = refine_scale_model(frame, settings)
+    (model,), history = refine_scale_model(frame, settings)
     _, b, c, _ = model.factors(frame)
     assert relative_spread(b, terms["b"]) < 0.005
     # c is fixed only up to b(phi) f(s), merged away: compare c/b with each
@@ -216,3 +218,36 @@ def test_refinement_rejects_unusable_input():
     single = frame.drop_duplicates("h")
     with pytest.raises(UserError, match="redundant"):
         refine_scale_model(single, {"scaling": ScalingSettings()})
+
+
+def test_batches_get_their_own_scale_and_share_the_detector():
+    # Two sweeps of the same voxels: the second twice as bright with another
+    # b(phi); one detector gain for both.
+    first, truth, terms = simulate(b=true_b, d=true_d, noise=0.03, seed=4)
+    second, _, second_terms = simulate(
+        b=lambda phi: 2 * (1 - 0.2 * np.cos(phi / 4.0)), d=true_d, noise=0.03, seed=5
+    )
+    observations = pd.concat(
+        [first.assign(batch=0), second.assign(batch=1)], ignore_index=True
+    )
+    models, history = refine_scale_model(
+        observations,
+        {
+            "scaling": ScalingSettings(),
+            "detector": DetectorSettings(x_nodes=9, y_nodes=9),
+        },
+    )
+    assert len(models) == 2
+    assert models[0].terms["detector"] is models[1].terms["detector"]
+    b_first = models[0].factors(first)[1]
+    b_second = models[1].factors(second)[1]
+    # Each batch's b within 1% of its truth up to one constant common to
+    # both: the factor 2 between the sweeps is kept (to 1%).
+    both = np.concatenate([b_first, b_second])
+    truth_both = np.concatenate([terms["b"], second_terms["b"]])
+    assert relative_spread(both, truth_both) < 0.01
+    assert np.mean(b_second) / np.mean(b_first) == pytest.approx(
+        np.mean(second_terms["b"]) / np.mean(terms["b"]), rel=0.01
+    )
+    assert relative_spread(models[1].factors(second)[3], second_terms["d"]) < 0.01
+    assert history[-1]["chi_square"] < 1.1
