@@ -393,6 +393,7 @@ class _Refinement:
         self.n_groups = int(self.group.max()) + 1 if len(self.group) else 0
         self.terms = {}
         self.matrices = {}
+        self.used_matrices = {}
         usable = np.isfinite(self.intensity) & np.isfinite(self.sigma)
         usable &= self.sigma > 0
         multiplicity = np.bincount(self.group[usable], minlength=self.n_groups)
@@ -423,6 +424,12 @@ class _Refinement:
                 shape=(len(self.intensity), part.shape[1]),
             )
         return self.matrices[key]
+
+    def used_matrix(self, key):
+        """The rows of `matrix(key)` of the observations in use (cached)."""
+        if key not in self.used_matrices:
+            self.used_matrices[key] = self.matrix(key)[self.use]
+        return self.used_matrices[key]
 
     def value(self, name):
         """The term `name` at every observation (neutral where there is none)."""
@@ -488,7 +495,8 @@ class _Refinement:
         for key in keys:
             name = key[0]
             P = np.broadcast_to(multiplier[name], (n,))[self.use]
-            design = sparse.diags(P / use_sigma) @ self.matrix(key)[self.use]
+            design = self.used_matrix(key).copy()
+            design.data *= np.repeat(P / use_sigma, np.diff(design.indptr))
             blocks.append(design)
             # The diagonal of A'WA: column sums of squares (A'WA itself is
             # formed once, for all blocks together).
@@ -563,6 +571,7 @@ class _Refinement:
         merged = self.merge()
         outlier = self.use & (self.residuals(merged) > threshold)
         self.use &= ~outlier
+        self.used_matrices = {}
         return int(outlier.sum())
 
 
