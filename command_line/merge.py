@@ -61,10 +61,10 @@ split = *random_half weighted_random_half friedel none
           "correlation: random_half (CC1/2), weighted_random_half (halves of"
           "equal weight), friedel (Friedel mates), none."
 seed = 0
-  .type = int
+  .type = int(allow_none=False)
   .help = "Seed of the random halves (the split is reproducible)."
 shells = 10
-  .type = int(value_min=1)
+  .type = int(value_min=1, allow_none=False)
   .help = "Resolution shells (equal numbers of voxels) for the correlation."
 apply {
   scaling = True

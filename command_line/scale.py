@@ -64,13 +64,13 @@ Examples:
 
 _stage_phil = """
   cycles = {cycles}
-    .type = int(value_min=1)
+    .type = int(value_min=1, allow_none=False)
     .help = "At most this many alternations of merging and refining the term."
   tolerance = {tolerance}
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Stop when the reduced chi-square improves by less than this."
   outlier = {outlier}
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "After refining, reject observations more than this many standard"
             "errors above the model."
 """
@@ -86,7 +86,7 @@ scaling {
     .type = float(value_min=0, allow_none=False)
     .help = "Degrees between the nodes of b(phi)."
   smoothness = 1.0
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Weight of the curvature restraint along phi, relative to the data"
             "(0: none)."
 """
@@ -102,16 +102,16 @@ offset {
     .type = float(value_min=0, allow_none=False)
     .help = "Degrees between the nodes of c along phi."
   s_nodes = 31
-    .type = int(value_min=1)
+    .type = int(value_min=1, allow_none=False)
     .help = "Nodes of c along s = 1/d, from the smallest to the largest s."
   smoothness_s = 1.0
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Weight of the curvature restraint along s."
   smoothness_phi = 1.0
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Weight of the curvature restraint along phi."
   ridge = 0.001
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Weight pulling the nodes towards 0 (relative to the largest"
             "diagonal element of the normal matrix)."
   minimum = 0.0
@@ -127,13 +127,13 @@ detector {
     .type = bool
     .help = "Refine d(ix, iy), a smooth gain across the detector face."
   x_nodes = 200
-    .type = int(value_min=1)
+    .type = int(value_min=1, allow_none=False)
     .help = "Nodes of d across the detector's fast axis (ix)."
   y_nodes = 200
-    .type = int(value_min=1)
+    .type = int(value_min=1, allow_none=False)
     .help = "Nodes of d across the detector's slow axis (iy)."
   smoothness = 1.0
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Weight of the neighbour (Laplacian) restraint across the detector."
 """
     + _stage_phil.format(cycles=5, tolerance=1e-3, outlier=5.0)
@@ -147,16 +147,16 @@ absorption {
     .type = float(value_min=0, allow_none=False)
     .help = "Degrees between the nodes of a along phi."
   x_nodes = 20
-    .type = int(value_min=1)
+    .type = int(value_min=1, allow_none=False)
     .help = "Nodes of a across the detector's fast axis (ix)."
   y_nodes = 20
-    .type = int(value_min=1)
+    .type = int(value_min=1, allow_none=False)
     .help = "Nodes of a across the detector's slow axis (iy)."
   smoothness_xy = 10.0
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Weight of the neighbour (Laplacian) restraint across the detector."
   smoothness_phi = 1.0
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Weight of the curvature restraint along phi."
 """
     + _stage_phil.format(cycles=5, tolerance=1e-4, outlier=5.0)
