@@ -121,6 +121,12 @@ class GridTerm:
 
     def matrix(self, *coordinates):
         """Sparse interpolation matrix (observations x nodes), multilinear."""
+        for name, x in zip(self.axes, coordinates):
+            if not np.all(np.isfinite(x)):
+                raise UserError(
+                    f"the {self.name} term needs finite {name} values: "
+                    f"{np.count_nonzero(~np.isfinite(x))} are not"
+                )
         n = len(coordinates[0])
         index, weight = [np.zeros(n, dtype=np.int64)], [np.ones(n)]
         for axis, x in zip(self.axes.values(), coordinates):

@@ -215,6 +215,8 @@ def test_refinement_rejects_unusable_input():
         )
     with pytest.raises(UserError, match="choose terms"):
         refine_scale_model(frame, {})
+    with pytest.raises(UserError, match="finite phi"):
+        refine_scale_model(frame.assign(phi=np.nan), {"scaling": ScalingSettings()})
     single = frame.drop_duplicates("h")
     with pytest.raises(UserError, match="redundant"):
         refine_scale_model(single, {"scaling": ScalingSettings()})
