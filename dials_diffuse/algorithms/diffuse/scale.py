@@ -617,6 +617,11 @@ def refine_scale_model(observations, settings, progress=None):
     missing = needed - set(observations)
     if missing:
         raise UserError(f"the table has no {', '.join(sorted(missing))} column")
+    coordinates = {c for name in settings for c in TERMS[name][1]}
+    for column in sorted(coordinates):
+        bad = np.count_nonzero(~np.isfinite(observations[column].to_numpy(float)))
+        if bad:
+            raise UserError(f"{bad} observation(s) with a non-finite {column}")
     if "batch" in observations:
         batch = observations["batch"].to_numpy().astype(np.int64)
     else:

@@ -215,8 +215,11 @@ def test_refinement_rejects_unusable_input():
         )
     with pytest.raises(UserError, match="choose terms"):
         refine_scale_model(frame, {})
-    with pytest.raises(UserError, match="finite phi"):
+    with pytest.raises(UserError, match="non-finite phi"):
         refine_scale_model(frame.assign(phi=np.nan), {"scaling": ScalingSettings()})
+    term = GridTerm("scaling", {"phi": np.array([0.0, 1.0])}, np.ones(2))
+    with pytest.raises(UserError, match="finite phi"):
+        term(np.array([0.5, np.inf]))
     single = frame.drop_duplicates("h")
     with pytest.raises(UserError, match="redundant"):
         refine_scale_model(single, {"scaling": ScalingSettings()})
