@@ -60,7 +60,8 @@ copy_images = True
           "three steps read them); False reads the .expt's images in every step."
 run_scale = True
   .type = bool
-  .help = "Refine b(phi) with scale and apply it in merge; False merges the"
+  .help = "Refine the scaling model (scale.*: b(phi) by default) and apply it"
+          "in merge; False merges the"
           "corrected intensities as they are."
 """
     + "\n".join(f"{name} {{\n{module.step_phil}\n}}" for name, module in STEPS.items())
