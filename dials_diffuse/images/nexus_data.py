@@ -26,7 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dials_diffuse.images.source import ImageSource
+from dials_diffuse.images.hdf5_chunks import ChunkedDataset
+from dials_diffuse.images.source import ImageSource, output_buffer
 from dials_diffuse.util.errors import UserError
 
 #: Where the image series lives in the file.
@@ -37,8 +38,9 @@ class NexusDataSource(ImageSource):
     """Read a ``data.nxs`` (layout in the module docstring) chunk by chunk.
 
     The file is opened lazily in each process (the source pickles by path, so
-    it can be sent to Dask workers) and read through h5py's own locking, so
-    threads may share one source.
+    it can be sent to Dask workers). Chunks are read raw and decoded outside
+    h5py (`dials_diffuse.images.hdf5_chunks`), so threads sharing one source
+    decode in parallel; layouts that path does not handle go through h5py.
 
     Raises
     ------
@@ -58,6 +60,7 @@ class NexusDataSource(ImageSource):
         self._phi = self._axis(series, "phi", self._shape[0])
         self._exposure_times = self._axis(series, "exposure_times", self._shape[0])
         self._chunk_shape = data.chunks
+        self._data = ChunkedDataset(self.path, IMAGE_SERIES + "/data")
         self._image_numbers = (
             self._axis(series, "image_numbers", self._shape[0]).astype(int)
             if "image_numbers" in series
@@ -100,6 +103,7 @@ class NexusDataSource(ImageSource):
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._data.close()
 
     def __enter__(self):
         return self
@@ -147,11 +151,22 @@ class NexusDataSource(ImageSource):
         if panel != 0:
             raise ValueError(f"{self.path} has one panel, not panel {panel}")
 
-    def read(self, chunk):
+    @property
+    def codec_name(self):
+        """How the chunks are decoded, e.g. 'shuffle+deflate' (see hdf5_chunks)."""
+        return self._data.codec_name
+
+    def read(self, chunk, out=None):
         self._check_panel(chunk.panel)
+        frames, rows, columns = (
+            slice(*axis.indices(n)[:2])
+            for axis, n in zip((chunk.frames, chunk.rows, chunk.columns), self._shape)
+        )
+        shape = (frames.stop - frames.start, rows.stop - rows.start)
+        out = output_buffer((*shape, columns.stop - columns.start), self._dtype, out)
         try:
-            data = self._series()["data"][chunk.frames, chunk.rows, chunk.columns]
-        except OSError as error:
+            data = self._data.read(frames, rows, columns, out=out)
+        except (OSError, ValueError) as error:
             raise self._error(
                 f"cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"
             ) from None

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from dials_diffuse import _kernels
+from dials_diffuse.images.hdf5_chunks import ChunkedDataset
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import UserError
 
@@ -230,7 +231,7 @@ class MaskFile:
             raise UserError(
                 f"{path}: not a dials-diffuse mask (no readable /{GROUP}/mask)"
             ) from error
-        self._handle = None
+        self._data = ChunkedDataset(self.path, GROUP + "/mask")
 
     def __getstate__(self):
         return {"path": self.path}
@@ -250,9 +251,22 @@ class MaskFile:
                 f"{self.path}: has no mask for image(s) {', '.join(map(str, missing[:10]))}"
             )
 
-    def read(self, images):
-        """Mask (len(images), rows, columns) uint8 of consecutive 1-based images."""
-        if self._handle is None:
-            self._handle = h5py.File(self.path, "r")
+    def read(self, images, out=None):
+        """Mask (len(images), rows, columns) uint8 of consecutive 1-based images.
+
+        Chunks are decoded outside h5py (threads read in parallel); `out`, a
+        C-contiguous uint8 array of that shape, is filled and returned.
+        """
         start = int(np.searchsorted(self.image_numbers, images[0]))
-        return self._handle[GROUP]["mask"][start : start + len(images)]
+        try:
+            return self._data.read(
+                slice(start, start + len(images)),
+                slice(0, self.shape[1]),
+                slice(0, self.shape[2]),
+                out=out,
+            )
+        except (OSError, ValueError) as error:
+            raise UserError(
+                f"{self.path}: cannot read the mask of images {images[0]}-{images[-1]} "
+                f"({error})"
+            ) from None
