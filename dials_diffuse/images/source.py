@@ -136,11 +136,7 @@ def output_buffer(shape, dtype, out=None):
     shape = tuple(shape)
     if out is None:
         return np.empty(shape, dtype=dtype)
-    if (
-        out.shape != shape
-        or out.dtype != np.dtype(dtype)
-        or not out.flags.c_contiguous
-    ):
+    if out.shape != shape or out.dtype != np.dtype(dtype) or not out.flags.c_contiguous:
         raise ValueError(
             f"out must be a C-contiguous {np.dtype(dtype)} array of shape "
             f"{shape}, not {out.dtype} {out.shape}"
