@@ -301,3 +301,48 @@ class ChunkedDataset:
             for o, n, size in zip(origin, out.shape, self.chunks)
         )
         out[region] = self.fillvalue
+
+
+def deflate_chunks(block, chunk_shape, level=1):
+    """Compress a block of frames into whole HDF5 deflate chunks (zlib, GIL released).
+
+    The writing side of this module: worker threads compress, and the one
+    thread that owns the h5py file only stores the bytes
+    (`Dataset.id.write_direct_chunk`), so HDF5's serial gzip filter is not
+    the bottleneck of writing a large dataset.
+
+    Parameters
+    ----------
+    block : ndarray (frames, rows, columns)
+        At most chunk_shape[0] frames starting on a chunk boundary, and every
+        row and column of the dataset.
+    chunk_shape : (int, int, int)
+        The dataset's chunk shape; its filter must be deflate alone.
+    level : int
+        zlib level 1-9.
+
+    Returns
+    -------
+    list of ((0, row, column), bytes)
+        Each chunk's offset within the block's first frame and its stored
+        bytes; edge chunks are padded with zeros to the full chunk shape, as
+        HDF5 stores them.
+    """
+    frames, rows, columns = block.shape
+    if frames > chunk_shape[0]:
+        raise ValueError(f"block has {frames} frames, a chunk {chunk_shape[0]}")
+    result = []
+    padded = np.zeros(chunk_shape, dtype=block.dtype)
+    for row in range(0, rows, chunk_shape[1]):
+        for column in range(0, columns, chunk_shape[2]):
+            tile = block[
+                :, row : row + chunk_shape[1], column : column + chunk_shape[2]
+            ]
+            if tile.shape == tuple(chunk_shape):
+                raw = np.ascontiguousarray(tile)
+            else:
+                padded[...] = 0
+                padded[: tile.shape[0], : tile.shape[1], : tile.shape[2]] = tile
+                raw = padded
+            result.append(((0, row, column), zlib.compress(raw, level)))
+    return result

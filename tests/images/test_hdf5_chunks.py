@@ -297,3 +297,25 @@ def test_read_reusing_reuses_a_thread_buffer_and_copes_with_legacy_sources(tmp_p
     legacy = LegacySource()
     block, valid = read_reusing(legacy, Chunk(0, slice(1, 2), slice(0, 3), slice(0, 4)))
     np.testing.assert_array_equal(block[0], np.arange(12, 24).reshape(3, 4))
+
+
+def test_deflate_chunks_store_what_h5py_reads_back(tmp_path):
+    """Worker-compressed chunks, edge chunks padded, read back by HDF5's own gzip."""
+    from dials_diffuse.images.hdf5_chunks import deflate_chunks
+
+    rng = np.random.default_rng(9)
+    data = (rng.random(SHAPE) < 0.2).astype(np.uint8)
+    chunk_shape = (4, 8, 16)
+    path = tmp_path / "mask.h5"
+    with h5py.File(path, "w") as handle:
+        dataset = handle.create_dataset(
+            "m", shape=SHAPE, dtype=np.uint8, chunks=chunk_shape, compression="gzip"
+        )
+        for first in range(0, SHAPE[0], chunk_shape[0]):
+            block = data[first : first + chunk_shape[0]]  # the last has 1 frame
+            for (_, row, column), raw in deflate_chunks(block, chunk_shape):
+                dataset.id.write_direct_chunk((first, row, column), raw)
+    with h5py.File(path, "r") as handle:
+        np.testing.assert_array_equal(handle["m"][()], data)
+    with pytest.raises(ValueError, match="5 frames"):
+        deflate_chunks(data[:5], chunk_shape)

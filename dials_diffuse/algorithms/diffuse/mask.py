@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from dials_diffuse import _kernels
-from dials_diffuse.images.hdf5_chunks import ChunkedDataset
+from dials_diffuse.images.hdf5_chunks import ChunkedDataset, deflate_chunks
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import UserError
 
@@ -161,8 +161,31 @@ class PeakMasker:
         return mask
 
 
+class CompressedMaskChunk:
+    """A chunk's mask as stored HDF5 chunks, with its masked fraction per frame.
+
+    Runs in the workers: the mask kernel, the per-frame fractions and the
+    gzip compression all happen in parallel; the writer only stores bytes.
+    """
+
+    def __init__(self, masker, chunk_shape, level=1):
+        self.masker = masker
+        self.chunk_shape = tuple(chunk_shape)
+        self.level = level
+
+    def __call__(self, sweep, chunk):
+        mask = self.masker(sweep, chunk)
+        fraction = np.count_nonzero(mask.reshape(len(mask), -1), axis=1) / (
+            mask[0].size
+        )
+        return fraction, deflate_chunks(mask, self.chunk_shape, self.level)
+
+
 def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None):
     """Compute the mask chunk by chunk and stream it into a new mask.nxs at `path`.
+
+    The work chunks are aligned with the dataset's HDF5 chunks
+    (frames_per_chunk frames), so the workers compress whole HDF5 chunks.
 
     Returns
     -------
@@ -195,21 +218,28 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
         group.create_dataset(
             "hot_pixels", data=masker.hot.astype(np.uint8), compression="gzip"
         )
+        chunk_shape = (
+            min(frames_per_chunk, n_frames),
+            min(256, rows),
+            min(256, columns),
+        )
         dataset = group.create_dataset(
             "mask",
             shape=(n_frames, rows, columns),
             dtype=np.uint8,
-            chunks=(min(frames_per_chunk, n_frames), min(256, rows), min(256, columns)),
+            chunks=chunk_shape,
             compression="gzip",
             compression_opts=1,
             shuffle=False,
         )
-        for chunk, mask in zip(
-            chunks, sweep.map_chunks(pmap, masker, chunks, "mask_peaks")
+        work = CompressedMaskChunk(masker, chunk_shape, level=1)
+        for chunk, (fraction, stored) in zip(
+            chunks, sweep.map_chunks(pmap, work, chunks, "mask_peaks")
         ):
             start = chunk.frames.start - first
-            dataset[start : start + mask.shape[0]] = mask
-            per_frame[start : start + mask.shape[0]] = mask.mean(axis=(1, 2))
+            for (_, row, column), raw in stored:
+                dataset.id.write_direct_chunk((start, row, column), raw)
+            per_frame[start : start + len(fraction)] = fraction
     return {
         "frames": n_frames,
         "masked_fraction": float(per_frame.mean()),
