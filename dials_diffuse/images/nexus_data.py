@@ -8,7 +8,8 @@ rotation sweep (the mdx2 layout), which NeXpy and h5py open:
     /                      creator = "dials-diffuse <version>"
     /entry                 NX_class = NXentry
     /entry/image_series    NX_class = NXdata, signal = "data", axes = ["phi", "iy", "ix"]
-        data               (frames, rows, columns) counts; masked pixels are -1
+        data               (frames, rows, columns) counts; masked pixels are -1;
+                           chunked, gzip + shuffle (default) or bitshuffle/LZ4
         phi                (frames,) rotation angle at the centre of each frame, degrees
         iy                 (rows,) row index
         ix                 (columns,) column index
@@ -16,7 +17,10 @@ rotation sweep (the mdx2 layout), which NeXpy and h5py open:
         image_numbers      (frames,) 1-based DIALS image numbers (optional;
                            default 1 .. frames)
 
-Every later step can read this file instead of the original images. The file
+Every later step can read this file instead of the original images. Its
+chunks are read raw and decoded outside h5py, in parallel threads
+(`dials_diffuse.images.hdf5_chunks`); any other HDF5 layout of the same
+names is read through h5py. The file
 has one panel. Masked pixels are stored as -1 in each frame, so the static
 mask is all valid and ``read`` marks every negative (or NaN) value invalid.
 """
