@@ -112,8 +112,12 @@ class PeakMasker:
         self.sigma_cutoff = float(sigma_cutoff)
         self.bragg = bool(bragg)
         s0 = sweep.s0(np.arange(sweep.source.n_frames))
+        # |s1 - s0|^2 = |s1|^2 + |s0|^2 - 2 s1.s0 <= max|s1|^2 + |s0|^2 - 2 min s1.s0:
+        # an upper bound of |s| over the panel without a (rows, columns, 3)
+        # temporary per frame (the lattice table only needs to be big enough).
+        s1_squared = float(np.max(np.einsum("ijk,ijk->ij", sweep.s1, sweep.s1)))
         s_max = max(
-            float(np.max(np.linalg.norm(sweep.s1 - s0[i], axis=-1)))
+            np.sqrt(max(0.0, s1_squared + s0[i] @ s0[i] - 2 * np.min(sweep.s1 @ s0[i])))
             for i in {0, len(s0) // 2, len(s0) - 1}
         )
         self.allowed, self.origin = allowed_lattice_points(
