@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import zlib
 from pathlib import Path
 
 import h5py
@@ -38,6 +37,7 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
     CODEC_NONE,
     chunk_codec,
     chunk_queries_available,
+    decode_chunk,
     read_raw_chunks,
 )
 from dials_diffuse.images.source import ImageSource, output_buffer
@@ -462,13 +462,11 @@ class EigerMasterSource(ImageSource):
         """Decode one raw chunk of `frame` into `out` (frame shape, self.dtype)."""
         try:
             if codec == CODEC_DEFLATE:
-                decoded = zlib.decompress(chunk)
-                if len(decoded) != out.nbytes:
-                    raise ValueError("deflate chunk decodes to the wrong size")
+                decoded = decode_chunk(codec, chunk, self.dtype, out.size)
                 out[...] = np.frombuffer(decoded, dtype=self.dtype).reshape(out.shape)
             else:
                 _kernels.decompress_chunk(chunk, codec, out)
-        except (ValueError, zlib.error) as error:
+        except ValueError as error:
             raise UserError(
                 f"{self.path}: image {frame + 1} is corrupt ({error})"
             ) from error

@@ -288,13 +288,13 @@ class ChunkedDataset:
         for coord, raw in zip(coords, raw_chunks):
             origin = tuple(c - start for c, (start, _) in zip(coord, box))
             if raw is None:
-                self._fill(out, coord, origin)
+                self._fill(out, origin)
                 continue
             decoded = decode_chunk(self.codec, raw, self.dtype, n_elements, scratch)
             _kernels.place_chunk(decoded, self.chunks, out, origin, shuffled)
         return True
 
-    def _fill(self, out, coord, origin):
+    def _fill(self, out, origin):
         """Write the fill value where an unwritten chunk overlaps `out`."""
         region = tuple(
             slice(max(0, o), max(0, min(n, o + size)))
