@@ -14,7 +14,8 @@ Usage (DIALS processing of the images is done first when no .expt is given):
 
     .venv/bin/python benchmarks/diffuse_vs_mdx2.py --expt refined.expt --mdx2 ...
 
-    # 10 x the 15 frames (cycled), so that start-up costs do not dominate:
+    # 10 x the 15 frames (cycled), so that start-up costs do not dominate
+    # (add --ours-nproc 2 for two threads, --compression bslz4 for that data.nxs):
     .venv/bin/python benchmarks/diffuse_vs_mdx2.py --expt refined.expt \\
         --images ../shared/data/l_cysteine_sweep1 --repeat 10 --mdx2 ...
 
@@ -236,6 +237,12 @@ def main():
         help="Threads for our programs (one process either way; mdx2 runs --nproc 1)",
     )
     parser.add_argument(
+        "--compression",
+        choices=["gzip", "bslz4"],
+        default="gzip",
+        help="Compression of our data.nxs (import_data compression=)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -275,7 +282,7 @@ def main():
     steps = [
         (
             "import_data",
-            [ours("import_data"), "refined.expt"],
+            [ours("import_data"), "refined.expt", f"compression={args.compression}"],
             [mdx2("import_data"), "refined.expt", "--nproc", "1"],
         ),
         (

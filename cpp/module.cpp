@@ -2,6 +2,7 @@
 // Each header provides bind_<family>(module); add one line here per family.
 #include <pybind11/pybind11.h>
 
+#include "chunks.h"
 #include "diffuse.h"
 #include "eiger.h"
 #include "histogram.h"
@@ -15,4 +16,5 @@ PYBIND11_MODULE(_kernels, m) {
   dials_diffuse::bind_polar(m);
   dials_diffuse::bind_shoebox(m);
   dials_diffuse::bind_diffuse(m);
+  dials_diffuse::bind_chunks(m);
 }

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import zlib
 from pathlib import Path
 
 import h5py
@@ -30,28 +29,21 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 HDF5 filters)
 import numpy as np
 
 from dials_diffuse import _kernels
-from dials_diffuse.images.source import ImageSource
+from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-exported)
+    CODEC_BITSHUFFLE_LZ4,
+    CODEC_DEFLATE,
+    CODEC_LZ4,
+    CODEC_NAMES,
+    CODEC_NONE,
+    chunk_codec,
+    chunk_queries_available,
+    decode_chunk,
+    read_raw_chunks,
+)
+from dials_diffuse.images.source import ImageSource, output_buffer
 from dials_diffuse.util.errors import UserError
 
 logger = logging.getLogger(__name__)
-
-FILTER_DEFLATE = 1
-FILTER_LZ4 = 32004
-FILTER_BITSHUFFLE = 32008
-BITSHUFFLE_COMPRESS_LZ4 = 2
-
-# Kernel codec numbers (cpp/eiger.h), plus deflate decoded by zlib here.
-CODEC_NONE = 0
-CODEC_LZ4 = 1
-CODEC_BITSHUFFLE_LZ4 = 2
-CODEC_DEFLATE = "deflate"
-CODEC_NAMES = {
-    CODEC_NONE: "uncompressed",
-    CODEC_LZ4: "LZ4",
-    CODEC_BITSHUFFLE_LZ4: "bitshuffle/LZ4",
-    CODEC_DEFLATE: "deflate",
-    None: "HDF5 filters (h5py)",
-}
 
 DETECTOR = "/entry/instrument/detector"
 SPECIFIC = DETECTOR + "/detectorSpecific"
@@ -98,31 +90,18 @@ def is_eiger_master(path):
 
 
 def _codec_of(dataset, frame_shape):
-    """The raw-chunk codec of a dataset, or None when h5py must decode it."""
-    if dataset.is_virtual or dataset.chunks != (1, *frame_shape):
+    """The raw-chunk codec of a dataset of one chunk per frame, or None for h5py.
+
+    Shuffled deflate is left to h5py: DECTRIS never writes it.
+    """
+    if dataset.chunks != (1, *frame_shape):
+        return None
+    codec = chunk_codec(dataset)
+    if codec not in (CODEC_NONE, CODEC_LZ4, CODEC_BITSHUFFLE_LZ4, CODEC_DEFLATE):
         return None
     if dataset.dtype.kind != "u" or dataset.dtype.itemsize not in (1, 2, 4):
         return None
-    if not dataset.dtype.isnative:
-        return None
-    plist = dataset.id.get_create_plist()
-    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-    if not filters:
-        return CODEC_NONE
-    if len(filters) != 1:
-        return None
-    code, _, values = filters[0][:3]
-    if code == FILTER_LZ4:
-        return CODEC_LZ4
-    if code == FILTER_DEFLATE:
-        return CODEC_DEFLATE
-    if (
-        code == FILTER_BITSHUFFLE
-        and len(values) > 4
-        and values[4] == BITSHUFFLE_COMPRESS_LZ4
-    ):
-        return CODEC_BITSHUFFLE_LZ4
-    return None
+    return codec
 
 
 def _select_bounds(space):
@@ -465,57 +444,62 @@ class EigerMasterSource(ImageSource):
         parallel. Without chunk queries (h5py < 3, HDF5 < 1.10.5) or pread
         (Windows), read_direct_chunk is used.
         """
-        if not (
-            hasattr(dataset.id, "get_chunk_info_by_coord") and hasattr(os, "pread")
-        ):
+        if not chunk_queries_available(dataset):
             return [
                 dataset.id.read_direct_chunk((i, 0, 0))[1] for i in range(first, stop)
             ]
-        infos = [
-            dataset.id.get_chunk_info_by_coord((i, 0, 0)) for i in range(first, stop)
-        ]
-        for index, info in zip(range(first, stop), infos):
-            if info.byte_offset is None:
-                raise ValueError(f"frame {index} of {block.dataset} was never written")
-            if info.filter_mask:
-                return None
-        descriptor = self._descriptor(block.file)
-        chunks = [os.pread(descriptor, info.size, info.byte_offset) for info in infos]
-        if any(len(chunk) != info.size for chunk, info in zip(chunks, infos)):
-            raise ValueError("the file is truncated")
+        chunks = read_raw_chunks(
+            dataset,
+            self._descriptor(block.file),
+            [(i, 0, 0) for i in range(first, stop)],
+        )
+        if chunks is not None and None in chunks:
+            index = first + chunks.index(None)
+            raise ValueError(f"frame {index} of {block.dataset} was never written")
         return chunks
 
     def decode_into(self, codec, chunk, out, frame):
         """Decode one raw chunk of `frame` into `out` (frame shape, self.dtype)."""
         try:
             if codec == CODEC_DEFLATE:
-                decoded = zlib.decompress(chunk)
-                if len(decoded) != out.nbytes:
-                    raise ValueError("deflate chunk decodes to the wrong size")
+                decoded = decode_chunk(codec, chunk, self.dtype, out.size)
                 out[...] = np.frombuffer(decoded, dtype=self.dtype).reshape(out.shape)
             else:
                 _kernels.decompress_chunk(chunk, codec, out)
-        except (ValueError, zlib.error) as error:
+        except ValueError as error:
             raise UserError(
                 f"{self.path}: image {frame + 1} is corrupt ({error})"
             ) from error
         return out
 
-    def read(self, chunk):
+    def read(self, chunk, out=None):
         frames = chunk.frames
-        data = np.empty((frames.stop - frames.start, *self._frame_shape), self.dtype)
+        rows, columns = (
+            len(range(*s.indices(n)))
+            for s, n in zip((chunk.rows, chunk.columns), self._frame_shape)
+        )
+        shape = (frames.stop - frames.start, rows, columns)
+        whole = shape[1:] == self._frame_shape
+        frames_read = (
+            output_buffer(shape, self.dtype, out)
+            if whole
+            else np.empty((frames.stop - frames.start, *self._frame_shape), self.dtype)
+        )
         for codec, first, payload in self.raw_frames(frames.start, frames.stop):
             index = first - frames.start
             if codec is None:
-                data[index : index + len(payload)] = payload
+                frames_read[index : index + len(payload)] = payload
             else:
                 for i, raw in enumerate(payload):
-                    self.decode_into(codec, raw, data[index + i], first + i)
-        data = data[:, chunk.rows, chunk.columns]
+                    self.decode_into(codec, raw, frames_read[index + i], first + i)
+        data = frames_read
+        if not whole:  # a tile of the frames
+            data = output_buffer(shape, self.dtype, out)
+            data[...] = frames_read[:, chunk.rows, chunk.columns]
         valid = self.static_mask()[chunk.rows, chunk.columns] & (
             data < self.invalid_from
         )
-        return np.ascontiguousarray(data), valid
+        return data, valid
 
     def describe(self):
         """One line for the log: frames, shape, type, codecs, data files."""

@@ -13,7 +13,7 @@ from dxtbx.model import Panel
 from scitbx.array_family import flex
 
 from dials_diffuse.geometry import rotation_angle_deg
-from dials_diffuse.images.source import ImageSource
+from dials_diffuse.images.source import ImageSource, output_buffer
 from dials_diffuse.util.errors import UserError
 
 
@@ -224,8 +224,8 @@ class ImagesetSource(ImageSource):
                 self._cached_index = index
             return self._cached
 
-    def read(self, chunk):
-        data = np.empty(chunk.shape, dtype=self.dtype)
+    def read(self, chunk, out=None):
+        data = output_buffer(chunk.shape, self.dtype, out)
         valid = np.empty(chunk.shape, dtype=bool)
         for i, index in enumerate(range(chunk.frames.start, chunk.frames.stop)):
             frame, mask = self._frame(index)

@@ -8,7 +8,8 @@ rotation sweep (the mdx2 layout), which NeXpy and h5py open:
     /                      creator = "dials-diffuse <version>"
     /entry                 NX_class = NXentry
     /entry/image_series    NX_class = NXdata, signal = "data", axes = ["phi", "iy", "ix"]
-        data               (frames, rows, columns) counts; masked pixels are -1
+        data               (frames, rows, columns) counts; masked pixels are -1;
+                           chunked, gzip + shuffle (default) or bitshuffle/LZ4
         phi                (frames,) rotation angle at the centre of each frame, degrees
         iy                 (rows,) row index
         ix                 (columns,) column index
@@ -16,7 +17,10 @@ rotation sweep (the mdx2 layout), which NeXpy and h5py open:
         image_numbers      (frames,) 1-based DIALS image numbers (optional;
                            default 1 .. frames)
 
-Every later step can read this file instead of the original images. The file
+Every later step can read this file instead of the original images. Its
+chunks are read raw and decoded outside h5py, in parallel threads
+(`dials_diffuse.images.hdf5_chunks`); any other HDF5 layout of the same
+names is read through h5py. The file
 has one panel. Masked pixels are stored as -1 in each frame, so the static
 mask is all valid and ``read`` marks every negative (or NaN) value invalid.
 """
@@ -26,7 +30,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dials_diffuse.images.source import ImageSource
+from dials_diffuse.images.hdf5_chunks import ChunkedDataset
+from dials_diffuse.images.source import ImageSource, output_buffer
 from dials_diffuse.util.errors import UserError
 
 #: Where the image series lives in the file.
@@ -37,8 +42,9 @@ class NexusDataSource(ImageSource):
     """Read a ``data.nxs`` (layout in the module docstring) chunk by chunk.
 
     The file is opened lazily in each process (the source pickles by path, so
-    it can be sent to Dask workers) and read through h5py's own locking, so
-    threads may share one source.
+    it can be sent to Dask workers). Chunks are read raw and decoded outside
+    h5py (`dials_diffuse.images.hdf5_chunks`), so threads sharing one source
+    decode in parallel; layouts that path does not handle go through h5py.
 
     Raises
     ------
@@ -58,6 +64,7 @@ class NexusDataSource(ImageSource):
         self._phi = self._axis(series, "phi", self._shape[0])
         self._exposure_times = self._axis(series, "exposure_times", self._shape[0])
         self._chunk_shape = data.chunks
+        self._data = ChunkedDataset(self.path, IMAGE_SERIES + "/data")
         self._image_numbers = (
             self._axis(series, "image_numbers", self._shape[0]).astype(int)
             if "image_numbers" in series
@@ -100,6 +107,7 @@ class NexusDataSource(ImageSource):
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._data.close()
 
     def __enter__(self):
         return self
@@ -147,11 +155,22 @@ class NexusDataSource(ImageSource):
         if panel != 0:
             raise ValueError(f"{self.path} has one panel, not panel {panel}")
 
-    def read(self, chunk):
+    @property
+    def codec_name(self):
+        """How the chunks are decoded, e.g. 'shuffle+deflate' (see hdf5_chunks)."""
+        return self._data.codec_name
+
+    def read(self, chunk, out=None):
         self._check_panel(chunk.panel)
+        frames, rows, columns = (
+            slice(*axis.indices(n)[:2])
+            for axis, n in zip((chunk.frames, chunk.rows, chunk.columns), self._shape)
+        )
+        shape = (frames.stop - frames.start, rows.stop - rows.start)
+        out = output_buffer((*shape, columns.stop - columns.start), self._dtype, out)
         try:
-            data = self._series()["data"][chunk.frames, chunk.rows, chunk.columns]
-        except OSError as error:
+            data = self._data.read(frames, rows, columns, out=out)
+        except (OSError, ValueError) as error:
             raise self._error(
                 f"cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"
             ) from None

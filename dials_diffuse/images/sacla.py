@@ -34,7 +34,7 @@ import threading
 import h5py
 import numpy as np
 
-from dials_diffuse.images.source import ImageSource
+from dials_diffuse.images.source import ImageSource, output_buffer
 from dials_diffuse.util.errors import UserError
 
 # h c in eV Å (CODATA 2018), as cctbx's factor_ev_angstrom.
@@ -274,10 +274,13 @@ class SACLASource(ImageSource):
             valid &= np.isfinite(data)
         return data, valid
 
-    def read(self, chunk):
+    def read(self, chunk, out=None):
         data, valid = self.read_shots(chunk.frames.start, chunk.frames.stop)
         index = np.s_[:, chunk.rows, chunk.columns]
-        return np.ascontiguousarray(data[index]), np.ascontiguousarray(valid[index])
+        tile = data[index]
+        out = output_buffer(tile.shape, self.dtype, out)
+        out[...] = tile
+        return out, np.ascontiguousarray(valid[index])
 
     def close(self):
         """Close the file."""

@@ -18,6 +18,9 @@ Conventions
 
 import abc
 import dataclasses
+import functools
+import inspect
+import threading
 
 import numpy as np
 
@@ -78,8 +81,18 @@ class ImageSource(abc.ABC):
         """Validity mask (rows, columns) of bool valid for every frame: gaps, bad pixels."""
 
     @abc.abstractmethod
-    def read(self, chunk):
+    def read(self, chunk, out=None):
         """Read one chunk.
+
+        Parameters
+        ----------
+        chunk : Chunk
+        out : ndarray, optional
+            C-contiguous, shape chunk.shape, dtype self.dtype: receives the
+            pixels and is returned as `data`, so that a loop over chunks
+            reuses one buffer instead of a new array per chunk (see
+            `read_reusing`). Sources written before this parameter existed
+            may not accept it; `read_reusing` copes with both.
 
         Returns
         -------
@@ -116,3 +129,54 @@ class ImageSource(abc.ABC):
                             slice(r, min(r + row_step, n_rows)),
                             slice(c, min(c + column_step, n_columns)),
                         )
+
+
+def output_buffer(shape, dtype, out=None):
+    """`out` checked (shape, dtype, C order) for a chunk's data, or a new array."""
+    shape = tuple(shape)
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if out.shape != shape or out.dtype != np.dtype(dtype) or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be a C-contiguous {np.dtype(dtype)} array of shape "
+            f"{shape}, not {out.dtype} {out.shape}"
+        )
+    return out
+
+
+_buffers = threading.local()
+
+
+def thread_buffer(shape, dtype, name="data"):
+    """A reusable array of `shape` and `dtype` owned by the calling thread.
+
+    The same array is returned to the same thread for the same name, shape
+    and dtype: its contents are valid until the thread's next call, so use
+    it only for data consumed before then (e.g. a chunk passed to a kernel).
+    """
+    key = (name, tuple(shape), np.dtype(dtype).str)
+    cache = getattr(_buffers, "arrays", None)
+    if cache is None:
+        cache = _buffers.arrays = {}
+    if key not in cache:
+        if len(cache) >= 8:  # shapes changed: drop the old buffers
+            cache.clear()
+        cache[key] = np.empty(shape, dtype=dtype)
+    return cache[key]
+
+
+@functools.cache
+def _accepts_out(source_class):
+    return "out" in inspect.signature(source_class.read).parameters
+
+
+def read_reusing(source, chunk):
+    """`source.read(chunk)` into this thread's reusable buffer, where the source can.
+
+    Reading into a reused buffer avoids allocating (and page-faulting) a new
+    array per chunk. The returned data is overwritten by this thread's next
+    `read_reusing` of a chunk of the same shape: consume it before then.
+    """
+    if not _accepts_out(type(source)):
+        return source.read(chunk)
+    return source.read(chunk, out=thread_buffer(chunk.shape, source.dtype))

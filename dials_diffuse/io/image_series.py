@@ -5,7 +5,8 @@ is described in `dials_diffuse.images.nexus_data`, which reads it back::
 
     /entry/image_series     NXdata; signal = "data", axes = ["phi", "iy", "ix"]
       data                  (frames, rows, columns) int32 (float32 for float
-                            images), chunked, gzip + shuffle; masked pixels -1
+                            images), chunked, gzip + shuffle (or bitshuffle/LZ4,
+                            see COMPRESSIONS); masked pixels -1
       phi                   (frames,) rotation angle at each frame centre, degrees
       iy, ix                0-based pixel indices (pixel centre at index + 0.5)
       exposure_times        (frames,) seconds
@@ -15,6 +16,7 @@ Single-panel detectors only (as mdx2).
 """
 
 import h5py
+import hdf5plugin
 import numpy as np
 
 from dials_diffuse.io.tables import open_nexus_for_writing
@@ -23,6 +25,12 @@ from dials_diffuse.util.progress import progress
 
 MASKED = -1
 GROUP = "entry/image_series"
+
+#: Compressions of data.nxs. gzip (+ shuffle) is the default: every HDF5
+#: reader opens it (NeXpy, h5py and mdx2 without hdf5plugin, HDFView).
+#: bitshuffle/LZ4 (HDF5 filter 32008, as Eiger detectors write) decodes
+#: several times faster but needs the filter plugin (hdf5plugin) to open.
+COMPRESSIONS = ("gzip", "bslz4")
 
 
 def default_chunks(n_frames, shape, frames=10):
@@ -35,8 +43,23 @@ def stored_dtype(dtype):
     return np.dtype(np.int32) if np.dtype(dtype).kind in "iub" else np.dtype(np.float32)
 
 
+def compression_options(compression, level=1):
+    """h5py create_dataset keywords for a data.nxs compression (COMPRESSIONS)."""
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": level, "shuffle": True}
+    if compression == "bslz4":
+        return dict(hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+    raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression}")
+
+
 def write_image_series(
-    path, source, phi, chunks=None, frame_range=None, compression_level=1
+    path,
+    source,
+    phi,
+    chunks=None,
+    frame_range=None,
+    compression_level=1,
+    compression="gzip",
 ):
     """Copy an ImageSource (panel 0) into a new data.nxs at `path`.
 
@@ -51,6 +74,8 @@ def write_image_series(
         0-based half-open range of the source's frames to copy.
     compression_level : int
         gzip level 1-9.
+    compression : str
+        One of COMPRESSIONS.
 
     Returns
     -------
@@ -82,10 +107,8 @@ def write_image_series(
             shape=(n_frames, rows, columns),
             dtype=dtype,
             chunks=chunks,
-            compression="gzip",
-            compression_opts=compression_level,
-            shuffle=True,
             fillvalue=MASKED,
+            **compression_options(compression, compression_level),
         )
         data.attrs["masked_value"] = MASKED
         group.create_dataset("phi", data=np.asarray(phi, dtype=np.float64)[first:stop])

@@ -206,3 +206,28 @@ def test_correct_outputs(chain):
     B = np.reshape(experiment.crystal.get_B(), (3, 3))
     half_voxel = np.linalg.norm(B @ [0.5, 0.5, 0.5])
     assert reach * 0.8 < table["s"].max() < reach + half_voxel
+
+
+def test_bslz4_data_nxs_integrates_like_gzip(chain, in_tmp_path):
+    """compression=bslz4: the same pixels as the gzip copy, the same integration."""
+    import hdf5plugin  # noqa: F401  (the bitshuffle filter for h5py)
+
+    from dials_diffuse.images.nexus_data import NexusDataSource
+
+    shutil.copy(chain / "refined.expt", in_tmp_path / "refined.expt")
+    assert import_data_program.run(["refined.expt", "compression=bslz4"]) == 0
+    with (
+        h5py.File(chain / "data.nxs", "r") as gzip_copy,
+        h5py.File(in_tmp_path / "data.nxs", "r") as bslz4_copy,
+    ):
+        stored = bslz4_copy["entry/image_series/data"]
+        assert stored.id.get_create_plist().get_filter(0)[0] == 32008
+        np.testing.assert_array_equal(
+            stored[()], gzip_copy["entry/image_series/data"][()]
+        )
+    assert NexusDataSource(in_tmp_path / "data.nxs").codec_name == "bitshuffle/LZ4"
+    args = ["refined.expt", "data.nxs", f"mask={chain / 'mask.nxs'}", "nproc=2"]
+    assert integrate_program.run(args) == 0
+    via_bslz4 = load_table(in_tmp_path / "integrated.nxs").to_frame()
+    via_gzip = load_table(chain / "integrated.nxs").to_frame()
+    np.testing.assert_array_equal(via_bslz4.to_numpy(), via_gzip.to_numpy())

@@ -18,6 +18,7 @@ import dataclasses
 import h5py
 import numpy as np
 
+from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
@@ -126,7 +127,7 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
     rates, phis = [], []
     chunks = list(source.chunks(frames=frames_step, frame_range=(first, stop)))
     for chunk in progress(chunks, desc="bin_image_series", unit="chunk"):
-        data, valid = source.read(chunk)
+        data, valid = read_reusing(source, chunk)
         frames = np.arange(chunk.frames.start, chunk.frames.stop)
         if mask_file is not None:
             valid = valid & ~mask_file.read(source.image_numbers[frames]).astype(bool)

@@ -16,6 +16,7 @@ the same (h, k, l, n) are summed.
 import numpy as np
 
 from dials_diffuse import _kernels
+from dials_diffuse.images.source import read_reusing, thread_buffer
 from dials_diffuse.io.tables import Table
 from dials_diffuse.util.errors import UserError
 
@@ -41,12 +42,13 @@ class ChunkIntegrator:
         self.mask_file = mask_file
 
     def __call__(self, sweep, chunk):
-        data, valid = sweep.source.read(chunk)
+        data, valid = read_reusing(sweep.source, chunk)
         frames = np.arange(chunk.frames.start, chunk.frames.stop)
         exclude = None
         if self.mask_file is not None:
-            exclude = np.ascontiguousarray(
-                self.mask_file.read(sweep.source.image_numbers[frames])
+            exclude = self.mask_file.read(
+                sweep.source.image_numbers[frames],
+                out=thread_buffer(chunk.shape, np.uint8, "mask"),
             )
         return _kernels.integrate_voxels(
             np.ascontiguousarray(data),

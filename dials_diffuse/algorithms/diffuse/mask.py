@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from dials_diffuse import _kernels
+from dials_diffuse.images.hdf5_chunks import ChunkedDataset, deflate_chunks
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import UserError
 
@@ -111,8 +112,12 @@ class PeakMasker:
         self.sigma_cutoff = float(sigma_cutoff)
         self.bragg = bool(bragg)
         s0 = sweep.s0(np.arange(sweep.source.n_frames))
+        # |s1 - s0|^2 = |s1|^2 + |s0|^2 - 2 s1.s0 <= max|s1|^2 + |s0|^2 - 2 min s1.s0:
+        # an upper bound of |s| over the panel without a (rows, columns, 3)
+        # temporary per frame (the lattice table only needs to be big enough).
+        s1_squared = float(np.max(np.einsum("ijk,ijk->ij", sweep.s1, sweep.s1)))
         s_max = max(
-            float(np.max(np.linalg.norm(sweep.s1 - s0[i], axis=-1)))
+            np.sqrt(max(0.0, s1_squared + s0[i] @ s0[i] - 2 * np.min(sweep.s1 @ s0[i])))
             for i in {0, len(s0) // 2, len(s0) - 1}
         )
         self.allowed, self.origin = allowed_lattice_points(
@@ -160,8 +165,31 @@ class PeakMasker:
         return mask
 
 
+class CompressedMaskChunk:
+    """A chunk's mask as stored HDF5 chunks, with its masked fraction per frame.
+
+    Runs in the workers: the mask kernel, the per-frame fractions and the
+    gzip compression all happen in parallel; the writer only stores bytes.
+    """
+
+    def __init__(self, masker, chunk_shape, level=1):
+        self.masker = masker
+        self.chunk_shape = tuple(chunk_shape)
+        self.level = level
+
+    def __call__(self, sweep, chunk):
+        mask = self.masker(sweep, chunk)
+        fraction = np.count_nonzero(mask.reshape(len(mask), -1), axis=1) / (
+            mask[0].size
+        )
+        return fraction, deflate_chunks(mask, self.chunk_shape, self.level)
+
+
 def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None):
     """Compute the mask chunk by chunk and stream it into a new mask.nxs at `path`.
+
+    The work chunks are aligned with the dataset's HDF5 chunks
+    (frames_per_chunk frames), so the workers compress whole HDF5 chunks.
 
     Returns
     -------
@@ -194,21 +222,28 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
         group.create_dataset(
             "hot_pixels", data=masker.hot.astype(np.uint8), compression="gzip"
         )
+        chunk_shape = (
+            min(frames_per_chunk, n_frames),
+            min(256, rows),
+            min(256, columns),
+        )
         dataset = group.create_dataset(
             "mask",
             shape=(n_frames, rows, columns),
             dtype=np.uint8,
-            chunks=(min(frames_per_chunk, n_frames), min(256, rows), min(256, columns)),
+            chunks=chunk_shape,
             compression="gzip",
             compression_opts=1,
             shuffle=False,
         )
-        for chunk, mask in zip(
-            chunks, sweep.map_chunks(pmap, masker, chunks, "mask_peaks")
+        work = CompressedMaskChunk(masker, chunk_shape, level=1)
+        for chunk, (fraction, stored) in zip(
+            chunks, sweep.map_chunks(pmap, work, chunks, "mask_peaks")
         ):
             start = chunk.frames.start - first
-            dataset[start : start + mask.shape[0]] = mask
-            per_frame[start : start + mask.shape[0]] = mask.mean(axis=(1, 2))
+            for (_, row, column), raw in stored:
+                dataset.id.write_direct_chunk((start, row, column), raw)
+            per_frame[start : start + len(fraction)] = fraction
     return {
         "frames": n_frames,
         "masked_fraction": float(per_frame.mean()),
@@ -230,7 +265,7 @@ class MaskFile:
             raise UserError(
                 f"{path}: not a dials-diffuse mask (no readable /{GROUP}/mask)"
             ) from error
-        self._handle = None
+        self._data = ChunkedDataset(self.path, GROUP + "/mask")
 
     def __getstate__(self):
         return {"path": self.path}
@@ -250,9 +285,22 @@ class MaskFile:
                 f"{self.path}: has no mask for image(s) {', '.join(map(str, missing[:10]))}"
             )
 
-    def read(self, images):
-        """Mask (len(images), rows, columns) uint8 of consecutive 1-based images."""
-        if self._handle is None:
-            self._handle = h5py.File(self.path, "r")
+    def read(self, images, out=None):
+        """Mask (len(images), rows, columns) uint8 of consecutive 1-based images.
+
+        Chunks are decoded outside h5py (threads read in parallel); `out`, a
+        C-contiguous uint8 array of that shape, is filled and returned.
+        """
         start = int(np.searchsorted(self.image_numbers, images[0]))
-        return self._handle[GROUP]["mask"][start : start + len(images)]
+        try:
+            return self._data.read(
+                slice(start, start + len(images)),
+                slice(0, self.shape[1]),
+                slice(0, self.shape[2]),
+                out=out,
+            )
+        except (OSError, ValueError) as error:
+            raise UserError(
+                f"{self.path}: cannot read the mask of images {images[0]}-{images[-1]} "
+                f"({error})"
+            ) from None

@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import Table
 from dials_diffuse.util.errors import UserError
 
@@ -115,7 +116,7 @@ def peak_pixels_in_chunk(sweep, chunk, count_threshold):
         frame (0-based in the source), iy, ix (0-based pixel indices), counts,
         h, k, l (fractional).
     """
-    data, valid = sweep.source.read(chunk)
+    data, valid = read_reusing(sweep.source, chunk)
     frame, row, column = np.nonzero((data > count_threshold) & valid)
     row = row + chunk.rows.start
     column = column + chunk.columns.start
