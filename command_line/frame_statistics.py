@@ -14,6 +14,7 @@ from dials_diffuse.io.frame_plots import write_html, write_png
 from dials_diffuse.io.redis_store import post_series, redis_key
 from dials_diffuse.io.seed_config import arguments_from_seed_config
 from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.inputs import REFLECTION_SUFFIXES
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 
@@ -158,8 +159,11 @@ def load_dials_mask(path):
 def open_source(inputs):
     """The Eiger master source, or the single imageset, of the inputs."""
     if inputs.reflections or inputs.nexus:
+        unwanted = inputs.nexus + [
+            path for path in inputs.files if path.suffix in REFLECTION_SUFFIXES
+        ]
         raise UserError(
-            "give a master file, an experiment list or images, nothing else"
+            f"{unwanted[0]}: not images; give a master file, an experiment list or images"
         )
     if inputs.claimed:
         if len(inputs.claimed) > 1 or len(inputs.experiments):

@@ -400,3 +400,12 @@ def test_truncated_data_file(in_tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "cut_data_000002.h5" in err and len(err.splitlines()) == 1
     assert not any((in_tmp_path / name).exists() for name in OUTPUTS)
+
+
+def test_reflection_file_is_named_in_the_error(in_tmp_path, shared_data, capsys):
+    refl = shared_data / "dials_centroid_test_data" / "indexed.refl"
+    assert frame_statistics.run([str(refl)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{refl}: not images" in err
+    assert not (in_tmp_path / "frame_statistics.csv").exists()
