@@ -33,7 +33,7 @@ kernels = Pybind11Extension(
     sorted(str(p.relative_to(HERE)) for p in (HERE / "cpp").glob("*.cpp")),
     include_dirs=["cpp"],
     cxx_std=17,
-    extra_compile_args=["-O3", "-Wall", "-Wextra"],
+    extra_compile_args=["-O3", "-fno-trapping-math", "-Wall", "-Wextra"],
     depends=sorted(str(p.relative_to(HERE)) for p in (HERE / "cpp").glob("*.h")),
 )
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -43,9 +44,11 @@ inline const double *double_buffer(const py::array &array, const char *name,
   return static_cast<const double *>(array.data());
 }
 
-// A (frames, rows, columns) byte mask checked against the data's shape.
+// A bool/uint8 mask whose shape is the leading `dims` extents of `like`
+// (all of them by default), or nullptr for None.
 inline const std::uint8_t *frame_mask(const py::object &mask,
-                                      const py::array &data, const char *name) {
+                                      const py::array &like, const char *name,
+                                      py::ssize_t dims = -1) {
   if (mask.is_none()) return nullptr;
   if (!py::isinstance<py::array>(mask)) {
     throw std::invalid_argument(std::string(name) +
@@ -53,7 +56,12 @@ inline const std::uint8_t *frame_mask(const py::object &mask,
   }
   py::array array = mask.cast<py::array>();
   require_contiguous(array, name);
-  require_same_shape(array, name, data, "data");
+  if (dims < 0) dims = like.ndim();
+  bool same = array.ndim() == dims;
+  for (py::ssize_t i = 0; same && i < dims; ++i) {
+    same = array.shape(i) == like.shape(i);
+  }
+  if (!same) throw std::invalid_argument(std::string(name) + " has the wrong shape");
   const char kind = array.dtype().kind();
   if (!((kind == 'b' || kind == 'u') && array.dtype().itemsize() == 1)) {
     throw std::invalid_argument(std::string(name) +
@@ -63,20 +71,131 @@ inline const std::uint8_t *frame_mask(const py::object &mask,
   return static_cast<const std::uint8_t *>(array.data());
 }
 
+// `out` checked to be a writeable C-contiguous uint8 array of `shape`, or a
+// new one when `out` is None.
+inline py::array uint8_output(const py::object &out,
+                              std::initializer_list<py::ssize_t> shape,
+                              const char *name) {
+  if (out.is_none()) return py::array_t<std::uint8_t>(std::vector<py::ssize_t>(shape));
+  if (!py::isinstance<py::array>(out)) {
+    throw std::invalid_argument(std::string(name) + " must be a numpy array or None");
+  }
+  py::array array = out.cast<py::array>();
+  require_contiguous(array, name);
+  if (!array.writeable()) throw std::invalid_argument(std::string(name) + " is read-only");
+  if (!(array.dtype().kind() == 'u' && array.dtype().itemsize() == 1)) {
+    throw std::invalid_argument(std::string(name) + " must have dtype uint8");
+  }
+  bool same = array.ndim() == static_cast<py::ssize_t>(shape.size());
+  py::ssize_t axis = 0;
+  for (py::ssize_t extent : shape) {
+    same = same && array.shape(axis++) == extent;
+  }
+  if (!same) throw std::invalid_argument(std::string(name) + " has the wrong shape");
+  return array;
+}
+
+// Hot row loops are compiled twice, for AVX2 and for the x86-64 baseline,
+// and the best is chosen at load time (GCC/clang function multi-versioning
+// on Linux); elsewhere they are compiled once for the build's target. The
+// arithmetic is the same IEEE double arithmetic either way (no FMA
+// contraction under -std=c++17), so results do not depend on the CPU.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define DIALS_DIFFUSE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DIALS_DIFFUSE_CLONES
+#endif
+
+// Voxel indices are packed into one 64-bit key, 21 bits per axis.
+constexpr std::int32_t voxel_limit = (1 << 20) - 1;
+constexpr std::int64_t voxel_offset = std::int64_t{1} << 20;
+
+inline std::int64_t pack_voxel(std::int64_t h, std::int64_t k, std::int64_t l) {
+  return ((h + voxel_offset) << 42) | ((k + voxel_offset) << 21) |
+         (l + voxel_offset);
+}
+
+inline std::int32_t unpack_voxel(std::int64_t key, int axis) {
+  return static_cast<std::int32_t>(((key >> (42 - 21 * axis)) & ((1 << 21) - 1)) -
+                                   voxel_offset);
+}
+
+// The s1 of one detector row as three contiguous component arrays (vector
+// loads in the row loops), from the (rows, columns, 3) input.
+struct RowS1 {
+  std::vector<double> x, y, z;
+
+  void load(const double *s1_row, std::size_t columns) {
+    x.resize(columns);
+    y.resize(columns);
+    z.resize(columns);
+    for (std::size_t c = 0; c < columns; ++c) {
+      x[c] = s1_row[3 * c];
+      y[c] = s1_row[3 * c + 1];
+      z[c] = s1_row[3 * c + 2];
+    }
+  }
+};
+
+// An affine map from s1 to scaled Miller indices for one frame:
+// x = A s1 + b = subdivide * (M (s1 - s0)) + 0.5, so that floor(x) is the
+// voxel index (halves rounding up). With subdivide 1 and no 0.5 it gives hkl.
+struct FrameMap {
+  double A[9], b[3];
+
+  FrameMap(const double *M, const double *s0, const double *subdivide,
+           double shift) {
+    for (int a = 0; a < 3; ++a) {
+      const double scale = subdivide == nullptr ? 1.0 : subdivide[a];
+      b[a] = shift;
+      for (int j = 0; j < 3; ++j) {
+        A[3 * a + j] = scale * M[3 * a + j];
+        b[a] -= A[3 * a + j] * s0[j];
+      }
+    }
+  }
+};
+
+// The packed voxel key of every pixel of one row for one frame:
+// floor(A s1 + b) per axis. Returns false if any scaled index is out of
+// range (|.| >= 2^20) or not finite.
+DIALS_DIFFUSE_CLONES
+inline bool voxel_keys_row(const double *sx, const double *sy, const double *sz,
+                           std::size_t n, const FrameMap &map,
+                           std::int64_t *keys) {
+  const double limit = static_cast<double>(voxel_limit);
+  const double *A = map.A;
+  std::int64_t bad = 0;
+  for (std::size_t c = 0; c < n; ++c) {
+    std::int64_t key = 0;
+    for (int a = 0; a < 3; ++a) {
+      double scaled = A[3 * a] * sx[c] + A[3 * a + 1] * sy[c] +
+                      A[3 * a + 2] * sz[c] + map.b[a];
+      const std::int64_t in_range = std::fabs(scaled) < limit;  // 0 for NaN
+      bad |= in_range ^ 1;
+      scaled = in_range ? std::floor(scaled) : 0.0;
+      key = (key << 21) |
+            (static_cast<std::int64_t>(static_cast<std::int32_t>(scaled)) +
+             voxel_offset);
+    }
+    keys[c] = key;
+  }
+  return bad == 0;
+}
+
 // Sums of one voxel.
 struct VoxelSums {
-  std::int32_t h, k, l;  // voxel index: round(hkl * subdivide)
+  std::int64_t key;  // pack_voxel(h, k, l), voxel index round(hkl * subdivide)
   std::int64_t pixels;
   double counts, seconds, phi, iy, ix;
 };
 
-// Open-addressing hash table from packed voxel index to its sums.
+// Open-addressing hash table from packed voxel key to its sums.
 class VoxelTable {
  public:
   VoxelTable() { rehash(1 << 12); }
 
-  VoxelSums &at(std::int32_t h, std::int32_t k, std::int32_t l) {
-    const std::uint64_t key = pack(h, k, l);
+  VoxelSums &at(std::int64_t key) {
     std::size_t slot = hash(key);
     while (true) {
       const std::int64_t index = slots_[slot];
@@ -86,27 +205,20 @@ class VoxelTable {
     }
     if (2 * (sums_.size() + 1) > slots_.size()) {
       rehash(2 * slots_.size());
-      return at(h, k, l);
+      return at(key);
     }
     slots_[slot] = static_cast<std::int64_t>(sums_.size());
     keys_[slot] = key;
-    sums_.push_back(VoxelSums{h, k, l, 0, 0.0, 0.0, 0.0, 0.0, 0.0});
+    sums_.push_back(VoxelSums{key, 0, 0.0, 0.0, 0.0, 0.0, 0.0});
     return sums_.back();
   }
 
   const std::vector<VoxelSums> &sums() const { return sums_; }
 
-  static constexpr std::int32_t limit = (1 << 20) - 1;
-
  private:
-  static std::uint64_t pack(std::int32_t h, std::int32_t k, std::int32_t l) {
-    const std::uint64_t offset = 1u << 20;
-    return ((static_cast<std::uint64_t>(h) + offset) << 42) |
-           ((static_cast<std::uint64_t>(k) + offset) << 21) |
-           (static_cast<std::uint64_t>(l) + offset);
-  }
-  std::size_t hash(std::uint64_t key) const {
-    return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
+  std::size_t hash(std::int64_t key) const {
+    return static_cast<std::size_t>(
+        (static_cast<std::uint64_t>(key) * 0x9E3779B97F4A7C15ull) >> shift_);
   }
   void rehash(std::size_t capacity) {
     slots_.assign(capacity, -1);
@@ -114,59 +226,72 @@ class VoxelTable {
     shift_ = 64;
     for (std::size_t c = capacity; c > 1; c >>= 1) --shift_;
     for (std::size_t i = 0; i < sums_.size(); ++i) {
-      const std::uint64_t key = pack(sums_[i].h, sums_[i].k, sums_[i].l);
-      std::size_t slot = hash(key);
+      std::size_t slot = hash(sums_[i].key);
       while (slots_[slot] >= 0) slot = (slot + 1) & (capacity - 1);
       slots_[slot] = static_cast<std::int64_t>(i);
-      keys_[slot] = key;
+      keys_[slot] = sums_[i].key;
     }
   }
 
   std::vector<std::int64_t> slots_;
-  std::vector<std::uint64_t> keys_;
+  std::vector<std::int64_t> keys_;
   std::vector<VoxelSums> sums_;
   int shift_ = 52;
 };
 
-// floor() without a libm call (the x86-64 baseline has no SSE4.1 round).
-inline double fast_floor(double value) {
-  const double truncated = static_cast<double>(static_cast<std::int64_t>(value));
-  return truncated > value ? truncated - 1.0 : truncated;
+// Key of pixels that are not to be integrated (masked, excluded).
+constexpr std::int64_t unusable_key = -1;
+
+// Replace the key of every pixel that is invalid or excluded by unusable_key.
+DIALS_DIFFUSE_CLONES
+inline void drop_unusable(const std::uint8_t *valid, const std::uint8_t *exclude,
+                          std::size_t n, std::int64_t *keys) {
+  if (valid != nullptr) {
+    for (std::size_t c = 0; c < n; ++c) {
+      keys[c] = valid[c] != 0 ? keys[c] : unusable_key;
+    }
+  }
+  if (exclude != nullptr) {
+    for (std::size_t c = 0; c < n; ++c) {
+      keys[c] = exclude[c] == 0 ? keys[c] : unusable_key;
+    }
+  }
 }
 
-inline std::int32_t voxel_index(double value, double subdivide) {
-  const double scaled = value * subdivide + 0.5;
-  if (!(std::fabs(scaled) < VoxelTable::limit)) {
-    throw std::invalid_argument(
-        "Miller index out of range (|h * subdivide| >= 2^20) or not finite: "
-        "check the geometry");
+// Integer pixels are summed exactly in 64-bit integers, others in double.
+template <typename T>
+using CountSum =
+    typename std::conditional<std::is_integral<T>::value, std::int64_t, double>::type;
+
+// Add the pixels of one row to their voxels. Consecutive pixels with the
+// same key form a run, added to the table once: its pixel count, counts,
+// and column sum (an arithmetic series). Runs of unusable pixels are skipped.
+template <typename T>
+void accumulate_row(const T *values, const std::int64_t *keys, std::size_t n,
+                    double phi, double seconds, double iy, double column0,
+                    VoxelTable &table) {
+  std::size_t c = 0;
+  while (c < n) {
+    const std::size_t start = c;
+    const std::int64_t key = keys[c];
+    while (++c < n && keys[c] == key) {
+    }
+    if (key == unusable_key) continue;
+    CountSum<T> counts = 0;
+    for (std::size_t i = start; i < c; ++i) counts += values[i];
+    VoxelSums &sums = table.at(key);
+    const std::size_t pixels = c - start;
+    const double count = static_cast<double>(pixels);
+    sums.pixels += static_cast<std::int64_t>(pixels);
+    sums.counts += static_cast<double>(counts);
+    sums.seconds += count * seconds;
+    sums.phi += count * phi;
+    sums.iy += count * iy;
+    // Columns start .. c - 1: count * column0 + (start + c - 1) * count / 2.
+    sums.ix += count * column0 +
+               static_cast<double>((start + c - 1) * pixels / 2);
   }
-  return static_cast<std::int32_t>(fast_floor(scaled));
 }
-
-// Pixels of one row that fall into the same voxel one after another, summed
-// in registers and added to the table when the voxel changes (or the row ends).
-struct VoxelRun {
-  std::int32_t h = 0, k = 0, l = 0;
-  std::int64_t pixels = 0;
-  double counts = 0.0, columns = 0.0;
-
-  void flush(VoxelTable &table, double phi, double seconds, double iy,
-             double column0) {
-    if (pixels == 0) return;
-    VoxelSums &sums = table.at(h, k, l);
-    const double n = static_cast<double>(pixels);
-    sums.pixels += pixels;
-    sums.counts += counts;
-    sums.seconds += n * seconds;
-    sums.phi += n * phi;
-    sums.iy += n * iy;
-    sums.ix += n * column0 + columns;
-    pixels = 0;
-    counts = 0.0;
-    columns = 0.0;
-  }
-};
 
 template <typename T>
 void bin_pixels(const T *data, const std::uint8_t *valid,
@@ -177,43 +302,29 @@ void bin_pixels(const T *data, const std::uint8_t *valid,
                 const double *seconds, double row0, double column0,
                 VoxelTable &table) {
   const std::size_t frame_size = rows * columns;
-  const double sh = subdivide[0], sk = subdivide[1], sl = subdivide[2];
+  RowS1 row_s1;
+  std::vector<std::int64_t> keys(columns);
+  std::vector<FrameMap> maps;
   for (std::size_t f = 0; f < frames; ++f) {
-    const double *M = matrices + 9 * f;
-    const double *s0_f = s0 + 3 * f;
-    const double frame_phi = phi[f];
-    const double frame_seconds = seconds[f];
-    for (std::size_t r = 0; r < rows; ++r) {
-      const double iy = row0 + static_cast<double>(r);
-      VoxelRun run;
-      const std::size_t row_start = f * frame_size + r * columns;
-      const double *s1_row = s1 + 3 * r * columns;
-      for (std::size_t c = 0; c < columns; ++c) {
-        const std::size_t i = row_start + c;
-        if ((valid != nullptr && valid[i] == 0) ||
-            (exclude != nullptr && exclude[i] != 0)) {
-          continue;
-        }
-        const double d0 = s1_row[3 * c] - s0_f[0];
-        const double d1 = s1_row[3 * c + 1] - s0_f[1];
-        const double d2 = s1_row[3 * c + 2] - s0_f[2];
-        const std::int32_t h =
-            voxel_index(M[0] * d0 + M[1] * d1 + M[2] * d2, sh);
-        const std::int32_t k =
-            voxel_index(M[3] * d0 + M[4] * d1 + M[5] * d2, sk);
-        const std::int32_t l =
-            voxel_index(M[6] * d0 + M[7] * d1 + M[8] * d2, sl);
-        if (h != run.h || k != run.k || l != run.l) {
-          run.flush(table, frame_phi, frame_seconds, iy, column0);
-          run.h = h;
-          run.k = k;
-          run.l = l;
-        }
-        run.pixels += 1;
-        run.counts += static_cast<double>(data[i]);
-        run.columns += static_cast<double>(c);
+    maps.emplace_back(matrices + 9 * f, s0 + 3 * f, subdivide, 0.5);
+  }
+  // Row by row, every frame of the chunk: the row's s1 is loaded once.
+  for (std::size_t r = 0; r < rows; ++r) {
+    row_s1.load(s1 + 3 * r * columns, columns);
+    const double iy = row0 + static_cast<double>(r);
+    for (std::size_t f = 0; f < frames; ++f) {
+      if (!voxel_keys_row(row_s1.x.data(), row_s1.y.data(), row_s1.z.data(),
+                          columns, maps[f], keys.data())) {
+        throw std::invalid_argument(
+            "Miller index out of range (|h * subdivide| >= 2^20) or not "
+            "finite: check the geometry");
       }
-      run.flush(table, frame_phi, frame_seconds, iy, column0);
+      const std::size_t start = f * frame_size + r * columns;
+      drop_unusable(valid == nullptr ? nullptr : valid + start,
+                    exclude == nullptr ? nullptr : exclude + start, columns,
+                    keys.data());
+      accumulate_row(data + start, keys.data(), columns, phi[f], seconds[f],
+                     iy, column0, table);
     }
   }
 }
@@ -281,9 +392,7 @@ inline py::dict integrate_voxels(const py::array &data, const py::array &s1,
   auto index_ptr = index.mutable_data();
   for (py::ssize_t i = 0; i < n; ++i) {
     const VoxelSums &v = sums[static_cast<std::size_t>(i)];
-    index_ptr[3 * i] = v.h;
-    index_ptr[3 * i + 1] = v.k;
-    index_ptr[3 * i + 2] = v.l;
+    for (int a = 0; a < 3; ++a) index_ptr[3 * i + a] = unpack_voxel(v.key, a);
     pixels.mutable_data()[i] = v.pixels;
     counts.mutable_data()[i] = v.counts;
     seconds_out.mutable_data()[i] = v.seconds;
@@ -302,16 +411,65 @@ inline py::dict integrate_voxels(const py::array &data, const py::array &s1,
   return result;
 }
 
-// Python: mask_peak_ellipsoids(s1, s0, matrices, frames, centre, whitening,
-// cutoff, allowed, origin) -> uint8 (frames, rows, columns), 1 where the
-// pixel's offset from its nearest lattice point (rounded hkl) lies inside the
-// peak ellipsoid |W (dhkl - centre)| < cutoff and that lattice point is
-// allowed (allowed[h - origin_h, k - origin_k, l - origin_l] != 0; lattice
-// points outside the table are not allowed).
-inline py::array_t<std::uint8_t> mask_peak_ellipsoids(
+// The peak ellipsoid of a lattice point, and the table of allowed points.
+struct PeakShape {
+  double centre[3];  // mean offset from the lattice point (r.l.u.)
+  double W[9];       // whitening: |W (offset - centre)| is in sigmas
+  double cutoff2;    // squared cutoff in sigmas
+  std::int64_t origin[3], extent[3];  // allowed[h - origin_h, ...] table
+};
+
+// For every pixel of one row in one frame: the flat index into the allowed
+// table of its nearest lattice point (round(hkl), halves up) when the pixel
+// lies inside that point's peak ellipsoid and the point is in the table,
+// else -1.
+DIALS_DIFFUSE_CLONES
+inline void ellipsoid_candidates_row(const double *sx, const double *sy,
+                                     const double *sz, std::size_t n,
+                                     const FrameMap &map, const PeakShape &peak,
+                                     std::int64_t *candidates) {
+  const double *A = map.A;
+  const double *W = peak.W;
+  for (std::size_t c = 0; c < n; ++c) {
+    double offset[3];
+    std::int64_t cell[3];
+    std::int64_t in_table = 1;
+    for (int a = 0; a < 3; ++a) {
+      const double hkl = A[3 * a] * sx[c] + A[3 * a + 1] * sy[c] +
+                         A[3 * a + 2] * sz[c] + map.b[a];
+      const double nearest = std::floor(hkl + 0.5);
+      offset[a] = hkl - nearest - peak.centre[a];
+      // Lattice points beyond +-2^30 are outside any table; keeps the
+      // conversion defined (and NaN maps to the outside too).
+      const double bounded = std::fabs(nearest) < 1073741824.0 ? nearest : -1e9;
+      cell[a] = static_cast<std::int64_t>(static_cast<std::int32_t>(bounded)) -
+                peak.origin[a];
+      in_table &= (cell[a] >= 0) & (cell[a] < peak.extent[a]);
+    }
+    double distance2 = 0.0;
+    for (int a = 0; a < 3; ++a) {
+      const double w = W[3 * a] * offset[0] + W[3 * a + 1] * offset[1] +
+                       W[3 * a + 2] * offset[2];
+      distance2 += w * w;
+    }
+    const std::int64_t index =
+        (cell[0] * peak.extent[1] + cell[1]) * peak.extent[2] + cell[2];
+    candidates[c] = (in_table & (distance2 < peak.cutoff2)) ? index : -1;
+  }
+}
+
+// Python: mask_peak_ellipsoids(s1, s0, matrices, centre, whitening, cutoff,
+// allowed, origin, invalid=None, invert=False, out=None) -> uint8 (frames,
+// rows, columns), 1 where the pixel's offset from its nearest lattice point
+// (rounded hkl) lies inside the peak ellipsoid |W (dhkl - centre)| < cutoff
+// and that lattice point is allowed (allowed[h - origin_h, k - origin_k,
+// l - origin_l] != 0; lattice points outside the table are not allowed);
+// inverted if `invert`; then 1 wherever invalid[row, column] is nonzero.
+inline py::array mask_peak_ellipsoids(
     const py::array &s1, const py::array &s0, const py::array &matrices,
     const py::array &centre, const py::array &whitening, double cutoff,
-    const py::array &allowed, const py::array &origin) {
+    const py::array &allowed, const py::array &origin, const py::object &invalid,
+    bool invert, const py::object &out) {
   require_contiguous(matrices, "matrices");
   if (matrices.ndim() != 3) {
     throw std::invalid_argument("matrices must be (frames, 3, 3)");
@@ -323,16 +481,17 @@ inline py::array_t<std::uint8_t> mask_peak_ellipsoids(
   const py::ssize_t rows = s1.shape(0), columns = s1.shape(1);
   const double *s1_ptr = double_buffer(s1, "s1", {rows, columns, 3});
   const double *s0_all = double_buffer(s0, "s0", {frames, 3});
+  PeakShape peak;
   const double *centre_ptr = double_buffer(centre, "centre", {3});
   const double *W = double_buffer(whitening, "whitening", {3, 3});
+  std::copy(centre_ptr, centre_ptr + 3, peak.centre);
+  std::copy(W, W + 9, peak.W);
   require_contiguous(allowed, "allowed");
   if (allowed.ndim() != 3 || allowed.dtype().itemsize() != 1) {
     throw std::invalid_argument("allowed must be a 3-d bool or uint8 array");
   }
   const std::uint8_t *allowed_ptr =
       static_cast<const std::uint8_t *>(allowed.data());
-  const std::array<std::int64_t, 3> extent{allowed.shape(0), allowed.shape(1),
-                                           allowed.shape(2)};
   require_contiguous(origin, "origin");
   if (!(origin.dtype().kind() == 'i' && origin.dtype().itemsize() == 8 &&
         origin.ndim() == 1 && origin.shape(0) == 3)) {
@@ -340,45 +499,48 @@ inline py::array_t<std::uint8_t> mask_peak_ellipsoids(
   }
   const std::int64_t *origin_ptr =
       static_cast<const std::int64_t *>(origin.data());
+  for (int a = 0; a < 3; ++a) {
+    peak.origin[a] = origin_ptr[a];
+    peak.extent[a] = allowed.shape(a);
+  }
   if (!(cutoff > 0)) throw std::invalid_argument("cutoff must be positive");
-  py::array_t<std::uint8_t> mask({frames, rows, columns});
-  std::uint8_t *out = mask.mutable_data();
+  peak.cutoff2 = cutoff * cutoff;
+  const std::uint8_t *invalid_ptr = nullptr;
+  if (!invalid.is_none()) {
+    invalid_ptr = frame_mask(invalid, s1, "invalid", 2);
+  }
+  py::array mask = uint8_output(out, {frames, rows, columns}, "out");
+  std::uint8_t *out_ptr = static_cast<std::uint8_t *>(mask.mutable_data());
   {
     py::gil_scoped_release release;
-    const double cutoff2 = cutoff * cutoff;
-    const std::size_t frame_size = static_cast<std::size_t>(rows * columns);
+    const std::size_t n = static_cast<std::size_t>(columns);
+    const std::size_t frame_size = static_cast<std::size_t>(rows) * n;
+    std::vector<FrameMap> maps;
     for (py::ssize_t f = 0; f < frames; ++f) {
-      const double *M = M_all + 9 * f;
-      const double *s0_ptr = s0_all + 3 * f;
-      std::uint8_t *frame_out = out + static_cast<std::size_t>(f) * frame_size;
-      for (std::size_t p = 0; p < frame_size; ++p) {
-        const double d0 = s1_ptr[3 * p] - s0_ptr[0];
-        const double d1 = s1_ptr[3 * p + 1] - s0_ptr[1];
-        const double d2 = s1_ptr[3 * p + 2] - s0_ptr[2];
-        const double hkl[3] = {M[0] * d0 + M[1] * d1 + M[2] * d2,
-                               M[3] * d0 + M[4] * d1 + M[5] * d2,
-                               M[6] * d0 + M[7] * d1 + M[8] * d2};
-        double offset[3];
-        std::int64_t cell[3];
-        bool inside_table = true;
-        for (int a = 0; a < 3; ++a) {
-          const double nearest = fast_floor(hkl[a] + 0.5);
-          offset[a] = hkl[a] - nearest - centre_ptr[a];
-          cell[a] = static_cast<std::int64_t>(nearest) - origin_ptr[a];
-          inside_table = inside_table && cell[a] >= 0 && cell[a] < extent[a];
+      maps.emplace_back(M_all + 9 * f, s0_all + 3 * f, nullptr, 0.0);
+    }
+    const std::uint8_t flip = invert ? 1 : 0;
+    RowS1 row_s1;
+    std::vector<std::int64_t> candidates(n);
+    for (py::ssize_t r = 0; r < rows; ++r) {
+      row_s1.load(s1_ptr + 3 * static_cast<std::size_t>(r) * n, n);
+      const std::uint8_t *row_invalid =
+          invalid_ptr == nullptr ? nullptr : invalid_ptr + static_cast<std::size_t>(r) * n;
+      for (py::ssize_t f = 0; f < frames; ++f) {
+        ellipsoid_candidates_row(row_s1.x.data(), row_s1.y.data(),
+                                 row_s1.z.data(), n, maps[f], peak,
+                                 candidates.data());
+        std::uint8_t *row_out = out_ptr + static_cast<std::size_t>(f) * frame_size +
+                                static_cast<std::size_t>(r) * n;
+        for (std::size_t c = 0; c < n; ++c) {
+          const std::int64_t index = candidates[c];
+          const std::uint8_t inside =
+              index >= 0 && allowed_ptr[index] != 0 ? 1 : 0;
+          row_out[c] = inside ^ flip;
         }
-        std::uint8_t inside = 0;
-        if (inside_table &&
-            allowed_ptr[(cell[0] * extent[1] + cell[1]) * extent[2] + cell[2]]) {
-          double d2sum = 0.0;
-          for (int a = 0; a < 3; ++a) {
-            const double w = W[3 * a] * offset[0] + W[3 * a + 1] * offset[1] +
-                             W[3 * a + 2] * offset[2];
-            d2sum += w * w;
-          }
-          inside = d2sum < cutoff2 ? 1 : 0;
+        if (row_invalid != nullptr) {
+          for (std::size_t c = 0; c < n; ++c) row_out[c] |= row_invalid[c] != 0;
         }
-        frame_out[p] = inside;
       }
     }
   }
@@ -419,7 +581,8 @@ iy_sum, ix_sum float64 (sums over the voxel's pixels).
   m.def("mask_peak_ellipsoids", &mask_peak_ellipsoids, py::arg("s1"),
         py::arg("s0"), py::arg("matrices"), py::arg("centre"),
         py::arg("whitening"), py::arg("cutoff"), py::arg("allowed"),
-        py::arg("origin"),
+        py::arg("origin"), py::arg("invalid") = py::none(),
+        py::arg("invert") = false, py::arg("out") = py::none(),
         R"doc(Pixels inside the peak ellipsoid of an allowed lattice point.
 
 Per pixel and frame: hkl = matrices[f] . (s1[r, c] - s0[f]), nearest lattice
@@ -427,9 +590,23 @@ point round(hkl), offset = hkl - round(hkl) - centre; inside when
 |whitening . offset|^2 < cutoff^2 and allowed[round(hkl) - origin] is
 nonzero. GIL released.
 
+Parameters
+----------
+s1 : float64 (rows, columns, 3), inverse Angstrom, pixel centres
+s0 : float64 (frames, 3); matrices : float64 (frames, 3, 3)
+centre : float64 (3,), r.l.u.; whitening : float64 (3, 3); cutoff : sigmas
+allowed : bool/uint8 3-d table of allowed lattice points; origin : int64 (3,)
+invalid : bool/uint8 (rows, columns), optional: set to 1 in every frame
+    (detector mask, hot pixels), after any inversion
+invert : bool
+    1 outside the ellipsoids instead (keep only Bragg peaks)
+out : uint8 (frames, rows, columns), optional, C-contiguous: filled and
+    returned instead of a new array
+
 Returns
 -------
-uint8 (frames, rows, columns): 1 inside a peak ellipsoid, else 0.
+uint8 (frames, rows, columns): 1 inside a peak ellipsoid (or outside, with
+invert) or invalid, else 0.
 )doc");
 }
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.images.hdf5_chunks import ChunkedDataset, deflate_chunks
+from dials_diffuse.images.source import thread_buffer
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import UserError
 
@@ -137,9 +138,15 @@ class PeakMasker:
             self.peak_iy = np.asarray(peaks["iy"])[order]
             self.peak_ix = np.asarray(peaks["ix"])[order]
 
-    def ellipsoids(self, sweep, frames):
-        """1 where a pixel lies in an allowed peak ellipsoid, (frames, rows, columns)."""
-        return _kernels.mask_peak_ellipsoids(
+    def __call__(self, sweep, chunk, out=None):
+        """The mask of a chunk of whole frames: uint8, 1 = excluded.
+
+        Ellipsoids (inverted with bragg), detector mask and hot pixels in one
+        kernel pass, then the chunk's peak pixels. `out`, a C-contiguous
+        uint8 array of the chunk's shape, is filled and returned if given.
+        """
+        frames = np.arange(chunk.frames.start, chunk.frames.stop)
+        mask = _kernels.mask_peak_ellipsoids(
             sweep.s1,
             sweep.s0(frames),
             sweep.matrices(frames),
@@ -148,20 +155,15 @@ class PeakMasker:
             self.sigma_cutoff,
             self.allowed,
             self.origin,
+            invalid=self.invalid,
+            invert=self.bragg,
+            out=out,
         )
-
-    def __call__(self, sweep, chunk):
-        """The mask of a chunk of whole frames: uint8, 1 = excluded."""
-        frames = np.arange(chunk.frames.start, chunk.frames.stop)
-        mask = self.ellipsoids(sweep, frames)
-        if self.bragg:
-            mask ^= 1
         if self.peak_image is not None:
             images = sweep.source.image_numbers[frames]
             low, high = np.searchsorted(self.peak_image, [images[0], images[-1] + 1])
             frame = self.peak_image[low:high] - images[0]
             mask[frame, self.peak_iy[low:high], self.peak_ix[low:high]] = 1
-        mask |= self.invalid[None, :, :]
         return mask
 
 
@@ -178,7 +180,9 @@ class CompressedMaskChunk:
         self.level = level
 
     def __call__(self, sweep, chunk):
-        mask = self.masker(sweep, chunk)
+        mask = self.masker(
+            sweep, chunk, out=thread_buffer(chunk.shape, np.uint8, "mask")
+        )
         fraction = np.count_nonzero(mask.reshape(len(mask), -1), axis=1) / (
             mask[0].size
         )

@@ -84,6 +84,64 @@ def test_integrate_voxels_matches_numpy(dtype, subdivide):
         assert result["ix_sum"][i] == pytest.approx(ix_sum)
 
 
+def detector_geometry(rng, frames=4, rows=37, columns=301):
+    """s1 of a flat detector (smooth along rows) and slowly rotating matrices.
+
+    Neighbouring pixels share voxels, so the kernel's runs of equal voxels
+    (and their column sums) are exercised, unlike with random directions.
+    """
+    wavelength = 1.0
+    ix, iy = np.meshgrid(np.arange(columns) + 0.5, np.arange(rows) + 0.5)
+    lab = np.stack(
+        [(ix - 150) * 0.172, (iy - 20) * 0.172, np.full(ix.shape, -200.0)], -1
+    )
+    s1 = lab / np.linalg.norm(lab, axis=-1, keepdims=True) / wavelength
+    s0 = np.tile([0.0, 0.0, -1.0 / wavelength], (frames, 1))
+    cell = rng.normal(scale=8.0, size=(3, 3))
+    angles = np.radians(0.1 * np.arange(frames))
+    rotations = np.array(
+        [
+            [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+            for a in angles
+        ]
+    )
+    matrices = np.einsum("ij,fjk->fik", cell, rotations)
+    return np.ascontiguousarray(s1), s0, np.ascontiguousarray(matrices)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_integrate_voxels_runs_on_a_flat_detector(dtype):
+    rng = np.random.default_rng(5)
+    s1, s0, matrices = detector_geometry(rng)
+    shape = (matrices.shape[0],) + s1.shape[:2]
+    data = rng.integers(0, 1000, size=shape).astype(dtype)
+    valid = np.ones(shape, dtype=bool)
+    valid[:, :, 100:110] = False  # a module gap
+    exclude = np.zeros(shape, dtype=bool)
+    exclude[:, 10:14, 200:230] = True  # a peak
+    exclude |= rng.random(shape) > 0.97
+    phi = 0.1 * np.arange(shape[0])
+    seconds = np.full(shape[0], 0.5)
+    subdivide = np.array([2.0, 3.0, 4.0])
+    result = _kernels.integrate_voxels(
+        data, s1, s0, matrices, subdivide, phi, seconds, valid=valid, exclude=exclude
+    )
+    expected = reference_integrate(
+        data, valid, exclude, reference_hkl(s1, s0, matrices), subdivide, phi, seconds
+    )
+    pixels_per_voxel = (valid & ~exclude).sum() / len(expected)
+    assert pixels_per_voxel > 20  # long runs of one voxel along a row
+    assert len(result["pixels"]) == len(expected)
+    for i, key in enumerate(map(tuple, result["index"])):
+        counts, pixels, secs, phi_sum, iy_sum, ix_sum = expected[key]
+        assert result["pixels"][i] == pixels
+        assert result["counts"][i] == counts
+        assert result["seconds"][i] == pytest.approx(secs)
+        assert result["phi_sum"][i] == pytest.approx(phi_sum)
+        assert result["iy_sum"][i] == iy_sum
+        assert result["ix_sum"][i] == ix_sum
+
+
 def test_integrate_voxels_offsets_and_no_masks():
     rng = np.random.default_rng(3)
     s1, s0, matrices = random_geometry(rng, frames=2)
@@ -168,6 +226,38 @@ def test_mask_peak_ellipsoids_matches_numpy():
     np.testing.assert_array_equal(mask, expected)
 
 
+@pytest.mark.parametrize("invert", [False, True])
+def test_mask_peak_ellipsoids_invalid_invert_and_out(invert):
+    rng = np.random.default_rng(13)
+    s1, s0, matrices = detector_geometry(rng, frames=3)
+    allowed = np.ones((41, 41, 41), dtype=np.uint8)
+    allowed[::2] = 0  # h odd only
+    origin = np.array([-20, -20, -20], dtype=np.int64)
+    whitening = np.eye(3) * 8.0
+    invalid = rng.random(s1.shape[:2]) > 0.9
+    out = np.full((3,) + s1.shape[:2], 7, dtype=np.uint8)
+    mask = _kernels.mask_peak_ellipsoids(
+        s1,
+        s0,
+        matrices,
+        np.zeros(3),
+        whitening,
+        2.5,
+        allowed,
+        origin,
+        invalid=invalid,
+        invert=invert,
+        out=out,
+    )
+    peaks = reference_mask(
+        s1, s0, matrices, np.zeros(3), whitening, 2.5, allowed.astype(bool), origin
+    )
+    assert 0.01 < peaks.mean() < 0.5
+    expected = (peaks ^ invert) | invalid[None]
+    assert mask is out
+    np.testing.assert_array_equal(mask, expected)
+
+
 def test_mask_peak_ellipsoids_rejects_bad_input():
     rng = np.random.default_rng(2)
     s1, s0, matrices = random_geometry(rng, frames=1)
@@ -183,4 +273,19 @@ def test_mask_peak_ellipsoids_rejects_bad_input():
     with pytest.raises(ValueError, match="allowed"):
         _kernels.mask_peak_ellipsoids(
             s1, s0, matrices, *good, 1.0, np.ones((3, 3)), origin
+        )
+    with pytest.raises(ValueError, match="invalid"):
+        _kernels.mask_peak_ellipsoids(
+            s1, s0, matrices, *good, 1.0, allowed, origin, invalid=np.ones((2, 2), bool)
+        )
+    with pytest.raises(ValueError, match="out"):
+        _kernels.mask_peak_ellipsoids(
+            s1,
+            s0,
+            matrices,
+            *good,
+            1.0,
+            allowed,
+            origin,
+            out=np.zeros((1, 2, 2), np.uint8),
         )
