@@ -9,6 +9,7 @@
 // convention; the Python side builds M_f and s0_f).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -120,22 +121,34 @@ inline std::int32_t unpack_voxel(std::int64_t key, int axis) {
                                    voxel_offset);
 }
 
-// The s1 of one detector row as three contiguous component arrays (vector
-// loads in the row loops), from the (rows, columns, 3) input.
-struct RowS1 {
-  std::vector<double> x, y, z;
-
-  void load(const double *s1_row, std::size_t columns) {
-    x.resize(columns);
-    y.resize(columns);
-    z.resize(columns);
-    for (std::size_t c = 0; c < columns; ++c) {
-      x[c] = s1_row[3 * c];
-      y[c] = s1_row[3 * c + 1];
-      z[c] = s1_row[3 * c + 2];
+// Call visit(frame, row, sx, sy, sz) for every frame and row of a chunk,
+// where sx, sy, sz are the s1 components of the row's pixels as contiguous
+// arrays (vector loads). The rows are taken in blocks whose s1 fits in the
+// L2 cache: each block is rearranged once from the (rows, columns, 3) input
+// and visited by every frame in turn, so the per-frame data of a block are
+// read as one contiguous stream.
+template <typename Visit>
+void for_each_row(const double *s1, std::size_t frames, std::size_t rows,
+                  std::size_t columns, Visit &&visit) {
+  const std::size_t block =
+      std::max<std::size_t>(1, (256 * 1024) / (3 * sizeof(double) * columns));
+  std::vector<double> x(block * columns), y(block * columns), z(block * columns);
+  for (std::size_t first = 0; first < rows; first += block) {
+    const std::size_t last = std::min(rows, first + block);
+    const double *source = s1 + 3 * first * columns;
+    for (std::size_t i = 0; i < (last - first) * columns; ++i) {
+      x[i] = source[3 * i];
+      y[i] = source[3 * i + 1];
+      z[i] = source[3 * i + 2];
+    }
+    for (std::size_t f = 0; f < frames; ++f) {
+      for (std::size_t r = first; r < last; ++r) {
+        const std::size_t offset = (r - first) * columns;
+        visit(f, r, x.data() + offset, y.data() + offset, z.data() + offset);
+      }
     }
   }
-};
+}
 
 // An affine map from s1 to scaled Miller indices for one frame:
 // x = A s1 + b = subdivide * (M (s1 - s0)) + 0.5, so that floor(x) is the
@@ -242,20 +255,39 @@ class VoxelTable {
 // Key of pixels that are not to be integrated (masked, excluded).
 constexpr std::int64_t unusable_key = -1;
 
-// Replace the key of every pixel that is invalid or excluded by unusable_key.
+// Replace the key of every pixel that is invalid (valid == 0) or excluded
+// (exclude != 0) by unusable_key; either mask may be absent (nullptr).
 DIALS_DIFFUSE_CLONES
 inline void drop_unusable(const std::uint8_t *valid, const std::uint8_t *exclude,
                           std::size_t n, std::int64_t *keys) {
-  if (valid != nullptr) {
+  if (valid != nullptr && exclude != nullptr) {
+    for (std::size_t c = 0; c < n; ++c) {
+      keys[c] = (valid[c] != 0) & (exclude[c] == 0) ? keys[c] : unusable_key;
+    }
+  } else if (valid != nullptr) {
     for (std::size_t c = 0; c < n; ++c) {
       keys[c] = valid[c] != 0 ? keys[c] : unusable_key;
     }
-  }
-  if (exclude != nullptr) {
+  } else if (exclude != nullptr) {
     for (std::size_t c = 0; c < n; ++c) {
       keys[c] = exclude[c] == 0 ? keys[c] : unusable_key;
     }
   }
+}
+
+// The end of the run of keys equal to `key` that continues at `c`: whole
+// blocks of 8 compared at once (vectorised), then one by one.
+DIALS_DIFFUSE_CLONES
+inline std::size_t run_end(const std::int64_t *keys, std::size_t c, std::size_t n,
+                           std::int64_t key) {
+  while (c + 8 <= n) {
+    std::int64_t differ = 0;
+    for (std::size_t j = 0; j < 8; ++j) differ |= keys[c + j] ^ key;
+    if (differ != 0) break;
+    c += 8;
+  }
+  while (c < n && keys[c] == key) ++c;
+  return c;
 }
 
 // Integer pixels are summed exactly in 64-bit integers, others in double.
@@ -274,8 +306,7 @@ void accumulate_row(const T *values, const std::int64_t *keys, std::size_t n,
   while (c < n) {
     const std::size_t start = c;
     const std::int64_t key = keys[c];
-    while (++c < n && keys[c] == key) {
-    }
+    c = run_end(keys, c + 1, n, key);
     if (key == unusable_key) continue;
     CountSum<T> counts = 0;
     for (std::size_t i = start; i < c; ++i) counts += values[i];
@@ -302,31 +333,27 @@ void bin_pixels(const T *data, const std::uint8_t *valid,
                 const double *seconds, double row0, double column0,
                 VoxelTable &table) {
   const std::size_t frame_size = rows * columns;
-  RowS1 row_s1;
   std::vector<std::int64_t> keys(columns);
   std::vector<FrameMap> maps;
   for (std::size_t f = 0; f < frames; ++f) {
     maps.emplace_back(matrices + 9 * f, s0 + 3 * f, subdivide, 0.5);
   }
-  // Row by row, every frame of the chunk: the row's s1 is loaded once.
-  for (std::size_t r = 0; r < rows; ++r) {
-    row_s1.load(s1 + 3 * r * columns, columns);
-    const double iy = row0 + static_cast<double>(r);
-    for (std::size_t f = 0; f < frames; ++f) {
-      if (!voxel_keys_row(row_s1.x.data(), row_s1.y.data(), row_s1.z.data(),
-                          columns, maps[f], keys.data())) {
-        throw std::invalid_argument(
-            "Miller index out of range (|h * subdivide| >= 2^20) or not "
-            "finite: check the geometry");
-      }
-      const std::size_t start = f * frame_size + r * columns;
-      drop_unusable(valid == nullptr ? nullptr : valid + start,
-                    exclude == nullptr ? nullptr : exclude + start, columns,
-                    keys.data());
-      accumulate_row(data + start, keys.data(), columns, phi[f], seconds[f],
-                     iy, column0, table);
-    }
-  }
+  for_each_row(s1, frames, rows, columns,
+               [&](std::size_t f, std::size_t r, const double *sx,
+                   const double *sy, const double *sz) {
+                 if (!voxel_keys_row(sx, sy, sz, columns, maps[f], keys.data())) {
+                   throw std::invalid_argument(
+                       "Miller index out of range (|h * subdivide| >= 2^20) "
+                       "or not finite: check the geometry");
+                 }
+                 const std::size_t start = f * frame_size + r * columns;
+                 drop_unusable(valid == nullptr ? nullptr : valid + start,
+                               exclude == nullptr ? nullptr : exclude + start,
+                               columns, keys.data());
+                 accumulate_row(data + start, keys.data(), columns, phi[f],
+                                seconds[f], row0 + static_cast<double>(r),
+                                column0, table);
+               });
 }
 
 struct ChunkGeometry {
@@ -419,15 +446,15 @@ struct PeakShape {
   std::int64_t origin[3], extent[3];  // allowed[h - origin_h, ...] table
 };
 
-// For every pixel of one row in one frame: the flat index into the allowed
-// table of its nearest lattice point (round(hkl), halves up) when the pixel
-// lies inside that point's peak ellipsoid and the point is in the table,
-// else -1.
+// For every pixel of one row in one frame: 1 + the flat index into the
+// allowed table of its nearest lattice point (round(hkl), halves up) when the
+// pixel lies inside that point's peak ellipsoid and the point is in the
+// table, else 0.
 DIALS_DIFFUSE_CLONES
 inline void ellipsoid_candidates_row(const double *sx, const double *sy,
                                      const double *sz, std::size_t n,
                                      const FrameMap &map, const PeakShape &peak,
-                                     std::int64_t *candidates) {
+                                     std::int32_t *candidates) {
   const double *A = map.A;
   const double *W = peak.W;
   for (std::size_t c = 0; c < n; ++c) {
@@ -454,7 +481,23 @@ inline void ellipsoid_candidates_row(const double *sx, const double *sy,
     }
     const std::int64_t index =
         (cell[0] * peak.extent[1] + cell[1]) * peak.extent[2] + cell[2];
-    candidates[c] = (in_table & (distance2 < peak.cutoff2)) ? index : -1;
+    candidates[c] = static_cast<std::int32_t>(
+        (in_table & (distance2 < peak.cutoff2)) ? index + 1 : 0);
+  }
+}
+
+// One row of the mask: table[candidate] (table[0] = 0: not in an allowed
+// ellipsoid), flipped by `flip`, OR the row's invalid pixels (if given).
+DIALS_DIFFUSE_CLONES
+inline void mask_row(const std::int32_t *candidates, std::size_t n,
+                     const std::uint8_t *table, std::uint8_t flip,
+                     const std::uint8_t *invalid, std::uint8_t *out) {
+  if (invalid == nullptr) {
+    for (std::size_t c = 0; c < n; ++c) out[c] = table[candidates[c]] ^ flip;
+  } else {
+    for (std::size_t c = 0; c < n; ++c) {
+      out[c] = (table[candidates[c]] ^ flip) | (invalid[c] != 0);
+    }
   }
 }
 
@@ -503,6 +546,13 @@ inline py::array mask_peak_ellipsoids(
     peak.origin[a] = origin_ptr[a];
     peak.extent[a] = allowed.shape(a);
   }
+  const std::size_t table_size = static_cast<std::size_t>(allowed.size());
+  if (table_size >= static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
+    throw std::invalid_argument("allowed has more than 2^31 - 1 lattice points");
+  }
+  // table[1 + i] = allowed (0 or 1) of flat index i; table[0] = 0.
+  std::vector<std::uint8_t> table(table_size + 1, 0);
+  for (std::size_t i = 0; i < table_size; ++i) table[i + 1] = allowed_ptr[i] != 0;
   if (!(cutoff > 0)) throw std::invalid_argument("cutoff must be positive");
   peak.cutoff2 = cutoff * cutoff;
   const std::uint8_t *invalid_ptr = nullptr;
@@ -520,29 +570,16 @@ inline py::array mask_peak_ellipsoids(
       maps.emplace_back(M_all + 9 * f, s0_all + 3 * f, nullptr, 0.0);
     }
     const std::uint8_t flip = invert ? 1 : 0;
-    RowS1 row_s1;
-    std::vector<std::int64_t> candidates(n);
-    for (py::ssize_t r = 0; r < rows; ++r) {
-      row_s1.load(s1_ptr + 3 * static_cast<std::size_t>(r) * n, n);
-      const std::uint8_t *row_invalid =
-          invalid_ptr == nullptr ? nullptr : invalid_ptr + static_cast<std::size_t>(r) * n;
-      for (py::ssize_t f = 0; f < frames; ++f) {
-        ellipsoid_candidates_row(row_s1.x.data(), row_s1.y.data(),
-                                 row_s1.z.data(), n, maps[f], peak,
-                                 candidates.data());
-        std::uint8_t *row_out = out_ptr + static_cast<std::size_t>(f) * frame_size +
-                                static_cast<std::size_t>(r) * n;
-        for (std::size_t c = 0; c < n; ++c) {
-          const std::int64_t index = candidates[c];
-          const std::uint8_t inside =
-              index >= 0 && allowed_ptr[index] != 0 ? 1 : 0;
-          row_out[c] = inside ^ flip;
-        }
-        if (row_invalid != nullptr) {
-          for (std::size_t c = 0; c < n; ++c) row_out[c] |= row_invalid[c] != 0;
-        }
-      }
-    }
+    std::vector<std::int32_t> candidates(n);
+    for_each_row(
+        s1_ptr, static_cast<std::size_t>(frames), static_cast<std::size_t>(rows), n,
+        [&](std::size_t f, std::size_t r, const double *sx, const double *sy,
+            const double *sz) {
+          ellipsoid_candidates_row(sx, sy, sz, n, maps[f], peak, candidates.data());
+          mask_row(candidates.data(), n, table.data(), flip,
+                   invalid_ptr == nullptr ? nullptr : invalid_ptr + r * n,
+                   out_ptr + f * frame_size + r * n);
+        });
   }
   return mask;
 }
