@@ -173,12 +173,13 @@ print(integrate, mask_time)
 """
 
 
-def steady_rates(ours_dir, mdx2_dir, mdx2_python):
-    """Pixel-frames/s of integrate and mask_peaks inside one process, setup excluded.
+def steady_rates(ours_dir, nproc=1, repeats=2):
+    """Our pixel-frames/s of integrate and mask_peaks inside one process, setup excluded.
 
-    Both read data.nxs (and the mask) chunk by chunk as their programs do;
-    ours after the one-off per-pixel geometry (s1), mdx2 after loading its
-    geometry.nxs. One worker each.
+    Reads data.nxs (and the mask) chunk by chunk as the programs do, after
+    the one-off per-pixel geometry (s1), at `nproc` threads; the mask is
+    computed, not compressed or written (as in MDX2_STEADY). Best of
+    `repeats` passes.
     """
     from dials_diffuse.algorithms.diffuse.integrate import integrate
     from dials_diffuse.algorithms.diffuse.mask import MaskFile, PeakMasker
@@ -195,15 +196,26 @@ def steady_rates(ours_dir, mdx2_dir, mdx2_python):
     pixel_frames = int(np.prod(sweep.shape))
     model = PeakModel.from_table(load_table(ours_dir / "peaks.nxs", "peak_model"))
     masker = PeakMasker(sweep, model, 3.0)
-    with ParallelMap(nproc=1) as pmap:
-        start = time.perf_counter()
-        integrate(sweep, pmap, (2, 2, 2), 1.0, MaskFile(ours_dir / "mask.nxs"))
-        ours_integrate = time.perf_counter() - start
-        chunks = sweep.chunks(10)
-        start = time.perf_counter()
+    chunks = sweep.chunks(10)
+    mask_file = MaskFile(ours_dir / "mask.nxs")
+
+    def mask_all():
         for _ in sweep.map_chunks(pmap, masker, chunks, "mask"):
             pass
-        ours_mask = time.perf_counter() - start
+
+    with ParallelMap(nproc=nproc) as pmap:
+        return {
+            "integrate": pixel_frames
+            / min(
+                _wall(lambda: integrate(sweep, pmap, (2, 2, 2), 1.0, mask_file))
+                for _ in range(repeats)
+            ),
+            "mask_peaks": pixel_frames / min(_wall(mask_all) for _ in range(repeats)),
+        }
+
+
+def mdx2_steady_rates(mdx2_dir, mdx2_python, pixel_frames):
+    """mdx2's pixel-frames/s of integrate and mask_peaks in one process (MDX2_STEADY)."""
     result = subprocess.run(
         [str(mdx2_python), "-c", MDX2_STEADY],
         cwd=mdx2_dir,
@@ -213,15 +225,22 @@ def steady_rates(ours_dir, mdx2_dir, mdx2_python):
     )
     mdx2_integrate, mdx2_mask = map(float, result.stdout.split()[-2:])
     return {
-        "integrate": (pixel_frames / ours_integrate, pixel_frames / mdx2_integrate),
-        "mask_peaks": (pixel_frames / ours_mask, pixel_frames / mdx2_mask),
+        "integrate": pixel_frames / mdx2_integrate,
+        "mask_peaks": pixel_frames / mdx2_mask,
     }
 
 
-def _timed(call):
+def _wall(call):
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
+
+
+def _timed(call):
+    """CPU seconds of `call` on this thread (robust to other processes' load)."""
+    start = time.thread_time()
+    call()
+    return time.thread_time() - start
 
 
 def main():
@@ -370,14 +389,17 @@ def main():
             f"{their_wall / our_wall:8.1f}x {our_rss:8.0f} {their_rss:8.0f}"
         )
     print()
-    print("Inside one process, setup excluded (one worker, reading data.nxs):")
-    for name, (our_rate, their_rate) in steady_rates(
-        ours_dir, mdx2_dir, args.mdx2 / "python"
-    ).items():
-        print(
-            f"{name:<12} ours {our_rate / 1e6:7.1f} M pixel-frames/s, "
-            f"mdx2 {their_rate / 1e6:6.1f} M pixel-frames/s: {our_rate / their_rate:5.1f}x"
-        )
+    print("Inside one process, setup excluded (reading data.nxs; mdx2 one worker):")
+    theirs = mdx2_steady_rates(mdx2_dir, args.mdx2 / "python", pixel_frames)
+    for nproc in sorted({1, args.ours_nproc}):
+        for name, our_rate in steady_rates(ours_dir, nproc).items():
+            their_rate = theirs[name]
+            print(
+                f"{name:<12} ours ({nproc} thread{'s' if nproc > 1 else ''}) "
+                f"{our_rate / 1e6:7.1f} M pixel-frames/s, "
+                f"mdx2 {their_rate / 1e6:6.1f} M pixel-frames/s: "
+                f"{our_rate / their_rate:5.1f}x"
+            )
     for name, rate in kernel_rates(
         ours_dir / "refined.expt", ours_dir / "data.nxs"
     ).items():
