@@ -1,6 +1,8 @@
 """dials.diffuse.process: the whole diffuse chain in one command."""
 
 import contextlib
+import html
+import json
 import logging
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from dials_diffuse.command_line import map as map_step
 from dials_diffuse.command_line import mask_peaks as mask_peaks_step
 from dials_diffuse.command_line import merge as merge_step
 from dials_diffuse.command_line import scale as scale_step
+from dials_diffuse.io.html_report import report_section, write_html_report
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES
 from dials_diffuse.util.program import Program
@@ -63,6 +66,12 @@ run_scale = True
   .help = "Refine the scaling model (scale.*: b(phi) by default) and apply it"
           "in merge; False merges the"
           "corrected intensities as they are."
+output {
+  report = dials.diffuse.process.html
+    .type = path
+    .help = "A self-contained HTML page: every step's command, key results,"
+            "timing and plots. None: no report."
+}
 """
     + "\n".join(f"{name} {{\n{module.step_phil}\n}}" for name, module in STEPS.items())
 )
@@ -118,10 +127,38 @@ def main(params, inputs, run):
         ("merge", [corrected, *scales], []),
         ("map", [str(params.merge.output.table), expt], []),
     ]
-    for name, files, extra in steps:
-        run_step(name, files, extra, working, run)
+    summaries = [
+        run_step(name, files, extra, working, run) for name, files, extra in steps
+    ]
     logger.info(
         "\nThe diffuse chain finished: %s", ", ".join(name for name, _, _ in steps)
+    )
+    if params.output.report:
+        with run.write(params.output.report, "HTML report") as path:
+            write_process_report(path, expt, summaries)
+
+
+def write_process_report(path, expt, summaries):
+    """The HTML report of the chain: per step its command, results, time and plots."""
+    sections = [
+        report_section(
+            title=summary["program"],
+            command=" ".join([summary["program"], *summary["command_line"]]),
+            results=summary["results"],
+            images=[
+                Path(output)
+                for output in summary["outputs"].values()
+                if str(output).lower().endswith(".png")
+            ],
+            seconds=summary["timings"].get("total"),
+        )
+        for summary in summaries
+    ]
+    write_html_report(
+        path,
+        "dials.diffuse.process report",
+        sections,
+        preamble=f"<p>Experiment: <code>{html.escape(expt)}</code></p>",
     )
 
 
@@ -143,18 +180,30 @@ def _without_console_output():
 
 
 def run_step(name, files, extra, working, run):
-    """Run one step's program with its parameters from the process scope."""
+    """Run one step's program with its parameters from the process scope.
+
+    The step writes its JSON summary (dials.diffuse.<step>.json); its
+    results and outputs go into this program's results. Returns the summary.
+    """
     phil_path = Path(f"dials.diffuse.process.{name}.phil")
     phil_path.write_text(step_phil_text(working, name))
-    args = [*files, str(phil_path), *extra]
+    summary_path = Path(f"dials.diffuse.{name}.json")
+    args = [*files, str(phil_path), *extra, f"output.json={summary_path}"]
     logger.info("\n=== %s: dials.diffuse.%s %s", name, name, " ".join(args))
     with run.timer(name), _without_console_output():
         code = STEPS[name].program.run(args)
-    run.results[name] = {"exit_code": code}
     if code != 0:
+        run.results[name] = {"exit_code": code}
         raise UserError(
             f"step {name} failed (exit code {code}): see dials.diffuse.{name}.log"
         )
+    summary = json.loads(summary_path.read_text())
+    run.results[name] = {
+        "exit_code": code,
+        "outputs": summary["outputs"],
+        **summary["results"],
+    }
+    return summary
 
 
 program = Program(

@@ -10,6 +10,7 @@ absolute corrections), computed here from the truth file (constant over the
 panel to 1e-4).
 """
 
+import json
 import os
 
 import h5py
@@ -304,6 +305,21 @@ def test_process_runs_the_chain_like_the_steps(
     np.testing.assert_allclose(ours["intensity"], steps["intensity"], rtol=1e-6)
     with h5py.File(in_tmp_path / "map.nxs", "r") as handle:
         assert handle["entry/intensity/intensity"].shape == (17, 17, 17)
+    # Each step's key results reach process.json; the report embeds every plot.
+    summary = json.loads((in_tmp_path / "process.json").read_text())
+    mask_results = summary["results"]["mask_peaks"]
+    mask = h5py.File(in_tmp_path / "mask.nxs", "r")["entry/mask/mask"][()]
+    assert mask_results["masked_fraction"] == pytest.approx(mask.mean())
+    assert (
+        summary["results"]["integrate"]["outputs"]["integrated table"]
+        == "integrated.nxs"
+    )
+    report = (in_tmp_path / "dials.diffuse.process.html").read_text()
+    plots = [p for p in in_tmp_path.glob("*.png")]
+    assert len(plots) >= 6
+    assert report.count("data:image/png;base64,") == len(plots)
+    for step in ("find_peaks", "mask_peaks", "integrate", "correct", "merge", "map"):
+        assert f"<h2>dials.diffuse.{step}</h2>" in report
 
 
 def test_dask_workers_give_the_same_table(simulated_rotation, truth_chain, in_tmp_path):
