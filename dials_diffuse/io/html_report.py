@@ -25,13 +25,12 @@ img { max-width: 100%; margin: 0.5em 0; border: 1px solid #ddd; }
 def _value_text(value):
     """A short readable form of a result value (lists of numbers abbreviated)."""
     if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, tuple)) and len(value) > 8:
-        return (
-            f"{len(value)} values: "
-            + ", ".join(_value_text(v) for v in value[:4])
-            + ", ..."
-        )
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(_value_text(v) for v in value[:6])
+        if len(value) > 6:
+            return f"{len(value)} values: {shown}, ..."
+        return f"[{shown}]"
     if isinstance(value, dict):
         return json.dumps(value, default=str)[:300]
     return str(value)
