@@ -7,6 +7,7 @@ import numpy as np
 
 from dials_diffuse.algorithms.diffuse.sweep import load_sweep, sweep_phil
 from dials_diffuse.io.image_series import default_chunks, write_image_series
+from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 
 logger = logging.getLogger("dials_diffuse.command_line.import_data")
@@ -50,9 +51,11 @@ compression = *gzip bslz4
           "detectors write) makes later steps read about 2x faster but needs"
           "the HDF5 filter plugin: 'import hdf5plugin' in Python, or"
           "HDF5_PLUGIN_PATH for other readers."
-compression_level = 1
+compression_level = 2
   .type = int(value_min=1, value_max=9)
-  .help = "gzip level: 1 is fast and compresses counting data well."
+  .help = "gzip level (libdeflate's levels; the file is standard gzip). 2 is"
+          "the fastest on counting data (faster than 1 and 10-30% smaller with"
+          "libdeflate 1.14); higher levels compress a little more, slower."
 output {
   data = data.nxs
     .type = path
@@ -79,6 +82,7 @@ def main(params, inputs, run):
     with (
         run.timer("import_data"),
         run.write(params.output.data, "image series") as path,
+        parallel_map_from_params(params) as pmap,
     ):
         summary = write_image_series(
             path,
@@ -88,6 +92,7 @@ def main(params, inputs, run):
             frame_range=frame_range,
             compression_level=params.compression_level,
             compression=params.compression,
+            pmap=pmap,
         )
     run.results.update(summary)
     run.results["chunks"] = list(chunks)
@@ -98,6 +103,7 @@ program = Program(
     phil=phil_scope,
     help=help_message,
     main=main,
+    parallel_work=True,
     reads_images=True,
 )
 

@@ -406,6 +406,40 @@ inline py::array inflate(const py::object &chunk, py::array out) {
   return out;
 }
 
+// The shuffle filter on `n` elements of `size` bytes at src: byte b of
+// element i goes to dst[b * total + i] (byte plane b of a chunk of `total`
+// elements). SSE2 for 4-byte elements, 16 at a time: three rounds of byte
+// interleaving, then 64-bit halves, give the four planes.
+inline void shuffle_run(const std::uint8_t *src, std::size_t n, std::size_t size,
+                        std::uint8_t *dst, std::size_t total) {
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  if (size == 4) {
+    for (; i + 16 <= n; i += 16) {
+      const auto *in = reinterpret_cast<const __m128i *>(src + i * 4);
+      __m128i x0 = _mm_loadu_si128(in), x1 = _mm_loadu_si128(in + 1);
+      __m128i x2 = _mm_loadu_si128(in + 2), x3 = _mm_loadu_si128(in + 3);
+      for (int round = 0; round < 3; ++round) {
+        const __m128i a0 = _mm_unpacklo_epi8(x0, x1), a1 = _mm_unpackhi_epi8(x0, x1);
+        const __m128i a2 = _mm_unpacklo_epi8(x2, x3), a3 = _mm_unpackhi_epi8(x2, x3);
+        x0 = a0, x1 = a1, x2 = a2, x3 = a3;
+      }
+      // x0: elements 0-7 byte 0, then byte 1; x1: 0-7 bytes 2, 3; x2, x3: 8-15.
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + i), _mm_unpacklo_epi64(x0, x2));
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + total + i),
+                       _mm_unpackhi_epi64(x0, x2));
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + 2 * total + i),
+                       _mm_unpacklo_epi64(x1, x3));
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + 3 * total + i),
+                       _mm_unpackhi_epi64(x1, x3));
+    }
+  }
+#endif
+  for (; i < n; ++i) {
+    for (std::size_t b = 0; b < size; ++b) dst[b * total + i] = src[i * size + b];
+  }
+}
+
 // Gather the tile of `block` (frames, rows, columns) at (row0, column0) into
 // a whole chunk at dst, zero-padded, as byte planes when `shuffle`.
 inline void gather_tile(const std::uint8_t *block,
@@ -433,10 +467,7 @@ inline void gather_tile(const std::uint8_t *block,
         std::memcpy(dst + first * size, src, run * size);
         continue;
       }
-      for (std::size_t b = 0; b < size; ++b) {
-        std::uint8_t *plane = dst + b * total + first;
-        for (std::size_t i = 0; i < run; ++i) plane[i] = src[i * size + b];
-      }
+      shuffle_run(src, run, size, dst + first, total);
     }
   }
 }

@@ -32,6 +32,10 @@ from dials_diffuse.util.errors import UserError
 
 GROUP = "entry/mask"
 
+#: gzip level of the mask chunks (libdeflate): level 2 is both faster and
+#: smaller than 1 on masks (libdeflate 1.14, benchmarks/diffuse_io.py).
+MASK_LEVEL = 2
+
 
 def allowed_lattice_points(crystal, s_max):
     """Lattice points that are not systematically absent, over every reachable hkl.
@@ -172,7 +176,7 @@ class CompressedMaskChunk:
     gzip compression all happen in parallel; the writer only stores bytes.
     """
 
-    def __init__(self, masker, chunk_shape, level=1):
+    def __init__(self, masker, chunk_shape, level=MASK_LEVEL):
         self.masker = masker
         self.chunk_shape = tuple(chunk_shape)
         self.level = level
@@ -233,10 +237,10 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
             dtype=np.uint8,
             chunks=chunk_shape,
             compression="gzip",
-            compression_opts=1,
+            compression_opts=MASK_LEVEL,
             shuffle=False,
         )
-        work = CompressedMaskChunk(masker, chunk_shape, level=1)
+        work = CompressedMaskChunk(masker, chunk_shape)
         for chunk, (fraction, stored) in zip(
             chunks, sweep.map_chunks(pmap, work, chunks, "mask_peaks")
         ):
