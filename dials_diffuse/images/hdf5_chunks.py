@@ -129,41 +129,6 @@ def read_raw_chunks(dataset, descriptor, coords):
     return chunks
 
 
-def decode_chunk(codec, raw, dtype, n_elements, scratch=None):
-    """Decode one raw chunk of `n_elements` elements of `dtype` (GIL released).
-
-    Parameters
-    ----------
-    codec : CODEC_*
-    raw : bytes
-    dtype : numpy dtype
-    n_elements : int
-        Elements in a chunk (the product of the chunk shape).
-    scratch : ndarray of uint8, optional
-        A reusable buffer for the decoded bytes (a new one if too small).
-
-    Returns
-    -------
-    bytes-like holding the decoded chunk; still in byte planes for
-    CODEC_SHUFFLE_DEFLATE.
-
-    Raises
-    ------
-    ValueError for corrupt chunks.
-    """
-    dtype = np.dtype(dtype)
-    nbytes = n_elements * dtype.itemsize
-    if codec == CODEC_NONE:
-        if len(raw) != nbytes:
-            raise ValueError(f"chunk has {len(raw)} bytes, not {nbytes}")
-        return raw
-    if scratch is None or scratch.size < nbytes:
-        scratch = np.empty(nbytes, dtype=np.uint8)
-    if codec in (CODEC_DEFLATE, CODEC_SHUFFLE_DEFLATE):
-        return _kernels.inflate(raw, scratch[:nbytes])
-    return _kernels.decompress_chunk(raw, codec, scratch[:nbytes].view(dtype))
-
-
 class ChunkedDataset:
     """Blocks of a 3-d chunked HDF5 dataset, decoded in parallel-safe code.
 
