@@ -36,8 +36,9 @@ GROUP = "entry/image_series"
 
 #: Compressions of data.nxs. gzip (+ shuffle) is the default: every HDF5
 #: reader opens it (NeXpy, h5py and mdx2 without hdf5plugin, HDFView).
-#: bitshuffle/LZ4 (HDF5 filter 32008, as Eiger detectors write) decodes
-#: several times faster but needs the filter plugin (hdf5plugin) to open.
+#: bitshuffle/LZ4 (HDF5 filter 32008, as Eiger detectors write) needs the
+#: filter plugin (hdf5plugin) to open; our readers decode both in C++ at
+#: similar speeds (benchmarks/diffuse_io.py).
 COMPRESSIONS = ("gzip", "bslz4")
 
 
