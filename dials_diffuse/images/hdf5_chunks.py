@@ -44,6 +44,10 @@ CODEC_LZ4 = 1
 CODEC_BITSHUFFLE_LZ4 = 2
 CODEC_DEFLATE = 3
 CODEC_SHUFFLE_DEFLATE = 4
+#: dtypes whose validity mask place_chunks computes while placing.
+FUSED_VALID_DTYPES = frozenset(
+    np.dtype(name) for name in ("u1", "u2", "u4", "i1", "i2", "i4", "i8", "f4", "f8")
+)
 CODEC_NAMES = {
     CODEC_NONE: "uncompressed",
     CODEC_LZ4: "LZ4",
@@ -230,10 +234,13 @@ class ChunkedDataset:
             raise ValueError(
                 f"valid has shape {valid.shape} {valid.dtype}, expected {shape} bool"
             )
-        if self.codec is None or not self._read_chunks(box, out, valid):
+        # place_chunks computes `valid` for the pixel types of the C++ kernels.
+        fused = valid if self.dtype in FUSED_VALID_DTYPES else None
+        if self.codec is None or not self._read_chunks(box, out, fused):
             self.dataset.read_direct(out, np.s_[frames, rows, columns])
-            if valid is not None:
-                np.greater_equal(out, 0, out=valid)
+            fused = None
+        if valid is not None and fused is None:
+            np.greater_equal(out, 0, out=valid)
         return out
 
     def _read_chunks(self, box, out, valid):
