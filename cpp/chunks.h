@@ -27,7 +27,6 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -192,9 +191,6 @@ inline void unshuffle_run_any(const std::uint8_t *src, std::size_t total,
                               std::size_t first, std::size_t n, std::size_t size,
                               std::uint8_t *dst) {
   switch (size) {
-    case 1:
-      std::memcpy(dst, src + first, n);
-      return;
     case 2: return unshuffle_run<2>(src, total, first, n, dst);
     case 4: return unshuffle_run<4>(src, total, first, n, dst);
     case 8: return unshuffle_run<8>(src, total, first, n, dst);
