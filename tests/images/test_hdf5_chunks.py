@@ -338,8 +338,11 @@ def test_read_reusing_reuses_a_thread_buffer_and_copes_with_legacy_sources(tmp_p
     np.testing.assert_array_equal(block[0], np.arange(12, 24).reshape(3, 4))
 
 
-@pytest.mark.parametrize(("dtype", "shuffle"), [("uint8", False), ("int32", True)])
-def test_deflate_chunks_store_what_h5py_reads_back(tmp_path, dtype, shuffle):
+@pytest.mark.parametrize(
+    ("dtype", "shuffle", "runs"),
+    [("uint8", False, False), ("uint8", False, True), ("int32", True, False)],
+)
+def test_deflate_chunks_store_what_h5py_reads_back(tmp_path, dtype, shuffle, runs):
     """Worker-compressed chunks, edge chunks padded, read back by HDF5's own gzip."""
     from dials_diffuse.images.hdf5_chunks import deflate_chunks
 
@@ -359,7 +362,7 @@ def test_deflate_chunks_store_what_h5py_reads_back(tmp_path, dtype, shuffle):
         for first in range(0, SHAPE[0], chunk_shape[0]):
             block = data[first : first + chunk_shape[0]]  # the last has 1 frame
             for (_, row, column), raw in deflate_chunks(
-                block, chunk_shape, shuffle=shuffle
+                block, chunk_shape, shuffle=shuffle, runs=runs
             ):
                 dataset.id.write_direct_chunk((first, row, column), raw)
     with h5py.File(path, "r") as handle:

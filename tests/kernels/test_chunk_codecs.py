@@ -129,17 +129,53 @@ def tiles_reference(block, chunk_shape, shuffle):
 
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "int32", "float32", "float64"])
 @pytest.mark.parametrize("shuffle", [False, True])
-@pytest.mark.parametrize("level", [1, 2, 6, 12])
+@pytest.mark.parametrize("level", [1, 2, 6, 12, "runs"])
 def test_deflate_tiles_decode_with_zlib(dtype, shuffle, level):
     rng = np.random.default_rng(zlib.crc32(repr((dtype, shuffle, level)).encode()))
     chunk_shape = (4, 16, 40)
+    runs = level == "runs"
     for frames in (4, 1):  # a whole chunk of frames and a last, partial one
         block = random_values(dtype, (frames, 37, 90), rng)
-        stored = _kernels.deflate_tiles(block, chunk_shape, level, shuffle)
+        stored = _kernels.deflate_tiles(
+            block, chunk_shape, 1 if runs else level, shuffle, runs
+        )
         expected = tiles_reference(block, chunk_shape, shuffle)
         assert len(stored) == len(expected) == 9
         for raw, tile in zip(stored, expected):
             assert zlib.decompress(raw) == tile
+
+
+def masks(rng):
+    """Masks of every kind: empty, full, noise, runs, blobs repeated row to row."""
+    shape = (3, 70, 300)  # rows of 300 bytes: longer than one match (258)
+    yield np.zeros(shape, np.uint8)
+    yield np.ones(shape, np.uint8)
+    yield (rng.random(shape) < 0.01).astype(np.uint8)
+    yield rng.integers(0, 256, shape).astype(np.uint8)
+    lengths = rng.integers(1, 700, 400)
+    yield np.repeat(rng.integers(0, 2, 400), lengths)[: np.prod(shape)].reshape(shape)
+    iy, ix = np.mgrid[:70, :300]
+    blobs = np.zeros(shape, np.uint8)
+    for z in range(3):  # ellipses that move from frame to frame
+        for cy, cx in rng.uniform(0, 300, (20, 2)):
+            blobs[z][((iy - cy / 4) / 6) ** 2 + ((ix - cx - 5 * z) / 9) ** 2 < 1] = 1
+    yield blobs
+
+
+def test_mask_deflater_decodes_with_zlib_and_compresses_masks():
+    """runs=True: zlib gives back every mask; masks shrink, noise grows <= 1/8."""
+    rng = np.random.default_rng(11)
+    chunk_shape = (3, 70, 300)
+    for mask in masks(rng):
+        mask = np.ascontiguousarray(mask, dtype=np.uint8)
+        (stored,) = _kernels.deflate_tiles(mask, chunk_shape, runs=True)
+        assert zlib.decompress(stored) == mask.tobytes()
+        assert len(stored) <= mask.nbytes * 9 / 8 + 16
+        if len(np.unique(mask)) <= 2 and mask.mean() < 0.5:  # a mask, not noise
+            assert len(stored) < len(zlib.compress(mask.tobytes(), 1)) * 1.5
+    blobs = mask
+    (stored,) = _kernels.deflate_tiles(blobs, chunk_shape, runs=True)
+    assert len(stored) < blobs.nbytes / 20
 
 
 def test_deflate_tiles_rejects_bad_arguments():
