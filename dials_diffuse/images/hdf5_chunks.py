@@ -324,6 +324,5 @@ def deflate_chunks(block, chunk_shape, level=1, shuffle=False, runs=False):
         for row in range(0, rows, chunk_shape[1])
         for column in range(0, columns, chunk_shape[2])
     ]
-    return list(
-        zip(offsets, _kernels.deflate_tiles(block, chunk_shape, level, shuffle))
-    )
+    stored = _kernels.deflate_tiles(block, chunk_shape, level, shuffle, runs)
+    return list(zip(offsets, stored))

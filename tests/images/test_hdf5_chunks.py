@@ -367,5 +367,7 @@ def test_deflate_chunks_store_what_h5py_reads_back(tmp_path, dtype, shuffle, run
                 dataset.id.write_direct_chunk((first, row, column), raw)
     with h5py.File(path, "r") as handle:
         np.testing.assert_array_equal(handle["m"][()], data)
+    stored = [raw for _, raw in deflate_chunks(data[:4], chunk_shape, 1, shuffle, runs)]
+    assert stored == _kernels.deflate_tiles(data[:4], chunk_shape, 1, shuffle, runs)
     with pytest.raises(ValueError, match="5 frames"):
         deflate_chunks(data[:5], chunk_shape)

@@ -176,6 +176,13 @@ def test_mask_deflater_decodes_with_zlib_and_compresses_masks():
     blobs = mask
     (stored,) = _kernels.deflate_tiles(blobs, chunk_shape, runs=True)
     assert len(stored) < blobs.nbytes / 20
+    # 63000 zeros by hand: 3 header bits, a literal (8 bits), 244 matches of
+    # 258 (13 bits each) and one of 47 (15 bits), end of block (7 bits):
+    # 3205 bits = 401 bytes, with the zlib header (2) and checksum (4).
+    (stored,) = _kernels.deflate_tiles(
+        np.zeros(chunk_shape, np.uint8), chunk_shape, runs=True
+    )
+    assert len(stored) == 407
 
 
 def test_deflate_tiles_rejects_bad_arguments():
