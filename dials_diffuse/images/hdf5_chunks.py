@@ -11,10 +11,11 @@ way: all of this releases the GIL, so worker threads decode in parallel.
 The Eiger source and our data.nxs/mask.nxs readers share this machinery.
 
 Writing is the mirror image: `deflate_chunks` cuts a block of frames into
-whole chunks and compresses them (shuffle + libdeflate, GIL released) in
-the worker threads; the one thread that owns the h5py file only stores the
-bytes (`write_direct_chunk`). The chunks are standard zlib streams, so any
-HDF5 reader decodes them with its built-in gzip filter.
+whole chunks and compresses them (shuffle + libdeflate, or for masks a
+coder of runs and repeated rows; GIL released) in the worker threads; the
+one thread that owns the h5py file only stores the bytes
+(`write_direct_chunk`). The chunks are standard zlib streams, so any HDF5
+reader decodes them with its built-in gzip filter.
 
 Layouts read: 3-d datasets of native-endian numbers, chunked, with no
 filter, deflate (gzip), shuffle + deflate, LZ4 (HDF5 filter 32004) or
