@@ -17,7 +17,8 @@ venv="${DIALS_DIFFUSE_VENV:-.venv}"
 
 # bitshuffle: the HDF5 bitshuffle/LZ4 filter plugin (filter 32008) for Eiger data;
 # Debian's python3-hdf5plugin and hdf5-filter-plugin do not include it.
-debian_packages=(python3-dials python3-dev python3-venv g++
+# libdeflate-dev: the C++ kernels inflate/deflate HDF5 gzip chunks with it.
+debian_packages=(python3-dials python3-dev python3-venv g++ libdeflate-dev
   python3-hdf5plugin bitshuffle python3-pybind11 python3-dask python3-distributed python3-redis)
 if [ "$extras" = "test" ]; then
   debian_packages+=(redis-server)

@@ -32,6 +32,7 @@ kernels = Pybind11Extension(
     "dials_diffuse._kernels",
     sorted(str(p.relative_to(HERE)) for p in (HERE / "cpp").glob("*.cpp")),
     include_dirs=["cpp"],
+    libraries=["deflate"],  # libdeflate (Debian libdeflate-dev): HDF5 gzip chunks
     cxx_std=17,
     extra_compile_args=["-O3", "-fno-trapping-math", "-Wall", "-Wextra"],
     depends=sorted(str(p.relative_to(HERE)) for p in (HERE / "cpp").glob("*.h")),

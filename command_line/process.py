@@ -106,7 +106,7 @@ def main(params, inputs, run):
     steps = []
     data = []
     if params.copy_images:
-        steps.append(("import_data", [expt], common))
+        steps.append(("import_data", [expt], parallel))
         data = [str(params.import_data.output.data)]
     steps += [
         ("find_peaks", [expt, *data], parallel),

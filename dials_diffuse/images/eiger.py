@@ -37,7 +37,6 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
     CODEC_NONE,
     chunk_codec,
     chunk_queries_available,
-    decode_chunk,
     read_raw_chunks,
 )
 from dials_diffuse.images.source import ImageSource, output_buffer
@@ -462,8 +461,7 @@ class EigerMasterSource(ImageSource):
         """Decode one raw chunk of `frame` into `out` (frame shape, self.dtype)."""
         try:
             if codec == CODEC_DEFLATE:
-                decoded = decode_chunk(codec, chunk, self.dtype, out.size)
-                out[...] = np.frombuffer(decoded, dtype=self.dtype).reshape(out.shape)
+                _kernels.inflate(chunk, out)  # libdeflate, straight into out
             else:
                 _kernels.decompress_chunk(chunk, codec, out)
         except ValueError as error:

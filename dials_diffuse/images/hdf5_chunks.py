@@ -1,15 +1,23 @@
-"""Fast reads of chunked HDF5 datasets: raw chunks decoded outside h5py.
+"""Fast reads and writes of chunked HDF5 datasets: raw chunks coded outside h5py.
 
 h5py serialises every call behind one global lock, so HDF5's own filters
 (gzip, shuffle, bitshuffle) decode one chunk at a time however many threads
 ask. Here HDF5 only says where each chunk lies (`get_chunk_info_by_coord`,
-cheap); the bytes are read with `os.pread`, inflated by `zlib.decompress`
-or the C++ LZ4 codecs, and placed (shuffle undone) into the caller's buffer
-by the C++ `place_chunk`: all of these release the GIL, so worker threads
-decode in parallel. The Eiger source and our data.nxs/mask.nxs readers share
-this machinery.
+cheap); the bytes are read with `os.pread` and handed, a block of chunks at
+a time, to the C++ `place_chunks`, which decodes them (libdeflate for gzip,
+our LZ4 codecs), undoes the shuffle filter and places them into the
+caller's buffer, optionally computing the validity mask (value >= 0) on the
+way: all of this releases the GIL, so worker threads decode in parallel.
+The Eiger source and our data.nxs/mask.nxs readers share this machinery.
 
-Layouts handled: 3-d datasets of native-endian numbers, chunked, with no
+Writing is the mirror image: `deflate_chunks` cuts a block of frames into
+whole chunks and compresses them (shuffle + libdeflate, or for masks a
+coder of runs and repeated rows; GIL released) in the worker threads; the
+one thread that owns the h5py file only stores the bytes
+(`write_direct_chunk`). The chunks are standard zlib streams, so any HDF5
+reader decodes them with its built-in gzip filter.
+
+Layouts read: 3-d datasets of native-endian numbers, chunked, with no
 filter, deflate (gzip), shuffle + deflate, LZ4 (HDF5 filter 32004) or
 bitshuffle/LZ4 (32008); chunks never written read as the fill value. Any
 other layout (virtual, contiguous, other filters, chunks stored with a
@@ -18,7 +26,6 @@ filter skipped) is read through h5py: slower, but correct.
 
 import os
 import threading
-import zlib
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 HDF5 filters)
@@ -32,12 +39,16 @@ FILTER_LZ4 = 32004
 FILTER_BITSHUFFLE = 32008
 BITSHUFFLE_COMPRESS_LZ4 = 2
 
-# Codecs: the C++ kernel's numbers (cpp/eiger.h), plus deflate decoded by zlib.
+# Codecs: the C++ kernels' numbers (cpp/chunks.h; 0-2 also cpp/eiger.h).
 CODEC_NONE = 0
 CODEC_LZ4 = 1
 CODEC_BITSHUFFLE_LZ4 = 2
-CODEC_DEFLATE = "deflate"
-CODEC_SHUFFLE_DEFLATE = "shuffle+deflate"
+CODEC_DEFLATE = 3
+CODEC_SHUFFLE_DEFLATE = 4
+#: dtypes whose validity mask place_chunks computes while placing.
+FUSED_VALID_DTYPES = frozenset(
+    np.dtype(name) for name in ("u1", "u2", "u4", "i1", "i2", "i4", "i8", "f4", "f8")
+)
 CODEC_NAMES = {
     CODEC_NONE: "uncompressed",
     CODEC_LZ4: "LZ4",
@@ -123,47 +134,6 @@ def read_raw_chunks(dataset, descriptor, coords):
     return chunks
 
 
-def decode_chunk(codec, raw, dtype, n_elements, scratch=None):
-    """Decode one raw chunk of `n_elements` elements of `dtype`.
-
-    Parameters
-    ----------
-    codec : CODEC_*
-    raw : bytes
-    dtype : numpy dtype
-    n_elements : int
-        Elements in a chunk (the product of the chunk shape).
-    scratch : ndarray of uint8, optional
-        A reusable buffer for the LZ4 codecs (a new one if too small).
-
-    Returns
-    -------
-    bytes-like holding the decoded chunk; still in byte planes for
-    CODEC_SHUFFLE_DEFLATE.
-
-    Raises
-    ------
-    ValueError (zlib.error is converted) for corrupt chunks.
-    """
-    dtype = np.dtype(dtype)
-    nbytes = n_elements * dtype.itemsize
-    if codec in (CODEC_DEFLATE, CODEC_SHUFFLE_DEFLATE):
-        try:
-            decoded = zlib.decompress(raw, bufsize=nbytes)
-        except zlib.error as error:
-            raise ValueError(str(error)) from None
-    elif codec == CODEC_NONE:
-        decoded = raw
-    else:
-        if scratch is None or scratch.size < nbytes:
-            scratch = np.empty(nbytes, dtype=np.uint8)
-        decoded = _kernels.decompress_chunk(raw, codec, scratch[:nbytes].view(dtype))
-        return decoded
-    if len(decoded) != nbytes:
-        raise ValueError(f"chunk decodes to {len(decoded)} bytes, not {nbytes}")
-    return decoded
-
-
 class ChunkedDataset:
     """Blocks of a 3-d chunked HDF5 dataset, decoded in parallel-safe code.
 
@@ -183,7 +153,6 @@ class ChunkedDataset:
         self.name = name
         self._file = None
         self._descriptor = None
-        self._local = threading.local()
         self._lock = threading.Lock()  # threads open the file once
         dataset = self.dataset
         self.shape = dataset.shape
@@ -231,13 +200,7 @@ class ChunkedDataset:
         """How chunks are decoded, e.g. 'shuffle+deflate' or 'HDF5 filters (h5py)'."""
         return CODEC_NAMES[self.codec]
 
-    def _scratch(self, nbytes):
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None or scratch.size < nbytes:
-            scratch = self._local.scratch = np.empty(nbytes, dtype=np.uint8)
-        return scratch
-
-    def read(self, frames, rows, columns, out=None):
+    def read(self, frames, rows, columns, out=None, valid=None):
         """The block [frames, rows, columns] (slices with step 1) of the dataset.
 
         Parameters
@@ -247,6 +210,9 @@ class ChunkedDataset:
         out : ndarray, optional
             C-contiguous, of the block's shape and the dataset's dtype; filled
             and returned (no new array per block).
+        valid : ndarray of bool, optional
+            C-contiguous, of the block's shape: set to block >= 0 (False for
+            NaN), computed while the chunks are placed (no extra pass).
 
         Returns
         -------
@@ -265,12 +231,21 @@ class ChunkedDataset:
             raise ValueError(
                 f"out has shape {out.shape} {out.dtype}, expected {shape} {self.dtype}"
             )
-        if self.codec is None or not self._read_chunks(box, out):
+        if valid is not None and (valid.shape != shape or valid.dtype != bool):
+            raise ValueError(
+                f"valid has shape {valid.shape} {valid.dtype}, expected {shape} bool"
+            )
+        # place_chunks computes `valid` for the pixel types of the C++ kernels.
+        fused = valid if self.dtype in FUSED_VALID_DTYPES else None
+        if self.codec is None or not self._read_chunks(box, out, fused):
             self.dataset.read_direct(out, np.s_[frames, rows, columns])
+            fused = None
+        if valid is not None and fused is None:
+            np.greater_equal(out, 0, out=valid)
         return out
 
-    def _read_chunks(self, box, out):
-        """Fill `out` from raw chunks; False when h5py must read this block."""
+    def _read_chunks(self, box, out, valid):
+        """Fill `out` (and `valid`) from raw chunks; False when h5py must read."""
         starts = [
             range((start // size) * size, stop, size)
             for (start, stop), size in zip(box, self.chunks)
@@ -282,32 +257,39 @@ class ChunkedDataset:
         raw_chunks = read_raw_chunks(self.dataset, self._descriptor, coords)
         if raw_chunks is None:
             return False
-        n_elements = int(np.prod(self.chunks))
-        scratch = self._scratch(n_elements * self.dtype.itemsize)
-        shuffled = self.codec == CODEC_SHUFFLE_DEFLATE
-        for coord, raw in zip(coords, raw_chunks):
-            origin = tuple(c - start for c, (start, _) in zip(coord, box))
+        origins = [
+            tuple(c - start for c, (start, _) in zip(coord, box)) for coord in coords
+        ]
+        stored = [i for i, raw in enumerate(raw_chunks) if raw is not None]
+        _kernels.place_chunks(
+            [raw_chunks[i] for i in stored],
+            [origins[i] for i in stored],
+            self.chunks,
+            out,
+            self.codec,
+            valid,
+        )
+        for origin, raw in zip(origins, raw_chunks):
             if raw is None:
-                self._fill(out, origin)
-                continue
-            decoded = decode_chunk(self.codec, raw, self.dtype, n_elements, scratch)
-            _kernels.place_chunk(decoded, self.chunks, out, origin, shuffled)
+                self._fill(out, valid, origin)
         return True
 
-    def _fill(self, out, origin):
+    def _fill(self, out, valid, origin):
         """Write the fill value where an unwritten chunk overlaps `out`."""
         region = tuple(
             slice(max(0, o), max(0, min(n, o + size)))
             for o, n, size in zip(origin, out.shape, self.chunks)
         )
         out[region] = self.fillvalue
+        if valid is not None:
+            valid[region] = self.fillvalue >= 0
 
 
-def deflate_chunks(block, chunk_shape, level=1):
-    """Compress a block of frames into whole HDF5 deflate chunks (zlib, GIL released).
+def deflate_chunks(block, chunk_shape, level=1, shuffle=False, runs=False):
+    """Compress a block of frames into whole HDF5 gzip chunks (GIL released).
 
-    The writing side of this module: worker threads compress, and the one
-    thread that owns the h5py file only stores the bytes
+    The writing side of this module: worker threads compress (libdeflate,
+    C++), and the one thread that owns the h5py file only stores the bytes
     (`Dataset.id.write_direct_chunk`), so HDF5's serial gzip filter is not
     the bottleneck of writing a large dataset.
 
@@ -315,34 +297,33 @@ def deflate_chunks(block, chunk_shape, level=1):
     ----------
     block : ndarray (frames, rows, columns)
         At most chunk_shape[0] frames starting on a chunk boundary, and every
-        row and column of the dataset.
+        row and column of the dataset, in the dataset's dtype.
     chunk_shape : (int, int, int)
-        The dataset's chunk shape; its filter must be deflate alone.
+        The dataset's chunk shape; its filters must be deflate alone, or
+        shuffle then deflate when `shuffle`.
     level : int
-        zlib level 1-9.
+        Compression level 1-9 (as gzip's; libdeflate's 10-12 compress more).
+    shuffle : bool
+        Apply HDF5's shuffle filter first (byte planes: multi-byte counts
+        compress better).
+    runs : bool
+        Code only repeats of the previous byte or of the row above, with
+        fixed Huffman codes (`level` ignored): for masks, several times
+        faster than libdeflate and about as small (benchmarks/diffuse_io.py).
 
     Returns
     -------
     list of ((0, row, column), bytes)
         Each chunk's offset within the block's first frame and its stored
-        bytes; edge chunks are padded with zeros to the full chunk shape, as
-        HDF5 stores them.
+        bytes (a zlib stream); edge chunks are padded with zeros to the full
+        chunk shape, as HDF5 stores them.
     """
-    frames, rows, columns = block.shape
-    if frames > chunk_shape[0]:
-        raise ValueError(f"block has {frames} frames, a chunk {chunk_shape[0]}")
-    result = []
-    padded = np.zeros(chunk_shape, dtype=block.dtype)
-    for row in range(0, rows, chunk_shape[1]):
-        for column in range(0, columns, chunk_shape[2]):
-            tile = block[
-                :, row : row + chunk_shape[1], column : column + chunk_shape[2]
-            ]
-            if tile.shape == tuple(chunk_shape):
-                raw = np.ascontiguousarray(tile)
-            else:
-                padded[...] = 0
-                padded[: tile.shape[0], : tile.shape[1], : tile.shape[2]] = tile
-                raw = padded
-            result.append(((0, row, column), zlib.compress(raw, level)))
-    return result
+    block = np.ascontiguousarray(block)
+    rows, columns = block.shape[1:]
+    offsets = [
+        (0, row, column)
+        for row in range(0, rows, chunk_shape[1])
+        for column in range(0, columns, chunk_shape[2])
+    ]
+    stored = _kernels.deflate_tiles(block, chunk_shape, level, shuffle, runs)
+    return list(zip(offsets, stored))

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from dials_diffuse.images.hdf5_chunks import ChunkedDataset
-from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.images.source import ImageSource, output_buffer, thread_buffer
 from dials_diffuse.util.errors import UserError
 
 #: Where the image series lives in the file.
@@ -166,12 +166,21 @@ class NexusDataSource(ImageSource):
             slice(*axis.indices(n)[:2])
             for axis, n in zip((chunk.frames, chunk.rows, chunk.columns), self._shape)
         )
-        shape = (frames.stop - frames.start, rows.stop - rows.start)
-        out = output_buffer((*shape, columns.stop - columns.start), self._dtype, out)
+        shape = tuple(axis.stop - axis.start for axis in (frames, rows, columns))
+        # With `out` the caller reuses buffers: the validity mask is this
+        # thread's reusable one too (valid until its next read of this shape).
+        valid = (
+            np.empty(shape, dtype=bool)
+            if out is None
+            else thread_buffer(shape, bool, "valid")
+        )
+        out = output_buffer(shape, self._dtype, out)
         try:
-            data = self._data.read(frames, rows, columns, out=out)
+            # valid = data >= 0, computed while placing: -1 (masked) and NaN
+            # are invalid.
+            data = self._data.read(frames, rows, columns, out=out, valid=valid)
         except (OSError, ValueError) as error:
             raise self._error(
                 f"cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"
             ) from None
-        return data, data >= 0  # -1 (masked) and NaN are invalid
+        return data, valid

@@ -174,8 +174,10 @@ def read_reusing(source, chunk):
     """`source.read(chunk)` into this thread's reusable buffer, where the source can.
 
     Reading into a reused buffer avoids allocating (and page-faulting) a new
-    array per chunk. The returned data is overwritten by this thread's next
-    `read_reusing` of a chunk of the same shape: consume it before then.
+    array per chunk. The returned data (and, for sources that reuse one too,
+    such as NexusDataSource, the validity mask) is overwritten by this
+    thread's next `read_reusing` of a chunk of the same shape: consume it
+    before then.
     """
     if not _accepts_out(type(source)):
         return source.read(chunk)

@@ -13,12 +13,20 @@ is described in `dials_diffuse.images.nexus_data`, which reads it back::
       image_numbers         (frames,) 1-based DIALS image numbers
 
 Single-panel detectors only (as mdx2).
+
+Worker threads (or Dask workers) read the frames, mark the masked pixels
+and, for gzip, compress whole HDF5 chunks (shuffle + libdeflate, GIL
+released); the writer thread only stores the bytes (`write_direct_chunk`).
+The chunks are standard gzip (HDF5 filters 2 and 1): any HDF5 reader opens
+the file without plugins. bitshuffle/LZ4 chunks go through HDF5's filter.
 """
 
 import h5py
 import hdf5plugin
 import numpy as np
 
+from dials_diffuse.images.hdf5_chunks import deflate_chunks
+from dials_diffuse.images.source import read_reusing, thread_buffer
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
@@ -28,8 +36,9 @@ GROUP = "entry/image_series"
 
 #: Compressions of data.nxs. gzip (+ shuffle) is the default: every HDF5
 #: reader opens it (NeXpy, h5py and mdx2 without hdf5plugin, HDFView).
-#: bitshuffle/LZ4 (HDF5 filter 32008, as Eiger detectors write) decodes
-#: several times faster but needs the filter plugin (hdf5plugin) to open.
+#: bitshuffle/LZ4 (HDF5 filter 32008, as Eiger detectors write) needs the
+#: filter plugin (hdf5plugin) to open; our readers decode both in C++ at
+#: similar speeds (benchmarks/diffuse_io.py).
 COMPRESSIONS = ("gzip", "bslz4")
 
 
@@ -43,7 +52,7 @@ def stored_dtype(dtype):
     return np.dtype(np.int32) if np.dtype(dtype).kind in "iub" else np.dtype(np.float32)
 
 
-def compression_options(compression, level=1):
+def compression_options(compression, level=2):
     """h5py create_dataset keywords for a data.nxs compression (COMPRESSIONS)."""
     if compression == "gzip":
         return {"compression": "gzip", "compression_opts": level, "shuffle": True}
@@ -52,14 +61,55 @@ def compression_options(compression, level=1):
     raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression}")
 
 
+class BlockEncoder:
+    """Worker: one chunk of frames as stored data.nxs content.
+
+    Reads the chunk, stores masked pixels as -1 in the stored dtype and, for
+    gzip, compresses it into whole HDF5 chunks (shuffle + deflate) so the
+    writer only stores bytes. Picklable (Dask) when the source is.
+
+    Parameters
+    ----------
+    source : ImageSource
+    dtype : numpy dtype
+        The stored dtype (`stored_dtype`).
+    chunks : (int, int, int)
+        The dataset's chunk shape; work chunks start on its frame boundaries.
+    compression : str
+        One of COMPRESSIONS.
+    level : int
+        gzip level.
+    """
+
+    def __init__(self, source, dtype, chunks, compression, level):
+        self.source = source
+        self.dtype = np.dtype(dtype)
+        self.chunks = tuple(chunks)
+        self.compression = compression
+        self.level = level
+
+    def __call__(self, chunk):
+        """(masked pixel-frames, [((0, row, column), bytes)] for gzip or the block)."""
+        pixels, valid = read_reusing(self.source, chunk)
+        block = thread_buffer(chunk.shape, self.dtype, "image_series")
+        np.copyto(block, pixels, casting="unsafe")
+        invalid = np.logical_not(valid, out=thread_buffer(chunk.shape, bool, "invalid"))
+        np.copyto(block, MASKED, where=invalid)
+        masked = int(np.count_nonzero(invalid))
+        if self.compression == "gzip":
+            return masked, deflate_chunks(block, self.chunks, self.level, shuffle=True)
+        return masked, block.copy()
+
+
 def write_image_series(
     path,
     source,
     phi,
     chunks=None,
     frame_range=None,
-    compression_level=1,
+    compression_level=2,
     compression="gzip",
+    pmap=None,
 ):
     """Copy an ImageSource (panel 0) into a new data.nxs at `path`.
 
@@ -76,11 +126,14 @@ def write_image_series(
         gzip level 1-9.
     compression : str
         One of COMPRESSIONS.
+    pmap : ParallelMap, optional
+        Runs the reading and compression of chunks in parallel (default: in
+        this thread). At most workers + 1 chunks are in flight.
 
     Returns
     -------
     dict
-        frames, masked_pixels (per copied pixel-frame count of -1 values).
+        frames, masked_pixel_frames (pixel-frames stored as -1).
     """
     if len(source.panel_shapes) != 1:
         raise UserError(
@@ -123,10 +176,21 @@ def write_image_series(
             "image_numbers", data=np.asarray(source.image_numbers)[first:stop]
         )
         blocks = list(source.chunks(frames=chunks[0], frame_range=(first, stop)))
-        for chunk in progress(blocks, desc="import_data", unit="chunk"):
-            pixels, valid = source.read(chunk)
-            block = np.where(valid, pixels, MASKED).astype(dtype, copy=False)
-            masked += int(valid.size - np.count_nonzero(valid))
+        encoder = BlockEncoder(source, dtype, chunks, compression, compression_level)
+        encoded = (
+            map(encoder, blocks)
+            if pmap is None
+            else pmap(encoder, blocks, in_flight=pmap.workers + 1)
+        )
+        for chunk, (n_masked, stored) in zip(
+            blocks,
+            progress(encoded, total=len(blocks), desc="import_data", unit="chunk"),
+        ):
             start = chunk.frames.start - first
-            data[start : start + block.shape[0]] = block
+            if compression == "gzip":
+                for (_, row, column), raw in stored:
+                    data.id.write_direct_chunk((start, row, column), raw)
+            else:
+                data[start : start + stored.shape[0]] = stored
+            masked += n_masked
     return {"frames": n_frames, "masked_pixel_frames": masked}

@@ -38,6 +38,14 @@ FILTERS = {
         {"compression": "gzip", "shuffle": True},
         CODEC_SHUFFLE_DEFLATE,
     ),
+    "shuffle+gzip1": (
+        {"compression": "gzip", "compression_opts": 1, "shuffle": True},
+        CODEC_SHUFFLE_DEFLATE,
+    ),
+    "shuffle+gzip9": (
+        {"compression": "gzip", "compression_opts": 9, "shuffle": True},
+        CODEC_SHUFFLE_DEFLATE,
+    ),
     "bslz4": (hdf5plugin.Bitshuffle(cname="lz4"), CODEC_BITSHUFFLE_LZ4),
     "lz4": (hdf5plugin.LZ4(), CODEC_LZ4),
 }
@@ -97,7 +105,7 @@ LAYOUTS = [
     (name, dtype)
     for name in sorted(FILTERS)
     for dtype in ["uint8", "uint16", "int32", "uint32", "float32", "float64"]
-]
+] + [("shuffle+gzip", "float16"), ("gzip", "uint64")]  # valid computed by numpy
 
 
 @pytest.mark.parametrize(("name", "dtype"), LAYOUTS)
@@ -112,7 +120,9 @@ def test_blocks_identical_to_h5py(tmp_path, name, dtype, chunks):
     with h5py.File(path, "r") as handle:
         for block in blocks(rng):
             expected = handle["d"][block]
-            np.testing.assert_array_equal(reader.read(*block), expected)
+            valid = np.empty(expected.shape, dtype=bool)
+            np.testing.assert_array_equal(reader.read(*block, valid=valid), expected)
+            np.testing.assert_array_equal(valid, expected >= 0)  # NaN: False
 
 
 def test_unwritten_chunks_read_as_fill_value(tmp_path):
@@ -130,7 +140,11 @@ def test_unwritten_chunks_read_as_fill_value(tmp_path):
     with h5py.File(path, "r") as handle:
         expected = handle["d"][()]
     assert (expected[4:8, 8:16, 16:29] == -1).all()  # the skipped chunk
-    np.testing.assert_array_equal(reader.read(*(slice(0, n) for n in SHAPE)), expected)
+    valid = np.empty(SHAPE, dtype=bool)
+    np.testing.assert_array_equal(
+        reader.read(*(slice(0, n) for n in SHAPE), valid=valid), expected
+    )
+    np.testing.assert_array_equal(valid, expected >= 0)
     np.testing.assert_array_equal(
         reader.read(slice(3, 9), slice(5, 20), slice(10, 29)),
         expected[3:9, 5:20, 10:29],
@@ -144,7 +158,9 @@ def test_other_filters_fall_back_to_h5py(tmp_path):
     reader = ChunkedDataset(path, "d")
     assert reader.codec is None
     block = (slice(1, 10), slice(3, 30), slice(0, 29))
-    np.testing.assert_array_equal(reader.read(*block), data[block])
+    valid = np.empty(data[block].shape, dtype=bool)
+    np.testing.assert_array_equal(reader.read(*block, valid=valid), data[block])
+    np.testing.assert_array_equal(valid, data[block] >= 0)
 
 
 def test_chunk_stored_with_filter_skipped_falls_back_to_h5py(tmp_path):
@@ -170,6 +186,8 @@ def test_out_is_filled_and_returned_and_checked(tmp_path):
     np.testing.assert_array_equal(out, data[block])
     with pytest.raises(ValueError, match="shape"):
         reader.read(*block, out=np.empty((4, 37, 28), dtype=np.int32))
+    with pytest.raises(ValueError, match="valid has shape"):
+        reader.read(*block, valid=np.empty((4, 37, 29), dtype=np.uint8))
 
 
 def test_threads_share_one_reader(tmp_path):
@@ -221,6 +239,27 @@ def test_place_chunk_rejects_bad_arguments():
         _kernels.place_chunk(
             b"\0" * 96, (2, 3, 4), np.zeros((6, 4), np.int32), (0, 0, 0)
         )
+
+
+def test_nexus_source_marks_negative_and_nan_invalid(tmp_path):
+    """valid = data >= 0, also into the reused buffers of read_reusing."""
+    rng = np.random.default_rng(10)
+    data = rng.normal(10, 5, SHAPE).astype(np.float32)
+    data[rng.random(SHAPE) < 0.1] = -1
+    data[rng.random(SHAPE) < 0.1] = np.nan
+    source = NexusDataSource(write_data_nxs(tmp_path / "data.nxs", data, (4, 8, 16)))
+    chunks = list(source.chunks(frames=4))
+    for chunk in chunks:
+        expected = data[chunk.frames]
+        pixels, valid = source.read(chunk)
+        np.testing.assert_array_equal(pixels, expected)
+        np.testing.assert_array_equal(valid, expected >= 0)
+        reused, reused_valid = read_reusing(source, chunk)
+        np.testing.assert_array_equal(reused, expected)
+        np.testing.assert_array_equal(reused_valid, expected >= 0)
+    # A new array without out, this thread's buffer with it.
+    assert source.read(chunks[0])[1] is not source.read(chunks[0])[1]
+    assert read_reusing(source, chunks[0])[1] is read_reusing(source, chunks[1])[1]
 
 
 def write_data_nxs(path, data, chunks):
@@ -299,23 +338,36 @@ def test_read_reusing_reuses_a_thread_buffer_and_copes_with_legacy_sources(tmp_p
     np.testing.assert_array_equal(block[0], np.arange(12, 24).reshape(3, 4))
 
 
-def test_deflate_chunks_store_what_h5py_reads_back(tmp_path):
+@pytest.mark.parametrize(
+    ("dtype", "shuffle", "runs"),
+    [("uint8", False, False), ("uint8", False, True), ("int32", True, False)],
+)
+def test_deflate_chunks_store_what_h5py_reads_back(tmp_path, dtype, shuffle, runs):
     """Worker-compressed chunks, edge chunks padded, read back by HDF5's own gzip."""
     from dials_diffuse.images.hdf5_chunks import deflate_chunks
 
     rng = np.random.default_rng(9)
-    data = (rng.random(SHAPE) < 0.2).astype(np.uint8)
+    data = random_data(dtype, rng)
     chunk_shape = (4, 8, 16)
     path = tmp_path / "mask.h5"
     with h5py.File(path, "w") as handle:
         dataset = handle.create_dataset(
-            "m", shape=SHAPE, dtype=np.uint8, chunks=chunk_shape, compression="gzip"
+            "m",
+            shape=SHAPE,
+            dtype=dtype,
+            chunks=chunk_shape,
+            compression="gzip",
+            shuffle=shuffle,
         )
         for first in range(0, SHAPE[0], chunk_shape[0]):
             block = data[first : first + chunk_shape[0]]  # the last has 1 frame
-            for (_, row, column), raw in deflate_chunks(block, chunk_shape):
+            for (_, row, column), raw in deflate_chunks(
+                block, chunk_shape, shuffle=shuffle, runs=runs
+            ):
                 dataset.id.write_direct_chunk((first, row, column), raw)
     with h5py.File(path, "r") as handle:
         np.testing.assert_array_equal(handle["m"][()], data)
+    stored = [raw for _, raw in deflate_chunks(data[:4], chunk_shape, 1, shuffle, runs)]
+    assert stored == _kernels.deflate_tiles(data[:4], chunk_shape, 1, shuffle, runs)
     with pytest.raises(ValueError, match="5 frames"):
         deflate_chunks(data[:5], chunk_shape)

@@ -101,6 +101,44 @@ def test_image_series_round_trip(tmp_path):
     assert np.all(pixels[~ok] == -1)
 
 
+@pytest.mark.parametrize("compression", ["gzip", "bslz4"])
+@pytest.mark.parametrize("nproc", [1, 3])
+def test_image_series_written_by_workers_reads_back_in_h5py(
+    tmp_path, compression, nproc
+):
+    """Chunks compressed in worker threads: h5py (HDF5's own filters) reads the pixels."""
+    import hdf5plugin  # noqa: F401  (bslz4 filter for h5py)
+
+    from dials_diffuse.util.parallel import ParallelMap
+
+    rng = np.random.default_rng(nproc)
+    data = np.abs(rng.normal(50, 30, size=(23, 37, 70)))  # counts: >= 0
+    valid = rng.random(data.shape) > 0.05
+    data[~valid & (rng.random(data.shape) < 0.5)] = np.nan
+    expected = np.where(valid, data, -1).astype(np.float32)[2:21]
+    path = tmp_path / "data.nxs"
+    with ParallelMap(nproc=nproc) as pmap:
+        summary = write_image_series(
+            path,
+            ArraySource(data, valid),
+            np.arange(23) * 0.1,
+            chunks=(4, 16, 32),
+            frame_range=(2, 21),
+            compression=compression,
+            pmap=pmap,
+        )
+    assert summary["masked_pixel_frames"] == int((~valid[2:21]).sum())
+    with h5py.File(path, "r") as handle:
+        stored = handle["entry/image_series/data"]
+        assert stored.dtype == np.float32 and stored.chunks == (4, 16, 32)
+        if compression == "gzip":  # standard filters: no plugin needed
+            assert stored.compression == "gzip" and stored.shuffle
+        np.testing.assert_array_equal(stored[()], expected)
+    pixels, ok = NexusDataSource(path).read(next(NexusDataSource(path).chunks(19)))
+    np.testing.assert_array_equal(pixels, expected)
+    np.testing.assert_array_equal(ok, valid[2:21])
+
+
 def test_image_series_reader_names_bad_file(tmp_path):
     path = tmp_path / "other.nxs"
     write_tables(path, [Table("peaks", {"a": np.arange(3)})])

@@ -75,7 +75,7 @@ def _sum_eiger_batch(item):
     parts = []
     for codec, first, payload in source.raw_frames(start, stop):
         if codec is None or codec == CODEC_DEFLATE:
-            # Decoded here (zlib) or by h5py: sum the decoded frames.
+            # Decoded here (libdeflate) or by h5py: sum the decoded frames.
             frames = (
                 np.ascontiguousarray(payload)
                 if codec is None
