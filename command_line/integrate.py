@@ -13,7 +13,7 @@ from dials_diffuse.algorithms.diffuse.sweep import (
     nexus_input,
     sweep_phil,
 )
-from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.io.plots import histogram, new_figure, save_png
 from dials_diffuse.io.tables import write_tables
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
@@ -82,11 +82,11 @@ def plot_voxels(table, path):
     rate = np.asarray(table["counts"]) / np.asarray(table["seconds"])
     positive = rate[rate > 0]
     if positive.size:
-        left.hist(np.log10(positive), bins=60)
+        histogram(left, np.log10(positive), bins=60)
     left.set_xlabel("log10 count rate per voxel (counts/s)")
     left.set_ylabel("Voxels")
     left.set_yscale("log")
-    right.hist(table["pixels"], bins=60)
+    histogram(right, table["pixels"], bins=60)
     right.set_xlabel("Pixels per voxel")
     right.set_yscale("log")
     save_png(figure, path)

@@ -121,6 +121,47 @@ def pixel_s1(panel, beam, lab=None, *, rows=None, columns=None):
     return _unit(xyz) / beam.get_wavelength()
 
 
+def panel_pixel_s1(panel, beam):
+    """s1 of every pixel centre of a panel, (rows, columns, 3), Å⁻¹.
+
+    The values of ``pixel_s1(panel, beam)``, computed in one pass by a C++
+    kernel (no full-panel temporaries; about 30 ms for a PILATUS 2M instead
+    of 0.2 s) for the flat panels' px/mm strategies, simple and parallax
+    corrected; other strategies (per-pixel offset maps) go through
+    `pixel_s1` a block of rows at a time (the temporaries of one block).
+    """
+    from dials_diffuse import _kernels
+
+    strategy = panel.get_px_mm_strategy()
+    name = strategy.name()
+    n_columns, n_rows = panel.get_image_size()
+    if name not in ("SimplePxMmStrategy", "ParallaxCorrectedPxMmStrategy"):
+        s1 = np.empty((n_rows, n_columns, 3))
+        for first in range(0, n_rows, 128):
+            rows = slice(first, min(first + 128, n_rows))
+            s1[rows] = pixel_s1(panel, beam, rows=rows)
+        return s1
+
+    mu, t0 = (
+        (strategy.mu(), strategy.t0())
+        if name == "ParallaxCorrectedPxMmStrategy"
+        else (0.0, 0.0)
+    )
+    size_fast, size_slow = panel.get_pixel_size()
+    return _kernels.panel_pixel_s1(
+        np.asarray(panel.get_origin(), dtype=np.float64),
+        np.asarray(panel.get_fast_axis(), dtype=np.float64),
+        np.asarray(panel.get_slow_axis(), dtype=np.float64),
+        size_fast,
+        size_slow,
+        n_rows,
+        n_columns,
+        beam.get_wavelength(),
+        mu,
+        t0,
+    )
+
+
 def _angle_between(a, b):
     """Angle (radians) between vectors a (..., 3) and b (3,), accurate at 0 and π."""
     a = np.asarray(a, float)

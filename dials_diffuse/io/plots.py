@@ -1,21 +1,48 @@
-"""Matplotlib (Agg) figures written as PNG, without a display."""
+"""Matplotlib (Agg) figures written as PNG, without a display.
 
-import matplotlib
+matplotlib is imported when the first figure is made, not with this module:
+a program pays for it only when it really plots (``output.plot=None`` costs
+nothing). Figures are plain `matplotlib.figure.Figure` objects on an Agg
+canvas, without pyplot's global figure manager (no GUI backend is looked
+for, nothing to close).
+"""
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np
 
 
-def new_figure(width=8.0, height=5.0, columns=1):
+def new_figure(width=8.0, height=5.0, columns=1, rows=1, **subplots):
     """A figure and its axes for a report plot (size in inches).
 
-    `columns` > 1 gives a row of that many axes (an array).
+    `columns` or `rows` > 1 gives that grid of axes (an array, as
+    ``pyplot.subplots``); other keywords (``sharex=True``, ...) go to
+    `Figure.subplots`. The layout is constrained (labels never overlap).
     """
-    return plt.subplots(1, columns, figsize=(width, height), constrained_layout=True)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(rows, columns, **subplots)
 
 
 def save_png(figure, path, dpi=120):
-    """Write `figure` as PNG to `path` and release it."""
+    """Write `figure` as PNG to `path`."""
     figure.savefig(path, dpi=dpi, format="png")
-    plt.close(figure)
+
+
+def histogram(axes, values, bins=10, range=None, **style):
+    """Draw a histogram of `values` on `axes` as one filled step outline.
+
+    Looks like ``axes.hist`` (filled bars without edges, the next colour of
+    the cycle) but is one artist instead of one rectangle per bin, which
+    makes drawing several times faster. `bins` and `range` as
+    `numpy.histogram`; `style` goes to ``axes.stairs`` (label, alpha, colour).
+
+    Returns
+    -------
+    counts, edges : ndarray
+        As `numpy.histogram`.
+    """
+    counts, edges = np.histogram(values, bins=bins, range=range)
+    axes.stairs(counts, edges, fill=True, **style)
+    return counts, edges

@@ -29,20 +29,6 @@ logger = logging.getLogger(__name__)
 _S1_CACHE = {}
 
 
-def _pixel_s1_in_blocks(panel, beam, block_rows=128):
-    """s1 of every pixel centre, computed a block of rows at a time.
-
-    The same values as `geometry.pixel_s1`, with the temporaries of one
-    block instead of the whole panel (lower peak memory).
-    """
-    n_columns, n_rows = panel.get_image_size()
-    s1 = np.empty((n_rows, n_columns, 3))
-    for first in range(0, n_rows, block_rows):
-        rows = slice(first, min(first + block_rows, n_rows))
-        s1[rows] = geometry.pixel_s1(panel, beam, rows=rows)
-    return s1
-
-
 def _pixel_s1_cached(experiment):
     key = (
         str(experiment.detector[0].to_dict()),
@@ -50,7 +36,9 @@ def _pixel_s1_cached(experiment):
     )
     if key not in _S1_CACHE:
         _S1_CACHE.clear()
-        _S1_CACHE[key] = _pixel_s1_in_blocks(experiment.detector[0], experiment.beam)
+        _S1_CACHE[key] = geometry.panel_pixel_s1(
+            experiment.detector[0], experiment.beam
+        )
     return _S1_CACHE[key]
 
 
