@@ -13,7 +13,7 @@ from dials_diffuse.algorithms.diffuse.sweep import (
     nexus_input,
     sweep_phil,
 )
-from dials_diffuse.io.plots import histogram, new_figure, save_png
+from dials_diffuse.io.plots import histogram, log_y, new_figure, save_png
 from dials_diffuse.io.tables import write_tables
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
@@ -85,10 +85,10 @@ def plot_voxels(table, path):
         histogram(left, np.log10(positive), bins=60)
     left.set_xlabel("log10 count rate per voxel (counts/s)")
     left.set_ylabel("Voxels")
-    left.set_yscale("log")
+    log_y(left)
     histogram(right, table["pixels"], bins=60)
     right.set_xlabel("Pixels per voxel")
-    right.set_yscale("log")
+    log_y(right)
     save_png(figure, path)
 
 
