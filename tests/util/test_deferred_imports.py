@@ -79,43 +79,76 @@ def test_submodule_import_of_a_deferred_package_runs_its_init():
         import dxtbx.model
         from sklearn.neighbors import NearestNeighbors
         import sklearn
+        import sklearn.cluster._dbscan
+        # sklearn.cluster imports sklearn.neighbors: still one module, one class.
+        assert sklearn.cluster._dbscan.NearestNeighbors is NearestNeighbors
+        assert sys.modules["sklearn.neighbors"].NearestNeighbors is NearestNeighbors
+        from pandas.core.frame import DataFrame  # pandas deferred too
+        import pandas
+        assert pandas.DataFrame is DataFrame
         print(type(sys.modules["sklearn"]).__name__, hasattr(sklearn, "get_config"),
-              type(sklearn.cluster).__name__)
+              type(sklearn.cluster).__name__, type(pandas).__name__)
         """
     )
-    assert output.split() == ["module", "True", "module"]
+    assert output.split() == ["module", "True", "module", "module"]
 
 
 @pytest.fixture
 def toy_package(tmp_path, monkeypatch):
-    """A package whose import is recorded: toy_deferred_pkg.sub.VALUE == 42."""
+    """Package toy_deferred_pkg: its __init__ imports .inner; .outer it does not.
+
+    Every execution of a module is counted in builtins.toy_runs.
+    """
     package = tmp_path / "toy_deferred_pkg"
     package.mkdir()
-    (package / "__init__.py").write_text("import builtins\nbuiltins.toy_runs = 1\n")
-    (package / "sub.py").write_text("VALUE = 42\n")
+    count = "import builtins\nbuiltins.toy_runs.append(__name__)\n"
+    (package / "__init__.py").write_text(count + "from . import inner\n")
+    (package / "inner.py").write_text(count + "VALUE = 41\n")
+    (package / "outer.py").write_text(count + "VALUE = 42\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    yield "toy_deferred_pkg"
-    for name in ("toy_deferred_pkg.sub", "toy_deferred_pkg"):
-        sys.modules.pop(name, None)
     import builtins
 
-    if hasattr(builtins, "toy_runs"):
-        del builtins.toy_runs
+    builtins.toy_runs = []
+    yield builtins.toy_runs
+    for name in list(sys.modules):
+        if name.startswith("toy_deferred_pkg"):
+            del sys.modules[name]
+    del builtins.toy_runs
 
 
 def test_defer_runs_nothing_until_an_attribute_is_used(toy_package):
-    import builtins
+    runs = toy_package
+    assert defer("toy_deferred_pkg.outer")
+    assert isinstance(sys.modules["toy_deferred_pkg"], DeferredModule)
+    import toy_deferred_pkg.outer  # noqa: F401 - the stand-ins: nothing runs
 
-    assert defer(f"{toy_package}.sub")
-    assert isinstance(sys.modules[toy_package], DeferredModule)
-    assert not hasattr(builtins, "toy_runs")
-    import toy_deferred_pkg.sub  # noqa: F401 - the stand-ins, still nothing run
+    assert runs == []
+    assert toy_deferred_pkg.outer.VALUE == 42
+    assert runs == [
+        "toy_deferred_pkg",
+        "toy_deferred_pkg.inner",
+        "toy_deferred_pkg.outer",
+    ]
+    assert not isinstance(sys.modules["toy_deferred_pkg"], DeferredModule)
+    assert sys.modules["toy_deferred_pkg.outer"].VALUE == 42
 
-    assert not hasattr(builtins, "toy_runs")
-    assert toy_deferred_pkg.sub.VALUE == 42
-    assert builtins.toy_runs == 1
-    assert not isinstance(sys.modules[toy_package], DeferredModule)
-    assert sys.modules[f"{toy_package}.sub"].VALUE == 42
+
+def test_submodule_import_runs_the_package_first_and_each_module_once(toy_package):
+    """The first use is an import of a submodule the package itself imports."""
+    runs = toy_package
+    assert defer("toy_deferred_pkg")
+    from toy_deferred_pkg.inner import VALUE
+
+    assert VALUE == 41
+    assert runs == ["toy_deferred_pkg", "toy_deferred_pkg.inner"]
+    package = sys.modules["toy_deferred_pkg"]
+    assert package.inner is sys.modules["toy_deferred_pkg.inner"]
+    assert package.inner.__spec__.origin.endswith("inner.py")
+    from toy_deferred_pkg import outer  # an ordinary import afterwards
+
+    assert outer.VALUE == 42
+    assert runs.count("toy_deferred_pkg.inner") == 1
+    assert runs.count("toy_deferred_pkg.outer") == 1
 
 
 def test_defer_leaves_missing_and_imported_modules_alone():
