@@ -7,6 +7,7 @@
 #include "eiger.h"
 #include "geometry.h"
 #include "histogram.h"
+#include "peaks.h"
 #include "polar.h"
 #include "shoebox.h"
 
@@ -19,4 +20,5 @@ PYBIND11_MODULE(_kernels, m) {
   dials_diffuse::bind_diffuse(m);
   dials_diffuse::bind_chunks(m);
   dials_diffuse::bind_geometry(m);
+  dials_diffuse::bind_peaks(m);
 }

@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from dials_diffuse import _kernels
 from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import Table
 from dials_diffuse.util.errors import UserError
@@ -117,13 +118,14 @@ def peak_pixels_in_chunk(sweep, chunk, count_threshold):
         h, k, l (fractional).
     """
     data, valid = read_reusing(sweep.source, chunk)
-    frame, row, column = np.nonzero((data > count_threshold) & valid)
+    flat = _kernels.pixels_above(
+        np.ascontiguousarray(data), np.ascontiguousarray(valid), float(count_threshold)
+    )
+    counts = data.reshape(-1)[flat]
+    frame, row, column = np.unravel_index(flat, data.shape)
     row = row + chunk.rows.start
     column = column + chunk.columns.start
     frame = frame + chunk.frames.start
-    counts = data[
-        frame - chunk.frames.start, row - chunk.rows.start, column - chunk.columns.start
-    ]
     frames = np.arange(chunk.frames.start, chunk.frames.stop)
     matrices = sweep.matrices(frames)
     delta = sweep.s1_at(row, column) - sweep.s0(frames)[frame - chunk.frames.start]
