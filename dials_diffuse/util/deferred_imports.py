@@ -21,7 +21,6 @@ as before.
 """
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
@@ -77,7 +76,7 @@ def _load(name):
     return importlib.import_module(name)
 
 
-class _AlreadyImported(importlib.abc.Loader):
+class _AlreadyImported:
     """Loader that hands the import system a module that is already imported."""
 
     def __init__(self, module):
@@ -91,7 +90,7 @@ class _AlreadyImported(importlib.abc.Loader):
         module.__spec__ = self.original_spec  # module_from_spec replaced it
 
 
-class _NoSecondExecution(importlib.abc.MetaPathFinder):
+class _NoSecondExecution:
     """Keep the import system from executing a module a second time.
 
     Importing ``package.sub`` through a stand-in ``package`` asks the

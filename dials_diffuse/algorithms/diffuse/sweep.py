@@ -14,6 +14,7 @@ array index n - 0.5 (DIALS's convention; mdx2 also uses frame centres).
 
 import functools
 import logging
+import threading
 
 import numpy as np
 
@@ -25,8 +26,10 @@ from dials_diffuse.util.progress import progress
 
 logger = logging.getLogger(__name__)
 
-# s1 per detector/beam geometry, so that Dask workers compute it once per process.
+# s1 per detector/beam geometry, so that Dask workers compute it once per
+# process; the lock makes threads that start together compute it once too.
 _S1_CACHE = {}
+_S1_LOCK = threading.Lock()
 
 
 def _pixel_s1_cached(experiment):
@@ -34,12 +37,13 @@ def _pixel_s1_cached(experiment):
         str(experiment.detector[0].to_dict()),
         tuple(experiment.beam.get_s0()),
     )
-    if key not in _S1_CACHE:
-        _S1_CACHE.clear()
-        _S1_CACHE[key] = geometry.panel_pixel_s1(
-            experiment.detector[0], experiment.beam
-        )
-    return _S1_CACHE[key]
+    with _S1_LOCK:
+        if key not in _S1_CACHE:
+            _S1_CACHE.clear()
+            _S1_CACHE[key] = geometry.panel_pixel_s1(
+                experiment.detector[0], experiment.beam
+            )
+        return _S1_CACHE[key]
 
 
 class Sweep:
