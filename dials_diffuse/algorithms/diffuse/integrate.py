@@ -119,7 +119,7 @@ def merge_partials(partials, subdivide, max_spread, integer_counts=True):
     """
     if max_spread <= 0:
         raise UserError("max_spread must be positive (degrees)")
-    keys = np.concatenate([_pack(p["index"]) for p in partials])
+    keys = np.concatenate([_pack(p["index"]) for p in partials] or [[]])
     if len(keys) == 0:
         raise UserError("no unmasked pixel to integrate")
 
