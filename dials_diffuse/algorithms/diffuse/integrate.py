@@ -96,10 +96,10 @@ def _run_starts(sorted_values):
 def merge_partials(partials, subdivide, max_spread, integer_counts=True):
     """Sum the chunks' partial voxel sums into the integrated table.
 
-    One sort of the packed voxel keys groups the partials of each voxel;
-    the observation index n, and the sums of each (voxel, n), come from
-    segment reductions over that order (no per-voxel Python work): about
-    1 s for ten million partials.
+    One sort of the packed voxel keys groups the partials of each voxel and
+    numbers the observations (voxel, n); the sums are weighted bincounts over
+    the partials in their original order (the summation order of the chunks),
+    with no per-voxel Python work: about 1 s for six million partials.
 
     Parameters
     ----------
@@ -129,10 +129,10 @@ def merge_partials(partials, subdivide, max_spread, integer_counts=True):
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     voxel_starts = _run_starts(keys)
-    pixels = column("pixels", np.int64)[order]
-    mean_phi = column("phi_sum")[order] / pixels
+    pixels = column("pixels", np.int64)
+    mean_phi = (column("phi_sum") / pixels)[order]
     # Observation index n of each partial: its mean phi beyond the voxel's
-    # first (lowest) mean phi, in units of max_spread.
+    # first (lowest) mean phi, in units of max_spread (sorted order).
     first_phi = np.minimum.reduceat(mean_phi, voxel_starts)
     lengths = np.diff(np.append(voxel_starts, len(keys)))
     n = np.floor((mean_phi - np.repeat(first_phi, lengths)) / max_spread)
@@ -142,19 +142,23 @@ def merge_partials(partials, subdivide, max_spread, integer_counts=True):
         same_voxel = voxel[1:] == voxel[:-1]
         if np.any(same_voxel & (n[1:] < n[:-1])):  # chunks not in phi order
             within = np.lexsort((n, voxel))
-            order, n, pixels = order[within], n[within], pixels[within]
-            keys = keys[within]
+            order, keys, n = order[within], keys[within], n[within]
         new_row = np.ones(len(keys), dtype=bool)
         new_row[1:] = ~same_voxel | (n[1:] != n[:-1])
         starts = np.flatnonzero(new_row)
+        row_of_sorted = np.cumsum(new_row) - 1
     else:
         starts = voxel_starts
+        row_of_sorted = np.repeat(np.arange(len(starts)), lengths)
+    # Output row of every partial, in the partials' own order.
+    row = np.empty(len(keys), dtype=np.int64)
+    row[order] = row_of_sorted
 
     def total(values):
-        return np.add.reduceat(values[order], starts)
+        return np.bincount(row, weights=values, minlength=len(starts))
 
     hkl_index = _unpack(keys[starts])
-    pixels = np.add.reduceat(pixels, starts)
+    pixels = np.rint(total(pixels)).astype(np.int64)
     counts = total(column("counts"))
     columns = {
         "h": (hkl_index[:, 0] / subdivide[0]).astype(np.float32),
