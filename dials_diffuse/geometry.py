@@ -270,6 +270,25 @@ def beam_s0(experiment, z=None):
     return np.broadcast_to(np.asarray(beam.get_s0(), float), shape + (3,))
 
 
+def inverse_3x3(matrices):
+    """Inverses of 3 x 3 matrices (..., 3, 3), from their cofactors.
+
+    The same values as ``numpy.linalg.inv`` (to rounding) without LAPACK:
+    numpy's inv wakes OpenBLAS's thread pool even for a 3 x 3 matrix, and
+    its threads then spin for tens of milliseconds; per chunk of frames that
+    is most of a core taken from the programs' own workers.
+    """
+    m = np.asarray(matrices, dtype=float)
+    if m.shape[-2:] != (3, 3):
+        raise ValueError(f"need 3 x 3 matrices, not shape {m.shape}")
+    r0, r1, r2 = m[..., 0, :], m[..., 1, :], m[..., 2, :]
+    columns = [np.cross(r1, r2), np.cross(r2, r0), np.cross(r0, r1)]
+    determinant = np.sum(r0 * columns[0], axis=-1)
+    if np.any(determinant == 0):
+        raise ValueError("singular 3 x 3 matrix")
+    return np.stack(columns, axis=-1) / determinant[..., np.newaxis, np.newaxis]
+
+
 def hkl_matrices(experiment, z=None):
     """Matrices M(z) (..., 3, 3) with fractional hkl = M(z) · (s1 - s0(z)).
 
@@ -300,25 +319,25 @@ def hkl_matrices(experiment, z=None):
         a = np.array([crystal.get_A_at_scan_point(i) for i in range(n_points)]).reshape(
             -1, 3, 3
         )
-        a_inverse = np.linalg.inv(_at_scan_points(a, t))
+        a_inverse = inverse_3x3(_at_scan_points(a, t))
     else:
         a_inverse = np.broadcast_to(
-            np.linalg.inv(_matrix(crystal.get_A())), z.shape + (3, 3)
+            inverse_3x3(_matrix(crystal.get_A())), z.shape + (3, 3)
         )
     if not rotation:
         return a_inverse
 
     phi = np.radians(rotation_angle_deg(scan, z))
     r_inverse = rotation_matrices(goniometer.get_rotation_axis_datum(), -phi)
-    f_inverse = np.linalg.inv(_matrix(goniometer.get_fixed_rotation()))
+    f_inverse = inverse_3x3(_matrix(goniometer.get_fixed_rotation()))
     n_setting = goniometer.get_num_scan_points()
     if n_setting:
         s = np.array(
             [goniometer.get_setting_rotation_at_scan_point(i) for i in range(n_setting)]
         ).reshape(-1, 3, 3)
-        s_inverse = np.linalg.inv(_at_scan_points(s, t))
+        s_inverse = inverse_3x3(_at_scan_points(s, t))
     else:
-        s_inverse = np.linalg.inv(_matrix(goniometer.get_setting_rotation()))
+        s_inverse = inverse_3x3(_matrix(goniometer.get_setting_rotation()))
     return a_inverse @ f_inverse @ r_inverse @ s_inverse
 
 

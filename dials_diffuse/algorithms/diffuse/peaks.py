@@ -10,6 +10,7 @@ refitted once to the rest (mdx2 does the same single clipping round).
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -34,9 +35,13 @@ class PeakModel:
     centre: np.ndarray
     covariance: np.ndarray
 
-    @property
+    @functools.cached_property
     def whitening(self):
-        """W with |W (d - centre)|^2 = Mahalanobis distance squared (inverse Cholesky factor)."""
+        """W with |W (d - centre)|^2 = Mahalanobis distance squared (inverse Cholesky factor).
+
+        Computed once: the mask kernel asks for it every chunk, and each
+        LAPACK call wakes OpenBLAS's spinning thread pool.
+        """
         return np.ascontiguousarray(np.linalg.inv(np.linalg.cholesky(self.covariance)))
 
     def distance(self, offsets):
