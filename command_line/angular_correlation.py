@@ -13,7 +13,7 @@ from dials_diffuse.algorithms.xfel.correlation import (
     mean_pair_correlation,
     pairs_from_json,
 )
-from dials_diffuse.io.plots import plt, save_png
+from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.polar_files import open_polar_file
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
@@ -182,9 +182,7 @@ def write_correlation(path, result, q, dphi, tags, source):
 def plot_correlation(correlation, q, dphi, exclude, path):
     """C(q, dphi) as an image and its mean over q, lags near 0 left out."""
     keep = (dphi > exclude) & (dphi < 360 - exclude)
-    figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(8, 7), sharex=True, constrained_layout=True
-    )
+    figure, (top, bottom) = new_figure(width=8, height=7, rows=2, sharex=True)
     shown = np.where(keep[None, :], correlation, np.nan)
     finite = shown[np.isfinite(shown)]
     vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0, 1)

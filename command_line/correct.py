@@ -6,9 +6,9 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.background import BinnedBackground
-from dials_diffuse.algorithms.diffuse.correct import correct
+from dials_diffuse.algorithms.diffuse.correct import correct, observations_per_voxel
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input
-from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.io.plots import histogram, new_figure, save_png
 from dials_diffuse.io.tables import load_table, write_tables
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
@@ -87,14 +87,13 @@ def plot_report(table, path):
     intensity = np.asarray(table["intensity"], dtype=np.float64)
     finite = intensity[np.isfinite(intensity)]
     low, high = np.percentile(finite, [0.5, 99.5]) if finite.size else (0, 1)
-    left.hist(finite, bins=80, range=(low, high if high > low else low + 1))
+    histogram(left, finite, bins=80, range=(low, high if high > low else low + 1))
     left.set_xlabel("Intensity (counts/s/sr), central 99%")
     left.set_ylabel("Voxels")
-    frame = table.to_frame()
-    redundancy = frame.groupby(["h", "k", "l"]).size()
-    middle.hist(redundancy, bins=np.arange(0.5, redundancy.max() + 1.5))
+    redundancy = observations_per_voxel(table)
+    histogram(middle, redundancy, bins=np.arange(0.5, redundancy.max() + 1.5))
     middle.set_xlabel("Observations per asymmetric-unit voxel")
-    right.hist(frame["phi"], bins=60)
+    histogram(right, table["phi"], bins=60)
     right.set_xlabel("Mean phi of the observation (degrees)")
     right.set_ylabel("Voxel observations")
     save_png(figure, path)
@@ -152,7 +151,7 @@ def main(params, inputs, run):
         "median intensity %.4g",
         len(corrected),
         ", ".join(["solid angle", *corrections]),
-        len(corrected.to_frame().groupby(["h", "k", "l"]).size()),
+        len(observations_per_voxel(corrected)),
         float(np.median(intensity)),
     )
     run.results.update(

@@ -11,7 +11,7 @@ from dials_diffuse.algorithms.diffuse.peaks import (
     peaks_to_reflections,
 )
 from dials_diffuse.algorithms.diffuse.sweep import load_sweep_for_program, sweep_phil
-from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.io.plots import histogram, new_figure, prefetch_matplotlib, save_png
 from dials_diffuse.io.tables import write_tables
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
@@ -78,8 +78,8 @@ def plot_offsets(offsets, outlier, model, path):
     bins = np.linspace(-width, width, 61)
     grid = np.linspace(-width, width, 301)
     for axis, name, panel in zip(range(3), ("dh", "dk", "dl"), panels):
-        panel.hist(offsets[~outlier, axis], bins=bins, label="fitted", alpha=0.7)
-        panel.hist(offsets[outlier, axis], bins=bins, label="outliers", alpha=0.7)
+        histogram(panel, offsets[~outlier, axis], bins=bins, label="fitted", alpha=0.7)
+        histogram(panel, offsets[outlier, axis], bins=bins, label="outliers", alpha=0.7)
         sigma = np.sqrt(model.covariance[axis, axis])
         density = np.exp(-0.5 * ((grid - model.centre[axis]) / sigma) ** 2)
         scale = (
@@ -98,6 +98,8 @@ def main(params, inputs, run):
     if params.count_threshold is None:
         raise UserError("count_threshold is required, e.g. count_threshold=20")
     sweep, frame_range = load_sweep_for_program(params, inputs)
+    if params.output.plot:
+        prefetch_matplotlib()
     with run.timer("find_peaks"), parallel_map_from_params(params) as pmap:
         peaks = find_peaks(
             sweep,

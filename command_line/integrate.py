@@ -13,7 +13,13 @@ from dials_diffuse.algorithms.diffuse.sweep import (
     nexus_input,
     sweep_phil,
 )
-from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.io.plots import (
+    histogram,
+    log_y,
+    new_figure,
+    prefetch_matplotlib,
+    save_png,
+)
 from dials_diffuse.io.tables import write_tables
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
@@ -82,13 +88,13 @@ def plot_voxels(table, path):
     rate = np.asarray(table["counts"]) / np.asarray(table["seconds"])
     positive = rate[rate > 0]
     if positive.size:
-        left.hist(np.log10(positive), bins=60)
+        histogram(left, np.log10(positive), bins=60)
     left.set_xlabel("log10 count rate per voxel (counts/s)")
     left.set_ylabel("Voxels")
-    left.set_yscale("log")
-    right.hist(table["pixels"], bins=60)
+    log_y(left)
+    histogram(right, table["pixels"], bins=60)
     right.set_xlabel("Pixels per voxel")
-    right.set_yscale("log")
+    log_y(right)
     save_png(figure, path)
 
 
@@ -103,6 +109,8 @@ def main(params, inputs, run):
     frames = np.arange(*frame_range)
     seconds = check_exposure_times(sweep, frames)
     n_pixels = len(frames) * int(np.prod(sweep.source.panel_shapes[0]))
+    if params.output.plot:
+        prefetch_matplotlib()
     with run.timer("integrate"), parallel_map_from_params(params) as pmap:
         table = integrate(
             sweep,

@@ -12,7 +12,7 @@ from dials_diffuse.algorithms.diffuse.sweep import (
     nexus_input,
     sweep_phil,
 )
-from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.io.plots import new_figure, prefetch_matplotlib, save_png
 from dials_diffuse.io.tables import load_table
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
@@ -111,6 +111,8 @@ def main(params, inputs, run):
     masker = PeakMasker(
         sweep, model, params.sigma_cutoff, peaks=peaks, hot=hot, bragg=params.bragg
     )
+    if params.output.plot:
+        prefetch_matplotlib()
     with run.timer("mask_peaks"), parallel_map_from_params(params) as pmap:
         with run.write(params.output.mask, "mask") as path:
             summary = write_mask(

@@ -5,7 +5,9 @@
 #include "chunks.h"
 #include "diffuse.h"
 #include "eiger.h"
+#include "geometry.h"
 #include "histogram.h"
+#include "peaks.h"
 #include "polar.h"
 #include "shoebox.h"
 
@@ -17,4 +19,6 @@ PYBIND11_MODULE(_kernels, m) {
   dials_diffuse::bind_shoebox(m);
   dials_diffuse::bind_diffuse(m);
   dials_diffuse::bind_chunks(m);
+  dials_diffuse::bind_geometry(m);
+  dials_diffuse::bind_peaks(m);
 }

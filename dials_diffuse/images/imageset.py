@@ -9,6 +9,7 @@ import functools
 import threading
 
 import numpy as np
+from dxtbx import flumpy
 from dxtbx.model import Panel
 from scitbx.array_family import flex
 
@@ -41,9 +42,10 @@ def trusted_range_is_inclusive():
 def within_trusted_range(panel, values):
     """numpy bool array: values inside the panel's trusted range, as dxtbx decides."""
     low, high = panel.get_trusted_range()
-    if trusted_range_is_inclusive():
-        return (values >= low) & (values <= high)
-    return (values > low) & (values < high)
+    inclusive = trusted_range_is_inclusive()
+    valid = (np.greater_equal if inclusive else np.greater)(values, low)
+    valid &= (np.less_equal if inclusive else np.less)(values, high)
+    return valid
 
 
 def read_frame(imageset, index, static_masks=None):
@@ -73,21 +75,23 @@ def read_frame(imageset, index, static_masks=None):
         raw = imageset.get_raw_data(index)
         if not isinstance(raw, tuple):
             raw = (raw,)
+        # Views of dxtbx's arrays (no copy); each keeps its flex array alive.
+        data = [np.ascontiguousarray(flumpy.to_numpy(panel)) for panel in raw]
         if static_masks is None or imageset.has_dynamic_mask():
             mask = [panel.as_numpy_array() for panel in imageset.get_mask(index)]
         else:
             detector = imageset.get_detector()
-            mask = [
-                static & within_trusted_range(panel, values.as_numpy_array())
-                for static, panel, values in zip(static_masks, detector, raw)
-            ]
+            mask = []
+            for static, panel, values in zip(static_masks, detector, data):
+                valid = within_trusted_range(panel, values)
+                valid &= static
+                mask.append(valid)
     except Exception as error:
         message = str(error).strip().splitlines()
         reason = message[-1] if message else type(error).__name__
         raise UserError(
             f"{frame_file(imageset, index)}: cannot read image {index + 1} ({reason})"
         ) from error
-    data = [np.ascontiguousarray(panel.as_numpy_array()) for panel in raw]
     valid = [np.ascontiguousarray(panel, dtype=bool) for panel in mask]
     return data, valid
 

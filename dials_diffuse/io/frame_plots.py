@@ -9,7 +9,7 @@ draws with SVG (not WebGL), so it also shows in browsers without WebGL
 
 import numpy as np
 
-from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.io.plots import histogram, new_figure, save_png
 
 TITLES = (
     "Frame sums",
@@ -90,8 +90,8 @@ def write_png(path, images, raw, trend, detrended, cv_raw, cv_detrended, window,
     )
     middle.legend()
     nbins = _bins(len(raw))
-    bottom.hist(raw, bins=nbins, alpha=0.6, label="raw")
-    bottom.hist(detrended, bins=nbins, alpha=0.6, label="detrended")
+    histogram(bottom, raw, bins=nbins, alpha=0.6, label="raw")
+    histogram(bottom, detrended, bins=nbins, alpha=0.6, label="detrended")
     bottom.set(xlabel="sum (counts)", ylabel="frames", title=TITLES[2])
     bottom.legend()
     save_png(figure, path)

@@ -20,7 +20,6 @@ import dataclasses
 
 import h5py
 import numpy as np
-import pandas as pd
 
 import dials_diffuse
 from dials_diffuse.util.errors import UserError
@@ -59,6 +58,8 @@ class Table:
 
     def to_frame(self):
         """The table as a pandas DataFrame (one column per table column)."""
+        import pandas as pd  # only here: programs that never ask do not load pandas
+
         return pd.DataFrame(self.columns)
 
     @classmethod

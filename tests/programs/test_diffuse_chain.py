@@ -8,6 +8,7 @@ with truth from the images and DIALS's own indexing.
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -231,3 +232,39 @@ def test_bslz4_data_nxs_integrates_like_gzip(chain, in_tmp_path):
     via_bslz4 = load_table(in_tmp_path / "integrated.nxs").to_frame()
     via_gzip = load_table(chain / "integrated.nxs").to_frame()
     np.testing.assert_array_equal(via_bslz4.to_numpy(), via_gzip.to_numpy())
+
+
+def test_programs_load_heavy_modules_only_when_used(chain, in_tmp_path):
+    """A whole run of integrate and correct in a fresh process: no scikit-learn,
+    scipy or pandas at all, matplotlib only for the plot; the outputs as usual."""
+    for name in ("refined.expt", "data.nxs", "mask.nxs"):
+        shutil.copy(chain / name, in_tmp_path / name)
+    script = """
+import sys
+from dials_diffuse.command_line import correct, integrate
+heavy = ("matplotlib", "pandas", "scipy", "sklearn", "joblib")
+def loaded():
+    return [m for m in heavy if type(sys.modules.get(m)).__name__ == "module"]
+assert integrate.run(["refined.expt", "data.nxs", "mask=mask.nxs",
+                      "output.plot=None", "nproc=1"]) == 0
+print("integrate without plot:", *loaded())
+assert correct.run(["refined.expt", "integrated.nxs"]) == 0
+print("correct with plot:", *loaded())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=in_tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "integrate without plot:" in lines
+    assert "correct with plot: matplotlib" in lines
+    assert not (in_tmp_path / "integrate.png").exists()
+    assert (in_tmp_path / "correct.png").stat().st_size > 10_000
+    np.testing.assert_array_equal(
+        load_table(in_tmp_path / "integrated.nxs").to_frame().to_numpy(),
+        load_table(chain / "integrated.nxs").to_frame().to_numpy(),
+    )

@@ -131,6 +131,22 @@ def map_to_asu(hkl, subdivide, space_group):
     return asu / scale, op
 
 
+def observations_per_voxel(table):
+    """Number of rows (observations) of each distinct (h, k, l) of a table.
+
+    The redundancy of a corrected table's asymmetric-unit voxels, in no
+    particular order; the same counts as pandas'
+    ``table.to_frame().groupby(["h", "k", "l"]).size()``.
+    """
+    h, k, l = (np.asarray(table[name]) for name in ("h", "k", "l"))  # noqa: E741
+    order = np.lexsort((l, k, h))
+    hkl = np.stack([h[order], k[order], l[order]], axis=1)
+    new_voxel = np.ones(len(order), dtype=bool)
+    new_voxel[1:] = np.any(hkl[1:] != hkl[:-1], axis=1)
+    starts = np.flatnonzero(new_voxel)
+    return np.diff(np.append(starts, len(order)))
+
+
 def correct(
     table,
     experiment,

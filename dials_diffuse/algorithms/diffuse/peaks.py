@@ -10,9 +10,11 @@ refitted once to the rest (mdx2 does the same single clipping round).
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
+from dials_diffuse import _kernels
 from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import Table
 from dials_diffuse.util.errors import UserError
@@ -33,9 +35,13 @@ class PeakModel:
     centre: np.ndarray
     covariance: np.ndarray
 
-    @property
+    @functools.cached_property
     def whitening(self):
-        """W with |W (d - centre)|^2 = Mahalanobis distance squared (inverse Cholesky factor)."""
+        """W with |W (d - centre)|^2 = Mahalanobis distance squared (inverse Cholesky factor).
+
+        Computed once: the mask kernel asks for it every chunk, and each
+        LAPACK call wakes OpenBLAS's spinning thread pool.
+        """
         return np.ascontiguousarray(np.linalg.inv(np.linalg.cholesky(self.covariance)))
 
     def distance(self, offsets):
@@ -117,13 +123,14 @@ def peak_pixels_in_chunk(sweep, chunk, count_threshold):
         h, k, l (fractional).
     """
     data, valid = read_reusing(sweep.source, chunk)
-    frame, row, column = np.nonzero((data > count_threshold) & valid)
+    flat = _kernels.pixels_above(
+        np.ascontiguousarray(data), np.ascontiguousarray(valid), float(count_threshold)
+    )
+    counts = data.reshape(-1)[flat]
+    frame, row, column = np.unravel_index(flat, data.shape)
     row = row + chunk.rows.start
     column = column + chunk.columns.start
     frame = frame + chunk.frames.start
-    counts = data[
-        frame - chunk.frames.start, row - chunk.rows.start, column - chunk.columns.start
-    ]
     frames = np.arange(chunk.frames.start, chunk.frames.stop)
     matrices = sweep.matrices(frames)
     delta = sweep.s1_at(row, column) - sweep.s0(frames)[frame - chunk.frames.start]

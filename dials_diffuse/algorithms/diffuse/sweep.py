@@ -14,6 +14,7 @@ array index n - 0.5 (DIALS's convention; mdx2 also uses frame centres).
 
 import functools
 import logging
+import threading
 
 import numpy as np
 
@@ -25,22 +26,10 @@ from dials_diffuse.util.progress import progress
 
 logger = logging.getLogger(__name__)
 
-# s1 per detector/beam geometry, so that Dask workers compute it once per process.
+# s1 per detector/beam geometry, so that Dask workers compute it once per
+# process; the lock makes threads that start together compute it once too.
 _S1_CACHE = {}
-
-
-def _pixel_s1_in_blocks(panel, beam, block_rows=128):
-    """s1 of every pixel centre, computed a block of rows at a time.
-
-    The same values as `geometry.pixel_s1`, with the temporaries of one
-    block instead of the whole panel (lower peak memory).
-    """
-    n_columns, n_rows = panel.get_image_size()
-    s1 = np.empty((n_rows, n_columns, 3))
-    for first in range(0, n_rows, block_rows):
-        rows = slice(first, min(first + block_rows, n_rows))
-        s1[rows] = geometry.pixel_s1(panel, beam, rows=rows)
-    return s1
+_S1_LOCK = threading.Lock()
 
 
 def _pixel_s1_cached(experiment):
@@ -48,10 +37,13 @@ def _pixel_s1_cached(experiment):
         str(experiment.detector[0].to_dict()),
         tuple(experiment.beam.get_s0()),
     )
-    if key not in _S1_CACHE:
-        _S1_CACHE.clear()
-        _S1_CACHE[key] = _pixel_s1_in_blocks(experiment.detector[0], experiment.beam)
-    return _S1_CACHE[key]
+    with _S1_LOCK:
+        if key not in _S1_CACHE:
+            _S1_CACHE.clear()
+            _S1_CACHE[key] = geometry.panel_pixel_s1(
+                experiment.detector[0], experiment.beam
+            )
+        return _S1_CACHE[key]
 
 
 class Sweep:
