@@ -192,8 +192,8 @@ class ChunkedDataset:
         if self._descriptor is not None:
             try:
                 os.close(self._descriptor)
-            except (OSError, TypeError):  # TypeError: at interpreter exit
-                pass
+            except (OSError, TypeError, AttributeError):
+                pass  # TypeError/AttributeError: modules already torn down at exit
 
     @property
     def codec_name(self):
