@@ -275,6 +275,25 @@ inline void drop_unusable(const std::uint8_t *valid, const std::uint8_t *exclude
   }
 }
 
+// Whether any pixel of a row is usable (valid and not excluded): rows
+// without one are skipped (most rows, when a bragg=True mask keeps only the
+// peaks). Either mask may be absent (nullptr).
+DIALS_DIFFUSE_CLONES
+inline bool any_usable(const std::uint8_t *valid, const std::uint8_t *exclude,
+                       std::size_t n) {
+  if (exclude == nullptr) {
+    if (valid == nullptr) return n > 0;
+    std::uint8_t any = 0;
+    for (std::size_t c = 0; c < n; ++c) any |= valid[c];
+    return any != 0;
+  }
+  std::uint8_t any = 0;
+  for (std::size_t c = 0; c < n; ++c) {
+    any |= (valid == nullptr ? 1 : (valid[c] != 0)) & (exclude[c] == 0);
+  }
+  return any != 0;
+}
+
 // The end of the run of keys equal to `key` that continues at `c`: whole
 // blocks of 8 compared at once (vectorised), then one by one.
 DIALS_DIFFUSE_CLONES
@@ -341,15 +360,18 @@ void bin_pixels(const T *data, const std::uint8_t *valid,
   for_each_row(s1, frames, rows, columns,
                [&](std::size_t f, std::size_t r, const double *sx,
                    const double *sy, const double *sz) {
+                 const std::size_t start = f * frame_size + r * columns;
+                 const std::uint8_t *row_valid =
+                     valid == nullptr ? nullptr : valid + start;
+                 const std::uint8_t *row_exclude =
+                     exclude == nullptr ? nullptr : exclude + start;
+                 if (!any_usable(row_valid, row_exclude, columns)) return;
                  if (!voxel_keys_row(sx, sy, sz, columns, maps[f], keys.data())) {
                    throw std::invalid_argument(
                        "Miller index out of range (|h * subdivide| >= 2^20) "
                        "or not finite: check the geometry");
                  }
-                 const std::size_t start = f * frame_size + r * columns;
-                 drop_unusable(valid == nullptr ? nullptr : valid + start,
-                               exclude == nullptr ? nullptr : exclude + start,
-                               columns, keys.data());
+                 drop_unusable(row_valid, row_exclude, columns, keys.data());
                  accumulate_row(data + start, keys.data(), columns, phi[f],
                                 seconds[f], row0 + static_cast<double>(r),
                                 column0, table);

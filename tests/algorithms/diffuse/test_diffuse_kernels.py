@@ -117,6 +117,7 @@ def test_integrate_voxels_runs_on_a_flat_detector(dtype):
     data = rng.integers(0, 1000, size=shape).astype(dtype)
     valid = np.ones(shape, dtype=bool)
     valid[:, :, 100:110] = False  # a module gap
+    valid[:, 5:8, :] = False  # a gap between module rows (rows skipped whole)
     exclude = np.zeros(shape, dtype=bool)
     exclude[:, 10:14, 200:230] = True  # a peak
     exclude |= rng.random(shape) > 0.97
