@@ -276,7 +276,7 @@ def integrate_breakdown(directory, frames_per_chunk):
     steps = ["read data.nxs", "read mask.nxs", "frame geometry", "kernel"]
     times = dict.fromkeys(["s1 (once)", *steps, "merge"], 0.0)
     start = time.perf_counter()
-    sweep.s1  # noqa: B018
+    sweep.s1_planes  # noqa: B018
     times["s1 (once)"] = time.perf_counter() - start
     seconds = sweep.source.exposure_times
     partials = []
@@ -295,7 +295,7 @@ def integrate_breakdown(directory, frames_per_chunk):
         partials.append(
             _kernels.integrate_voxels(
                 data,
-                sweep.s1,
+                sweep.s1_planes,
                 s0,
                 matrices,
                 np.full(3, 2.0),

@@ -23,6 +23,7 @@ mdx2 1.0.5 is installed in its own venv (see DESIGN.md, "Reference tools").
 """
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -31,7 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# As in our programs (command_line/__init__.py): numpy's BLAS pool off.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 HERE = Path(sys.executable).parent
 
@@ -124,7 +128,7 @@ def kernel_rates(expt, data_file, repeats=3):
         data = handle["entry/image_series/data"][()]
     frames = np.arange(data.shape[0])
     valid = data >= 0
-    s1, s0, matrices = sweep.s1, sweep.s0(frames), sweep.matrices(frames)
+    s1, s0, matrices = sweep.s1_planes, sweep.s0(frames), sweep.matrices(frames)
     phi = np.ascontiguousarray(sweep.phi(frames))
     seconds = np.ones(len(frames))
     allowed, origin = allowed_lattice_points(sweep.experiment.crystal, 2.0)
@@ -185,6 +189,7 @@ def steady_rates(ours_dir, nproc=1, repeats=2):
     from dials_diffuse.algorithms.diffuse.mask import MaskFile, PeakMasker
     from dials_diffuse.algorithms.diffuse.peaks import PeakModel
     from dials_diffuse.algorithms.diffuse.sweep import load_sweep
+    from dials_diffuse.images.source import thread_buffer
     from dials_diffuse.io.tables import load_table
     from dials_diffuse.util.inputs import load_inputs
     from dials_diffuse.util.parallel import ParallelMap
@@ -192,15 +197,18 @@ def steady_rates(ours_dir, nproc=1, repeats=2):
     sweep = load_sweep(
         load_inputs([str(ours_dir / "refined.expt")]), ours_dir / "data.nxs"
     )
-    sweep.s1  # noqa: B018 - the one-off geometry, outside the timing
+    sweep.s1_planes  # noqa: B018 - the one-off geometry, outside the timing
     pixel_frames = int(np.prod(sweep.shape))
     model = PeakModel.from_table(load_table(ours_dir / "peaks.nxs", "peak_model"))
     masker = PeakMasker(sweep, model, 3.0)
     chunks = sweep.chunks(10)
     mask_file = MaskFile(ours_dir / "mask.nxs")
 
+    def mask_chunk(sweep, chunk):  # as mask_peaks computes it (a reused buffer)
+        return masker(sweep, chunk, out=thread_buffer(chunk.shape, np.uint8, "mask"))
+
     def mask_all():
-        for _ in sweep.map_chunks(pmap, masker, chunks, "mask"):
+        for _ in sweep.map_chunks(pmap, mask_chunk, chunks, "mask"):
             pass
 
     with ParallelMap(nproc=nproc) as pmap:

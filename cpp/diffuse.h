@@ -2,8 +2,8 @@
 // into reciprocal-space voxels, and the Bragg-peak ellipsoid mask.
 //
 // Geometry comes in as numpy buffers, so the kernels know nothing of dxtbx:
-// s1 of every pixel centre of the chunk (rows x columns x 3, inverse
-// Angstrom), s0 of every frame (frames x 3, for scan-varying beams), and one
+// s1 of every pixel centre of the chunk as three component planes
+// (3 x rows x columns, inverse Angstrom: vector loads, no rearranging per call), s0 of every frame (frames x 3, for scan-varying beams), and one
 // matrix per frame M_f (frames x 3 x 3) with hkl = M_f . (s1 - s0_f), i.e.
 // M_f = (S R(axis, phi_f) F A_f)^-1 evaluated at the frame centre (the dxtbx
 // convention; the Python side builds M_f and s0_f).
@@ -45,11 +45,10 @@ inline const double *double_buffer(const py::array &array, const char *name,
   return static_cast<const double *>(array.data());
 }
 
-// A bool/uint8 mask whose shape is the leading `dims` extents of `like`
-// (all of them by default), or nullptr for None.
-inline const std::uint8_t *frame_mask(const py::object &mask,
-                                      const py::array &like, const char *name,
-                                      py::ssize_t dims = -1) {
+// A bool/uint8 mask of exactly `shape`, or nullptr for None.
+inline const std::uint8_t *byte_mask(const py::object &mask,
+                                     const std::vector<py::ssize_t> &shape,
+                                     const char *name) {
   if (mask.is_none()) return nullptr;
   if (!py::isinstance<py::array>(mask)) {
     throw std::invalid_argument(std::string(name) +
@@ -57,10 +56,9 @@ inline const std::uint8_t *frame_mask(const py::object &mask,
   }
   py::array array = mask.cast<py::array>();
   require_contiguous(array, name);
-  if (dims < 0) dims = like.ndim();
-  bool same = array.ndim() == dims;
-  for (py::ssize_t i = 0; same && i < dims; ++i) {
-    same = array.shape(i) == like.shape(i);
+  bool same = array.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (py::ssize_t i = 0; same && i < array.ndim(); ++i) {
+    same = array.shape(i) == shape[static_cast<std::size_t>(i)];
   }
   if (!same) throw std::invalid_argument(std::string(name) + " has the wrong shape");
   const char kind = array.dtype().kind();
@@ -70,6 +68,13 @@ inline const std::uint8_t *frame_mask(const py::object &mask,
                                 dtype_name(array.dtype()));
   }
   return static_cast<const std::uint8_t *>(array.data());
+}
+
+// A bool/uint8 mask with the shape of `data`, or nullptr for None.
+inline const std::uint8_t *frame_mask(const py::object &mask,
+                                      const py::array &data, const char *name) {
+  return byte_mask(mask, std::vector<py::ssize_t>(data.shape(), data.shape() + data.ndim()),
+                   name);
 }
 
 // `out` checked to be a writeable C-contiguous uint8 array of `shape`, or a
@@ -122,29 +127,22 @@ inline std::int32_t unpack_voxel(std::int64_t key, int axis) {
 }
 
 // Call visit(frame, row, sx, sy, sz) for every frame and row of a chunk,
-// where sx, sy, sz are the s1 components of the row's pixels as contiguous
-// arrays (vector loads). The rows are taken in blocks whose s1 fits in the
-// L2 cache: each block is rearranged once from the (rows, columns, 3) input
-// and visited by every frame in turn, so the per-frame data of a block are
-// read as one contiguous stream.
+// where sx, sy, sz are the row's pixels in the three s1 planes (3, rows,
+// columns). The rows are taken in blocks whose s1 fits in the L2 cache, each
+// block visited by every frame in turn, so the per-frame data of a block are
+// read as one contiguous stream while the block's s1 stays cached.
 template <typename Visit>
 void for_each_row(const double *s1, std::size_t frames, std::size_t rows,
                   std::size_t columns, Visit &&visit) {
   const std::size_t block =
       std::max<std::size_t>(1, (256 * 1024) / (3 * sizeof(double) * columns));
-  std::vector<double> x(block * columns), y(block * columns), z(block * columns);
+  const std::size_t plane = rows * columns;
   for (std::size_t first = 0; first < rows; first += block) {
     const std::size_t last = std::min(rows, first + block);
-    const double *source = s1 + 3 * first * columns;
-    for (std::size_t i = 0; i < (last - first) * columns; ++i) {
-      x[i] = source[3 * i];
-      y[i] = source[3 * i + 1];
-      z[i] = source[3 * i + 2];
-    }
     for (std::size_t f = 0; f < frames; ++f) {
       for (std::size_t r = first; r < last; ++r) {
-        const std::size_t offset = (r - first) * columns;
-        visit(f, r, x.data() + offset, y.data() + offset, z.data() + offset);
+        const double *sx = s1 + r * columns;
+        visit(f, r, sx, sx + plane, sx + 2 * plane);
       }
     }
   }
@@ -394,7 +392,7 @@ inline ChunkGeometry check_geometry(const py::array &data, const py::array &s1,
   g.frames = static_cast<std::size_t>(data.shape(0));
   g.rows = static_cast<std::size_t>(data.shape(1));
   g.columns = static_cast<std::size_t>(data.shape(2));
-  g.s1 = double_buffer(s1, "s1", {data.shape(1), data.shape(2), 3});
+  g.s1 = double_buffer(s1, "s1", {3, data.shape(1), data.shape(2)});
   g.s0 = double_buffer(s0, "s0", {data.shape(0), 3});
   g.matrices = double_buffer(matrices, "matrices", {data.shape(0), 3, 3});
   return g;
@@ -542,9 +540,9 @@ inline py::array mask_peak_ellipsoids(
   const py::ssize_t frames = matrices.shape(0);
   const double *M_all = double_buffer(matrices, "matrices", {frames, 3, 3});
   require_contiguous(s1, "s1");
-  if (s1.ndim() != 3) throw std::invalid_argument("s1 must be (rows, columns, 3)");
-  const py::ssize_t rows = s1.shape(0), columns = s1.shape(1);
-  const double *s1_ptr = double_buffer(s1, "s1", {rows, columns, 3});
+  if (s1.ndim() != 3) throw std::invalid_argument("s1 must be (3, rows, columns)");
+  const py::ssize_t rows = s1.shape(1), columns = s1.shape(2);
+  const double *s1_ptr = double_buffer(s1, "s1", {3, rows, columns});
   const double *s0_all = double_buffer(s0, "s0", {frames, 3});
   PeakShape peak;
   const double *centre_ptr = double_buffer(centre, "centre", {3});
@@ -579,7 +577,7 @@ inline py::array mask_peak_ellipsoids(
   peak.cutoff2 = cutoff * cutoff;
   const std::uint8_t *invalid_ptr = nullptr;
   if (!invalid.is_none()) {
-    invalid_ptr = frame_mask(invalid, s1, "invalid", 2);
+    invalid_ptr = byte_mask(invalid, {rows, columns}, "invalid");
   }
   py::array mask = uint8_output(out, {frames, rows, columns}, "out");
   std::uint8_t *out_ptr = static_cast<std::uint8_t *>(mask.mutable_data());
@@ -614,7 +612,7 @@ inline void bind_diffuse(py::module_ &m) {
         py::arg("column0") = 0.0,
         R"doc(Bin every usable pixel of a chunk into reciprocal-space voxels.
 
-Per pixel: hkl = matrices[f] . (s1[r, c] - s0[f]); voxel index
+Per pixel: hkl = matrices[f] . (s1[:, r, c] - s0[f]); voxel index
 round(hkl * subdivide) (halves round up); the voxel's sums gain the pixel's
 counts, 1 pixel, the frame's seconds, phi, row (row0 + r) and column
 (column0 + c). GIL released.
@@ -622,7 +620,7 @@ counts, 1 pixel, the frame's seconds, phi, row (row0 + r) and column
 Parameters
 ----------
 data : ndarray (frames, rows, columns), any of u1 u2 u4 i1 i2 i4 i8 f4 f8
-s1 : float64 (rows, columns, 3), inverse Angstrom, pixel centres
+s1 : float64 (3, rows, columns), inverse Angstrom, pixel centres (x, y, z planes)
 s0 : float64 (frames, 3), inverse Angstrom, per frame
 matrices : float64 (frames, 3, 3)
 subdivide : float64 (3,), voxels per reciprocal lattice unit along h, k, l
@@ -644,14 +642,14 @@ iy_sum, ix_sum float64 (sums over the voxel's pixels).
         py::arg("invert") = false, py::arg("out") = py::none(),
         R"doc(Pixels inside the peak ellipsoid of an allowed lattice point.
 
-Per pixel and frame: hkl = matrices[f] . (s1[r, c] - s0[f]), nearest lattice
+Per pixel and frame: hkl = matrices[f] . (s1[:, r, c] - s0[f]), nearest lattice
 point round(hkl), offset = hkl - round(hkl) - centre; inside when
 |whitening . offset|^2 < cutoff^2 and allowed[round(hkl) - origin] is
 nonzero. GIL released.
 
 Parameters
 ----------
-s1 : float64 (rows, columns, 3), inverse Angstrom, pixel centres
+s1 : float64 (3, rows, columns), inverse Angstrom, pixel centres (x, y, z planes)
 s0 : float64 (frames, 3); matrices : float64 (frames, 3, 3)
 centre : float64 (3,), r.l.u.; whitening : float64 (3, 3); cutoff : sigmas
 allowed : bool/uint8 3-d table of allowed lattice points; origin : int64 (3,)

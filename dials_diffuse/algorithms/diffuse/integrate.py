@@ -52,7 +52,7 @@ class ChunkIntegrator:
             )
         return _kernels.integrate_voxels(
             np.ascontiguousarray(data),
-            sweep.s1,
+            sweep.s1_planes,
             sweep.s0(frames),
             sweep.matrices(frames),
             self.subdivide,

@@ -147,7 +147,7 @@ class PeakMasker:
         """
         frames = np.arange(chunk.frames.start, chunk.frames.stop)
         mask = _kernels.mask_peak_ellipsoids(
-            sweep.s1,
+            sweep.s1_planes,
             sweep.s0(frames),
             sweep.matrices(frames),
             np.ascontiguousarray(self.model.centre, dtype=np.float64),

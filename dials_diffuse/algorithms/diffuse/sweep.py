@@ -32,7 +32,8 @@ _S1_CACHE = {}
 _S1_LOCK = threading.Lock()
 
 
-def _pixel_s1_cached(experiment):
+def _pixel_s1_cached(experiment, planes=False):
+    """s1 of the panel's pixels, (rows, columns, 3) or as planes (3, rows, columns)."""
     key = (
         str(experiment.detector[0].to_dict()),
         tuple(experiment.beam.get_s0()),
@@ -40,10 +41,13 @@ def _pixel_s1_cached(experiment):
     with _S1_LOCK:
         if key not in _S1_CACHE:
             _S1_CACHE.clear()
-            _S1_CACHE[key] = geometry.panel_pixel_s1(
-                experiment.detector[0], experiment.beam
-            )
-        return _S1_CACHE[key]
+            _S1_CACHE[key] = {
+                False: geometry.panel_pixel_s1(experiment.detector[0], experiment.beam)
+            }
+        cached = _S1_CACHE[key]
+        if planes not in cached:
+            cached[True] = np.ascontiguousarray(np.moveaxis(cached[False], -1, 0))
+        return cached[planes]
 
 
 class Sweep:
@@ -61,6 +65,7 @@ class Sweep:
         self.experiment = experiment
         self.source = source
         self._s1 = None
+        self._s1_planes = None
 
     def __getstate__(self):
         return {"experiment": self.experiment, "source": self.source}
@@ -79,6 +84,13 @@ class Sweep:
         if self._s1 is None:
             self._s1 = _pixel_s1_cached(self.experiment)
         return self._s1
+
+    @property
+    def s1_planes(self):
+        """s1 as x, y, z planes (3, rows, columns), the layout the kernels take."""
+        if self._s1_planes is None:
+            self._s1_planes = _pixel_s1_cached(self.experiment, planes=True)
+        return self._s1_planes
 
     def s1_at(self, rows, columns):
         """s1 (n, 3) of the centres of pixels (rows, columns), inverse Angstrom.

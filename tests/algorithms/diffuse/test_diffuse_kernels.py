@@ -7,7 +7,7 @@ from dials_diffuse import _kernels
 
 
 def random_geometry(rng, frames=3, rows=23, columns=31):
-    """Random s1 on the Ewald sphere, s0, and per-frame hkl matrices."""
+    """Random s1 on the Ewald sphere (x, y, z planes), s0, and per-frame hkl matrices."""
     wavelength = rng.uniform(0.6, 1.5)
     # A slightly different s0 per frame (a scan-varying beam).
     s0 = np.array([0.0, 0.0, -1.0 / wavelength]) + rng.normal(
@@ -18,10 +18,16 @@ def random_geometry(rng, frames=3, rows=23, columns=31):
     s1 = direction / np.linalg.norm(direction, axis=-1, keepdims=True) / wavelength
     # Real-space cell vectors of a few Angstrom: hkl = M (s1 - s0).
     matrices = rng.normal(scale=6.0, size=(frames, 3, 3))
-    return np.ascontiguousarray(s1), s0, np.ascontiguousarray(matrices)
+    return planes(s1), s0, np.ascontiguousarray(matrices)
+
+
+def planes(s1):
+    """s1 (rows, columns, 3) as the kernels take it: (3, rows, columns) planes."""
+    return np.ascontiguousarray(np.moveaxis(s1, -1, 0))
 
 
 def reference_hkl(s1, s0, matrices):
+    s1 = np.moveaxis(s1, 0, -1)  # planes back to (rows, columns, 3)
     """hkl (frames, rows, columns, 3) by numpy."""
     return np.einsum("fij,frcj->frci", matrices, s1[None] - s0[:, None, None])
 
@@ -54,7 +60,7 @@ def reference_integrate(data, valid, exclude, hkl, subdivide, phi, seconds):
 def test_integrate_voxels_matches_numpy(dtype, subdivide):
     rng = np.random.default_rng(7)
     s1, s0, matrices = random_geometry(rng)
-    shape = (matrices.shape[0],) + s1.shape[:2]
+    shape = (matrices.shape[0],) + s1.shape[1:]
     data = rng.integers(0, 50, size=shape).astype(dtype)
     valid = rng.random(shape) > 0.1
     exclude = rng.random(shape) > 0.8
@@ -106,14 +112,14 @@ def detector_geometry(rng, frames=4, rows=37, columns=301):
         ]
     )
     matrices = np.einsum("ij,fjk->fik", cell, rotations)
-    return np.ascontiguousarray(s1), s0, np.ascontiguousarray(matrices)
+    return planes(s1), s0, np.ascontiguousarray(matrices)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.float32])
 def test_integrate_voxels_runs_on_a_flat_detector(dtype):
     rng = np.random.default_rng(5)
     s1, s0, matrices = detector_geometry(rng)
-    shape = (matrices.shape[0],) + s1.shape[:2]
+    shape = (matrices.shape[0],) + s1.shape[1:]
     data = rng.integers(0, 1000, size=shape).astype(dtype)
     valid = np.ones(shape, dtype=bool)
     valid[:, :, 100:110] = False  # a module gap
@@ -146,7 +152,7 @@ def test_integrate_voxels_runs_on_a_flat_detector(dtype):
 def test_integrate_voxels_offsets_and_no_masks():
     rng = np.random.default_rng(3)
     s1, s0, matrices = random_geometry(rng, frames=2)
-    data = rng.integers(0, 9, size=(2,) + s1.shape[:2]).astype(np.int32)
+    data = rng.integers(0, 9, size=(2,) + s1.shape[1:]).astype(np.int32)
     result = _kernels.integrate_voxels(
         data,
         s1,
@@ -160,16 +166,16 @@ def test_integrate_voxels_offsets_and_no_masks():
     )
     assert result["counts"].sum() == data.sum()
     assert result["pixels"].sum() == data.size
-    rows = np.arange(s1.shape[0]) + 100.0
-    columns = np.arange(s1.shape[1]) + 5.0
-    assert result["iy_sum"].sum() == pytest.approx(2 * s1.shape[1] * rows.sum())
-    assert result["ix_sum"].sum() == pytest.approx(2 * s1.shape[0] * columns.sum())
+    rows = np.arange(s1.shape[1]) + 100.0
+    columns = np.arange(s1.shape[2]) + 5.0
+    assert result["iy_sum"].sum() == pytest.approx(2 * s1.shape[2] * rows.sum())
+    assert result["ix_sum"].sum() == pytest.approx(2 * s1.shape[1] * columns.sum())
 
 
 def test_integrate_voxels_rejects_bad_input():
     rng = np.random.default_rng(1)
     s1, s0, matrices = random_geometry(rng, frames=2)
-    data = np.zeros((2,) + s1.shape[:2], dtype=np.int32)
+    data = np.zeros((2,) + s1.shape[1:], dtype=np.int32)
     args = (np.ones(3), np.zeros(2), np.ones(2))
     with pytest.raises(ValueError, match="s1"):
         _kernels.integrate_voxels(data, s1[:, :-1].copy(), s0, matrices, *args)
@@ -235,8 +241,8 @@ def test_mask_peak_ellipsoids_invalid_invert_and_out(invert):
     allowed[::2] = 0  # h odd only
     origin = np.array([-20, -20, -20], dtype=np.int64)
     whitening = np.eye(3) * 8.0
-    invalid = rng.random(s1.shape[:2]) > 0.9
-    out = np.full((3,) + s1.shape[:2], 7, dtype=np.uint8)
+    invalid = rng.random(s1.shape[1:]) > 0.9
+    out = np.full((3,) + s1.shape[1:], 7, dtype=np.uint8)
     mask = _kernels.mask_peak_ellipsoids(
         s1,
         s0,
