@@ -25,5 +25,5 @@ step dials.refine indexed.expt indexed.refl
 step dials.diffuse.process refined.expt find_peaks.count_threshold=30 \
   mask_peaks.sigma_cutoff=3 integrate.subdivide=2,2,2 output.json=process.json
 
-printf '\nDemo done: see demo/ (logs dials.diffuse.*.log, tables *.nxs, maps, PNGs).\n'
+printf '\nDemo done: see demo/dials.diffuse.process.html (every step with its plots), and in demo/\nthe logs dials.diffuse.*.log, tables *.nxs, maps and PNGs.\n'
 printf 'The ground truth is demo/data/truth.h5; the diffuse map can be compared with it.\n'
