@@ -112,15 +112,12 @@ inline py::array uint8_output(const py::object &out,
 #define DIALS_DIFFUSE_CLONES
 #endif
 
-// Voxel indices are packed into one 64-bit key, 21 bits per axis.
+// Voxel indices (h, k, l) are packed into one 64-bit key, 21 bits per axis:
+// ((h + offset) << 42) | ((k + offset) << 21) | (l + offset), |index| < limit.
 constexpr std::int32_t voxel_limit = (1 << 20) - 1;
 constexpr std::int64_t voxel_offset = std::int64_t{1} << 20;
 
-inline std::int64_t pack_voxel(std::int64_t h, std::int64_t k, std::int64_t l) {
-  return ((h + voxel_offset) << 42) | ((k + voxel_offset) << 21) |
-         (l + voxel_offset);
-}
-
+// Index `axis` (0 = h, 1 = k, 2 = l) of a packed voxel key.
 inline std::int32_t unpack_voxel(std::int64_t key, int axis) {
   return static_cast<std::int32_t>(((key >> (42 - 21 * axis)) & ((1 << 21) - 1)) -
                                    voxel_offset);
@@ -196,7 +193,7 @@ inline bool voxel_keys_row(const double *sx, const double *sy, const double *sz,
 
 // Sums of one voxel.
 struct VoxelSums {
-  std::int64_t key;  // pack_voxel(h, k, l), voxel index round(hkl * subdivide)
+  std::int64_t key;  // packed voxel index round(hkl * subdivide)
   std::int64_t pixels;
   double counts, seconds, phi, iy, ix;
 };
