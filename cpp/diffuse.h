@@ -101,17 +101,6 @@ inline py::array uint8_output(const py::object &out,
   return array;
 }
 
-// Hot row loops are compiled twice, for AVX2 and for the x86-64 baseline,
-// and the best is chosen at load time (GCC/clang function multi-versioning
-// on Linux); elsewhere they are compiled once for the build's target. The
-// arithmetic is the same IEEE double arithmetic either way (no FMA
-// contraction under -std=c++17), so results do not depend on the CPU.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define DIALS_DIFFUSE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DIALS_DIFFUSE_CLONES
-#endif
-
 // Voxel indices (h, k, l) are packed into one 64-bit key, 21 bits per axis:
 // ((h + offset) << 42) | ((k + offset) << 21) | (l + offset), |index| < limit.
 constexpr std::int32_t voxel_limit = (1 << 20) - 1;

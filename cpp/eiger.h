@@ -326,15 +326,8 @@ inline void tally_run_impl(const T *values, const std::uint8_t *m, std::size_t n
   r.invalid = invalid;
 }
 
-// One compiled copy per pixel type and mask presence; with GCC on x86-64 an
-// AVX2 clone too, chosen at load time on CPUs that have it (twice the
-// pixels per instruction of the SSE2 baseline).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define DIALS_DIFFUSE_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define DIALS_DIFFUSE_CLONES
-#endif
-
+// One compiled copy per pixel type and mask presence, each with the
+// CPU-specific clones of DIALS_DIFFUSE_CLONES (common.h).
 #define DIALS_DIFFUSE_TALLY_RUN(T)                                                 \
   DIALS_DIFFUSE_CLONES static void tally_run_masked(                               \
       const T *values, const std::uint8_t *m, std::size_t n, T lo, T hi, T last,   \
