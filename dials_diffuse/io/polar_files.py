@@ -20,12 +20,12 @@ Layout (NeXus, opens in h5py and NeXpy)::
 """
 
 import dataclasses
-import zlib
 
 import h5py
 import numpy as np
 
 import dials_diffuse
+from dials_diffuse.images.hdf5_chunks import deflate_chunks
 from dials_diffuse.util.errors import UserError
 
 CREATOR = f"dials-diffuse {dials_diffuse.__version__}"
@@ -36,14 +36,19 @@ def compress_polar_images(polar):
     """Each polar image (float32) as the bytes of its stored HDF5 chunk.
 
     The `data` dataset stores one chunk per shot through the shuffle and
-    deflate filters; doing that work here (zlib releases the GIL) lets
-    worker threads compress shots in parallel, and the writer only copies
-    bytes (`PolarFileWriter.write(..., compressed=)`).
+    deflate filters; doing that work here (C++ shuffle and libdeflate, GIL
+    released) lets worker threads compress shots in parallel, and the writer
+    only copies bytes (`PolarFileWriter.write(..., compressed=)`).
     """
     chunks = []
     for image in np.asarray(polar, dtype=np.float32):
-        raw = np.ascontiguousarray(image).view(np.uint8).reshape(-1, 4)
-        chunks.append(zlib.compress(raw.T.tobytes(), DEFLATE_LEVEL))
+        ((_, stored),) = deflate_chunks(
+            np.ascontiguousarray(image[None]),
+            (1, *image.shape),
+            DEFLATE_LEVEL,
+            shuffle=True,
+        )
+        chunks.append(stored)
     return chunks
 
 
