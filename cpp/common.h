@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 // Hot loops marked DIALS_DIFFUSE_CLONES are compiled for AVX-512, AVX2 and the
 // x86-64 baseline, and the best is chosen at load time (GCC function
@@ -54,25 +55,46 @@ inline void require_same_shape(const py::array &a, const char *a_name,
   }
 }
 
+// `mask` checked to be a C-contiguous bool/uint8 numpy array (messages name
+// it `name`); its shape is the caller's to check.
+inline py::array byte_array(const py::object &mask, const char *name) {
+  if (!py::isinstance<py::array>(mask)) {
+    throw std::invalid_argument(std::string(name) + " must be a numpy array or None");
+  }
+  py::array array = mask.cast<py::array>();
+  require_contiguous(array, name);
+  const char kind = array.dtype().kind();
+  if (!((kind == 'b' || kind == 'u') && array.dtype().itemsize() == 1)) {
+    throw std::invalid_argument(std::string(name) +
+                                " must have dtype bool or uint8, not " +
+                                dtype_name(array.dtype()));
+  }
+  return array;
+}
+
 // A boolean/uint8 mask (nonzero = valid pixel, the DIALS convention) as a
 // byte pointer, or nullptr when no mask was given. Checked against `data`.
 inline const std::uint8_t *mask_pointer(const py::object &mask,
-                                        const py::array &data) {
-  if (mask.is_none()) {
-    return nullptr;
+                                        const py::array &data,
+                                        const char *name = "mask") {
+  if (mask.is_none()) return nullptr;
+  py::array array = byte_array(mask, name);
+  require_same_shape(array, name, data, "data");
+  return static_cast<const std::uint8_t *>(array.data());
+}
+
+// A bool/uint8 mask of exactly `shape` as a byte pointer, or nullptr for None.
+inline const std::uint8_t *mask_pointer(const py::object &mask,
+                                        const std::vector<py::ssize_t> &shape,
+                                        const char *name) {
+  if (mask.is_none()) return nullptr;
+  py::array array = byte_array(mask, name);
+  bool same = array.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (py::ssize_t i = 0; same && i < array.ndim(); ++i) {
+    same = array.shape(i) == shape[static_cast<std::size_t>(i)];
   }
-  if (!py::isinstance<py::array>(mask)) {
-    throw std::invalid_argument("mask must be a numpy array or None");
-  }
-  py::array mask_array = mask.cast<py::array>();
-  require_contiguous(mask_array, "mask");
-  require_same_shape(mask_array, "mask", data, "data");
-  const char kind = mask_array.dtype().kind();
-  if (!((kind == 'b' || kind == 'u') && mask_array.dtype().itemsize() == 1)) {
-    throw std::invalid_argument("mask must have dtype bool or uint8, not " +
-                                dtype_name(mask_array.dtype()));
-  }
-  return static_cast<const std::uint8_t *>(mask_array.data());
+  if (!same) throw std::invalid_argument(std::string(name) + " has the wrong shape");
+  return static_cast<const std::uint8_t *>(array.data());
 }
 
 // Dispatch `fn(T{})` on the numpy dtype of `array` for the pixel types that

@@ -45,38 +45,6 @@ inline const double *double_buffer(const py::array &array, const char *name,
   return static_cast<const double *>(array.data());
 }
 
-// A bool/uint8 mask of exactly `shape`, or nullptr for None.
-inline const std::uint8_t *byte_mask(const py::object &mask,
-                                     const std::vector<py::ssize_t> &shape,
-                                     const char *name) {
-  if (mask.is_none()) return nullptr;
-  if (!py::isinstance<py::array>(mask)) {
-    throw std::invalid_argument(std::string(name) +
-                                " must be a numpy array or None");
-  }
-  py::array array = mask.cast<py::array>();
-  require_contiguous(array, name);
-  bool same = array.ndim() == static_cast<py::ssize_t>(shape.size());
-  for (py::ssize_t i = 0; same && i < array.ndim(); ++i) {
-    same = array.shape(i) == shape[static_cast<std::size_t>(i)];
-  }
-  if (!same) throw std::invalid_argument(std::string(name) + " has the wrong shape");
-  const char kind = array.dtype().kind();
-  if (!((kind == 'b' || kind == 'u') && array.dtype().itemsize() == 1)) {
-    throw std::invalid_argument(std::string(name) +
-                                " must have dtype bool or uint8, not " +
-                                dtype_name(array.dtype()));
-  }
-  return static_cast<const std::uint8_t *>(array.data());
-}
-
-// A bool/uint8 mask with the shape of `data`, or nullptr for None.
-inline const std::uint8_t *frame_mask(const py::object &mask,
-                                      const py::array &data, const char *name) {
-  return byte_mask(mask, std::vector<py::ssize_t>(data.shape(), data.shape() + data.ndim()),
-                   name);
-}
-
 // `out` checked to be a writeable C-contiguous uint8 array of `shape`, or a
 // new one when `out` is None.
 inline py::array uint8_output(const py::object &out,
@@ -406,8 +374,8 @@ inline py::dict integrate_voxels(const py::array &data, const py::array &s1,
       double_buffer(phi, "phi", {static_cast<py::ssize_t>(g.frames)});
   const double *seconds_ptr =
       double_buffer(seconds, "seconds", {static_cast<py::ssize_t>(g.frames)});
-  const std::uint8_t *valid_ptr = frame_mask(valid, data, "valid");
-  const std::uint8_t *exclude_ptr = frame_mask(exclude, data, "exclude");
+  const std::uint8_t *valid_ptr = mask_pointer(valid, data, "valid");
+  const std::uint8_t *exclude_ptr = mask_pointer(exclude, data, "exclude");
   VoxelTable table;
   dispatch_pixel_dtype(data, "data", [&](auto tag) {
     using T = decltype(tag);
@@ -563,7 +531,7 @@ inline py::array mask_peak_ellipsoids(
   peak.cutoff2 = cutoff * cutoff;
   const std::uint8_t *invalid_ptr = nullptr;
   if (!invalid.is_none()) {
-    invalid_ptr = byte_mask(invalid, {rows, columns}, "invalid");
+    invalid_ptr = mask_pointer(invalid, std::vector<py::ssize_t>{rows, columns}, "invalid");
   }
   py::array mask = uint8_output(out, {frames, rows, columns}, "out");
   std::uint8_t *out_ptr = static_cast<std::uint8_t *>(mask.mutable_data());
