@@ -116,9 +116,17 @@ class PeakMasker:
         # |s1 - s0|^2 = |s1|^2 + |s0|^2 - 2 s1.s0 <= max|s1|^2 + |s0|^2 - 2 min s1.s0:
         # an upper bound of |s| over the panel without a (rows, columns, 3)
         # temporary per frame (the lattice table only needs to be big enough).
-        s1_squared = float(np.max(np.einsum("ijk,ijk->ij", sweep.s1, sweep.s1)))
+        x, y, z = sweep.s1_planes
+        s1_squared = float(np.max(x * x + y * y + z * z))
         s_max = max(
-            np.sqrt(max(0.0, s1_squared + s0[i] @ s0[i] - 2 * np.min(sweep.s1 @ s0[i])))
+            np.sqrt(
+                max(
+                    0.0,
+                    s1_squared
+                    + s0[i] @ s0[i]
+                    - 2 * np.min(s0[i, 0] * x + s0[i, 1] * y + s0[i, 2] * z),
+                )
+            )
             for i in {0, len(s0) // 2, len(s0) - 1}
         )
         self.allowed, self.origin = allowed_lattice_points(

@@ -32,8 +32,8 @@ _S1_CACHE = {}
 _S1_LOCK = threading.Lock()
 
 
-def _pixel_s1_cached(experiment, planes=False):
-    """s1 of the panel's pixels, (rows, columns, 3) or as planes (3, rows, columns)."""
+def _pixel_s1_planes_cached(experiment):
+    """s1 of the panel's pixel centres as x, y, z planes (3, rows, columns)."""
     key = (
         str(experiment.detector[0].to_dict()),
         tuple(experiment.beam.get_s0()),
@@ -41,13 +41,9 @@ def _pixel_s1_cached(experiment, planes=False):
     with _S1_LOCK:
         if key not in _S1_CACHE:
             _S1_CACHE.clear()
-            _S1_CACHE[key] = {
-                False: geometry.panel_pixel_s1(experiment.detector[0], experiment.beam)
-            }
-        cached = _S1_CACHE[key]
-        if planes not in cached:
-            cached[True] = np.ascontiguousarray(np.moveaxis(cached[False], -1, 0))
-        return cached[planes]
+            s1 = geometry.panel_pixel_s1(experiment.detector[0], experiment.beam)
+            _S1_CACHE[key] = np.ascontiguousarray(np.moveaxis(s1, -1, 0))
+        return _S1_CACHE[key]
 
 
 class Sweep:
@@ -64,7 +60,6 @@ class Sweep:
     def __init__(self, experiment, source):
         self.experiment = experiment
         self.source = source
-        self._s1 = None
         self._s1_planes = None
 
     def __getstate__(self):
@@ -79,18 +74,19 @@ class Sweep:
         return (self.source.n_frames, *self.source.panel_shapes[0])
 
     @property
-    def s1(self):
-        """s1 (rows, columns, 3) of every pixel centre, inverse Angstrom."""
-        if self._s1 is None:
-            self._s1 = _pixel_s1_cached(self.experiment)
-        return self._s1
+    def s1_planes(self):
+        """s1 of every pixel centre as x, y, z planes (3, rows, columns), inverse Angstrom.
+
+        The layout the kernels take; computed once per process and geometry.
+        """
+        if self._s1_planes is None:
+            self._s1_planes = _pixel_s1_planes_cached(self.experiment)
+        return self._s1_planes
 
     @property
-    def s1_planes(self):
-        """s1 as x, y, z planes (3, rows, columns), the layout the kernels take."""
-        if self._s1_planes is None:
-            self._s1_planes = _pixel_s1_cached(self.experiment, planes=True)
-        return self._s1_planes
+    def s1(self):
+        """s1 (rows, columns, 3) of every pixel centre, inverse Angstrom (a view of the planes)."""
+        return np.moveaxis(self.s1_planes, 0, -1)
 
     def s1_at(self, rows, columns):
         """s1 (n, 3) of the centres of pixels (rows, columns), inverse Angstrom.
@@ -98,8 +94,8 @@ class Sweep:
         The full-panel array when it is already computed, else only these
         pixels (a few peak pixels need not cost the whole panel's geometry).
         """
-        if self._s1 is not None:
-            return self._s1[rows, columns]
+        if self._s1_planes is not None:
+            return self.s1[rows, columns]
         panel = self.experiment.detector[0]
         lab = geometry.lab_coordinates(
             panel, np.asarray(columns) + 0.5, np.asarray(rows) + 0.5
