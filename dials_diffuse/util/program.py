@@ -34,7 +34,7 @@ from libtbx.utils import Sorry
 import dials_diffuse
 from dials_diffuse.io.atomic import atomic_path
 from dials_diffuse.util import parallel
-from dials_diffuse.util.errors import UsageError, UserError
+from dials_diffuse.util.errors import DataError, UsageError, UserError
 from dials_diffuse.util.inputs import Inputs, load_inputs
 
 logger = logging.getLogger("dials_diffuse")
@@ -318,7 +318,7 @@ class Program:
             inputs.protect(params.output.log)
             run = RunContext(self.name, inputs, verbosity)
             self.main(params, inputs, run)
-        except (UserError, KeyboardInterrupt) as error:
+        except (DataError, KeyboardInterrupt) as error:
             if isinstance(error, KeyboardInterrupt):
                 error = UserError("interrupted")
             if verbosity:
