@@ -342,6 +342,21 @@ def test_dials_mask_file_excludes_pixels(in_tmp_path, series):
     assert frame_statistics.run([str(master), "mask=wrong.mask"]) == 1
 
 
+def test_a_crafted_mask_is_refused_without_running(in_tmp_path, series, capsys):
+    import pickle
+
+    from tests.io.test_dials_mask import RunsCode
+
+    master, _ = series
+    marker = in_tmp_path / "ran"
+    with open("crafted.mask", "wb") as handle:
+        pickle.dump((RunsCode(marker),), handle)
+    code = frame_statistics.run([str(master), "mask=crafted.mask"])
+    assert code == 1 and not marker.exists()
+    message = capsys.readouterr().err.strip().splitlines()
+    assert len(message) == 1 and "crafted.mask: refused" in message[0]
+
+
 def test_simulated_series_recovers_truth(in_tmp_path, simulated_eiger_series):
     """The simulator's eiger_series: sums, overloads, drift and CV against its truth."""
     truth_file = simulated_eiger_series["truth"]
