@@ -10,6 +10,7 @@ from dials_diffuse.algorithms.diffuse.mask import MaskFile
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input, readable_imageset
 from dials_diffuse.images.imageset import ImagesetSource
 from dials_diffuse.images.nexus_data import NexusDataSource
+from dials_diffuse.images.source import frame_range
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -64,23 +65,13 @@ def main(params, inputs, run):
     if len(source.panel_shapes) != 1:
         raise UserError("only single-panel detectors are supported")
     numbers = source.image_numbers
-    frame_range = (0, source.n_frames)
-    if params.image_range:
-        first, last = params.image_range
-        if first < numbers[0] or last > numbers[-1] or first > last:
-            raise UserError(
-                f"image_range={first},{last} is outside the images {numbers[0]}-{numbers[-1]}"
-            )
-        frame_range = (
-            int(np.searchsorted(numbers, first)),
-            int(np.searchsorted(numbers, last)) + 1,
-        )
+    frames = frame_range(numbers, params.image_range)
     mask_file = MaskFile(params.mask) if params.mask else None
     if mask_file is not None:
-        mask_file.check_covers(numbers[slice(*frame_range)], source.panel_shapes[0])
+        mask_file.check_covers(numbers[slice(*frames)], source.panel_shapes[0])
     with run.timer("bin_image_series"):
         background = bin_image_series(
-            source, params.bins, source.angles_deg, mask_file, frame_range
+            source, params.bins, source.angles_deg, mask_file, frames
         )
     logger.info(
         "Background on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",

@@ -24,6 +24,58 @@ import threading
 
 import numpy as np
 
+from dials_diffuse.util.errors import UserError
+
+
+def frame_range(image_numbers, image_range=None):
+    """0-based half-open frame range of a source for a DIALS `image_range`.
+
+    DIALS's rule (``dials.import image_range=``, ``dials.slice_sequence``):
+    `image_range` is the first and last image *number* of the sequence,
+    inclusive, where image numbers are those of the scan
+    (``scan.get_image_range()``), not positions within the imageset: images
+    11-20 of a sequence that starts at image 11 are its first ten frames.
+
+    Parameters
+    ----------
+    image_numbers : sequence of int
+        The DIALS image number of each frame of the source, increasing
+        (``ImageSource.image_numbers``).
+    image_range : (int, int), optional
+        First and last image number, inclusive. None: every frame.
+
+    Returns
+    -------
+    (int, int)
+        First frame and one past the last, 0-based, within the source.
+
+    Raises
+    ------
+    UserError
+        When either image is not among the source's images, or first > last.
+    """
+    numbers = np.asarray(image_numbers)
+    if image_range is None:
+        return 0, len(numbers)
+    first, last = (int(i) for i in image_range)
+    start = int(np.searchsorted(numbers, first))
+    stop = int(np.searchsorted(numbers, last)) + 1
+    inside = (
+        first <= last
+        and start < len(numbers)
+        and numbers[start] == first
+        and stop <= len(numbers)
+        and numbers[stop - 1] == last
+    )
+    if not inside:
+        raise UserError(
+            f"image_range={first},{last} is outside the images "
+            f"{numbers[0]}-{numbers[-1]} of the data"
+            if len(numbers)
+            else f"image_range={first},{last}: the data hold no image"
+        )
+    return start, stop
+
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:

@@ -33,10 +33,10 @@ def _dials(workdir, *args):
 
 
 @pytest.fixture(scope="session")
-def refined(shared_data, tmp_path_factory):
+def refined(l_cysteine, tmp_path_factory):
     """refined.expt/.refl of the l-cysteine sweep from real DIALS."""
     workdir = tmp_path_factory.mktemp("l_cysteine_dials")
-    images = sorted(str(p) for p in (shared_data / "l_cysteine_sweep1").glob("*.cbf"))
+    images = sorted(str(p) for p in l_cysteine.glob("*.cbf"))
     _dials(workdir, "dials.import", *images)
     _dials(workdir, "dials.find_spots", "imported.expt", "nproc=2")
     _dials(
