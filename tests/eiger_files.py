@@ -3,7 +3,7 @@
 The real DECTRIS sets (the `dectris_testfiles` fixture) come without master files;
 `real_master` writes one in the test's temporary directory that links to the
 real data files (never copied, never modified). Synthetic series are written
-by the package's DECTRIS writer (`dials_diffuse.format.dectris_writer`).
+by the package's one DECTRIS writer (`dials_diffuse.simulate.eiger_files`).
 """
 
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dials_diffuse.format.dectris_writer import COMPRESSION, write_dectris_files
+from dials_diffuse.simulate.eiger_files import COMPRESSION, write_dectris_files
 
 REAL_SETS = {
     "eiger1_bslz4": ("datasets_eiger1", "eiger1_testmode10_2datafiles_4images_bslz4"),

@@ -99,7 +99,7 @@ def test_unreadable_image_is_a_user_error(l_cysteine, tmp_path):
 
 def test_stills_imageset(tmp_path):
     """Stills (no scan): NaN angles and exposure times, 1-based image numbers."""
-    from dials_diffuse.format.dectris_writer import write_dectris_files
+    from dials_diffuse.simulate.eiger_files import write_dectris_files
 
     rng = np.random.default_rng(0)
     images = [rng.poisson(3, (40, 50)).astype(np.uint16) for _ in range(3)]
