@@ -2,9 +2,12 @@
 
 When a file lacks the distance, beam centre or wavelength, our Format
 classes build the models with a placeholder and say so. The warning belongs
-to the moment the models are made from the file, which is ``dials.import``
-(dxtbx asks the Format for its models there); loading an ``.expt`` takes
-the models from the ``.expt`` and warns about nothing. Inside
+to the moment the models are made from the file: ``dials.import`` (or any
+``ExperimentListFactory.from_filenames``), where dxtbx asks the Format for
+its models. Loading an ``.expt`` takes the models from the ``.expt`` and
+warns about nothing (dxtbx builds its image sets through
+``ExperimentListDict._imageset_from_imageset_data`` then, asking the Format
+for models of stills that it replaces at once). Inside
 ``dials.import``, which may replace the values from its own parameters
 (``distance=``, ``fast_slow_beam_centre=``, ``wavelength=``) after reading
 the file, the warning waits until the import has finished and names only
@@ -56,7 +59,12 @@ class Placeholder:
 
 
 def _inside_dials_import():
-    return "dials.command_line.dials_import" in sys.modules
+    """True in a dials.import process (its console script, or python -m)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return "dials.command_line.dials_import" in sys.modules or (
+        spec is not None and spec.name == "dials.command_line.dials_import"
+    )
 
 
 def _report_pending():
@@ -70,9 +78,19 @@ def _report_pending():
     _pending.clear()
 
 
+def _loading_an_expt():
+    """True while dxtbx builds image sets from an .expt (its models win)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_imageset_from_imageset_data":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def report(placeholders):
     """Warn about `placeholders` (see the module docstring for when)."""
-    if not placeholders:
+    if not placeholders or _loading_an_expt():
         return
     if _inside_dials_import():
         if not _pending:
