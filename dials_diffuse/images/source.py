@@ -8,7 +8,8 @@ always a block of frames x rows x columns of one panel.
 Conventions
 -----------
 - Frames are numbered 0 .. n_frames-1 within the source; `image_numbers`
-  gives the 1-based DIALS image number of each (as in `image_range`).
+  gives the DIALS image number of each (the scan's numbers, which need not
+  start at 1), and `frame_range` turns a DIALS `image_range` into frames.
 - `read` returns raw values in the detector's dtype, with a validity mask:
   True where the pixel is usable (the DIALS convention). Gap, bad-pixel and
   overload values are marked invalid in the mask, never used as numbers.
@@ -18,8 +19,6 @@ Conventions
 
 import abc
 import dataclasses
-import functools
-import inspect
 import threading
 
 import numpy as np
@@ -115,7 +114,7 @@ class ImageSource(abc.ABC):
 
     @property
     def image_numbers(self):
-        """1-based DIALS image number of each frame (ndarray of int)."""
+        """DIALS image number of each frame (ndarray of int); default 1 .. n_frames."""
         return np.arange(1, self.n_frames + 1)
 
     @property
@@ -217,11 +216,6 @@ def thread_buffer(shape, dtype, name="data"):
     return cache[key]
 
 
-@functools.cache
-def _accepts_out(source_class):
-    return "out" in inspect.signature(source_class.read).parameters
-
-
 def read_reusing(source, chunk):
     """`source.read(chunk)` into this thread's reusable buffer, where the source can.
 
@@ -231,6 +225,4 @@ def read_reusing(source, chunk):
     thread's next `read_reusing` of a chunk of the same shape: consume it
     before then.
     """
-    if not _accepts_out(type(source)):
-        return source.read(chunk)
     return source.read(chunk, out=thread_buffer(chunk.shape, source.dtype))

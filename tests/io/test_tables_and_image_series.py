@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dials_diffuse.images.nexus_data import NexusDataSource
-from dials_diffuse.images.source import ImageSource
+from dials_diffuse.images.source import ImageSource, output_buffer
 from dials_diffuse.io.image_series import write_image_series
 from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
 from dials_diffuse.util.errors import UserError
@@ -65,9 +65,11 @@ class ArraySource(ImageSource):
     def static_mask(self, panel=0):
         return self.valid[0]
 
-    def read(self, chunk):
+    def read(self, chunk, out=None):
         index = (chunk.frames, chunk.rows, chunk.columns)
-        return self.data[index], self.valid[index]
+        out = output_buffer(chunk.shape, self.dtype, out)
+        out[...] = self.data[index]
+        return out, self.valid[index]
 
 
 def test_image_series_round_trip(tmp_path):

@@ -312,7 +312,7 @@ class _Frames:
     """A minimal ImageSource over arrays (frames, rows, columns)."""
 
     def __init__(self, data, valid, seconds):
-        from dials_diffuse.images.source import ImageSource
+        from dials_diffuse.images.source import ImageSource, output_buffer
 
         class Source(ImageSource):
             n_frames = data.shape[0]
@@ -323,9 +323,11 @@ class _Frames:
             def static_mask(self, panel=0):
                 return valid[0]
 
-            def read(self, chunk):
+            def read(self, chunk, out=None):
                 index = (chunk.frames, chunk.rows, chunk.columns)
-                return data[index], valid[index]
+                out = output_buffer(chunk.shape, self.dtype, out)
+                out[...] = data[index]
+                return out, valid[index]
 
         self.source = Source()
 
