@@ -6,11 +6,11 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.background import bin_image_series
-from dials_diffuse.algorithms.diffuse.mask import MaskFile
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input, readable_imageset
 from dials_diffuse.images.imageset import ImagesetSource
-from dials_diffuse.images.nexus_data import NexusDataSource
 from dials_diffuse.images.source import frame_range
+from dials_diffuse.io.image_series import NexusDataSource
+from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 

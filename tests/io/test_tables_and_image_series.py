@@ -4,11 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from dials_diffuse.images.nexus_data import NexusDataSource
 from dials_diffuse.images.source import ImageSource, output_buffer
-from dials_diffuse.io.image_series import write_image_series
+from dials_diffuse.io.image_series import NexusDataSource, write_image_series
 from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError, UserError
 
 
 def test_table_round_trip_to_pandas(tmp_path):
@@ -144,5 +143,5 @@ def test_image_series_written_by_workers_reads_back_in_h5py(
 def test_image_series_reader_names_bad_file(tmp_path):
     path = tmp_path / "other.nxs"
     write_tables(path, [Table("peaks", {"a": np.arange(3)})])
-    with pytest.raises(UserError, match="other.nxs: no /entry/image_series/data"):
+    with pytest.raises(DataError, match="other.nxs: no /entry/image_series/data"):
         NexusDataSource(path)

@@ -213,7 +213,7 @@ def test_bslz4_data_nxs_integrates_like_gzip(chain, in_tmp_path):
     """compression=bslz4: the same pixels as the gzip copy, the same integration."""
     import hdf5plugin  # noqa: F401  (the bitshuffle filter for h5py)
 
-    from dials_diffuse.images.nexus_data import NexusDataSource
+    from dials_diffuse.io.image_series import NexusDataSource
 
     shutil.copy(chain / "refined.expt", in_tmp_path / "refined.expt")
     assert import_data_program.run(["refined.expt", "compression=bslz4"]) == 0

@@ -20,8 +20,8 @@ import numpy as np
 
 from dials_diffuse import geometry
 from dials_diffuse.images.imageset import ImagesetSource
-from dials_diffuse.images.nexus_data import NexusDataSource
 from dials_diffuse.images.source import frame_range
+from dials_diffuse.io.image_series import NexusDataSource
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
 
