@@ -9,6 +9,7 @@ from dials_diffuse.algorithms.diffuse.background import bin_image_series
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input, readable_imageset
 from dials_diffuse.images.imageset import ImagesetSource
 from dials_diffuse.images.source import frame_range
+from dials_diffuse.io.background_file import write_background
 from dials_diffuse.io.image_series import NexusDataSource
 from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.util.errors import UserError
@@ -81,7 +82,7 @@ def main(params, inputs, run):
     )
     run.results["shape"] = list(background.rate.shape)
     with run.write(params.output.background, "binned background") as path:
-        background.write(path)
+        write_background(path, background)
 
 
 program = Program(
