@@ -43,7 +43,8 @@ bins = 10,20,20
   .help = "Frames, rows and columns per block."
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "First and last image to bin, 1-based and inclusive. Default: all."
+  .help = "First and last image to bin, inclusive, numbered as DIALS numbers"
+          "the sequence's images. Default: all."
 mask = None
   .type = path
   .help = "A mask.nxs (1 = excluded) whose pixels are left out, e.g. the peaks."

@@ -61,8 +61,9 @@ Examples:
 phil_scope = """
 image_range = None
   .type = ints(size=2, value_min=0)
-  .help = "First and last image to sum, 1-based and inclusive; a last image of"
-          "0 means the last image of the series. Default: all."
+  .help = "First and last image to sum, inclusive, numbered as DIALS numbers"
+          "the sequence's images (a master file's from 1); a last image of 0"
+          "means the last image of the series. Default: all."
 low = 0
   .type = float
   .help = "Pixels below this value (counts) are excluded from the sums."

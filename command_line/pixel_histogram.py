@@ -107,8 +107,8 @@ selection {{
 }}
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "Images only: first and last image to include, 1-based and"
-          "inclusive. Default: all."
+  .help = "Images only: first and last image to include, inclusive, numbered"
+          "as DIALS numbers the sequence's images. Default: all."
 panel = None
   .type = ints(value_min=0)
   .help = "Images only: detector panels to include (0-based). Default: all."

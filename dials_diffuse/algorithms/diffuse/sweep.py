@@ -281,8 +281,9 @@ def nexus_input(inputs, group):
 sweep_phil = """
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "First and last image to process, 1-based and inclusive (the seed's"
-          "dials.slice_sequence step). Default: all images of the data."
+  .help = "First and last image to process, inclusive, numbered as DIALS"
+          "numbers the sequence's images (as dials.import and"
+          "dials.slice_sequence image_range=). Default: all images of the data."
 frames_per_chunk = 10
   .type = int(value_min=1)
   .help = "Frames per chunk of work: memory grows with it (about 30 bytes per"
