@@ -40,8 +40,8 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.algorithms.frames.sums import sum_frames
-from dials_diffuse.format.dectris_writer import write_dectris_files
 from dials_diffuse.images.eiger import CODEC_BITSHUFFLE_LZ4, EigerMasterSource
+from dials_diffuse.simulate.eiger_files import write_dectris_files
 from dials_diffuse.util.parallel import ParallelMap
 
 SHAPE = (1062, 1028)

@@ -29,8 +29,8 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 
-from dials_diffuse.format.dectris_writer import write_dectris_files
 from dials_diffuse.images.imageset import ImagesetSource
+from dials_diffuse.simulate.eiger_files import write_dectris_files
 from dials_diffuse.util.parallel import ParallelMap
 
 SHAPE = (1065, 1030)

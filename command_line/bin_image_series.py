@@ -6,10 +6,12 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.background import bin_image_series
-from dials_diffuse.algorithms.diffuse.mask import MaskFile
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input, readable_imageset
 from dials_diffuse.images.imageset import ImagesetSource
-from dials_diffuse.images.nexus_data import NexusDataSource
+from dials_diffuse.images.source import frame_range
+from dials_diffuse.io.background_file import write_background
+from dials_diffuse.io.image_series import NexusDataSource
+from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -41,7 +43,8 @@ bins = 10,20,20
   .help = "Frames, rows and columns per block."
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "First and last image to bin, 1-based and inclusive. Default: all."
+  .help = "First and last image to bin, inclusive, numbered as DIALS numbers"
+          "the sequence's images. Default: all."
 mask = None
   .type = path
   .help = "A mask.nxs (1 = excluded) whose pixels are left out, e.g. the peaks."
@@ -64,23 +67,13 @@ def main(params, inputs, run):
     if len(source.panel_shapes) != 1:
         raise UserError("only single-panel detectors are supported")
     numbers = source.image_numbers
-    frame_range = (0, source.n_frames)
-    if params.image_range:
-        first, last = params.image_range
-        if first < numbers[0] or last > numbers[-1] or first > last:
-            raise UserError(
-                f"image_range={first},{last} is outside the images {numbers[0]}-{numbers[-1]}"
-            )
-        frame_range = (
-            int(np.searchsorted(numbers, first)),
-            int(np.searchsorted(numbers, last)) + 1,
-        )
+    frames = frame_range(numbers, params.image_range)
     mask_file = MaskFile(params.mask) if params.mask else None
     if mask_file is not None:
-        mask_file.check_covers(numbers[slice(*frame_range)], source.panel_shapes[0])
+        mask_file.check_covers(numbers[slice(*frames)], source.panel_shapes[0])
     with run.timer("bin_image_series"):
         background = bin_image_series(
-            source, params.bins, source.angles_deg, mask_file, frame_range
+            source, params.bins, source.angles_deg, mask_file, frames
         )
     logger.info(
         "Background on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",
@@ -90,7 +83,7 @@ def main(params, inputs, run):
     )
     run.results["shape"] = list(background.rate.shape)
     with run.write(params.output.background, "binned background") as path:
-        background.write(path)
+        write_background(path, background)
 
 
 program = Program(

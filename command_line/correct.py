@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 
-from dials_diffuse.algorithms.diffuse.background import BinnedBackground
 from dials_diffuse.algorithms.diffuse.correct import correct, observations_per_voxel
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input
+from dials_diffuse.io.background_file import read_background
 from dials_diffuse.io.plots import histogram, new_figure, save_png
 from dials_diffuse.io.tables import load_table, write_tables
 from dials_diffuse.util.errors import UserError
@@ -141,7 +141,7 @@ def main(params, inputs, run):
             corrections=corrections,
             lorentz=params.lorentz,
             p1=params.p1,
-            background=BinnedBackground.read(params.background)
+            background=read_background(params.background)
             if params.background
             else None,
         )

@@ -10,6 +10,7 @@ from dials_diffuse.algorithms.frames.describe import describe_series
 from dials_diffuse.algorithms.frames.detrend import detrend, running_cv
 from dials_diffuse.algorithms.frames.sums import sum_frames
 from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
+from dials_diffuse.io.dials_mask import read_dials_mask
 from dials_diffuse.io.frame_plots import write_html, write_png
 from dials_diffuse.io.redis_store import post_series, redis_key
 from dials_diffuse.io.seed_config import arguments_from_seed_config
@@ -60,8 +61,9 @@ Examples:
 phil_scope = """
 image_range = None
   .type = ints(size=2, value_min=0)
-  .help = "First and last image to sum, 1-based and inclusive; a last image of"
-          "0 means the last image of the series. Default: all."
+  .help = "First and last image to sum, inclusive, numbered as DIALS numbers"
+          "the sequence's images (a master file's from 1); a last image of 0"
+          "means the last image of the series. Default: all."
 low = 0
   .type = float
   .help = "Pixels below this value (counts) are excluded from the sums."
@@ -139,23 +141,6 @@ output {
 """
 
 
-def load_dials_mask(path):
-    """A DIALS mask file as a list of bool arrays, one per panel (True = use)."""
-    import pickle
-
-    try:
-        with open(path, "rb") as handle:
-            panels = pickle.load(handle)
-    except Exception as error:
-        raise UserError(f"{path}: not a readable DIALS mask file ({error})") from error
-    if not isinstance(panels, (tuple, list)):
-        panels = (panels,)
-    try:
-        return [np.asarray(p.as_numpy_array(), dtype=bool) for p in panels]
-    except AttributeError as error:
-        raise UserError(f"{path}: not a DIALS mask (tuple of flex.bool)") from error
-
-
 def open_source(inputs):
     """The Eiger master source, or the single imageset, of the inputs."""
     if inputs.reflections or inputs.nexus:
@@ -194,7 +179,7 @@ def check_mask(mask, source):
 
 def main(params, inputs, run):
     source, source_path = open_source(inputs)
-    mask = check_mask(load_dials_mask(params.mask) if params.mask else None, source)
+    mask = check_mask(read_dials_mask(params.mask) if params.mask else None, source)
     high = np.inf if params.high is None else params.high
     with run.timer("sum frames"), parallel_map_from_params(params) as pmap:
         logger.info(

@@ -6,13 +6,13 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.integrate import integrate
-from dials_diffuse.algorithms.diffuse.mask import MaskFile
 from dials_diffuse.algorithms.diffuse.sweep import (
     check_exposure_times,
     load_sweep_for_program,
     nexus_input,
     sweep_phil,
 )
+from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.plots import (
     histogram,
     log_y,

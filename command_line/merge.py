@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 
 from dials_diffuse.algorithms.diffuse.merge import cc_half, merge_observations
-from dials_diffuse.algorithms.diffuse.scale import TERMS, ScaleModel, is_model_file
+from dials_diffuse.algorithms.diffuse.scale import TERMS
 from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.io.scale_model import is_scale_model_file, read_scale_model
 from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
@@ -122,7 +123,7 @@ def load_scaled(table_path, model_path, which):
             f"{table_path}: not a corrected table (no {', '.join(sorted(missing))})"
         )
     if model_path is not None:
-        model = ScaleModel.from_file(model_path, which)
+        model = read_scale_model(model_path, which)
         absent = model.missing_columns(table)
         if absent:
             raise UserError(
@@ -141,7 +142,7 @@ def load_scaled(table_path, model_path, which):
 
 def main(params, inputs, run):
     tables = [p for p in inputs.nexus if "hkl_table" in table_names(p)]
-    models = [p for p in inputs.nexus if is_model_file(p)]
+    models = [p for p in inputs.nexus if is_scale_model_file(p)]
     if not tables:
         raise UserError("no corrected table given: name the corrected.nxs of correct")
     if models and len(models) != len(tables):

@@ -14,7 +14,8 @@ from dials_diffuse.algorithms.diffuse.scale import (
     refine_scale_model,
 )
 from dials_diffuse.io.plots import new_figure, save_png
-from dials_diffuse.io.tables import load_table, write_tables
+from dials_diffuse.io.scale_model import write_scale_model
+from dials_diffuse.io.tables import load_table
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -318,7 +319,7 @@ def main(params, inputs, run):
     )
     for output, model, table in zip(outputs, models, inputs.nexus):
         with run.write(output, f"scaling model of {table}") as path:
-            write_tables(path, model.to_tables({"table": str(table)}))
+            write_scale_model(path, model, {"table": str(table)})
     if params.output.plot:
         with run.write(params.output.plot, "scale plot") as path:
             plot_models(models, path)

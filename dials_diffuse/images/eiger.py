@@ -40,12 +40,10 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
     read_raw_chunks,
 )
 from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.io.dectris_master import data_links, read_header
 from dials_diffuse.util.errors import UserError
 
 logger = logging.getLogger(__name__)
-
-DETECTOR = "/entry/instrument/detector"
-SPECIFIC = DETECTOR + "/detectorSpecific"
 
 
 @dataclasses.dataclass
@@ -111,14 +109,6 @@ def _select_bounds(space):
     return space.get_select_bounds()
 
 
-def _scalar(group, name, default=None):
-    item = group.get(name) if group is not None else None
-    if not isinstance(item, h5py.Dataset) or item.shape not in ((), (1,)):
-        return default
-    value = item[()]
-    return value.item() if hasattr(value, "item") else value
-
-
 class EigerMasterSource(ImageSource):
     """Frames of a DECTRIS Eiger master file, decoded by the C++ kernels.
 
@@ -176,31 +166,13 @@ class EigerMasterSource(ImageSource):
     # -- metadata ----------------------------------------------------------
 
     def _read_metadata(self):
-        """Mask, saturation, bit depth, exposure, where DECTRIS or NXmx puts them.
-
-        Older DECTRIS firmware writes them under detectorSpecific, newer ones
-        and NXmx files directly under the detector group: both are looked at.
-        """
-        groups = [self._master.get(SPECIFIC), self._master.get(DETECTOR)]
-
-        def first(*names):
-            for group in groups:
-                for name in names:
-                    value = _scalar(group, name)
-                    if value is not None:
-                        return value
-            return None
-
-        self.saturation_value = first(
-            "saturation_value", "countrate_correction_count_cutoff"
-        )
-        self.bit_depth = first("bit_depth_image", "bit_depth_readout")
-        self.count_time = first("count_time")
-        self._pixel_mask = None
-        for group in groups:
-            if group is not None and isinstance(group.get("pixel_mask"), h5py.Dataset):
-                self._pixel_mask = group["pixel_mask"][()]
-                break
+        """Mask, saturation, bit depth, exposure from the DECTRIS or NXmx header
+        (`dials_diffuse.io.dectris_master.read_header`)."""
+        header = read_header(self._master)
+        self.saturation_value = header.saturation_value
+        self.bit_depth = header.bit_depth
+        self.count_time = header.count_time_s
+        self._pixel_mask = header.pixel_mask
 
     def _resolve(self, name):
         """Absolute path of a data file name as a link or VDS gives it."""
@@ -240,7 +212,7 @@ class EigerMasterSource(ImageSource):
             raise UserError(
                 f"{self.path}: no /entry/data group (not an Eiger master file)"
             )
-        names = sorted(n for n in data if n.startswith("data_"))
+        names = data_links(self._master)
         if not names and "data" in data:
             names = ["data"]
         if not names:

@@ -123,6 +123,20 @@ def _format_static_mask(imageset, panel):
     return np.asarray(masks[panel].as_numpy_array(), dtype=bool)
 
 
+def image_numbers(imageset):
+    """DIALS image number of every image of an imageset (ndarray of int).
+
+    A sequence's numbers are its scan's image range (they need not start at
+    1); images without a scan (stills) are numbered by their position in the
+    file list, from 1.
+    """
+    scan = imageset.get_scan() if hasattr(imageset, "get_scan") else None
+    if scan is not None:
+        first, last = scan.get_image_range()
+        return np.arange(first, last + 1)
+    return np.asarray(imageset.indices(), dtype=int) + 1
+
+
 class ImagesetSource(ImageSource):
     """Any dxtbx imageset (every format DIALS reads) as an ImageSource.
 
@@ -181,10 +195,7 @@ class ImagesetSource(ImageSource):
 
     @property
     def image_numbers(self):
-        scan = self.imageset.get_scan() if hasattr(self.imageset, "get_scan") else None
-        if scan is not None:
-            return np.arange(scan.get_image_range()[0], scan.get_image_range()[1] + 1)
-        return np.asarray(self.imageset.indices(), dtype=int) + 1
+        return image_numbers(self.imageset)
 
     @property
     def exposure_times(self):

@@ -184,7 +184,7 @@ def simulate_eiger_series(directory, size="test", seed=0, **overrides):
             detector=detector,
             pixel_mask=pixel_mask,
             exposure_s=setup.frame_time_s,
-            nxmx=False,
+            geometry="dectris",
         )
         mean_sum = float(image[valid].sum())
         with h5py.File(work / "truth.h5", "w") as handle:

@@ -372,7 +372,7 @@ def write_rotation_files(
         exposure_s=setup.exposure_s,
         scan=experiment.scan,
         goniometer=experiment.goniometer,
-        nxmx=True,
+        geometry="nxmx",
         transmission=transmission,
     )
     data = sorted(directory.glob(f"{prefix}_data_*.h5"))

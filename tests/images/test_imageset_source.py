@@ -19,8 +19,8 @@ def load_sweep(directory, n=None):
 
 
 @pytest.fixture(scope="module")
-def cysteine(shared_data):
-    return load_sweep(shared_data / "l_cysteine_sweep1")
+def cysteine(l_cysteine):
+    return load_sweep(l_cysteine)
 
 
 def test_metadata_from_scan(cysteine):
@@ -74,8 +74,8 @@ def test_static_mask_is_dials_mask_without_trusted_range(cysteine):
     assert (~static).sum() > 100_000
 
 
-def test_external_mask_is_used(shared_data):
-    imageset = load_sweep(shared_data / "l_cysteine_sweep1", 2)
+def test_external_mask_is_used(l_cysteine):
+    imageset = load_sweep(l_cysteine, 2)
     mask = flex.bool(flex.grid(1679, 1475), True)
     mask[100 * 1475 + 200] = False
     imageset.external_lookup.mask.data = ImageBool(mask)
@@ -85,8 +85,8 @@ def test_external_mask_is_used(shared_data):
     assert not valid[0, 1, 1] and valid[0, 0, 0]
 
 
-def test_unreadable_image_is_a_user_error(shared_data, tmp_path):
-    for path in sorted((shared_data / "l_cysteine_sweep1").glob("*.cbf"))[:2]:
+def test_unreadable_image_is_a_user_error(l_cysteine, tmp_path):
+    for path in sorted(l_cysteine.glob("*.cbf"))[:2]:
         shutil.copy(path, tmp_path)
     imageset = load_sweep(tmp_path)
     broken = tmp_path / "l-cyst_01_00002.cbf"
@@ -99,7 +99,7 @@ def test_unreadable_image_is_a_user_error(shared_data, tmp_path):
 
 def test_stills_imageset(tmp_path):
     """Stills (no scan): NaN angles and exposure times, 1-based image numbers."""
-    from dials_diffuse.format.dectris_writer import write_dectris_files
+    from dials_diffuse.simulate.eiger_files import write_dectris_files
 
     rng = np.random.default_rng(0)
     images = [rng.poisson(3, (40, 50)).astype(np.uint16) for _ in range(3)]

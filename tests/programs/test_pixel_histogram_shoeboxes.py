@@ -13,8 +13,8 @@ from tests.shoebox_tables import shoebox_table
 
 
 @pytest.fixture(scope="module")
-def centroid(shared_data):
-    return shared_data / "dials_centroid_test_data"
+def centroid(dials_centroid):
+    return dials_centroid
 
 
 def test_real_indexed_refl_equals_flex_histogram(in_tmp_path, centroid):

@@ -8,7 +8,7 @@ from dials.array_family import flex
 from dxtbx.model.experiment_list import ExperimentListFactory
 
 from dials_diffuse.algorithms.xfel.shots import Shots, load_mask_file
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError, UserError
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_mask_files(tmp_path, sacla_file):
     with pytest.raises(UserError, match="does not match the detector"):
         load_mask_file(tmp_path / "mask.npy", [(5, 5)])
     (tmp_path / "junk.pickle").write_text("junk")
-    with pytest.raises(UserError, match="junk.pickle: not a readable mask"):
+    with pytest.raises(DataError, match="junk.pickle: not a readable DIALS mask"):
         load_mask_file(tmp_path / "junk.pickle", [shape])
     experiments = ExperimentListFactory.from_filenames([str(sacla_file.path)])
     masked = Shots(experiments, external_mask=[mask])

@@ -9,21 +9,16 @@ block centres (mean phi in degrees, mean 0-based row and column index) are
 the grid on which correct interpolates the background at each voxel's mean
 (phi, iy, ix) and subtracts it from the count rate.
 
-File: ``/entry/binned_image_series`` (NXdata; signal ``rate``, axes phi, iy,
-ix).
+The file background.nxs is `dials_diffuse.io.background_file`'s.
 """
 
 import dataclasses
 
-import h5py
 import numpy as np
 
 from dials_diffuse.images.source import read_reusing
-from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
-
-GROUP = "entry/binned_image_series"
 
 
 @dataclasses.dataclass
@@ -53,33 +48,6 @@ class BinnedBackground:
                 rate = np.repeat(rate, 2, axis=number)
         interpolator = RegularGridInterpolator(tuple(axes), rate)
         return interpolator(np.stack(points, axis=-1))
-
-    def write(self, path):
-        with open_nexus_for_writing(path) as handle:
-            handle.attrs["default"] = "entry"
-            handle["entry"].attrs["default"] = "binned_image_series"
-            group = handle.create_group(GROUP)
-            group.attrs["NX_class"] = "NXdata"
-            group.attrs["signal"] = "rate"
-            group.attrs["axes"] = np.array(
-                ["phi", "iy", "ix"], dtype=h5py.string_dtype()
-            )
-            for index, name in enumerate(("phi", "iy", "ix")):
-                group.attrs[f"{name}_indices"] = index
-                group.create_dataset(name, data=getattr(self, name))
-            group.create_dataset("rate", data=self.rate)
-            group["rate"].attrs["units"] = "counts/s per pixel"
-
-    @classmethod
-    def read(cls, path):
-        try:
-            with h5py.File(path, "r") as handle:
-                group = handle[GROUP]
-                return cls(*(group[name][()] for name in ("phi", "iy", "ix", "rate")))
-        except (OSError, KeyError) as error:
-            raise UserError(
-                f"{path}: not a binned background (no /{GROUP}: {error})"
-            ) from error
 
 
 def _block_starts(size, step):

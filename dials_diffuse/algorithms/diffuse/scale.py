@@ -61,7 +61,6 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
-from dials_diffuse.io.tables import Table, load_table, table_names
 from dials_diffuse.util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,6 @@ TERMS = {
     "detector": ("detector_model", ("ix", "iy"), "scale"),
     "absorption": ("absorption_model", ("ix", "iy", "phi"), "scale"),
 }
-MODEL_TABLES = {table: name for name, (table, _, _) in TERMS.items()}
 #: The value of an absent term.
 NEUTRAL = {"absorption": 1.0, "scaling": 1.0, "offset": 0.0, "detector": 1.0}
 
@@ -147,24 +145,6 @@ class GridTerm:
     def at(self, frame):
         """The term at every row of a table (pandas) with the coordinate columns."""
         return self(*(frame[c].to_numpy(np.float64) for c in self.coordinates))
-
-    def to_table(self, attrs=None):
-        """Table `<name>_model`: one row per node, coordinate columns then the value."""
-        table_name, _, value_column = TERMS[self.name]
-        mesh = np.meshgrid(*self.axes.values(), indexing="ij")
-        columns = {c: m.ravel() for c, m in zip(self.coordinates, mesh)}
-        columns[value_column] = self.values.ravel()
-        return Table(table_name, columns, {"shape": self.shape, **(attrs or {})})
-
-    @classmethod
-    def from_table(cls, table):
-        """The term stored by `to_table` (also the older b(phi)-only scale.nxs)."""
-        name = MODEL_TABLES[table.name]
-        _, coordinates, value_column = TERMS[name]
-        axes = {c: np.unique(np.asarray(table[c], np.float64)) for c in coordinates}
-        shape = tuple(len(axis) for axis in axes.values())
-        values = np.asarray(table[value_column], np.float64).reshape(shape)
-        return cls(name, axes, values)
 
 
 def _axis_nodes(values, step=None, count=None, whole=True):
@@ -354,27 +334,6 @@ class ScaleModel:
         """Coordinate columns the terms need that the table lacks."""
         needed = {c for term in self.terms.values() for c in term.coordinates}
         return sorted(needed - set(frame))
-
-    def to_tables(self, attrs=None):
-        """One table per term (`GridTerm.to_table`), for `write_tables`."""
-        return [term.to_table(attrs) for term in self.terms.values()]
-
-    @classmethod
-    def from_file(cls, path, which=None):
-        """The terms stored in a scale.nxs (only those named in `which`, if given)."""
-        terms = {}
-        for table_name in table_names(path):
-            name = MODEL_TABLES.get(table_name)
-            if name and (which is None or name in which):
-                terms[name] = GridTerm.from_table(load_table(path, table_name))
-        if not terms and which is None:
-            raise UserError(f"{path}: no scaling model (/entry/*_model) in it")
-        return cls(terms)
-
-
-def is_model_file(path):
-    """True if the file holds at least one model table."""
-    return any(name in MODEL_TABLES for name in table_names(path))
 
 
 # --- refinement -------------------------------------------------------------------

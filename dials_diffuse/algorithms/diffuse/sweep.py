@@ -20,7 +20,8 @@ import numpy as np
 
 from dials_diffuse import geometry
 from dials_diffuse.images.imageset import ImagesetSource
-from dials_diffuse.images.nexus_data import NexusDataSource
+from dials_diffuse.images.source import frame_range
+from dials_diffuse.io.image_series import NexusDataSource
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
 
@@ -136,19 +137,9 @@ class Sweep:
         )
 
     def frame_range(self, image_range=None):
-        """0-based half-open frame range of the source for a 1-based image_range."""
-        numbers = self.source.image_numbers
-        if image_range is None:
-            return 0, len(numbers)
-        first, last = image_range
-        if first > last or first < numbers[0] or last > numbers[-1]:
-            raise UserError(
-                f"image_range={first},{last} is outside the images "
-                f"{numbers[0]}-{numbers[-1]} of the data"
-            )
-        return int(np.searchsorted(numbers, first)), int(
-            np.searchsorted(numbers, last) + 1
-        )
+        """0-based half-open frame range of the source for a DIALS image_range
+        (image numbers of the sequence: `dials_diffuse.images.source.frame_range`)."""
+        return frame_range(self.source.image_numbers, image_range)
 
     def chunks(self, frames_per_chunk, frame_range=None):
         """Chunks of whole frames (all rows and columns) of panel 0."""
@@ -290,8 +281,9 @@ def nexus_input(inputs, group):
 sweep_phil = """
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "First and last image to process, 1-based and inclusive (the seed's"
-          "dials.slice_sequence step). Default: all images of the data."
+  .help = "First and last image to process, inclusive, numbered as DIALS"
+          "numbers the sequence's images (as dials.import and"
+          "dials.slice_sequence image_range=). Default: all images of the data."
 frames_per_chunk = 10
   .type = int(value_min=1)
   .help = "Frames per chunk of work: memory grows with it (about 30 bytes per"

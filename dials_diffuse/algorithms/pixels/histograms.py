@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from dials_diffuse import _kernels
-from dials_diffuse.images.imageset import read_frame
+from dials_diffuse.images.imageset import image_numbers, read_frame
+from dials_diffuse.images.source import frame_range
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
 
@@ -180,8 +181,8 @@ def histogram_imageset(
     bins : int, optional
         Default: unit bins (exact for integer counts), else 1000.
     image_range : (int, int), optional
-        First and last image, 1-based and inclusive, counting within the
-        imageset (DIALS's `image_range` for a sequence that starts at 1).
+        First and last image number, inclusive, as DIALS's `image_range`
+        (the sequence's image numbers, `images.source.frame_range`).
     panels : list of int, optional
         Panels to include; default all.
 
@@ -191,10 +192,7 @@ def histogram_imageset(
         One group per panel. Pixels that the DIALS mask excludes (gaps, bad
         pixels, outside the trusted range) are counted in `masked`.
     """
-    n_images = len(imageset)
-    first, last = image_range if image_range else (1, n_images)
-    if not 1 <= first <= last <= n_images:
-        raise UserError(f"image_range={first},{last} is outside the {n_images} images")
+    start, stop = frame_range(image_numbers(imageset), image_range)
     detector = imageset.get_detector()
     panels = list(range(len(detector))) if panels is None else list(panels)
     bad = [p for p in panels if not 0 <= p < len(detector)]
@@ -205,7 +203,7 @@ def histogram_imageset(
     if high is None:
         high = float(detector[panels[0]].get_trusted_range()[1])
     histogram = None
-    for index in progress(range(first - 1, last), desc="Histogram", unit="image"):
+    for index in progress(range(start, stop), desc="Histogram", unit="image"):
         data, valid = read_frame(imageset, index)
         if histogram is None:
             integer = np.issubdtype(data[panels[0]].dtype, np.integer)

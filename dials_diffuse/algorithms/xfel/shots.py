@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 from dials_diffuse.images.imageset import read_frame
+from dials_diffuse.io.dials_mask import read_dials_mask
 from dials_diffuse.util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -184,17 +185,13 @@ def load_mask_file(path, panel_shapes):
     """A validity mask from a file: `.npy` (non-zero = valid, as the seed's
     mask.npy) or a DIALS mask pickle (tuple of flex.bool, True = valid)."""
     path = str(path)
-    try:
-        if path.endswith(".npy"):
-            masks = [np.load(path) != 0]
-        else:
-            import pickle
-
-            with open(path, "rb") as handle:
-                loaded = pickle.load(handle)
-            masks = [np.asarray(m.as_numpy_array(), dtype=bool) for m in loaded]
-    except Exception as error:
-        raise UserError(f"{path}: not a readable mask ({error})") from error
+    if path.endswith(".npy"):
+        try:
+            masks = [np.load(path, allow_pickle=False) != 0]
+        except Exception as error:
+            raise UserError(f"{path}: not a readable mask ({error})") from error
+    else:
+        masks = read_dials_mask(path)
     shapes = [m.shape for m in masks]
     if shapes != list(panel_shapes):
         raise UserError(

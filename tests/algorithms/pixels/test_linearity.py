@@ -153,16 +153,14 @@ def test_fit_line_is_exact_on_a_line():
     assert fit_line([0.1, 0.5, 1.0], [0.3, 1.1, 2.1]) == pytest.approx((2.0, 0.1, 1.0))
 
 
-def test_bad_input(series, named_experiments, shared_data):
+def test_bad_input(series, named_experiments, dials_centroid):
     from dials.array_family import flex
 
     table, _ = series
     with pytest.raises(UserError, match="reference=7"):
         intensity_linearity(table, named_experiments, reference=7)
     with pytest.raises(UserError, match="intensity.prf.value"):
-        indexed = flex.reflection_table.from_file(
-            str(shared_data / "dials_centroid_test_data" / "indexed.refl")
-        )
+        indexed = flex.reflection_table.from_file(str(dials_centroid / "indexed.refl"))
         intensity_linearity(indexed)
     with pytest.raises(UserError, match="I/sigma >= 1e"):
         intensity_linearity(table, named_experiments, min_i_over_sigma=1e9)

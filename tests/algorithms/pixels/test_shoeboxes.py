@@ -12,10 +12,10 @@ from tests.shoebox_tables import shoebox_table
 
 
 @pytest.fixture(scope="module")
-def indexed(shared_data):
+def indexed(dials_centroid):
     from dials.array_family import flex
 
-    path = shared_data / "dials_centroid_test_data" / "indexed.refl"
+    path = dials_centroid / "indexed.refl"
     return flex.reflection_table.from_file(str(path))
 
 
