@@ -14,9 +14,11 @@ ix).
 """
 
 import dataclasses
+import logging
 
 import h5py
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import open_nexus_for_writing
@@ -24,6 +26,17 @@ from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.progress import progress
 
 GROUP = "entry/binned_image_series"
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of bin_image_series (its program includes them).
+phil_scope = parse(
+    """
+bins = 10,20,20
+  .type = ints(size=3, value_min=1)
+  .help = "Frames, rows and columns per block."
+"""
+)
 
 
 @dataclasses.dataclass
@@ -168,3 +181,38 @@ def _fill_empty_blocks(rate):
         return rate
     _, nearest = distance_transform_edt(empty, return_indices=True)
     return rate[tuple(nearest)]
+
+
+def do_bin_image_series(source, params, mask_file=None, frame_range=None):
+    """The binned background count rate of an image source (dials.diffuse.bin_image_series).
+
+    Parameters
+    ----------
+    source : ImageSource
+        Single-panel images (a data.nxs, an imageset).
+    params : PHIL extract with the parameters of `phil_scope`
+        bins: frames, rows and columns per block.
+    mask_file : MaskFile, optional
+        Pixels with mask 1 are left out; it must cover the images binned.
+    frame_range : (int, int), optional
+        0-based half-open frames of the source; default all.
+
+    Returns
+    -------
+    BinnedBackground
+    """
+    if len(source.panel_shapes) != 1:
+        raise UserError("only single-panel detectors are supported")
+    first, stop = frame_range or (0, source.n_frames)
+    if mask_file is not None:
+        mask_file.check_covers(source.image_numbers[first:stop], source.panel_shapes[0])
+    background = bin_image_series(
+        source, params.bins, source.angles_deg, mask_file, (first, stop)
+    )
+    logger.info(
+        "Background on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",
+        *background.rate.shape,
+        float(np.min(background.rate)),
+        float(np.max(background.rate)),
+    )
+    return background
