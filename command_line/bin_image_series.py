@@ -85,12 +85,7 @@ def main(params, inputs, run):
 program = Program(
     name="bin_image_series", phil=phil_scope, help=help_message, main=main
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -33,7 +33,7 @@ Examples:
   # hdf5plugin filters to open it); two worker threads
   dials.diffuse.import_data refined.expt compression=bslz4 nproc=2
 
-  # in Python (the seed's NeXpy/nexusformat cells work on the file too)
+  # in Python (the NeXpy/nexusformat cells of mdx2's tutorial work on it too)
   import h5py; frames = h5py.File("data.nxs")["/entry/image_series/data"]
 """
 
@@ -75,12 +75,7 @@ program = Program(
     parallel_work=True,
     reads_images=True,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -42,7 +42,7 @@ More subdivisions give finer maps but fewer pixels per voxel: subdivide=1,1,1
 (the default) is fast; 2-4 for most diffuse maps.
 
 Output: integrated.nxs (/entry/hkl_table; columns h, k, l, n, counts,
-pixels, seconds, phi, iy, ix). In Python, as the seed's notebook:
+pixels, seconds, phi, iy, ix). In Python, as in mdx2's tutorial:
 
   from dials_diffuse.io.tables import load_table
   df = load_table("integrated.nxs").to_frame().set_index(["h", "k", "l"])
@@ -124,12 +124,7 @@ program = Program(
     main=main,
     parallel_work=True,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -125,12 +125,7 @@ def write_outputs(result, params, run):
 
 
 program = Program(name="map", phil=phil_scope, help=help_message, main=main)
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -198,12 +198,7 @@ def _flatten(paths, prefix=""):
 
 
 program = Program(name="simulate", phil=phil_scope, help=help_message, main=main)
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

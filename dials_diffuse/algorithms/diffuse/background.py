@@ -22,7 +22,7 @@ from libtbx.phil import parse
 
 from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 GROUP = "entry/binned_image_series"
@@ -90,7 +90,7 @@ class BinnedBackground:
                 group = handle[GROUP]
                 return cls(*(group[name][()] for name in ("phi", "iy", "ix", "rate")))
         except (OSError, KeyError) as error:
-            raise UserError(
+            raise DataError(
                 f"{path}: not a binned background (no /{GROUP}: {error})"
             ) from error
 
@@ -146,7 +146,7 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
             valid = valid & ~mask_file.read(source.image_numbers[frames]).astype(bool)
         exposure = seconds[frames].mean()
         if not exposure > 0:
-            raise UserError(
+            raise DataError(
                 f"images {source.image_numbers[frames[0]]}-{source.image_numbers[frames[-1]]} "
                 "have no exposure time: cannot make count rates"
             )
@@ -168,7 +168,7 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
     )
     rate = np.stack(rates)
     if np.all(np.isnan(rate)):
-        raise UserError("every block is masked: no background")
+        raise DataError("every block is masked: no background")
     return BinnedBackground(np.array(phis), iy, ix, _fill_empty_blocks(rate))
 
 
@@ -202,7 +202,7 @@ def do_bin_image_series(source, params, mask_file=None, frame_range=None):
     BinnedBackground
     """
     if len(source.panel_shapes) != 1:
-        raise UserError("only single-panel detectors are supported")
+        raise DataError("only single-panel detectors are supported")
     first, stop = frame_range or (0, source.n_frames)
     if mask_file is not None:
         mask_file.check_covers(source.image_numbers[first:stop], source.panel_shapes[0])

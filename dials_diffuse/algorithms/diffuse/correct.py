@@ -26,7 +26,7 @@ import numpy as np
 from libtbx.phil import parse
 
 from dials_diffuse import geometry
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def map_to_asu(hkl, subdivide, space_group):
     scale = int(np.lcm.reduce(np.asarray(subdivide, dtype=np.int64)))
     integer = np.rint(np.asarray(hkl, dtype=np.float64) * scale).astype(np.int64)
     if np.any(np.abs(integer) > 2**31 - 1):
-        raise UserError("Miller indices too large to map to the asymmetric unit")
+        raise DataError("Miller indices too large to map to the asymmetric unit")
     symmetry = crystal.symmetry(space_group=space_group.build_derived_laue_group())
     indices = flex.miller_index(
         flex.int(integer[:, 0].astype(np.int32)),
@@ -166,7 +166,7 @@ def map_to_asu(hkl, subdivide, space_group):
         (asu * np.asarray(subdivide, dtype=np.int64)) % scale != 0, axis=1
     )
     if np.any(op < 0) or np.any(off_grid):
-        raise UserError(
+        raise DataError(
             "subdivide is not compatible with the Laue group (a symmetry operator "
             "moves voxel centres off the grid): use equal subdivide along "
             "symmetry-related axes"
@@ -227,7 +227,7 @@ def correct(
     seconds = np.asarray(table["seconds"], dtype=np.float64)
     if np.any(~(seconds > 0)):
         bad = int(np.count_nonzero(~(seconds > 0)))
-        raise UserError(
+        raise DataError(
             f"{bad} voxel(s) have zero exposure time: check the images' exposure "
             "times (dials.show) before integrating"
         )
@@ -317,11 +317,11 @@ def do_correct(table, experiment, params, background=None, name="the table"):
     """
     missing = set(INTEGRATED_COLUMNS) - set(table.columns)
     if missing:
-        raise UserError(
+        raise DataError(
             f"{name}: not an integrated table (no {', '.join(sorted(missing))})"
         )
     if len(experiment.detector) != 1:
-        raise UserError("only single-panel detectors are supported")
+        raise DataError("only single-panel detectors are supported")
     corrections = [
         correction
         for correction in ("attenuation", "efficiency", "polarization")

@@ -24,7 +24,7 @@ from dials_diffuse import _kernels
 from dials_diffuse.algorithms.diffuse.sweep import check_exposure_times
 from dials_diffuse.images.source import read_reusing, thread_buffer
 from dials_diffuse.io.tables import Table
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 _OFFSET = 1 << 20
 
@@ -140,10 +140,10 @@ def merge_partials(partials, subdivide, max_spread, integer_counts=True):
     h, k, l, n.
     """
     if max_spread <= 0:
-        raise UserError("max_spread must be positive (degrees)")
+        raise DataError("max_spread must be positive (degrees)")
     keys = np.concatenate([_pack(p["index"]) for p in partials] or [[]])
     if len(keys) == 0:
-        raise UserError("no unmasked pixel to integrate")
+        raise DataError("no unmasked pixel to integrate")
 
     def column(name, dtype=np.float64):
         return np.concatenate([np.asarray(p[name], dtype=dtype) for p in partials])
@@ -232,7 +232,7 @@ def integrate(
     Table `hkl_table` (see `merge_partials`).
     """
     if any(int(s) < 1 for s in subdivide):
-        raise UserError("subdivide must be at least 1 along h, k and l")
+        raise DataError("subdivide must be at least 1 along h, k and l")
     if seconds is None:
         seconds = sweep.source.exposure_times
     chunks = sweep.chunks(frames_per_chunk, frame_range)
@@ -316,5 +316,5 @@ def do_integrate(
         n_pixels / elapsed,
     )
     if len(table) == 0:
-        raise UserError("no pixel left to integrate: is everything masked?")
+        raise DataError("no pixel left to integrate: is everything masked?")
     return IntegrateResult(table, n_pixels / elapsed)

@@ -21,7 +21,7 @@ from libtbx.phil import parse
 
 from dials_diffuse.algorithms.diffuse.correct import map_to_asu
 from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 MAX_GRID_POINTS = 400_000_000
 
@@ -55,13 +55,13 @@ def map_axes(limits, subdivide):
     for axis in range(3):
         low, high = limits[2 * axis], limits[2 * axis + 1]
         if low > high:
-            raise UserError(f"limits: the minimum {low} exceeds the maximum {high}")
+            raise DataError(f"limits: the minimum {low} exceeds the maximum {high}")
         first = int(np.ceil(low * subdivide[axis] - 1e-9))
         last = int(np.floor(high * subdivide[axis] + 1e-9))
         axes.append(np.arange(first, last + 1) / subdivide[axis])
     size = int(np.prod([len(a) for a in axes]))
     if size > MAX_GRID_POINTS:
-        raise UserError(f"the map would have {size} points: narrow the limits")
+        raise DataError(f"the map would have {size} points: narrow the limits")
     return axes
 
 
@@ -90,7 +90,7 @@ def grid_from_table(table, column, subdivide, space_group, limits, symmetry=True
         Expand by the Laue group; else look the grid points up directly.
     """
     if column not in table:
-        raise UserError(f"the table has no column '{column}'")
+        raise DataError(f"the table has no column '{column}'")
     subdivide = np.asarray(subdivide, dtype=np.int64)
     axes = map_axes(limits, subdivide)
     h, k, l = np.meshgrid(*axes, indexing="ij")  # noqa: E741 - Miller index names
@@ -198,7 +198,7 @@ def do_map(table, space_group, params, name="the table"):
     subdivide = np.asarray(table.attrs.get("subdivide", (1, 1, 1)), dtype=np.int64)
     frame = table.to_frame()
     if params.column not in frame:
-        raise UserError(f"{name}: no column '{params.column}'")
+        raise DataError(f"{name}: no column '{params.column}'")
     hkl = frame[["h", "k", "l"]].to_numpy(np.float64)
     limits = params.limits or default_limits(hkl, space_group)
     axes, grid = grid_from_table(

@@ -33,7 +33,7 @@ from dials_diffuse import _kernels
 from dials_diffuse.images.hdf5_chunks import ChunkedDataset, deflate_chunks
 from dials_diffuse.images.source import thread_buffer
 from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 GROUP = "entry/mask"
 
@@ -303,7 +303,7 @@ class MaskFile:
                 self.shape = group["mask"].shape
                 self.image_numbers = group["image_numbers"][()]
         except (OSError, KeyError) as error:
-            raise UserError(
+            raise DataError(
                 f"{path}: not a dials-diffuse mask (no readable /{GROUP}/mask)"
             ) from error
         self._data = ChunkedDataset(self.path, GROUP + "/mask")
@@ -315,14 +315,14 @@ class MaskFile:
         self.__init__(state["path"])
 
     def check_covers(self, images, shape):
-        """UserError unless the mask has every image in `images` and this frame shape."""
+        """DataError unless the mask has every image in `images` and this frame shape."""
         if tuple(self.shape[1:]) != tuple(shape):
-            raise UserError(
+            raise DataError(
                 f"{self.path}: mask frames are {self.shape[1:]}, the images {tuple(shape)}"
             )
         missing = np.setdiff1d(images, self.image_numbers)
         if missing.size:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: has no mask for image(s) {', '.join(map(str, missing[:10]))}"
             )
 
@@ -341,7 +341,7 @@ class MaskFile:
                 out=out,
             )
         except (OSError, ValueError) as error:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: cannot read the mask of images {images[0]}-{images[-1]} "
                 f"({error})"
             ) from None

@@ -29,7 +29,7 @@ from libtbx.phil import parse
 
 from dials_diffuse.algorithms.diffuse.scale import TERMS, ScaleModel
 from dials_diffuse.io.tables import Table
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -143,18 +143,18 @@ def split_halves(split, group, weight, observations, seed=0, space_group=None):
         return random_halves(group, np.random.default_rng(seed), weight)
     if split == "friedel":
         if "op" not in observations or space_group is None:
-            raise UserError(
+            raise DataError(
                 "split=friedel needs the op column and space group of a corrected table"
             )
         improper = improper_operators(space_group)
         op = observations["op"].to_numpy()
         if np.any((op < 0) | (op >= len(improper))):
-            raise UserError(
+            raise DataError(
                 f"op outside 0-{len(improper) - 1}: the table was not mapped with "
                 f"space group {space_group.info()}"
             )
         return ~improper[op]
-    raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
+    raise DataError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
 
 
 def merge_observations(
@@ -188,7 +188,7 @@ def merge_observations(
     intensity = observations["intensity"].to_numpy(np.float64)
     usable = np.isfinite(intensity) & np.isfinite(error) & (error > 0)
     if not np.any(usable):
-        raise UserError("no observation with a finite intensity and a positive error")
+        raise DataError("no observation with a finite intensity and a positive error")
     observations = observations[usable]
     intensity, error = intensity[usable], error[usable]
     keys = observations[KEYS].to_numpy(np.float64)
@@ -249,7 +249,7 @@ def cc_half(merged, shells=10):
     """
     both = merged.dropna(subset=["intensity_1", "intensity_2"])
     if len(both) < 3:
-        raise UserError("fewer than 3 voxels observed in both halves: no CC1/2")
+        raise DataError("fewer than 3 voxels observed in both halves: no CC1/2")
     overall = float(np.corrcoef(both["intensity_1"], both["intensity_2"])[0, 1])
     rows = []
     if "s" in both:
@@ -329,7 +329,7 @@ def _scaled(table, model, which, name, model_name):
     frame = table.to_frame()
     missing = {"h", "k", "l", "intensity", "intensity_error"} - set(frame)
     if missing:
-        raise UserError(
+        raise DataError(
             f"{name}: not a corrected table (no {', '.join(sorted(missing))})"
         )
     if model is None:
@@ -337,7 +337,7 @@ def _scaled(table, model, which, name, model_name):
     model = ScaleModel({t: term for t, term in model.terms.items() if t in which})
     absent = model.missing_columns(frame)
     if absent:
-        raise UserError(
+        raise DataError(
             f"{name}: no {', '.join(absent)} column for the model of {model_name}"
         )
     frame["intensity"], frame["intensity_error"] = model.apply(frame)
@@ -368,7 +368,7 @@ def do_merge(tables, params, models=None, names=None, model_names=None):
     names = names or [f"table {number}" for number in range(1, len(tables) + 1)]
     model_names = model_names or [f"model {n}" for n in range(1, len(tables) + 1)]
     if models and len(models) != len(tables):
-        raise UserError(
+        raise DataError(
             f"{len(models)} scaling model(s) for {len(tables)} table(s): give one "
             "scale.nxs per corrected.nxs, in the same order, or none"
         )
@@ -390,7 +390,7 @@ def do_merge(tables, params, models=None, names=None, model_names=None):
     space_group = None
     if split == "friedel":
         if len(space_groups) != 1 or None in space_groups:
-            raise UserError(
+            raise DataError(
                 "split=friedel needs tables mapped with one space group (their "
                 f"space_group attributes: {sorted(map(str, space_groups))})"
             )

@@ -19,7 +19,7 @@ from libtbx.phil import parse
 from dials_diffuse import _kernels
 from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import Table
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class PeakModel:
         """Maximum-likelihood Gaussian (mean, covariance with 1/n) of offsets (n, 3)."""
         offsets = np.asarray(offsets, dtype=np.float64)
         if len(offsets) < 4:
-            raise UserError(
+            raise DataError(
                 f"only {len(offsets)} peak pixels: too few to fit a peak model "
                 "(lower count_threshold)"
             )
@@ -85,7 +85,7 @@ class PeakModel:
         deviations = offsets - centre
         covariance = deviations.T @ deviations / len(offsets)
         if np.linalg.matrix_rank(covariance) < 3:
-            raise UserError(
+            raise DataError(
                 "the peak pixels' Miller-index offsets are degenerate (a flat "
                 "peak model): lower count_threshold or check the geometry"
             )
@@ -299,7 +299,7 @@ def do_find_peaks(sweep, params, pmap, frame_range=None, frames_per_chunk=10):
     FindPeaksResult
     """
     if params.count_threshold is None:
-        raise UserError("count_threshold is required, e.g. count_threshold=20")
+        raise DataError("count_threshold is required, e.g. count_threshold=20")
     frame_range = frame_range or (0, sweep.source.n_frames)
     peaks = find_peaks(
         sweep,
@@ -315,7 +315,7 @@ def do_find_peaks(sweep, params, pmap, frame_range=None, frames_per_chunk=10):
         frame_range[1] - frame_range[0],
     )
     if len(peaks) == 0:
-        raise UserError(
+        raise DataError(
             f"no pixel above count_threshold={params.count_threshold:g}: lower it"
         )
     hkl = np.stack([peaks["h"], peaks["k"], peaks["l"]], axis=1)
