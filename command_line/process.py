@@ -44,6 +44,9 @@ STEPS = (
     "map",
 )
 
+#: The chain's parameters that the steps reading images share.
+SWEEP_PARAMETERS = ("image_range", "frames_per_chunk", "nproc", "dask")
+
 help_message = """
 Run the diffuse chain on a refined sweep: import_data (optional), find_peaks,
 mask_peaks, integrate, correct, scale (optional), merge and map, one after the
@@ -228,22 +231,23 @@ class Chain:
         self.done = []
 
     def command(self, name, files, sweep):
-        """The command line that runs the step alone with the same parameters."""
-        arguments = list(files)
-        if sweep:
-            arguments.append(f"frames_per_chunk={self.params.frames_per_chunk}")
-            if self.params.image_range:
-                arguments.append("image_range={},{}".format(*self.params.image_range))
-            if self.params.nproc:
-                arguments.append(f"nproc={self.params.nproc}")
-            if self.params.dask.scheduler:
-                arguments.append(f"dask.scheduler={self.params.dask.scheduler}")
+        """The command line that runs the step alone with the same parameters.
+
+        The files, the chain's parameters that differ from the defaults
+        (`SWEEP_PARAMETERS` for the steps that read images), and the step's
+        own that differ, without the `<step>.` prefix.
+        """
         diff = program.master_phil.fetch_diff(source=self.working)
-        for definition in _definitions(diff.get(name)):
-            value = definition.extract()
-            values = value if isinstance(value, (list, tuple)) else [value]
-            key = definition.full_path().split(".", 1)[1]
-            arguments.append(f"{key}={','.join(_word(v) for v in values)}")
+        shared = SWEEP_PARAMETERS if sweep else ()
+        arguments = list(files)
+        for scope in [*shared, name]:
+            for definition in _definitions(diff.get(scope)):
+                value = definition.extract()
+                values = value if isinstance(value, (list, tuple)) else [value]
+                key = definition.full_path()
+                if scope == name:
+                    key = key.split(".", 1)[1]
+                arguments.append(f"{key}={','.join(_word(v) for v in values)}")
         return " ".join([f"dials.diffuse.{name}", *arguments])
 
     @contextlib.contextmanager
@@ -257,6 +261,7 @@ class Chain:
             try:
                 yield run
             except DataError as error:
+                self.run.results[name] = {"command": command, "error": str(error)}
                 raise UserError(f"step {name} failed: {error}") from error
         seconds = time.perf_counter() - start
         self.run.timings[name] = seconds
