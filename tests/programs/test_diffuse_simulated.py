@@ -318,6 +318,14 @@ def test_process_runs_the_chain_like_the_steps(
     assert integrate_command.startswith("dials.diffuse.integrate ")
     assert "subdivide=4,4,4" in integrate_command.split()
     assert "mask=mask.nxs" in integrate_command.split()
+    # ... and gives the same table run alone.
+    again = [*integrate_command.split()[1:], "output.table=again.nxs"]
+    again.append("output.log=again.log")
+    assert integrate_program.run([*again, "output.plot=None"]) == 0
+    np.testing.assert_array_equal(
+        load_table(in_tmp_path / "again.nxs").to_frame().to_numpy(),
+        load_table(in_tmp_path / "integrated.nxs").to_frame().to_numpy(),
+    )
     assert set(summary["timings"]) >= {"find_peaks", "merge", "map", "total"}
     report = (in_tmp_path / "dials.diffuse.process.html").read_text()
     plots = [p for p in in_tmp_path.glob("*.png")]

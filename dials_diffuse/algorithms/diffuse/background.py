@@ -203,6 +203,10 @@ def do_bin_image_series(source, params, mask_file=None, frame_range=None):
     """
     if len(source.panel_shapes) != 1:
         raise DataError("only single-panel detectors are supported")
+    if params.bins is None:
+        raise DataError(
+            "bins is required: frames,rows,columns per block, e.g. bins=10,20,20"
+        )
     first, stop = frame_range or (0, source.n_frames)
     if mask_file is not None:
         mask_file.check_covers(source.image_numbers[first:stop], source.panel_shapes[0])

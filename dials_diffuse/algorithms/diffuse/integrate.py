@@ -285,6 +285,10 @@ def do_integrate(
     -------
     IntegrateResult
     """
+    if params.subdivide is None:
+        raise DataError(
+            "subdivide is required: voxels per r.l.u., e.g. subdivide=2,2,2"
+        )
     if mask_file is None:
         logger.warning(
             "No mask given: Bragg peaks are integrated with the diffuse signal"

@@ -293,7 +293,7 @@ image_range = None
   .help = "First and last image to process, 1-based and inclusive (the"
           "dials.slice_sequence step of mdx2's tutorial). Default: all images of the data."
 frames_per_chunk = 10
-  .type = int(value_min=1)
+  .type = int(value_min=1, allow_none=False)
   .help = "Frames per chunk of work: memory grows with it (about 30 bytes per"
           "pixel-frame), parallel work is spread over chunks."
 """
