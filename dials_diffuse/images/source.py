@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def frame_range(image_numbers, image_range=None):
@@ -50,7 +50,7 @@ def frame_range(image_numbers, image_range=None):
 
     Raises
     ------
-    UserError
+    DataError
         When either image is not among the source's images, or first > last.
     """
     numbers = np.asarray(image_numbers)
@@ -67,7 +67,7 @@ def frame_range(image_numbers, image_range=None):
         and numbers[stop - 1] == last
     )
     if not inside:
-        raise UserError(
+        raise DataError(
             f"image_range={first},{last} is outside the images "
             f"{numbers[0]}-{numbers[-1]} of the data"
             if len(numbers)

@@ -17,7 +17,7 @@ import numpy as np
 
 from dials_diffuse.algorithms.diffuse.scale import TERMS, GridTerm, ScaleModel
 from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 #: Table name -> term name.
 MODEL_TABLES = {table: name for name, (table, _, _) in TERMS.items()}
@@ -52,7 +52,7 @@ def read_scale_model(path, which=None):
 
     Raises
     ------
-    UserError
+    DataError
         Naming the file, when it holds no model table (and `which` is None).
     """
     terms = {}
@@ -61,7 +61,7 @@ def read_scale_model(path, which=None):
         if name and (which is None or name in which):
             terms[name] = term_from_table(load_table(path, table_name))
     if not terms and which is None:
-        raise UserError(f"{path}: no scaling model (/entry/*_model) in it")
+        raise DataError(f"{path}: no scaling model (/entry/*_model) in it")
     return ScaleModel(terms)
 
 

@@ -8,7 +8,7 @@ from dials_diffuse.algorithms.frames.describe import describe_series
 from dials_diffuse.algorithms.frames.detrend import detrend, running_cv
 from dials_diffuse.algorithms.frames.sums import sum_frames
 from dials_diffuse.images.eiger import EigerMasterSource
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import ParallelMap
 from tests.eiger_files import drifting_series, real_master, write_series
 
@@ -152,7 +152,7 @@ def test_a_last_image_of_zero_means_the_last(drifting):
     np.testing.assert_array_equal(result.image_numbers, np.arange(45, n + 1))
     sums, _ = numpy_sums(frames[44:], valid, 0, np.inf)
     np.testing.assert_array_equal(result.sums, sums)
-    with pytest.raises(UserError, match=f"outside the images 1-{n}"):
+    with pytest.raises(DataError, match=f"outside the images 1-{n}"):
         sum_frames(EigerMasterSource(master), image_range=(1, n + 1))
 
 

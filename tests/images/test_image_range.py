@@ -13,7 +13,7 @@ from dxtbx.model.experiment_list import ExperimentListFactory
 from dials_diffuse.algorithms.pixels.histograms import histogram_imageset
 from dials_diffuse.images.imageset import ImagesetSource, image_numbers
 from dials_diffuse.images.source import frame_range
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def test_frame_range_counts_image_numbers_not_positions():
@@ -22,11 +22,11 @@ def test_frame_range_counts_image_numbers_not_positions():
     assert frame_range(numbers, (11, 15)) == (0, 5)
     assert frame_range(numbers, (20, 20)) == (9, 10)
     for outside in ((1, 5), (10, 12), (15, 21), (16, 15)):
-        with pytest.raises(UserError, match="outside the images 11-20"):
+        with pytest.raises(DataError, match="outside the images 11-20"):
             frame_range(numbers, outside)
     # Stills numbered by file position, with a hole: a number not present is
     # refused, not rounded to a neighbour.
-    with pytest.raises(UserError, match="outside"):
+    with pytest.raises(DataError, match="outside"):
         frame_range(np.array([1, 2, 5, 6]), (3, 5))
     assert frame_range(np.array([1, 2, 5, 6]), (2, 5)) == (1, 3)
 
@@ -83,5 +83,5 @@ def test_histogram_and_frame_sums_take_the_same_images(late_sweep, in_tmp_path):
     table = pd.read_csv("frame_statistics.csv")
     np.testing.assert_array_equal(table["image"], [8, 9, 10])
     np.testing.assert_array_equal(table["sum"], sums)
-    with pytest.raises(UserError, match="outside the images 6-15"):
+    with pytest.raises(DataError, match="outside the images 6-15"):
         histogram_imageset(experiments[0].imageset, image_range=(1, 3))

@@ -17,12 +17,39 @@ The mask is written as mask.nxs (`dials_diffuse.io.mask_file`, mdx2's
 convention: 1 = excluded, the opposite of a DIALS validity mask).
 """
 
+import dataclasses
+import logging
+
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse import _kernels
 from dials_diffuse.images.hdf5_chunks import deflate_chunks
 from dials_diffuse.images.source import thread_buffer
 from dials_diffuse.io.mask_file import MaskWriter
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of mask_peaks (dials.diffuse.mask_peaks and process include them).
+phil_scope = parse(
+    """
+sigma_cutoff = 3.0
+  .type = float(value_min=0, allow_none=False)
+  .help = "Size of the masked ellipsoid around each lattice point, in"
+          "standard deviations of the peak model (Mahalanobis distance)."
+bragg = False
+  .type = bool
+  .help = "Invert the ellipsoid mask: keep only the Bragg peaks (peak and hot"
+          "pixels are then not added; the detector mask still applies)."
+hot_pixels {
+  min_fraction = 0.5
+    .type = float(value_min=0, value_max=1, allow_none=False)
+    .help = "A pixel that is a peak-model outlier (above count_threshold far"
+            "from any lattice point) in at least this fraction of the frames"
+            "(and at least 2) is hot and masked in every frame."
+}
+"""
+)
 
 
 def allowed_lattice_points(crystal, s_max):
@@ -228,3 +255,87 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
         "masked_fraction": float(per_frame.mean()),
         "masked_fraction_per_image": per_frame.tolist(),
     }
+
+
+@dataclasses.dataclass
+class MaskPeaksResult:
+    """What `do_mask_peaks` masked.
+
+    Attributes
+    ----------
+    image_numbers : ndarray
+        The 1-based images of the mask.
+    masked_fraction_per_image : list of float
+    hot_pixels : int
+        Pixels masked in every frame as hot.
+    """
+
+    image_numbers: np.ndarray
+    masked_fraction_per_image: list
+    hot_pixels: int
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {
+            "frames": len(self.masked_fraction_per_image),
+            "masked_fraction": float(np.mean(self.masked_fraction_per_image)),
+            "masked_fraction_per_image": self.masked_fraction_per_image,
+            "hot_pixels": self.hot_pixels,
+        }
+
+
+def do_mask_peaks(
+    sweep, peaks, model, path, params, pmap, frame_range=None, frames_per_chunk=10
+):
+    """Compute the peak mask of a sweep and stream it into a new mask.nxs at `path`.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    peaks : Table
+        The peak pixels of find_peaks (image, iy, ix, outlier).
+    model : PeakModel
+    path : Path
+        Where to write the mask (the caller chooses the name; a program
+        gives a temporary one that it renames when complete).
+    params : PHIL extract with the parameters of `phil_scope`
+    pmap : ParallelMap
+    frame_range : (int, int), optional
+        0-based half-open frames of the sweep's source; default all.
+    frames_per_chunk : int
+
+    Returns
+    -------
+    MaskPeaksResult
+    """
+    first, stop = frame_range or (0, sweep.source.n_frames)
+    hot = hot_pixels(
+        peaks,
+        sweep.source.panel_shapes[0],
+        stop - first,
+        params.hot_pixels.min_fraction,
+    )
+    logger.info(
+        "%d peak pixels, %d hot pixels; masking ellipsoids at %g sigma%s",
+        len(peaks),
+        int(hot.sum()),
+        params.sigma_cutoff,
+        " (inverted: Bragg peaks kept)" if params.bragg else "",
+    )
+    masker = PeakMasker(
+        sweep, model, params.sigma_cutoff, peaks=peaks, hot=hot, bragg=params.bragg
+    )
+    summary = write_mask(
+        path,
+        sweep,
+        masker,
+        pmap,
+        frames_per_chunk=frames_per_chunk,
+        frame_range=(first, stop),
+    )
+    logger.info("Masked pixels: %.2f%%", 100 * summary["masked_fraction"])
+    return MaskPeaksResult(
+        sweep.source.image_numbers[first:stop],
+        summary["masked_fraction_per_image"],
+        int(hot.sum()),
+    )

@@ -16,7 +16,7 @@ from dials_diffuse import _kernels
 from dials_diffuse.images.eiger import CODEC_DEFLATE, EigerMasterSource
 from dials_diffuse.images.imageset import image_numbers, read_frame
 from dials_diffuse.images.source import frame_range
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 
@@ -109,7 +109,7 @@ def _sum_eiger_batch(item):
                 )
             )
         except ValueError as error:
-            raise UserError(
+            raise DataError(
                 f"{source.path}: images {first + 1}-{first + len(payload)}: "
                 f"corrupt data ({error})"
             ) from error
@@ -192,7 +192,7 @@ def sum_frames(
     FrameSums
     """
     if high < low:
-        raise UserError(f"high={high} is below low={low}")
+        raise DataError(f"high={high} is below low={low}")
     if isinstance(source, EigerMasterSource):
         numbers, work = source.image_numbers, _sum_eiger_batch
         if isinstance(mask, (list, tuple)):
