@@ -46,7 +46,7 @@ from dxtbx.format.FormatHDF5 import FormatHDF5
 from dxtbx.format.FormatPilatusHelpers import determine_eiger_mask
 from dxtbx.model import ParallaxCorrectedPxMmStrategy
 
-from dials_diffuse.images.imageset import trusted_range_is_inclusive
+from dials_diffuse.util.compat import trusted_range_between
 
 logger = logging.getLogger(__name__)
 
@@ -150,13 +150,6 @@ def _data_links(handle):
     return sorted(name for name in group if DATA_LINK.match(name))
 
 
-def compatible_trusted_range(low, high):
-    """dxtbx trusted range that accepts exactly the values low < v < high,
-    whether the installed dxtbx treats the range as exclusive (3.12) or
-    inclusive (later versions)."""
-    return (low + 1, high - 1) if trusted_range_is_inclusive() else (low, high)
-
-
 class FormatEigerFilewriter(FormatHDF5):
     """DECTRIS filewriter master files without full NeXus geometry (see module doc)."""
 
@@ -244,7 +237,7 @@ class FormatEigerFilewriter(FormatHDF5):
                 if self._data_dtype.kind in "ui"
                 else 1e300
             )
-        trusted_range = compatible_trusted_range(-1, float(cutoff))
+        trusted_range = trusted_range_between(-1, float(cutoff))
 
         material = _sensor_symbol(_value(h, DETECTOR + "/sensor_material"))
         thickness = _value(h, DETECTOR + "/sensor_thickness")
