@@ -7,6 +7,7 @@ image file) become a `UserError` naming the file and frame.
 
 import threading
 
+import dxtbx.model  # noqa: F401  (its converters unpickle an imageset's models: Dask workers)
 import numpy as np
 from dxtbx import flumpy
 

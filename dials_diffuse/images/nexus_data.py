@@ -33,6 +33,7 @@ import numpy as np
 from dials_diffuse.images.hdf5_chunks import ChunkedDataset
 from dials_diffuse.images.source import ImageSource, output_buffer, thread_buffer
 from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.parallel import pickled_by_path
 
 #: Where the image series lives in the file.
 IMAGE_SERIES = "/entry/image_series"
@@ -41,8 +42,8 @@ IMAGE_SERIES = "/entry/image_series"
 class NexusDataSource(ImageSource):
     """Read a ``data.nxs`` (layout in the module docstring) chunk by chunk.
 
-    The file is opened lazily in each process (the source pickles by path, so
-    it can be sent to Dask workers). Chunks are read raw and decoded outside
+    The file is opened lazily in each process (the source pickles by its
+    absolute path, `pickled_by_path`, so it can be sent to Dask workers). Chunks are read raw and decoded outside
     h5py (`dials_diffuse.images.hdf5_chunks`), so threads sharing one source
     decode in parallel; layouts that path does not handle go through h5py.
 
@@ -97,10 +98,8 @@ class NexusDataSource(ImageSource):
             )
         return values
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_file"] = None
-        return state
+    def __reduce__(self):
+        return pickled_by_path(NexusDataSource, self.path)
 
     def close(self):
         """Close the file (it reopens on the next read)."""
