@@ -43,9 +43,10 @@ class NexusDataSource(ImageSource):
     """Read a ``data.nxs`` (layout in the module docstring) chunk by chunk.
 
     The file is opened lazily in each process (the source pickles by its
-    absolute path, `pickled_by_path`, so it can be sent to Dask workers). Chunks are read raw and decoded outside
-    h5py (`dials_diffuse.images.hdf5_chunks`), so threads sharing one source
-    decode in parallel; layouts that path does not handle go through h5py.
+    absolute path, `pickled_by_path`, so it can be sent to Dask workers).
+    Chunks are read raw and decoded outside h5py
+    (`dials_diffuse.images.hdf5_chunks`), so threads sharing one source decode
+    in parallel; layouts that path does not handle go through h5py.
 
     Raises
     ------

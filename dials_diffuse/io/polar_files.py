@@ -144,8 +144,9 @@ class PolarFile:
     normalised : bool
     shape : (shots, n_q, n_phi)
 
-    Calling it (or `read`) reads one shot; it pickles without its file
-    handle and reopens the file where it is unpickled (Dask workers).
+    Calling it (or `read`) reads one shot; it pickles as its absolute path
+    and reopens the file where it is unpickled (Dask workers,
+    `pickled_by_path`).
     """
 
     path: str
