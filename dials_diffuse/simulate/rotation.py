@@ -251,19 +251,20 @@ def expected_frame(experiment, frame):
 
 
 def measured_frame(experiment, frame, expected, seed, response=None, sweep=0):
-    """Poisson counts for `expected` (ny, nx), clipped at saturation, gap filled.
+    """Poisson counts for `expected` (ny, nx), overloads marked, gap filled.
 
     The noise of each frame comes from its own stream (seed, sweep, frame), so
     frames can be made in any order or in parallel with identical results.
     `response`, if given, maps true counts to recorded values (a detector
-    non-linearity) before the clipping at saturation.
+    non-linearity); counts at or above the detector's saturation are then
+    recorded as saturation + 1 (`models.record_overloads`).
     """
     rng = np.random.default_rng([seed, 1, sweep, frame])
     counts = rng.poisson(expected)
     if response is not None:
         counts = response(counts)
-    saturation = experiment.detector[0].get_trusted_range()[1]
-    counts = np.minimum(counts, saturation)
+    saturation = int(experiment.detector[0].get_trusted_range()[1])
+    counts = models.record_overloads(counts, saturation)
     counts[experiment.gap_mask] = GAP_VALUE
     return counts.astype(np.uint16)
 
