@@ -1,0 +1,240 @@
+"""A self-contained interactive map viewer: one HTML page, Plotly offline.
+
+The page holds plotly.js once and every layer's grid as float32 (base64),
+downsampled by a whole step along each axis (through the 0 plane) where a
+layer has more than `max_voxels` points, so that the page stays a few MB.
+It shows a section of the chosen layer perpendicular to the chosen axis at
+any level (a slider), in linear or logarithmic colour (signed layers --
+anisotropic map, 3D-DeltaPDF -- in a symmetric logarithm about 0). It opens
+in any browser without NeXpy or a server.
+
+The data block is ``<script type="application/json" id="map-data">``: a list
+of layers, each with ``name``, ``axis_names``, ``units``, ``axes`` (three
+lists), ``shape``, ``signed``, ``limits`` (colour range) and ``data`` (the
+base64 of the float32 little-endian C-order grid, NaN where unmeasured);
+`read_viewer_layers` reads it back.
+"""
+
+import base64
+import html
+import json
+import re
+
+import numpy as np
+
+MAX_VOXELS = 400_000
+
+
+def downsample(axes, values, max_voxels=MAX_VOXELS):
+    """Every f-th point along each axis (f the smallest that fits), through 0.
+
+    Returns
+    -------
+    axes : list of three arrays
+    values : ndarray
+    step : int
+    """
+    step = 1
+    while np.prod([-(-len(a) // step) for a in axes]) > max_voxels:
+        step += 1
+    if step == 1:
+        return [np.asarray(a) for a in axes], np.asarray(values), 1
+    picks = []
+    for axis in axes:
+        zero = int(np.argmin(np.abs(axis)))
+        picks.append(np.arange(zero % step, len(axis), step))
+    return [np.asarray(a)[p] for a, p in zip(axes, picks)], values[np.ix_(*picks)], step
+
+
+def colour_limits(values, signed):
+    """Colour range: 1st-99th percentile, or +-99th percentile of |value| if signed."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return [0.0, 1.0]
+    if signed:
+        high = float(np.percentile(np.abs(finite), 99)) or 1.0
+        return [-high, high]
+    low, high = (float(v) for v in np.percentile(finite, [1, 99]))
+    return [low, high if high > low else low + 1.0]
+
+
+def viewer_layer(
+    name,
+    axes,
+    values,
+    axis_names=("h", "k", "l"),
+    units="r.l.u.",
+    signed=False,
+    max_voxels=MAX_VOXELS,
+):
+    """One layer of the viewer's data block (downsampled, float32 base64)."""
+    axes, values, step = downsample(axes, values, max_voxels)
+    data = np.ascontiguousarray(values, dtype="<f4")
+    return {
+        "name": name,
+        "axis_names": list(axis_names),
+        "units": units,
+        "axes": [np.asarray(a, dtype=float).round(6).tolist() for a in axes],
+        "shape": list(data.shape),
+        "signed": bool(signed),
+        "step": step,
+        "limits": colour_limits(data, signed),
+        "data": base64.b64encode(data.tobytes()).decode("ascii"),
+    }
+
+
+def read_viewer_layers(page):
+    """The layers of a viewer page (its text): dicts with ``values`` decoded."""
+    match = re.search(
+        r'<script type="application/json" id="map-data">(.*?)</script>', page, re.S
+    )
+    if match is None:
+        raise ValueError("not a map viewer page: no map-data block")
+    layers = json.loads(match.group(1))
+    for layer in layers:
+        raw = base64.b64decode(layer["data"])
+        layer["values"] = np.frombuffer(raw, dtype="<f4").reshape(layer["shape"])
+    return layers
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1em; color: #222; }
+#controls { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: center; }
+#controls label { white-space: nowrap; }
+#level { width: 22em; }
+#plot { width: 100%; max-width: 60em; height: 42em; }
+"""
+
+_SCRIPT = """
+(function () {
+  var layers = JSON.parse(document.getElementById("map-data").textContent);
+  layers.forEach(function (layer) {
+    var raw = atob(layer.data);
+    var bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    layer.values = new Float32Array(bytes.buffer);
+  });
+  var layerSelect = document.getElementById("layer");
+  var axisSelect = document.getElementById("axis");
+  var level = document.getElementById("level");
+  var levelText = document.getElementById("level-text");
+  var colour = document.getElementById("colour");
+  layers.forEach(function (layer, i) {
+    var option = document.createElement("option");
+    option.value = i; option.textContent = layer.name;
+    layerSelect.appendChild(option);
+  });
+  function current() { return layers[+layerSelect.value]; }
+  function setAxes() {
+    var layer = current(), chosen = +axisSelect.value || 0;
+    axisSelect.innerHTML = "";
+    layer.axis_names.forEach(function (name, i) {
+      var option = document.createElement("option");
+      option.value = i; option.textContent = name;
+      axisSelect.appendChild(option);
+    });
+    axisSelect.value = chosen;
+    setLevel(true);
+  }
+  function setLevel(centre) {
+    var layer = current(), axis = +axisSelect.value, values = layer.axes[axis];
+    level.max = values.length - 1;
+    if (centre) {
+      var best = 0;
+      for (var i = 0; i < values.length; i++)
+        if (Math.abs(values[i]) < Math.abs(values[best])) best = i;
+      level.value = best;
+    }
+    draw();
+  }
+  function transform(v, layer, log) {
+    if (!isFinite(v)) return null;
+    if (!log) return v;
+    if (layer.signed) {
+      var c = Math.max(Math.abs(layer.limits[1]) / 100, 1e-30);
+      return (v < 0 ? -1 : 1) * Math.log10(1 + Math.abs(v) / c);
+    }
+    return v > 0 ? Math.log10(v) : null;
+  }
+  function draw() {
+    var layer = current(), axis = +axisSelect.value, index = +level.value;
+    var log = colour.value === "log", n = layer.shape;
+    var others = [0, 1, 2].filter(function (a) { return a !== axis; });
+    var xa = others[0], ya = others[1], z = [];
+    var stride = [n[1] * n[2], n[2], 1];
+    for (var j = 0; j < n[ya]; j++) {
+      var row = [];
+      for (var i = 0; i < n[xa]; i++) {
+        var offset = index * stride[axis] + i * stride[xa] + j * stride[ya];
+        row.push(transform(layer.values[offset], layer, log));
+      }
+      z.push(row);
+    }
+    var lim = [transform(layer.limits[0], layer, log), transform(layer.limits[1], layer, log)];
+    if (log && !layer.signed && lim[0] === null) lim[0] = lim[1] - 3;
+    var unit = layer.units ? " (" + layer.units + ")" : "";
+    levelText.textContent = layer.axis_names[axis] + " = " + layer.axes[axis][index] + unit;
+    Plotly.react("plot", [{
+      type: "heatmap", z: z, x: layer.axes[xa], y: layer.axes[ya],
+      zmin: lim[0], zmax: lim[1], zsmooth: false,
+      colorscale: layer.signed ? "RdBu" : "Viridis", reversescale: layer.signed,
+      colorbar: {title: {text: log ? "log" : "linear"}}
+    }], {
+      title: {text: layer.name + ": " + levelText.textContent},
+      xaxis: {title: {text: layer.axis_names[xa] + unit}},
+      yaxis: {title: {text: layer.axis_names[ya] + unit}, scaleanchor: "x"},
+      margin: {t: 50}
+    }, {responsive: true});
+  }
+  layerSelect.onchange = setAxes;
+  axisSelect.onchange = function () { setLevel(true); };
+  level.oninput = draw;
+  colour.onchange = draw;
+  setAxes();
+})();
+"""
+
+
+def write_map_viewer(path, layers, title):
+    """Write the viewer page.
+
+    Parameters
+    ----------
+    path : str or Path
+    layers : list of dict
+        From `viewer_layer`, in the order of the layer menu.
+    title : str
+    """
+    from plotly.offline import get_plotlyjs
+
+    data = json.dumps(layers, separators=(",", ":")).replace("</", "<\\/")
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_STYLE}</style>
+<script>{get_plotlyjs()}</script></head>
+<body><h1>{html.escape(title)}</h1>
+<div id="controls">
+<label>Layer <select id="layer"></select></label>
+<label>Section perpendicular to <select id="axis"></select></label>
+<label>Level <input type="range" id="level" min="0" max="0" step="1" value="0"></label>
+<span id="level-text"></span>
+<label>Colour <select id="colour"><option value="linear">linear</option>
+<option value="log">log</option></select></label>
+</div>
+<div id="plot"></div>
+<script type="application/json" id="map-data">{data}</script>
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(page)
+
+
+def viewer_link(path):
+    """HTML of a link to a viewer page, for reports (e.g. dials.diffuse.process)."""
+    name = html.escape(str(path))
+    return (
+        f'<p><a href="{name}">Open the interactive map viewer</a> ({name}): '
+        "sections along h, k, l of the map, its isotropic and anisotropic parts "
+        "and the 3D-DeltaPDF.</p>"
+    )
