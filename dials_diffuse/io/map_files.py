@@ -269,7 +269,7 @@ def _read_mtz(path, column, unit_cell, subdivide):
                 f"{path}: the MTZ cell {mtz_cell[:3]} is not a whole multiple of the "
                 f"crystal's cell {tuple(unit_cell[:3])}"
             )
-    subdivide = np.asarray(subdivide or (1, 1, 1), dtype=np.int64)
+    subdivide = np.asarray((1, 1, 1) if subdivide is None else subdivide, np.int64)
     crystal_cell = tuple(
         [mtz_cell[i] / subdivide[i] for i in range(3)] + list(mtz_cell[3:])
     )

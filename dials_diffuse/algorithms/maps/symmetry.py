@@ -65,24 +65,24 @@ def symmetry_average(recmap, layer=None):
     Returns
     -------
     mean, spread, count : ndarrays (shape of the map)
-        Mean over the measured mates; their standard deviation (ddof=1, NaN
-        with fewer than two); how many mates were measured (0: mean NaN).
+        Mean over the measured distinct mates; their standard deviation
+        (ddof=1, NaN with fewer than two); how many distinct mates were
+        measured (0: mean NaN).
     """
     values = recmap.layers[layer or recmap.signal].ravel().astype(np.float64)
-    total = np.zeros(values.size)
-    total_sq = np.zeros(values.size)
-    count = np.zeros(values.size, dtype=np.int64)
-    for flat in symmetry_mates(recmap):
-        mate = np.full(values.size, np.nan)
-        inside = flat >= 0
-        mate[inside] = values[flat[inside]]
-        measured = np.isfinite(mate)
-        total += np.where(measured, mate, 0.0)
-        total_sq += np.where(measured, mate * mate, 0.0)
-        count += measured
+    # A point on a symmetry element is its own mate under several rotations:
+    # each distinct mate counts once.
+    mates = np.sort(symmetry_mates(recmap), axis=0)
+    distinct = np.ones(mates.shape, dtype=bool)
+    distinct[1:] = mates[1:] != mates[:-1]
+    use = distinct & (mates >= 0)
+    mate_values = np.where(use, values[np.where(use, mates, 0)], np.nan)
+    measured = np.isfinite(mate_values)
+    count = measured.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / count, np.nan)
-        variance = (total_sq - count * mean * mean) / (count - 1)
-        spread = np.where(count > 1, np.sqrt(np.maximum(variance, 0.0)), np.nan)
+        mean = np.where(measured, mate_values, 0.0).sum(axis=0) / count
+        deviation = np.where(measured, mate_values - mean, 0.0)
+        variance = (deviation * deviation).sum(axis=0) / (count - 1)
+        spread = np.where(count > 1, np.sqrt(variance), np.nan)
     shape = recmap.shape
     return mean.reshape(shape), spread.reshape(shape), count.reshape(shape)
