@@ -6,7 +6,8 @@ layer has more than `max_voxels` points, so that the page stays a few MB.
 It shows a section of the chosen layer perpendicular to the chosen axis at
 any level (a slider), in linear or logarithmic colour (signed layers --
 anisotropic map, 3D-DeltaPDF -- in a symmetric logarithm about 0). It opens
-in any browser without NeXpy or a server.
+in any browser without NeXpy or a server; an address ending in
+``#layer=3&axis=2&level=10&colour=log`` opens that view.
 
 The data block is ``<script type="application/json" id="map-data">``: a list
 of layers, each with ``name``, ``axis_names``, ``units``, ``axes`` (three
@@ -125,8 +126,9 @@ _SCRIPT = """
     layerSelect.appendChild(option);
   });
   function current() { return layers[+layerSelect.value]; }
-  function setAxes() {
-    var layer = current(), chosen = +axisSelect.value || 0;
+  function setAxes(axis) {
+    var layer = current();
+    var chosen = axis !== undefined ? axis : +axisSelect.value || 0;
     axisSelect.innerHTML = "";
     layer.axis_names.forEach(function (name, i) {
       var option = document.createElement("option");
@@ -173,11 +175,12 @@ _SCRIPT = """
     var lim = [transform(layer.limits[0], layer, log), transform(layer.limits[1], layer, log)];
     if (log && !layer.signed && lim[0] === null) lim[0] = lim[1] - 3;
     var unit = layer.units ? " (" + layer.units + ")" : "";
-    levelText.textContent = layer.axis_names[axis] + " = " + layer.axes[axis][index] + unit;
+    levelText.textContent = layer.axis_names[axis] + " = " +
+      Number(layer.axes[axis][index].toPrecision(4)) + unit;
     Plotly.react("plot", [{
       type: "heatmap", z: z, x: layer.axes[xa], y: layer.axes[ya],
       zmin: lim[0], zmax: lim[1], zsmooth: false,
-      colorscale: layer.signed ? "RdBu" : "Viridis", reversescale: layer.signed,
+      colorscale: layer.signed ? "RdBu" : "Viridis",
       colorbar: {title: {text: log ? "log" : "linear"}}
     }], {
       title: {text: layer.name + ": " + levelText.textContent},
@@ -186,11 +189,20 @@ _SCRIPT = """
       margin: {t: 50}
     }, {responsive: true});
   }
-  layerSelect.onchange = setAxes;
+  layerSelect.onchange = function () { setAxes(); };
   axisSelect.onchange = function () { setLevel(true); };
   level.oninput = draw;
   colour.onchange = draw;
-  setAxes();
+  // The starting view from the address: #layer=2&axis=0&level=5&colour=log
+  var start = {};
+  location.hash.replace(/^#/, "").split("&").forEach(function (pair) {
+    var parts = pair.split("=");
+    if (parts.length === 2) start[parts[0]] = parts[1];
+  });
+  if (start.layer !== undefined && layers[+start.layer]) layerSelect.value = +start.layer;
+  if (start.colour === "log") colour.value = "log";
+  setAxes(Math.min(Math.max(+start.axis || 0, 0), 2));
+  if (start.level !== undefined) { level.value = +start.level; draw(); }
 })();
 """
 
