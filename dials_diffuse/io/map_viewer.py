@@ -1,8 +1,9 @@
 """A self-contained interactive map viewer: one HTML page, Plotly offline.
 
 The page holds plotly.js once and every layer's grid as float32 (base64),
-downsampled by a whole step along each axis (through the 0 plane) where a
-layer has more than `max_voxels` points, so that the page stays a few MB.
+reduced to block means of an odd number of voxels along each axis (centred
+on the 0 plane) where a layer has more than `max_voxels` points, so that
+the page stays a few MB (plotly.js itself is about 3.5 MB).
 It shows a section of the chosen layer perpendicular to the chosen axis at
 any level (a slider), in linear or logarithmic colour (signed layers --
 anisotropic map, 3D-DeltaPDF -- in a symmetric logarithm about 0). It opens
@@ -27,7 +28,12 @@ MAX_VOXELS = 400_000
 
 
 def downsample(axes, values, max_voxels=MAX_VOXELS):
-    """Every f-th point along each axis (f the smallest that fits), through 0.
+    """Block means over f x f x f voxels (f odd, the smallest that fits), centred on 0.
+
+    The kept points are every f-th one through the 0 plane; each takes the
+    mean of the measured voxels within f // 2 of it along every axis (a
+    plain stride would alias: at f = subdivide it would show only the Bragg
+    positions of a diffuse map).
 
     Returns
     -------
@@ -37,14 +43,23 @@ def downsample(axes, values, max_voxels=MAX_VOXELS):
     """
     step = 1
     while np.prod([-(-len(a) // step) for a in axes]) > max_voxels:
-        step += 1
+        step += 2
+    values = np.asarray(values, dtype=np.float64)
     if step == 1:
-        return [np.asarray(a) for a in axes], np.asarray(values), 1
+        return [np.asarray(a) for a in axes], values, 1
+    from scipy.ndimage import uniform_filter
+
+    measured = np.isfinite(values)
+    sums = uniform_filter(np.where(measured, values, 0.0), step, mode="constant")
+    counts = uniform_filter(measured.astype(np.float64), step, mode="constant")
     picks = []
     for axis in axes:
         zero = int(np.argmin(np.abs(axis)))
         picks.append(np.arange(zero % step, len(axis), step))
-    return [np.asarray(a)[p] for a, p in zip(axes, picks)], values[np.ix_(*picks)], step
+    sums, counts = sums[np.ix_(*picks)], counts[np.ix_(*picks)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 1e-9, sums / counts, np.nan)
+    return [np.asarray(a)[p] for a, p in zip(axes, picks)], means, step
 
 
 def colour_limits(values, signed):
