@@ -144,6 +144,11 @@ def main(params, inputs, run):
             "give one map: merged.nxs of merge, map.nxs of map, mdx2's map, an MTZ "
             "or a CCP4 map (and the refined .expt)"
         )
+    if params.delta_pdf.enable and params.delta_pdf.punch.shape == "ellipsoid":
+        if peaks_path is None:
+            raise UserError(
+                "delta_pdf.punch.shape=ellipsoid needs the peaks.nxs of find_peaks"
+            )
     recmap = load_map(params, inputs, maps[0])
     logger.info(
         "Map %s: %s grid points, %s per r.l.u., cell %s, space group %s",
@@ -226,10 +231,6 @@ def compute_delta_pdf(params, analysed, peaks_path, run):
     """The 3D-DeltaPDF of the analysed map, written as NeXus, CCP4 and PNG."""
     peak_model = None
     if params.delta_pdf.punch.shape == "ellipsoid":
-        if peaks_path is None:
-            raise UserError(
-                "delta_pdf.punch.shape=ellipsoid needs the peaks.nxs of find_peaks"
-            )
         from dials_diffuse.algorithms.diffuse.peaks import PeakModel
 
         peak_model = PeakModel.from_table(load_table(peaks_path, "peak_model"))

@@ -133,3 +133,13 @@ def test_map_without_measured_voxels_is_an_error(known_map):
     )
     with pytest.raises(DataError, match="no measured voxel"):
         analyse.do_analyse_map(empty, _params())
+
+
+def test_symmetry_average_in_chunks_equals_one_pass(known_map, monkeypatch):
+    from dials_diffuse.algorithms.maps import symmetry
+
+    whole = symmetry_average(known_map.map)
+    monkeypatch.setattr(symmetry, "CHUNK_POINTS", 1000)
+    chunked = symmetry_average(known_map.map)
+    for a, b in zip(whole, chunked):
+        assert np.array_equal(a, b, equal_nan=True)

@@ -169,8 +169,3 @@ class Shells:
         """Shell number of each |s| (-1 beyond the last shell)."""
         number = np.searchsorted(self.edges, s, side="right") - 1
         return np.where(number >= self.count, -1, number)
-
-
-def grid_coordinates(shape):
-    """Integer (i, j, k) of every grid point (n, 3), C order."""
-    return np.indices(shape).reshape(3, -1).T

@@ -16,12 +16,13 @@ merging) and for maps from other programs (a model, molecular dynamics).
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.correct import laue_rotations
-from dials_diffuse.algorithms.maps.grid import grid_coordinates
 from dials_diffuse.util.errors import DataError
 
+CHUNK_POINTS = 1 << 20
 
-def symmetry_mates(recmap):
-    """Flat indices of each grid point's mates, one row per Laue rotation.
+
+def symmetry_mates(recmap, start=0, stop=None):
+    """Flat indices of the mates of grid points start..stop, one row per Laue rotation.
 
     Returns
     -------
@@ -31,9 +32,10 @@ def symmetry_mates(recmap):
     """
     group = recmap.group()
     subdivide = recmap.subdivide
-    integer = grid_coordinates(recmap.shape) + recmap.first_index()
-    hkl = integer / subdivide
     shape = np.array(recmap.shape)
+    stop = int(np.prod(shape)) if stop is None else stop
+    points = np.stack(np.unravel_index(np.arange(start, stop), recmap.shape), axis=1)
+    hkl = (points + recmap.first_index()) / subdivide
     rows = []
     for rotation in laue_rotations(group):
         scaled = (hkl @ rotation) * subdivide
@@ -67,12 +69,27 @@ def symmetry_average(recmap, layer=None):
     mean, spread, count : ndarrays (shape of the map)
         Mean over the measured distinct mates; their standard deviation
         (ddof=1, NaN with fewer than two); how many distinct mates were
-        measured (0: mean NaN).
+        measured (0: mean NaN). Worked in chunks of grid points.
     """
     values = recmap.layers[layer or recmap.signal].ravel().astype(np.float64)
+    mean = np.empty(values.size)
+    spread = np.empty(values.size)
+    count = np.empty(values.size, dtype=np.int64)
+    for start in range(0, values.size, CHUNK_POINTS):
+        stop = min(start + CHUNK_POINTS, values.size)
+        part = slice(start, stop)
+        mean[part], spread[part], count[part] = _average(
+            values, symmetry_mates(recmap, start, stop)
+        )
+    shape = recmap.shape
+    return mean.reshape(shape), spread.reshape(shape), count.reshape(shape)
+
+
+def _average(values, mates):
+    """Mean, spread and number of the measured distinct mates (columns of `mates`)."""
     # A point on a symmetry element is its own mate under several rotations:
     # each distinct mate counts once.
-    mates = np.sort(symmetry_mates(recmap), axis=0)
+    mates = np.sort(mates, axis=0)
     distinct = np.ones(mates.shape, dtype=bool)
     distinct[1:] = mates[1:] != mates[:-1]
     use = distinct & (mates >= 0)
@@ -84,5 +101,4 @@ def symmetry_average(recmap, layer=None):
         deviation = np.where(measured, mate_values - mean, 0.0)
         variance = (deviation * deviation).sum(axis=0) / (count - 1)
         spread = np.where(count > 1, np.sqrt(variance), np.nan)
-    shape = recmap.shape
-    return mean.reshape(shape), spread.reshape(shape), count.reshape(shape)
+    return mean, spread, count
