@@ -49,7 +49,8 @@ Examples:
       space_group=P212121 delta_pdf.enable=False
 """
 
-phil_scope = (
+# The step's own parameters (dials.diffuse.process nests them).
+step_phil = phil_scope = (
     map_files.input_phil_str
     + analyse.phil_str
     + "delta_pdf {\n"
@@ -203,7 +204,7 @@ def main(params, inputs, run):
     if params.delta_pdf.enable:
         pdf = compute_delta_pdf(params, analysed, peaks_path, run)
     if params.output.viewer:
-        with run.write(params.output.viewer, "map viewer (HTML)") as path:
+        with run.write(params.output.viewer, map_viewer.VIEWER_OUTPUT) as path:
             write_viewer(path, analysed, pdf, params.output.viewer_voxels)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dials_diffuse.algorithms.diffuse.sweep import sweep_phil
+from dials_diffuse.command_line import analyse_map as analyse_map_step
 from dials_diffuse.command_line import correct as correct_step
 from dials_diffuse.command_line import find_peaks as find_peaks_step
 from dials_diffuse.command_line import import_data as import_data_step
@@ -32,11 +33,14 @@ STEPS = {
     "scale": scale_step,
     "merge": merge_step,
     "map": map_step,
+    "analyse_map": analyse_map_step,
 }
 
 help_message = """
 Run the diffuse chain on a refined sweep: import_data (optional), find_peaks,
-mask_peaks, integrate, correct, scale (optional), merge and map, each as its own program with
+mask_peaks, integrate, correct, scale (optional), merge, map and analyse_map
+(statistics, isotropic/anisotropic parts, 3D-DeltaPDF and the interactive map
+viewer, linked from the report), each as its own program with
 its own log (dials.diffuse.<step>.log) and outputs under their default names.
 Every step's parameters are available as <step>.<parameter>;
 image_range, frames_per_chunk, nproc and dask.scheduler apply to every step.
@@ -126,6 +130,7 @@ def main(params, inputs, run):
     steps += [
         ("merge", [corrected, *scales], []),
         ("map", [str(params.merge.output.table), expt], []),
+        ("analyse_map", [str(params.merge.output.table), expt], []),
     ]
     summaries = [
         run_step(name, files, extra, working, run) for name, files, extra in steps
@@ -139,7 +144,10 @@ def main(params, inputs, run):
 
 
 def write_process_report(path, expt, summaries):
-    """The HTML report of the chain: per step its command, results, time and plots."""
+    """The HTML report of the chain: per step its command, results, time and plots.
+
+    A link to analyse_map's interactive map viewer heads the page.
+    """
     sections = [
         report_section(
             title=summary["program"],
@@ -158,7 +166,19 @@ def write_process_report(path, expt, summaries):
         path,
         "dials.diffuse.process report",
         sections,
-        preamble=f"<p>Experiment: <code>{html.escape(expt)}</code></p>",
+        preamble=f"<p>Experiment: <code>{html.escape(expt)}</code></p>"
+        + map_viewer_links(summaries),
+    )
+
+
+def map_viewer_links(summaries):
+    """Links to the map viewer pages the steps wrote (HTML, or empty)."""
+    from dials_diffuse.io.map_viewer import VIEWER_OUTPUT, viewer_link
+
+    return "".join(
+        viewer_link(summary["outputs"][VIEWER_OUTPUT])
+        for summary in summaries
+        if VIEWER_OUTPUT in summary["outputs"]
     )
 
 

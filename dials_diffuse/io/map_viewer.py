@@ -26,6 +26,9 @@ import numpy as np
 
 MAX_VOXELS = 400_000
 
+# The name of the viewer page among a program's outputs (its JSON summary).
+VIEWER_OUTPUT = "map viewer (HTML)"
+
 
 def downsample(axes, values, max_voxels=MAX_VOXELS):
     """Block means over f x f x f voxels (f odd, the smallest that fits), centred on 0.
