@@ -214,17 +214,15 @@ def _read_table(path, column, space_group):
 
 def _table_map(frame, column, subdivide, group, symbol, source, unit_cell=None):
     """Expand an asymmetric-unit table onto the grid of all symmetry mates."""
-    from dials_diffuse.algorithms.diffuse.maps import default_limits, grid_from_table
+    from dials_diffuse.algorithms.diffuse.maps import default_limits, grids_from_table
 
     hkl = frame[["h", "k", "l"]].to_numpy(np.float64)
     limits = default_limits(hkl, group)
-    layers = {}
     names = [column]
     if column == "intensity":
         names += ["intensity_error", "intensity_1", "intensity_2"]
-    for name in names:
-        if name in frame:
-            axes, layers[name] = grid_from_table(frame, name, subdivide, group, limits)
+    names = [name for name in names if name in frame]
+    axes, layers = grids_from_table(frame, names, subdivide, group, limits)
     return ReciprocalMap(
         axes=axes,
         layers=layers,

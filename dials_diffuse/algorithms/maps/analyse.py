@@ -111,13 +111,14 @@ def do_analyse_map(recmap, params):
     s = recmap.s()
     layers = dict(recmap.layers)
     if params.symmetry.average:
-        mean, spread, mates = symmetry_average(recmap)
+        halves = [name for name in ("intensity_1", "intensity_2") if name in layers]
+        averages = symmetry_average(recmap, [recmap.signal, *halves])
+        mean, spread, mates = averages[recmap.signal]
         layers[recmap.signal] = mean
         layers["symmetry_spread"] = spread
         layers["symmetry_mates"] = mates.astype(np.float32)
-        for half in ("intensity_1", "intensity_2"):
-            if half in layers:
-                layers[half] = symmetry_average(recmap, half)[0]
+        for half in halves:
+            layers[half] = averages[half][0]
     values = layers[recmap.signal]
     if not np.isfinite(values).any():
         raise DataError(f"{recmap.source}: the map has no measured voxel")

@@ -170,21 +170,25 @@ def bragg_positions(recmap, punch, peak_model=None):
             <= punch.sigma_cutoff
         )
     if recmap.space_group is not None:
-        inside &= _allowed(recmap, np.rint(h), np.rint(k), np.rint(l))
+        # Only the points near a lattice point: those whose index it is.
+        candidates = np.flatnonzero(inside)
+        nearest = np.rint(
+            np.stack(np.broadcast_arrays(h, k, l), axis=-1).reshape(-1, 3)[candidates]
+        )
+        inside.ravel()[candidates] = _allowed(recmap, nearest)
     return inside
 
 
-def _allowed(recmap, h, k, l):  # noqa: E741 - Miller index name
-    """True where the integer (h, k, l) is not systematically absent."""
+def _allowed(recmap, hkl):
+    """True for each integer (h, k, l) row that is not systematically absent."""
     from cctbx.array_family import flex
 
-    hkl = np.stack(np.broadcast_arrays(h, k, l), axis=-1).reshape(-1, 3)
     unique, inverse = np.unique(hkl.astype(np.int32), axis=0, return_inverse=True)
     indices = flex.miller_index(
         *(flex.int(np.ascontiguousarray(unique[:, i])) for i in range(3))
     )
     absent = recmap.group().is_sys_absent(indices).as_numpy_array()
-    return (~absent)[inverse.ravel()].reshape(np.broadcast(h, k, l).shape)
+    return ~absent[inverse.ravel()]
 
 
 def window(s, params):

@@ -21,7 +21,29 @@ from dials_diffuse.util.errors import DataError
 CHUNK_POINTS = 1 << 20
 
 
-def symmetry_mates(recmap, start=0, stop=None):
+def _integer_rotations(recmap):
+    """The Laue rotations acting on integer grid coordinates i = h * subdivide.
+
+    For h' = h R, i' = i R' with R'[a, b] = R[a, b] subdivide[b] / subdivide[a];
+    a DataError if that is not integral (unequal subdivide along axes the
+    group relates).
+    """
+    subdivide = recmap.subdivide.astype(np.float64)
+    rotations = []
+    for rotation in laue_rotations(recmap.group()):
+        scaled = rotation * subdivide[None, :] / subdivide[:, None]
+        integral = np.rint(scaled)
+        if np.any(np.abs(scaled - integral) > 1e-9):
+            raise DataError(
+                f"{recmap.source}: the Laue group of {recmap.space_group} moves grid "
+                f"points off the grid (subdivide {recmap.subdivide.tolist()}): it "
+                "needs equal subdivide along symmetry-related axes"
+            )
+        rotations.append(integral.astype(np.int64))
+    return rotations
+
+
+def symmetry_mates(recmap, start=0, stop=None, rotations=None):
     """Flat indices of the mates of grid points start..stop, one row per Laue rotation.
 
     Returns
@@ -30,69 +52,75 @@ def symmetry_mates(recmap, start=0, stop=None):
         The flat index of the mate h R of every grid point, -1 where the mate
         lies outside the grid.
     """
-    group = recmap.group()
-    subdivide = recmap.subdivide
+    rotations = _integer_rotations(recmap) if rotations is None else rotations
     shape = np.array(recmap.shape)
     stop = int(np.prod(shape)) if stop is None else stop
+    first = recmap.first_index()
     points = np.stack(np.unravel_index(np.arange(start, stop), recmap.shape), axis=1)
-    hkl = (points + recmap.first_index()) / subdivide
-    rows = []
-    for rotation in laue_rotations(group):
-        scaled = (hkl @ rotation) * subdivide
-        mate = np.rint(scaled).astype(np.int64)
-        if np.any(np.abs(scaled - mate) > 1e-6):
-            raise DataError(
-                f"{recmap.source}: the Laue group of {recmap.space_group} moves grid "
-                f"points off the grid (subdivide {subdivide.tolist()}): it needs "
-                "equal subdivide along symmetry-related axes"
-            )
-        position = mate - recmap.first_index()
+    integer = points + first
+    rows = np.empty((len(rotations), len(points)), dtype=np.int64)
+    for number, rotation in enumerate(rotations):
+        position = integer @ rotation - first
         inside = np.all((position >= 0) & (position < shape), axis=1)
-        flat = np.full(len(position), -1, dtype=np.int64)
-        flat[inside] = np.ravel_multi_index(position[inside].T, recmap.shape)
-        rows.append(flat)
-    return np.array(rows)
+        flat = (position[:, 0] * shape[1] + position[:, 1]) * shape[2] + position[:, 2]
+        rows[number] = np.where(inside, flat, -1)
+    return rows
 
 
-def symmetry_average(recmap, layer=None):
-    """The Laue-symmetry average of a layer, the mates' spread and their number.
+def symmetry_average(recmap, layers=None):
+    """The Laue-symmetry average of layers, the mates' spread and their number.
 
     Parameters
     ----------
     recmap : ReciprocalMap
         With a space group.
-    layer : str, optional
+    layers : list of str, optional
         Default: the main layer.
 
     Returns
     -------
-    mean, spread, count : ndarrays (shape of the map)
-        Mean over the measured distinct mates; their standard deviation
-        (ddof=1, NaN with fewer than two); how many distinct mates were
-        measured (0: mean NaN). Worked in chunks of grid points.
+    dict of str -> (mean, spread, count)
+        Per layer, ndarrays of the map's shape: the mean over the measured
+        distinct mates; their standard deviation (ddof=1, NaN with fewer
+        than two); how many distinct mates were measured (0: mean NaN).
+        Worked in chunks of grid points, the mates found once for all layers.
     """
-    values = recmap.layers[layer or recmap.signal].ravel().astype(np.float64)
-    mean = np.empty(values.size)
-    spread = np.empty(values.size)
-    count = np.empty(values.size, dtype=np.int64)
-    for start in range(0, values.size, CHUNK_POINTS):
-        stop = min(start + CHUNK_POINTS, values.size)
-        part = slice(start, stop)
-        mean[part], spread[part], count[part] = _average(
-            values, symmetry_mates(recmap, start, stop)
-        )
-    shape = recmap.shape
-    return mean.reshape(shape), spread.reshape(shape), count.reshape(shape)
+    layers = layers or [recmap.signal]
+    rotations = _integer_rotations(recmap)
+    size = int(np.prod(recmap.shape))
+    flat = {name: recmap.layers[name].ravel().astype(np.float64) for name in layers}
+    results = {
+        name: (np.empty(size), np.empty(size), np.empty(size, dtype=np.int64))
+        for name in layers
+    }
+    for start in range(0, size, CHUNK_POINTS):
+        stop = min(start + CHUNK_POINTS, size)
+        mates, distinct = _distinct(symmetry_mates(recmap, start, stop, rotations))
+        for name in layers:
+            mean, spread, count = results[name]
+            mean[start:stop], spread[start:stop], count[start:stop] = _average(
+                flat[name], mates, distinct
+            )
+    return {
+        name: tuple(array.reshape(recmap.shape) for array in arrays)
+        for name, arrays in results.items()
+    }
 
 
-def _average(values, mates):
-    """Mean, spread and number of the measured distinct mates (columns of `mates`)."""
-    # A point on a symmetry element is its own mate under several rotations:
-    # each distinct mate counts once.
+def _distinct(mates):
+    """Mates sorted per point, and True for the first of equal ones.
+
+    A point on a symmetry element is its own mate under several rotations:
+    each distinct mate counts once.
+    """
     mates = np.sort(mates, axis=0)
     distinct = np.ones(mates.shape, dtype=bool)
     distinct[1:] = mates[1:] != mates[:-1]
-    use = distinct & (mates >= 0)
+    return mates, distinct & (mates >= 0)
+
+
+def _average(values, mates, use):
+    """Mean, spread and number of the measured mates (columns of `mates` where `use`)."""
     mate_values = np.where(use, values[np.where(use, mates, 0)], np.nan)
     measured = np.isfinite(mate_values)
     count = measured.sum(axis=0)
