@@ -31,7 +31,9 @@ space_group=).
    layer and x, y, z of the DeltaPDF, at any level, linear or log colour.
 
 Outputs: map_analysis.nxs (NXdata per layer: intensity, isotropic,
-anisotropic, symmetry_spread; tables isotropic_profile and shell_statistics),
+anisotropic, symmetry_spread and symmetry_mates -- the standard error of the
+average is spread / sqrt(mates) --, intensity_error; tables
+isotropic_profile and shell_statistics),
 isotropic.csv, map_statistics.csv, map_statistics.png, map_sections.png,
 delta_pdf.nxs, delta_pdf.ccp4 (cell: the supercell; origin at the grid
 centre), delta_pdf.png, map_viewer.html.

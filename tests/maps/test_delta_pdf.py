@@ -112,6 +112,25 @@ def test_punch_removes_allowed_bragg_positions_only():
     assert not at(1 + 2 / 3, 1 + 2 / 3, 0)  # 0.47 r.l.u. from (2, 2, 0)
 
 
+def test_punch_by_the_peak_model_ellipsoid():
+    from dials_diffuse.algorithms.diffuse.peaks import PeakModel
+
+    recmap = _grid_map(lambda hkl: np.ones(hkl.shape[:3]))
+    # Long along h (sigma 0.2 r.l.u.), short along k and l (0.05).
+    model = PeakModel(np.zeros(3), np.diag([0.2, 0.05, 0.05]) ** 2)
+    punch = _params(**{"punch.shape": "ellipsoid", "punch.sigma_cutoff": 2.0}).punch
+    punched = delta_pdf.bragg_positions(recmap, punch, model)
+
+    def at(point):
+        return punched[
+            tuple(int(np.argmin(np.abs(a - v))) for a, v in zip(recmap.axes, point))
+        ]
+
+    assert at((1, 1, 1)) and at((1 + 1 / 3, 1, 1))  # 1.7 sigma along h
+    assert not at((1, 1 + 1 / 3, 1))  # 6.7 sigma along k
+    assert punched.mean() == pytest.approx(3 / 27, abs=0.01)  # 3 of 27 per cell
+
+
 def test_tukey_window():
     params = _params(**{"apodise.s_max": 1.0, "apodise.fraction": 0.5}).apodise
     s = np.array([0.0, 0.5, 0.75, 1.0, 1.2])

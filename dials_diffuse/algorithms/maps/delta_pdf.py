@@ -131,7 +131,12 @@ class DeltaPDF:
         )
 
     def peak(self, exclude_origin=0.0):
-        """Fractional position (3,) of the largest value, optionally |x| > exclude_origin Angstrom."""
+        """Fractional position (3,) of the largest value.
+
+        With `exclude_origin` (Angstrom), points nearer the origin are left
+        out (the distance taken in the a, b, c axes' Angstrom as if they were
+        orthogonal: a rough cut for the origin peak).
+        """
         values = self.values
         if exclude_origin:
             x, y, z = np.meshgrid(*self.axes_angstrom, indexing="ij")
