@@ -298,7 +298,7 @@ def write_viewer(path, analysed, pdf, max_voxels):
                 "3D-DeltaPDF",
                 pdf.axes_angstrom,
                 pdf.values,
-                axis_names=("x", "y", "z"),
+                axis_names=("x along a", "y along b", "z along c"),
                 units="Angstrom",
                 signed=True,
                 max_voxels=max_voxels,

@@ -66,7 +66,7 @@ def test_analyse_map_writes_every_output(map_files, in_tmp_path):
         "anisotropic",
         "3D-DeltaPDF",
     ]
-    assert layers[3]["axis_names"] == ["x", "y", "z"]
+    assert layers[3]["axis_names"] == ["x along a", "y along b", "z along c"]
     for name in ("map_statistics.png", "map_sections.png", "delta_pdf.png"):
         assert open(name, "rb").read(4) == b"\x89PNG"
     summary = json.loads(open("summary.json").read())
