@@ -29,20 +29,20 @@ def plot_map_statistics(profile, statistics, path):
         noise_panel.plot(
             s, statistics["i_over_sigma"], "o-", ms=3, label="mean I / rms sigma"
         )
-    noise_panel.plot(
-        s,
-        statistics["mean"] / statistics["sigma"],
-        "s-",
-        ms=3,
-        label="mean / standard deviation",
-    )
+        noise_panel.plot(
+            s,
+            statistics["anisotropic_over_sigma"],
+            "s-",
+            ms=3,
+            label="anisotropic rms / rms sigma",
+        )
     if "symmetry_spread" in statistics:
         noise_panel.plot(
             s,
-            statistics["mean"] / statistics["symmetry_spread"],
+            statistics["anisotropic_rms"] / statistics["symmetry_spread"],
             "^-",
             ms=3,
-            label="mean / symmetry spread",
+            label="anisotropic rms / symmetry spread",
         )
     noise_panel.set_ylabel("signal to noise")
     noise_panel.legend()

@@ -180,15 +180,17 @@ _SCRIPT = """
     var layer = current(), axis = +axisSelect.value, index = +level.value;
     var log = colour.value === "log", n = layer.shape;
     var others = [0, 1, 2].filter(function (a) { return a !== axis; });
-    var xa = others[0], ya = others[1], z = [];
+    var xa = others[0], ya = others[1], z = [], raw = [];
     var stride = [n[1] * n[2], n[2], 1];
     for (var j = 0; j < n[ya]; j++) {
-      var row = [];
+      var row = [], rawRow = [];
       for (var i = 0; i < n[xa]; i++) {
-        var offset = index * stride[axis] + i * stride[xa] + j * stride[ya];
-        row.push(transform(layer.values[offset], layer, log));
+        var value = layer.values[index * stride[axis] + i * stride[xa] + j * stride[ya]];
+        row.push(transform(value, layer, log));
+        rawRow.push(isFinite(value) ? Number(value.toPrecision(5)) : "not measured");
       }
       z.push(row);
+      raw.push(rawRow);
     }
     var lim = [transform(layer.limits[0], layer, log), transform(layer.limits[1], layer, log)];
     if (log && !layer.signed && lim[0] === null) lim[0] = lim[1] - 3;
@@ -196,7 +198,9 @@ _SCRIPT = """
     levelText.textContent = layer.axis_names[axis] + " = " +
       Number(layer.axes[axis][index].toPrecision(4)) + unit;
     Plotly.react("plot", [{
-      type: "heatmap", z: z, x: layer.axes[xa], y: layer.axes[ya],
+      type: "heatmap", z: z, x: layer.axes[xa], y: layer.axes[ya], customdata: raw,
+      hovertemplate: layer.axis_names[xa] + " %{x}, " + layer.axis_names[ya] +
+        " %{y}: %{customdata}<extra></extra>",
       zmin: lim[0], zmax: lim[1], zsmooth: false,
       colorscale: layer.signed ? "RdBu" : "Viridis",
       colorbar: {title: {text: log ? "log" : "linear"}}

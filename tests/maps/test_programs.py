@@ -107,7 +107,12 @@ def test_merged_table_with_halves_gives_cc_half(in_tmp_path):
     )
     assert 0 < results["cc_half_anisotropic"] < results["cc_half"]
     statistics = pd.read_csv("map_statistics.csv")
-    assert {"cc_half", "cc_half_anisotropic", "i_over_sigma"} <= set(statistics)
+    assert {
+        "cc_half",
+        "cc_half_anisotropic",
+        "i_over_sigma",
+        "anisotropic_over_sigma",
+    } <= set(statistics)
     assert not any(
         name.startswith("delta_pdf") for name in map(str, in_tmp_path.iterdir())
     )

@@ -8,8 +8,9 @@
 2. splits it into the isotropic component (mean per shell of |s|,
    interpolated) and the anisotropic map (map minus isotropic), as LUNUS;
 3. tabulates statistics per resolution shell: completeness of the grid,
-   mean, standard deviation and rms anisotropic signal, the merged error and
-   I/sigma (when the map has errors), the symmetry spread, and CC1/2 of the
+   mean, standard deviation and rms anisotropic signal, the merged error,
+   I/sigma and the anisotropic signal over the error (when the map has
+   errors; mdx2 plots the same two rms values), the symmetry spread, and CC1/2 of the
    split halves (when the map has them, i.e. a merged.nxs of a split merge),
    of the total and of the anisotropic signal (the halves minus the same
    isotropic component, as mdx2's map statistics).
@@ -167,6 +168,7 @@ def shell_statistics(recmap, s, shells):
                 np.where(measured, flat["intensity_error"][inside], np.nan)
             )
             row["i_over_sigma"] = row["mean"] / row["rms_error"]
+            row["anisotropic_over_sigma"] = row["anisotropic_rms"] / row["rms_error"]
         if "symmetry_spread" in flat:
             row["symmetry_spread"] = _rms(flat["symmetry_spread"][inside])
         if "intensity_1" in flat and "intensity_2" in flat:
