@@ -19,13 +19,16 @@
   asymmetric unit is expanded by the MTZ's space group;
 - a CCP4/MRC map (iotbx.mrcfile) in the convention of ``dials.diffuse.map``:
   the cell is the box in r.l.u. (subdivide = grid points / cell length) and
-  the origin the first grid point times subdivide.
+  the origin the first grid point times subdivide. CCP4 maps cannot mark
+  unmeasured voxels (dials.diffuse.map writes the map's mean there): every
+  voxel counts as measured, and a warning says so.
 
 Writers: `write_map_layers` (several NXdata groups in one NeXus file,
 NeXpy opens each), `write_real_space_nexus` and `write_real_space_ccp4`
 (the 3D-DeltaPDF grid in Angstrom, with the supercell as the CCP4 cell).
 """
 
+import logging
 from pathlib import Path
 
 import h5py
@@ -34,6 +37,8 @@ import numpy as np
 from dials_diffuse.algorithms.maps.grid import ReciprocalMap
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 MAP_SUFFIXES = (".nxs", ".h5", ".hdf5", ".nx5", ".mtz", ".ccp4", ".map", ".mrc")
 
