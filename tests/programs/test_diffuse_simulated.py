@@ -15,6 +15,7 @@ import os
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
 from dials_diffuse.command_line import correct as correct_program
@@ -353,6 +354,10 @@ def test_process_runs_the_chain_like_the_steps(
     assert "Wrote HTML report to dials.diffuse.process.html" in log
     assert log.rstrip().splitlines()[-1].startswith("Total time: ")
     assert "Found " not in (in_tmp_path / "dials.diffuse.map.log").read_text()
+    # analyse_map's viewer, linked from the report; CC1/2 of merge's halves.
+    assert '<a href="map_viewer.html">' in report
+    assert (in_tmp_path / "map_viewer.html").is_file()
+    assert summary["results"]["analyse_map"]["cc_half"] > 0.5
 
 
 def test_dask_workers_give_the_same_table(simulated_rotation, truth_chain, in_tmp_path):
@@ -442,3 +447,47 @@ def test_scale_undoes_a_known_distortion_of_the_corrected_table(
     ratio = both["scaled"] / both["plain"]
     assert np.std(ratio) / np.mean(ratio) < 0.08
     assert np.corrcoef(both["scaled"], both["plain"])[0, 1] > 0.98
+
+
+def test_analysed_map_matches_the_simulated_truth(
+    truth_chain, simulated_rotation, scale_constant, in_tmp_path
+):
+    """merged.nxs of the chain against the simulator's diffuse grid (truth.h5)."""
+    from dials_diffuse.algorithms.maps.grid import ReciprocalMap
+    from dials_diffuse.command_line import analyse_map, compare_maps
+    from dials_diffuse.io.map_files import write_map_layers
+
+    with h5py.File(simulated_rotation["truth"], "r") as truth:
+        grid = truth["diffuse/grid"][()].astype(np.float64)
+        axes = [truth[f"diffuse/{a}"][()] for a in "hkl"]
+        subdivide = int(truth["diffuse"].attrs["subdivide"])
+        cell = tuple(truth["models"].attrs["unit_cell"])
+        ring_s = float(truth["diffuse"].attrs["ring_s"])
+        background = json.loads(truth.attrs["setup"])["background"]
+    model = ReciprocalMap(
+        axes, {"intensity": grid}, [subdivide] * 3, cell, "P 21 21 21"
+    )
+    write_map_layers("truth_map.nxs", model, ["intensity"], "intensity")
+    expt = str(simulated_rotation["truth_expt"])
+    merged = str(truth_chain / "merged.nxs")
+    assert compare_maps.run([merged, "truth_map.nxs", expt]) == 0
+    overall = json.loads((in_tmp_path / "compare_maps.json").read_text())["overall"]
+    assert overall["cc_total"] > 0.85
+    # merged = K (diffuse + background): the fitted scale and offset.
+    assert overall["scale"] == pytest.approx(scale_constant, rel=0.05)
+    assert overall["offset"] == pytest.approx(scale_constant * background, rel=0.1)
+    args = [merged, expt, "output.viewer=None", "output.json=analyse.json"]
+    assert analyse_map.run(args) == 0
+    profile = pd.read_csv(in_tmp_path / "isotropic.csv")
+    usable = profile[profile["voxels"] >= 100]
+    peak = usable["s_mean"].to_numpy()[np.argmax(usable["mean"].to_numpy())]
+    assert peak == pytest.approx(ring_s, abs=0.015)
+    results = json.loads((in_tmp_path / "analyse.json").read_text())["results"]
+    assert results["cc_half"] > 0.5
+    # The correlation with the truth at the noise limit: near CC* = sqrt(2
+    # CC1/2 / (1 + CC1/2)) of the halves (Karplus & Diederichs), total and
+    # anisotropic (the voxels average the sharp halos: a little below).
+    for name in ("", "_anisotropic"):
+        half = results[f"cc_half{name}"]
+        star = np.sqrt(2 * half / (1 + half))
+        assert 0.75 * star < overall[f"cc_{name[1:] or 'total'}"] < star + 0.02
