@@ -50,6 +50,12 @@ def test_dxtbx_reads_the_sweep_with_the_true_models(simulated_rotation):
     assert got.get_fast_axis() == pytest.approx(want.get_fast_axis())
     assert got.get_slow_axis() == pytest.approx(want.get_slow_axis())
     assert got.get_pixel_size() == pytest.approx(want.get_pixel_size())
+    # The sensor the file declares: dials.import's parallax correction is the
+    # one the forward model applied (tests/simulate/test_geometry.py).
+    got_px_mm, want_px_mm = got.get_px_mm_strategy(), want.get_px_mm_strategy()
+    assert got_px_mm.name() == want_px_mm.name() == "ParallaxCorrectedPxMmStrategy"
+    assert got_px_mm.mu() == pytest.approx(want_px_mm.mu(), rel=1e-6)
+    assert got_px_mm.t0() == pytest.approx(want_px_mm.t0(), rel=1e-6)
     assert imported[0].beam.get_wavelength() == pytest.approx(
         truth[0].beam.get_wavelength()
     )
