@@ -47,6 +47,14 @@ Examples:
   dials.diffuse.merge corrected.nxs split=friedel
 
   dials.diffuse.merge corrected.nxs scale.nxs apply.offset=False
+
+  dials.diffuse.merge corrected.nxs output.mtz=merged.mtz output.csv=merged.csv
+
+MTZ and CSV export: voxels at fractional h, k, l (multiples of 1/subdivide)
+become integer indices H = h n_a, K = k n_b, L = l n_c of the supercell
+(a n_a, b n_b, c n_c), so Phenix, Coot, gemmi and CCP4 programs read the map;
+the space group is the crystal's point group without screw axes or centring
+(P 2 2 2 for P 21 21 21: a diffuse map has intensity at every voxel).
 """
 
 # The step's own parameters (dials.diffuse.process nests them).
@@ -87,6 +95,17 @@ output {
   plot = merge.png
     .type = path
     .help = "Mean intensity and the halves' correlation against s. None: no plot."
+  mtz = None
+    .type = path
+    .help = "Also write the merged map as MTZ (e.g. merged.mtz): integer indices"
+            "of the supercell (cell x subdivide), columns I, SIGI, COUNT, the"
+            "crystal's point group (P 1 if the subdivide breaks it). None: not"
+            "written."
+  csv = None
+    .type = path
+    .help = "Also write the merged map as a CSV table (e.g. merged.csv): h, k, l"
+            "(fractional), H, K, L (supercell), intensity, intensity_error,"
+            "count, s. None: not written."
 }
 """
 
@@ -139,6 +158,52 @@ def load_scaled(table_path, model_path, which):
     return loaded.attrs, table
 
 
+def export_map(merged, attrs, space_groups, inputs, params, run):
+    """Write output.mtz and output.csv (dials_diffuse.io.mtz, io.hkl_csv)."""
+    from dials_diffuse.io.hkl_csv import write_hkl_csv
+
+    subdivide = tuple(int(n) for n in attrs.get("subdivide", (1, 1, 1)))
+    if params.output.csv:
+        with run.write(params.output.csv, "merged map (CSV)") as path:
+            rows = write_hkl_csv(path, merged, subdivide)
+        run.results["csv_rows"] = rows
+    if not params.output.mtz:
+        return
+    from cctbx import sgtbx
+
+    from dials_diffuse.io.mtz import write_mtz
+
+    if inputs.experiments:
+        crystal = inputs.experiments[0].crystal
+        unit_cell = crystal.get_unit_cell().parameters()
+        space_group = crystal.get_space_group()
+    else:
+        if "unit_cell" not in attrs or len(space_groups) != 1 or None in space_groups:
+            raise UserError(
+                "output.mtz needs the crystal's cell and space group: the tables "
+                "do not record them (written by an older correct); give the "
+                "refined .expt too"
+            )
+        unit_cell = attrs["unit_cell"]
+        space_group = sgtbx.space_group_info(next(iter(space_groups))).group()
+    with run.write(params.output.mtz, "merged map (MTZ)") as path:
+        written = write_mtz(
+            path, merged, unit_cell, space_group, subdivide, attrs.get("wavelength")
+        )
+    logger.info(
+        "MTZ: %d voxels as integer indices of the supercell %s (cell x %s), "
+        "space group %s%s",
+        written["reflections"],
+        " ".join(f"{v:.3f}" for v in written["supercell"]),
+        ",".join(map(str, subdivide)),
+        written["space_group"],
+        " (expanded: the subdivide breaks the point group)"
+        if written["expanded"]
+        else "",
+    )
+    run.results["mtz"] = written
+
+
 def main(params, inputs, run):
     tables = [p for p in inputs.nexus if "hkl_table" in table_names(p)]
     models = [p for p in inputs.nexus if is_model_file(p)]
@@ -152,6 +217,7 @@ def main(params, inputs, run):
     which = [name for name in TERMS if getattr(params.apply, name)]
     frames = []
     attrs = {}
+    cells = []
     space_groups = set()
     for number, path in enumerate(tables):
         table_attrs, table = load_scaled(
@@ -159,9 +225,10 @@ def main(params, inputs, run):
         )
         attrs = attrs or {
             key: table_attrs[key]
-            for key in ("subdivide", "space_group")
+            for key in ("subdivide", "space_group", "unit_cell", "wavelength")
             if key in table_attrs
         }
+        cells.append(table_attrs.get("unit_cell"))
         space_groups.add(table_attrs.get("space_group"))
         frames.append(table)
     observations = pd.concat(frames, ignore_index=True)
@@ -175,7 +242,7 @@ def main(params, inputs, run):
             )
         from cctbx import sgtbx
 
-        space_group = sgtbx.space_group_info(space_groups.pop()).group()
+        space_group = sgtbx.space_group_info(next(iter(space_groups))).group()
     with run.timer("merge"):
         merged = merge_observations(
             observations,
@@ -216,8 +283,13 @@ def main(params, inputs, run):
         tables.append(
             Table.from_frame("cc_half", shells, {"overall": overall, "split": split})
         )
+    if all(cell is not None for cell in cells):
+        # Several sweeps: their mean cell (they differ by refinement noise).
+        attrs["unit_cell"] = tuple(np.mean(np.asarray(cells, float), axis=0))
     with run.write(params.output.table, "merged table") as path:
         write_tables(path, tables)
+    if params.output.mtz or params.output.csv:
+        export_map(merged, attrs, space_groups, inputs, params, run)
     if params.output.plot:
         with run.write(params.output.plot, "merge plot") as path:
             plot_merged(merged, shells, path)
