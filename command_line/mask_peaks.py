@@ -24,7 +24,8 @@ help_message = """
 Make the pixel mask for diffuse scattering: every pixel whose Miller-index
 offset from the nearest reciprocal-lattice point lies inside the peak
 model's ellipsoid at sigma_cutoff standard deviations (for every lattice
-point the space group allows: all systematic absences are left unmasked),
+point the space group allows: all systematic absences are left unmasked;
+mask_absent=True masks those of screw axes and glide planes too, as mdx2),
 plus the peak pixels find_peaks found (in their frames), plus hot pixels
 (peak-model outliers in at least hot_pixels.min_fraction of the frames,
 masked in every frame), plus the detector mask (gaps, bad pixels).
@@ -59,6 +60,12 @@ bragg = False
   .type = bool
   .help = "Invert the ellipsoid mask: keep only the Bragg peaks (peak and hot"
           "pixels are then not added; the detector mask still applies)."
+mask_absent = False
+  .type = bool
+  .help = "Also mask the ellipsoids at lattice points that screw axes or glide"
+          "planes make systematically absent (only lattice-centring absences"
+          "stay unmasked), as mdx2 does: it masks every lattice point of a"
+          "primitive group. Default: absent points keep their diffuse signal."
 hot_pixels {
   min_fraction = 0.5
     .type = float(value_min=0, value_max=1)
@@ -109,7 +116,13 @@ def main(params, inputs, run):
         " (inverted: Bragg peaks kept)" if params.bragg else "",
     )
     masker = PeakMasker(
-        sweep, model, params.sigma_cutoff, peaks=peaks, hot=hot, bragg=params.bragg
+        sweep,
+        model,
+        params.sigma_cutoff,
+        peaks=peaks,
+        hot=hot,
+        bragg=params.bragg,
+        mask_absent=params.mask_absent,
     )
     if params.output.plot:
         prefetch_matplotlib()
@@ -123,7 +136,15 @@ def main(params, inputs, run):
                 frames_per_chunk=params.frames_per_chunk,
                 frame_range=frame_range,
             )
-    logger.info("Masked pixels: %.2f%%", 100 * summary["masked_fraction"])
+    logger.info(
+        "Masked pixels: %.2f%% (detector mask and gaps %.2f%%, hot pixels %.3f%%, "
+        "%s %.2f%%)",
+        100 * summary["masked_fraction"],
+        100 * summary["detector_masked_fraction"],
+        100 * summary["hot_pixel_fraction"],
+        "outside the Bragg peaks" if params.bragg else "Bragg peaks",
+        100 * summary["bragg_masked_fraction"],
+    )
     run.results.update(summary)
     run.results["hot_pixels"] = int(hot.sum())
     if params.output.plot:

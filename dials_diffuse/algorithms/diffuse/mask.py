@@ -4,7 +4,10 @@ A pixel of a frame is masked (excluded from the diffuse signal) when
 
 - its offset from the nearest reciprocal-lattice point allowed by the space
   group (every systematic absence, from cctbx, not only centring) lies inside
-  the peak model's ellipsoid at `sigma_cutoff` (Mahalanobis distance), or
+  the peak model's ellipsoid at `sigma_cutoff` (Mahalanobis distance); with
+  ``mask_absent`` also at points absent by screw axes and glide planes (only
+  centring absences, which are not lattice points, are left: mdx2's rule,
+  which masks every lattice point of a primitive group), or
 - it was a peak pixel (above the count threshold) in that frame (as mdx2),
   or a hot pixel (a peak-model outlier in at least a fraction of the frames,
   masked in every frame), or
@@ -34,7 +37,7 @@ from dials_diffuse.util.errors import UserError
 GROUP = "entry/mask"
 
 
-def allowed_lattice_points(crystal, s_max):
+def allowed_lattice_points(crystal, s_max, centring_only=False):
     """Lattice points that are not systematically absent, over every reachable hkl.
 
     Parameters
@@ -42,6 +45,9 @@ def allowed_lattice_points(crystal, s_max):
     crystal : dxtbx Crystal
     s_max : float
         Largest |s1 - s0| of any pixel (inverse Angstrom): |h| <= a |s|.
+    centring_only : bool
+        Only the lattice centring's absences count (h + k odd for C, ...):
+        points absent by screw axes or glide planes are allowed too.
 
     Returns
     -------
@@ -57,6 +63,13 @@ def allowed_lattice_points(crystal, s_max):
     grid = np.meshgrid(*axes, indexing="ij")
     indices = flex.miller_index(*(flex.int(g.ravel().astype(np.int32)) for g in grid))
     space_group = crystal.get_space_group()
+    if centring_only:
+        from cctbx import sgtbx
+
+        lattice = sgtbx.space_group()
+        for translation in space_group.ltr():
+            lattice.expand_ltr(translation)
+        space_group = lattice
     absent = space_group.is_sys_absent(indices).as_numpy_array()
     allowed = (~absent).reshape(grid[0].shape).astype(np.uint8)
     origin = np.array([-n for n in limits], dtype=np.int64)
@@ -106,12 +119,25 @@ class PeakMasker:
     bragg : bool
         Invert the ellipsoid mask (keep only Bragg peaks); peak and hot
         pixels are then not added.
+    mask_absent : bool
+        Also mask the ellipsoids at lattice points that screw axes or glide
+        planes make systematically absent (mdx2's rule).
     """
 
-    def __init__(self, sweep, model, sigma_cutoff, peaks=None, hot=None, bragg=False):
+    def __init__(
+        self,
+        sweep,
+        model,
+        sigma_cutoff,
+        peaks=None,
+        hot=None,
+        bragg=False,
+        mask_absent=False,
+    ):
         self.model = model
         self.sigma_cutoff = float(sigma_cutoff)
         self.bragg = bool(bragg)
+        self.mask_absent = bool(mask_absent)
         s0 = sweep.s0(np.arange(sweep.source.n_frames))
         # |s1 - s0|^2 = |s1|^2 + |s0|^2 - 2 s1.s0 <= max|s1|^2 + |s0|^2 - 2 min s1.s0:
         # an upper bound of |s| over the panel without a (rows, columns, 3)
@@ -130,7 +156,7 @@ class PeakMasker:
             for i in {0, len(s0) // 2, len(s0) - 1}
         )
         self.allowed, self.origin = allowed_lattice_points(
-            sweep.experiment.crystal, s_max
+            sweep.experiment.crystal, s_max, centring_only=self.mask_absent
         )
         shape = sweep.source.panel_shapes[0]
         self.hot = (
@@ -138,7 +164,8 @@ class PeakMasker:
             if hot is not None and not self.bragg
             else np.zeros(shape, dtype=bool)
         )
-        self.invalid = ~sweep.detector_mask() | self.hot
+        self.detector_invalid = ~sweep.detector_mask()
+        self.invalid = self.detector_invalid | self.hot
         self.peak_image = None
         if peaks is not None and not self.bragg and len(peaks):
             order = np.argsort(peaks["image"], kind="stable")
@@ -208,7 +235,12 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
     Returns
     -------
     dict
-        masked_fraction (overall), masked_fraction_per_image (list), frames.
+        masked_fraction (overall), masked_fraction_per_image (list), frames,
+        and the overall fraction split by cause: detector_masked_fraction
+        (the detector mask: gaps, bad pixels), hot_pixel_fraction (hot pixels
+        not already in the detector mask) and bragg_masked_fraction (the
+        rest: peak ellipsoids and peak pixels; with bragg=True, everything
+        outside the ellipsoids).
     """
     first, stop = frame_range or (0, sweep.source.n_frames)
     rows, columns = sweep.source.panel_shapes[0]
@@ -258,10 +290,18 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
             for (_, row, column), raw in stored:
                 dataset.id.write_direct_chunk((start, row, column), raw)
             per_frame[start : start + len(fraction)] = fraction
+    # The detector mask and hot pixels are masked in every frame: what is
+    # left of each frame's fraction is the Bragg masking.
+    detector = float(masker.detector_invalid.mean())
+    hot = float((masker.hot & ~masker.detector_invalid).mean())
+    total = float(per_frame.mean())
     return {
         "frames": n_frames,
-        "masked_fraction": float(per_frame.mean()),
+        "masked_fraction": total,
         "masked_fraction_per_image": per_frame.tolist(),
+        "detector_masked_fraction": detector,
+        "hot_pixel_fraction": hot,
+        "bragg_masked_fraction": max(0.0, total - detector - hot),
     }
 
 
