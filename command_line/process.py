@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from libtbx.phil import parse
+
 from dials_diffuse.algorithms.diffuse.sweep import sweep_phil
 from dials_diffuse.command_line import correct as correct_step
 from dials_diffuse.command_line import find_peaks as find_peaks_step
@@ -54,7 +56,7 @@ Examples:
 """
 
 
-phil_scope = (
+phil_scope = parse(
     sweep_phil
     + """
 copy_images = True
@@ -73,7 +75,11 @@ output {
             "timing and plots. None: no report."
 }
 """
-    + "\n".join(f"{name} {{\n{module.step_phil}\n}}" for name, module in STEPS.items())
+    + "\n".join(
+        f"{name} {{\n  include scope dials_diffuse.command_line.{name}.step_phil\n}}"
+        for name in STEPS
+    ),
+    process_includes=True,
 )
 
 
