@@ -334,11 +334,12 @@ min_observations = 20
 validation {
   enable = True
     .type = bool
-    .help = "After refinement, merge with and without the model: CC1/2 (random"
-            "halves) and the reduced chi-square of the observations about their"
-            "voxels' means, and b(phi) against the variation of the sweep's"
-            "frame totals. The model passes if CC1/2 is not lower, chi-square"
-            "not higher, and b varies no more than 1.5 x the frame totals + 2%."
+    .help = "After refinement, check the model: refined on a random half of"
+            "the voxels, merge the other half with and without it (CC1/2 of"
+            "random halves, reduced chi-square about the voxels' means), and"
+            "compare b(phi) with the variation of the sweep's frame totals. It"
+            "passes if CC1/2 is not lower, chi-square not higher, and b varies"
+            "no more than 1.5 x the frame totals + 2%."
   action = *fallback warn
     .type = choice
     .help = "When the model fails: fallback tries b(phi) alone, linear over"
@@ -976,18 +977,22 @@ def frame_total_spread(observations, phi_step):
     """How much the corrected signal per pixel varies along phi, as `_spread`.
 
     The observations are binned in phi (bins of `phi_step` degrees, the
-    scale's node spacing: what b could follow); in each bin the mean
+    scale's node spacing: what b could follow; at least two, and wider to
+    hold at least 200 observations each); in each bin the mean
     corrected intensity per pixel, sum(I pixels) / sum(pixels), is the
     frame total b would have to follow. Bins with less than a tenth of the
     average number of pixels are left out. None without a pixels column or
-    with fewer than two bins.
+    with fewer than 400 observations.
     """
-    if "pixels" not in observations or not np.isfinite(phi_step):
+    if "pixels" not in observations or len(observations) == 0:
         return None
     phi = observations["phi"].to_numpy(np.float64)
     pixels = observations["pixels"].to_numpy(np.float64)
     intensity = observations["intensity"].to_numpy(np.float64)
-    n_bins = int(np.ceil(np.ptp(phi) / phi_step)) if len(phi) else 0
+    # At least two bins (a linear b follows the halves), each of at least
+    # 200 observations, so that their means are not noise.
+    n_bins = max(2, int(np.ceil(np.ptp(phi) / phi_step)))
+    n_bins = min(n_bins, len(phi) // 200)
     if n_bins < 2:
         return None
     edges = np.linspace(phi.min(), phi.max(), n_bins + 1)
@@ -999,34 +1004,30 @@ def frame_total_spread(observations, phi_step):
     return _spread(signal[full] / weight[full])
 
 
-def validate_models(observations, models, seed=0):
-    """Merge with and without the models; does the model help?
+def compare_merges(observations, models, seed=0):
+    """Merge with and without the models: CC1/2 and chi-square of both.
 
     Parameters
     ----------
     observations : DataFrame
         As `refine_scale_model` takes them (with the batch column if
-        several), plus `pixels` for the frame totals.
+        several).
     models : list of ScaleModel
         One per batch.
     seed : int
-        Of the random halves.
+        Of the random halves (the same split with and without the model).
 
     Returns
     -------
     dict
-        cc_half_unscaled, cc_half_scaled (random halves, the same split),
+        cc_half_unscaled, cc_half_scaled (random halves),
         chi_square_unscaled, chi_square_scaled (`_chi_square_about_means`),
-        per batch b_spread (of b(phi) over the batch's observations) and
-        frame_total_spread (`frame_total_spread` at b's node spacing), and
-        passed (bool) with the reasons it did not.
+        over the voxels seen at least twice; reasons (list of str) if the
+        model makes either worse.
     """
     from dials_diffuse.algorithms.diffuse.merge import cc_half, merge_observations
 
-    if "batch" in observations:
-        batch = observations["batch"].to_numpy().astype(np.int64)
-    else:
-        batch = np.zeros(len(observations), dtype=np.int64)
+    batch = _batches(observations)
     intensity = observations["intensity"].to_numpy(np.float64).copy()
     sigma = observations["intensity_error"].to_numpy(np.float64).copy()
     for number, model in enumerate(models):
@@ -1038,11 +1039,13 @@ def validate_models(observations, models, seed=0):
     group = frame.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
     result = {}
     for label, values, errors in (
-        ("unscaled", observations["intensity"].to_numpy(np.float64), None),
+        (
+            "unscaled",
+            observations["intensity"].to_numpy(np.float64),
+            observations["intensity_error"].to_numpy(np.float64),
+        ),
         ("scaled", intensity, sigma),
     ):
-        if errors is None:
-            errors = observations["intensity_error"].to_numpy(np.float64)
         halves = merge_observations(
             frame.assign(intensity=values[usable], intensity_error=errors[usable]),
             split="random_half",
@@ -1066,7 +1069,22 @@ def validate_models(observations, models, seed=0):
             f"chi-square {result['chi_square_scaled']:.4g} with the model, "
             f"{result['chi_square_unscaled']:.4g} without"
         )
-    result["b_spread"], result["frame_total_spread"] = [], []
+    result["reasons"] = reasons
+    return result
+
+
+def b_against_frame_totals(observations, models):
+    """Does b(phi) vary more than the frame totals allow?
+
+    Returns a dict: b_spread (`_spread` of b(phi) over each batch's
+    observations), frame_total_spread (`frame_total_spread` at b's node
+    spacing, None where it cannot be measured) and reasons, one per batch
+    whose b_spread exceeds 1.5 x its frame totals' + 0.02 (b scales all of a
+    frame's signal, so the frame totals must follow it, up to changes of
+    what the frame sees: hence the margin).
+    """
+    batch = _batches(observations)
+    result = {"b_spread": [], "frame_total_spread": [], "reasons": []}
     for number, model in enumerate(models):
         term = model.terms.get("scaling")
         rows = batch == number
@@ -1078,13 +1096,63 @@ def validate_models(observations, models, seed=0):
         result["b_spread"].append(b_spread)
         result["frame_total_spread"].append(allowed)
         if allowed is not None and b_spread > 1.5 * allowed + 0.02:
-            reasons.append(
+            result["reasons"].append(
                 f"b(phi) of sweep {number + 1} varies by +-{100 * b_spread:.1f}%, "
                 f"its frame totals by +-{100 * allowed:.1f}%"
             )
-    result["passed"] = not reasons
-    result["reasons"] = reasons
     return result
+
+
+def check_model(observations, settings, models, seed=0):
+    """Does the model help? Judged on voxels it was not refined on.
+
+    The voxels are dealt at random into two halves; the model is refined
+    (with `settings`) on the first half's observations and the merges of
+    the second half compared with and without it (`compare_merges`): a
+    model that fits noise improves its own data's agreement, not that of
+    other voxels. b(phi) of `models` (refined on all) is compared with the
+    frame totals (`b_against_frame_totals`).
+
+    Returns
+    -------
+    dict
+        The two checks' results (the CC1/2 and chi-square ones of the
+        held-out voxels), passed (bool) and reasons.
+    """
+    batch = _batches(observations)
+    group = observations.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
+    first = np.random.default_rng(seed).random(int(group.max()) + 1) < 0.5
+    train = first[group]
+    result = {}
+    try:
+        if len(np.unique(batch[train])) != len(models):
+            raise UserError("a sweep has no observation in one half of the voxels")
+        trained, _ = refine_scale_model(observations[train], settings)
+        result.update(compare_merges(observations[~train], trained, seed))
+    except UserError as error:
+        result.update(
+            {
+                key: float("nan")
+                for key in (
+                    "cc_half_unscaled",
+                    "cc_half_scaled",
+                    "chi_square_unscaled",
+                    "chi_square_scaled",
+                )
+            }
+        )
+        result["reasons"] = [f"cannot be checked on half of the voxels: {error}"]
+    frame_totals = b_against_frame_totals(observations, models)
+    result["reasons"] = result["reasons"] + frame_totals.pop("reasons")
+    result.update(frame_totals)
+    result["passed"] = not result["reasons"]
+    return result
+
+
+def _batches(observations):
+    if "batch" in observations:
+        return observations["batch"].to_numpy().astype(np.int64)
+    return np.zeros(len(observations), dtype=np.int64)
 
 
 def neutral_models(models):
@@ -1117,7 +1185,7 @@ class ScaleResult:
     notes : list of str
         What `choose_nodes` changed, and why.
     validation : list of dict
-        `validate_models` of every model tried, in order, each with the
+        `check_model` of every model tried, in order, each with the
         model's description (`model`).
     model_used : str
         "as refined", "b(phi) linear over each sweep" or "none (unscaled)":
@@ -1213,7 +1281,7 @@ def do_scale(tables, params, names=None):
 
 def _validate(result, observations, settings, params):
     """Check the refined model; with action=fallback, restrain it or drop it."""
-    check = validate_models(observations, result.models, params.validation.seed)
+    check = check_model(observations, settings, result.models, params.validation.seed)
     check["model"] = "as refined"
     result.validation.append(check)
     _log_check(check)
@@ -1240,7 +1308,7 @@ def _validate(result, observations, settings, params):
             )
         }
         models, history = refine_scale_model(observations, linear)
-        restrained = validate_models(observations, models, params.validation.seed)
+        restrained = check_model(observations, linear, models, params.validation.seed)
         restrained["model"] = "b(phi) linear over each sweep"
         result.validation.append(restrained)
         _log_check(restrained)
@@ -1265,7 +1333,8 @@ def _validate(result, observations, settings, params):
 
 def _log_check(check):
     logger.info(
-        "Model %s: CC1/2 %.4f (unscaled %.4f), chi-square %.4g (unscaled %.4g)%s",
+        "Model %s, on voxels it was not refined on: CC1/2 %.4f (unscaled %.4f), "
+        "chi-square %.4g (unscaled %.4g)%s",
         check["model"],
         check["cc_half_scaled"],
         check["cc_half_unscaled"],
