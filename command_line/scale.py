@@ -153,7 +153,8 @@ def write_outputs(result, params, run, tables):
     run.results["models"] = [str(path) for path in outputs]
     for output, model, table in zip(outputs, result.models, tables):
         with run.write(output, f"scaling model of {table}") as path:
-            write_tables(path, model.to_tables({"table": str(table)}))
+            attrs = {"table": str(table), "model_used": result.model_used}
+            write_tables(path, model.to_tables(attrs))
     if params.output.plot:
         with run.write(params.output.plot, "scale plot") as path:
             plot_models(result.models, path)

@@ -1210,7 +1210,24 @@ class ScaleResult:
             "notes": list(self.notes),
             "validation": self.validation,
             "model_used": self.model_used,
+            "check": self.check_text(),
         }
+
+    def check_text(self):
+        """One line per model tried: the checks and why it failed (for reports)."""
+        lines = []
+        for check in self.validation:
+            line = (
+                f"{check['model']}: CC1/2 {check['cc_half_scaled']:.4f} "
+                f"(unscaled {check['cc_half_unscaled']:.4f}), chi-square "
+                f"{check['chi_square_scaled']:.4g} "
+                f"(unscaled {check['chi_square_unscaled']:.4g})"
+            )
+            if check["reasons"]:
+                line += ": worse (" + "; ".join(check["reasons"]) + ")"
+            lines.append(line)
+        lines.append(f"model written: {self.model_used}")
+        return "; ".join(lines)
 
 
 def do_scale(tables, params, names=None):
