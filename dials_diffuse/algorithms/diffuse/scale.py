@@ -474,7 +474,10 @@ def choose_nodes(observations, settings, min_observations):
     for the n redundant observations of its smallest sweep (all sweeps for
     the shared detector term), thinning every axis alike. A term left with a
     single node on a single sweep is a constant, which the normalisation
-    (a, b, d) or the offset's floor (c) removes: it is not refined.
+    (a, b, d) or the offset's floor (c) removes: it is not refined. When
+    only some sweeps are narrower than b's phi_step, those get one node (the
+    attribute ``one_node_batches`` of the scaling settings, which
+    `refine_scale_model` honours).
     """
     if "batch" in observations:
         batch = observations["batch"].to_numpy().astype(np.int64)
@@ -494,13 +497,20 @@ def choose_nodes(observations, settings, min_observations):
         ]
         if hasattr(current, "phi_step") and name == "scaling":
             widths = [float(np.ptp(p["phi"])) if len(p) else 0.0 for p in subsets]
-            if max(widths) < current.phi_step:
+            narrow = tuple(i for i, w in enumerate(widths) if w < current.phi_step)
+            if len(narrow) == len(widths):
                 notes.append(
                     f"scaling: the redundant observations span {max(widths):.2f} "
                     f"degrees, less than phi_step = {current.phi_step:g}: one b "
                     "per sweep (b cannot vary within the sweep)"
                 )
                 current = settings_copy(name, current, phi_step=np.inf)
+            for number in narrow if len(narrow) < len(widths) else ():
+                notes.append(
+                    f"scaling: sweep {number + 1} spans {widths[number]:.2f} "
+                    f"degrees, less than phi_step = {current.phi_step:g}: one b "
+                    "for it (its overall scale)"
+                )
 
         original = _most_demanding(name, current, subsets)
         nodes, available, shape = original
@@ -526,14 +536,22 @@ def choose_nodes(observations, settings, min_observations):
                 )
             )
             continue
+        if name == "scaling" and 0 < len(narrow) < len(widths):
+            current.one_node_batches = narrow
         chosen[name] = current
     return chosen, notes
 
 
-def _new_term(name, settings, observations):
-    """A term of neutral values (1, or 0 for the offset) with nodes covering the data."""
+def _new_term(name, settings, observations, batch=None):
+    """A term of neutral values (1, or 0 for the offset) with nodes covering the data.
+
+    b(phi) of a batch listed in the settings' ``one_node_batches`` (see
+    `choose_nodes`) has a single node.
+    """
     column = {c: observations[c].to_numpy(np.float64) for c in TERMS[name][1]}
-    if name == "scaling":
+    if name == "scaling" and batch in getattr(settings, "one_node_batches", ()):
+        axes = {"phi": np.array([float(np.mean(column["phi"]))])}
+    elif name == "scaling":
         axes = {"phi": _axis_nodes(column["phi"], step=settings.phi_step)}
     elif name == "offset":
         axes = {
@@ -884,7 +902,7 @@ def refine_scale_model(observations, settings, progress=None):
             if not rows.any():
                 raise UserError(f"batch {number} has no redundant observation to scale")
             refinement.terms[(name, number)] = _new_term(
-                name, settings[name], observations[rows]
+                name, settings[name], observations[rows], number
             )
     stages = [
         ("scaling", ["scaling"]),
