@@ -98,7 +98,8 @@ output {
   mtz = None
     .type = path
     .help = "Also write the merged map as MTZ (e.g. merged.mtz): integer indices"
-            "of the supercell (cell x subdivide), columns I, SIGI, COUNT, the"
+            "of the supercell (cell x subdivide), columns I, SIGI, COUNT (and"
+            "the split's halves I_HALF1, SIGI_HALF1, I_HALF2, SIGI_HALF2), the"
             "crystal's point group (P 1 if the subdivide breaks it). None: not"
             "written."
   csv = None

@@ -3,7 +3,8 @@
 Columns H, K, L (the supercell's integer indices, see
 `dials_diffuse.algorithms.diffuse.supercell`), I and SIGI (the merged
 intensity and its error, types J and Q), COUNT (the observations merged into
-the voxel, type I). Cell: the supercell (cell × subdivide); space group: the
+the voxel, type I), and with a split merge I_HALF1, SIGI_HALF1, I_HALF2,
+SIGI_HALF2 (the halves; missing, NaN, where a half has no observation). Cell: the supercell (cell × subdivide); space group: the
 crystal's point group without translations, or P 1 with the map expanded
 when the subdivide breaks the symmetry. Voxels without a finite intensity
 are left out. The file's title and history say how to get back to the
@@ -94,6 +95,22 @@ def write_mtz(path, merged, unit_cell, space_group, subdivide, wavelength=None):
         miller.array(asu, data=flex.int(count.astype(np.int32))),
         column_root_label="COUNT",
     )
+    for half in (1, 2):
+        # The split halves of merge (CC1/2 for other programs); missing
+        # where a half has no observation.
+        if f"intensity_{half}" in merged:
+            dataset.add_miller_array(
+                miller.array(
+                    asu,
+                    data=flex.double(
+                        merged[f"intensity_{half}"].to_numpy(np.float64)[rows]
+                    ),
+                    sigmas=flex.double(
+                        merged[f"intensity_error_{half}"].to_numpy(np.float64)[rows]
+                    ),
+                ).set_observation_type_xray_intensity(),
+                column_root_label=f"I_HALF{half}",
+            )
     mtz = dataset.mtz_object()
     na, nb, nc = (int(v) for v in subdivide)
     a, b, c, alpha, beta, gamma = (float(v) for v in unit_cell)

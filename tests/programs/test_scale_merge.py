@@ -197,6 +197,14 @@ def test_merge_exports_mtz_and_csv(in_tmp_path, capsys):
     np.testing.assert_allclose(data["I"], merged["intensity"], rtol=1e-6)
     np.testing.assert_allclose(data["SIGI"], merged["intensity_error"], rtol=1e-6)
     np.testing.assert_array_equal(data["COUNT"], merged["count"])
+    # The random halves (split=random_half), for CC1/2 in other programs.
+    assert mtz.column_labels()[6:] == [
+        "I_HALF1", "SIGI_HALF1", "I_HALF2", "SIGI_HALF2",
+    ]  # fmt: skip
+    np.testing.assert_allclose(data["I_HALF1"], merged["intensity_1"], rtol=1e-6)
+    np.testing.assert_allclose(
+        data["SIGI_HALF2"], merged["intensity_error_2"], rtol=1e-6
+    )
     csv = pd.read_csv("merged.csv").sort_values(["h", "k", "l"])
     np.testing.assert_allclose(csv["intensity"], merged["intensity"], rtol=1e-7)
     np.testing.assert_array_equal(csv["K"], merged["k"] * 4)
