@@ -445,6 +445,8 @@ def _most_demanding(name, settings, subsets):
         if len(subset):
             shape = _new_term(name, settings, subset).shape
             counts.append((int(np.prod(shape)), len(subset), shape))
+    if not counts:
+        raise UserError("no voxel is seen twice: nothing to scale against")
     return min(counts, key=lambda count: count[1] / count[0])
 
 
@@ -1339,7 +1341,9 @@ def _validate(result, observations, settings, params):
         )
         linear = {
             "scaling": settings_copy(
-                "scaling", settings["scaling"], phi_step=max(width, 1e-6)
+                "scaling",
+                settings["scaling"],
+                phi_step=width if width > 0 else np.inf,
             )
         }
         models, history = refine_scale_model(observations, linear)
