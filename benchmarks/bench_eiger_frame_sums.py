@@ -5,7 +5,7 @@ frames of 1062 x 1028 uint16, Poisson background with module gaps, two data
 files), then measures on the same chunks:
 
 - h5py + numpy: `dataset[i]` per frame (HDF5 decodes through hdf5plugin),
-  then the thresholded, masked sum in numpy (what the seed tool did, without
+  then the thresholded, masked sum in numpy (what the 2018 Eiger summing tool did, without
   ALBULA);
 - bitshuffle: the `bitshuffle` package's `decompress_lz4` on raw chunks
   already in memory (pure decompression, the bound in DESIGN.md), 1 and 2

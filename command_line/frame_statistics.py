@@ -13,7 +13,7 @@ from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
 from dials_diffuse.io.frame_plots import write_html, write_png
 from dials_diffuse.io.redis_store import post_series, redis_key
 from dials_diffuse.io.seed_config import arguments_from_seed_config
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError, UserError
 from dials_diffuse.util.inputs import REFLECTION_SUFFIXES
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
@@ -32,7 +32,7 @@ Input: a DECTRIS Eiger master file (fast path: raw chunks are decoded in
 C++ threads, bitshuffle/LZ4, LZ4 or deflate), or an experiment list or any
 images DIALS reads. The detector mask (DECTRIS pixel_mask, module gaps),
 gap values 2^N-1 and values above the saturation value are always excluded;
-a DIALS mask file (mask=) excludes more. The seed tool's config.yaml (in /
+a DIALS mask file (mask=) excludes more. The 2018 Eiger summing tool's config.yaml (in /
 filter / out / sys_settings) is accepted in place of parameters.
 
 Outputs: frame_statistics.csv (one row per frame: image, sum, pixels used,
@@ -309,7 +309,7 @@ def main(params, inputs, run):
             expiry = post_series(
                 key, payload, r.host, r.port, r.db, r.password, r.expire_days
             )
-        except UserError as error:
+        except DataError as error:
             raise UserError(
                 f"could not post to Redis ({error}); the results are in the files written"
             ) from error
@@ -318,7 +318,7 @@ def main(params, inputs, run):
 
 
 def expand_config_files(args):
-    """Replace a seed config.yaml argument by the arguments it stands for."""
+    """Replace a config.yaml argument (of the 2018 Eiger summing tool) by the arguments it stands for."""
     expanded = []
     for arg in args:
         if arg.lower().endswith((".yaml", ".yml")) and "=" not in arg:
@@ -344,7 +344,7 @@ def run(args=None):
     args = list(sys.argv[1:] if args is None else args)
     try:
         args = expand_config_files(args)
-    except UserError as error:
+    except DataError as error:
         print(f"{program.full_name}: error: {error}", file=sys.stderr)
         return error.exit_code
     return program.run(args)

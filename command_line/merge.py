@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pandas as pd
 
-from dials_diffuse.algorithms.diffuse.merge import cc_half, merge_observations
-from dials_diffuse.algorithms.diffuse.scale import TERMS, ScaleModel, is_model_file
+from dials_diffuse.algorithms.diffuse.merge import do_merge
+from dials_diffuse.algorithms.diffuse.scale import ScaleModel, is_model_file
 from dials_diffuse.io.plots import new_figure, save_png
-from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
+from dials_diffuse.io.tables import load_table, table_names, write_tables
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -59,35 +59,7 @@ the space group is the crystal's point group without screw axes or centring
 
 # The step's own parameters (dials.diffuse.process nests them).
 step_phil = phil_scope = """
-outlier = None
-  .type = float(value_min=0)
-  .help = "Reject observations more than this many standard errors above the"
-          "voxel's mean, then merge again. None: keep all."
-split = *random_half weighted_random_half friedel none
-  .type = choice
-  .help = "Also merge two halves of each voxel's observations and report their"
-          "correlation: random_half (CC1/2), weighted_random_half (halves of"
-          "equal weight), friedel (Friedel mates), none."
-seed = 0
-  .type = int(allow_none=False)
-  .help = "Seed of the random halves (the split is reproducible)."
-shells = 10
-  .type = int(value_min=1, allow_none=False)
-  .help = "Resolution shells (equal numbers of voxels) for the correlation."
-apply {
-  scaling = True
-    .type = bool
-    .help = "Apply the scaling model's b(phi), if the scale.nxs has one."
-  offset = True
-    .type = bool
-    .help = "Apply the offset c(s, phi), if the scale.nxs has one."
-  detector = True
-    .type = bool
-    .help = "Apply the detector term d(ix, iy), if the scale.nxs has one."
-  absorption = True
-    .type = bool
-    .help = "Apply the absorption term a(ix, iy, phi), if the scale.nxs has one."
-}
+include scope dials_diffuse.algorithms.diffuse.merge.phil_scope
 output {
   table = merged.nxs
     .type = path
@@ -132,64 +104,79 @@ def plot_merged(merged, shells, path):
     save_png(figure, path)
 
 
-def load_scaled(table_path, model_path, which):
-    """A corrected table (pandas) with a scaling model's terms `which` applied."""
-    loaded = load_table(table_path, "hkl_table")
-    table = loaded.to_frame()
-    missing = {"h", "k", "l", "intensity", "intensity_error"} - set(table)
-    if missing:
+def main(params, inputs, run):
+    tables = [p for p in inputs.nexus if "hkl_table" in table_names(p)]
+    models = [p for p in inputs.nexus if is_model_file(p)]
+    if not tables:
+        raise UserError("no corrected table given: name the corrected.nxs of correct")
+    if models and len(models) != len(tables):
         raise UserError(
-            f"{table_path}: not a corrected table (no {', '.join(sorted(missing))})"
+            f"{len(models)} scaling model(s) for {len(tables)} table(s): give one "
+            "scale.nxs per corrected.nxs, in the same order, or none"
         )
-    if model_path is not None:
-        model = ScaleModel.from_file(model_path, which)
-        absent = model.missing_columns(table)
-        if absent:
-            raise UserError(
-                f"{table_path}: no {', '.join(absent)} column for the model of "
-                f"{model_path}"
-            )
-        table["intensity"], table["intensity_error"] = model.apply(table)
-        logger.info(
-            "Applied %s of %s to %s",
-            ", ".join(model.terms) or "no term",
-            model_path,
-            table_path,
+    with run.timer("merge"):
+        result = do_merge(
+            [load_table(path, "hkl_table") for path in tables],
+            params,
+            models=[ScaleModel.from_file(path) for path in models],
+            names=[str(path) for path in tables],
+            model_names=[str(path) for path in models],
         )
-    return loaded.attrs, table
+    write_outputs(result, params, run, inputs.experiments)
 
 
-def export_map(merged, attrs, space_groups, inputs, params, run):
+def write_outputs(result, params, run, experiments=None):
+    """Write the merged table, the plot and the exports; record the results.
+
+    `experiments` (optional) give the crystal's cell and space group to a
+    table that does not record them (written by an older correct).
+    """
+    run.results.update(result.summary())
+    with run.write(params.output.table, "merged table") as path:
+        write_tables(path, result.tables())
+    if params.output.plot:
+        with run.write(params.output.plot, "merge plot") as path:
+            plot_merged(result.merged, result.shells, path)
+    if params.output.mtz or params.output.csv:
+        export_map(result, params, run, experiments)
+
+
+def export_map(result, params, run, experiments=None):
     """Write output.mtz and output.csv (dials_diffuse.io.mtz, io.hkl_csv)."""
     from dials_diffuse.io.hkl_csv import write_hkl_csv
 
+    attrs = result.attrs
     subdivide = tuple(int(n) for n in attrs.get("subdivide", (1, 1, 1)))
     if params.output.csv:
         with run.write(params.output.csv, "merged map (CSV)") as path:
-            rows = write_hkl_csv(path, merged, subdivide)
-        run.results["csv_rows"] = rows
+            run.results["csv_rows"] = write_hkl_csv(path, result.merged, subdivide)
     if not params.output.mtz:
         return
     from cctbx import sgtbx
 
     from dials_diffuse.io.mtz import write_mtz
 
-    if inputs.experiments:
-        crystal = inputs.experiments[0].crystal
+    if experiments:
+        crystal = experiments[0].crystal
         unit_cell = crystal.get_unit_cell().parameters()
         space_group = crystal.get_space_group()
-    else:
-        if "unit_cell" not in attrs or len(space_groups) != 1 or None in space_groups:
-            raise UserError(
-                "output.mtz needs the crystal's cell and space group: the tables "
-                "do not record them (written by an older correct); give the "
-                "refined .expt too"
-            )
+    elif "unit_cell" in attrs and "space_group" in attrs:
         unit_cell = attrs["unit_cell"]
-        space_group = sgtbx.space_group_info(next(iter(space_groups))).group()
+        space_group = sgtbx.space_group_info(str(attrs["space_group"])).group()
+    else:
+        raise UserError(
+            "output.mtz needs the crystal's cell and space group: the tables do "
+            "not record them (written by an older correct); give the refined "
+            ".expt too"
+        )
     with run.write(params.output.mtz, "merged map (MTZ)") as path:
         written = write_mtz(
-            path, merged, unit_cell, space_group, subdivide, attrs.get("wavelength")
+            path,
+            result.merged,
+            unit_cell,
+            space_group,
+            subdivide,
+            attrs.get("wavelength"),
         )
     logger.info(
         "MTZ: %d voxels as integer indices of the supercell %s (cell x %s), "
@@ -205,104 +192,8 @@ def export_map(merged, attrs, space_groups, inputs, params, run):
     run.results["mtz"] = written
 
 
-def main(params, inputs, run):
-    tables = [p for p in inputs.nexus if "hkl_table" in table_names(p)]
-    models = [p for p in inputs.nexus if is_model_file(p)]
-    if not tables:
-        raise UserError("no corrected table given: name the corrected.nxs of correct")
-    if models and len(models) != len(tables):
-        raise UserError(
-            f"{len(models)} scaling model(s) for {len(tables)} table(s): give one "
-            "scale.nxs per corrected.nxs, in the same order, or none"
-        )
-    which = [name for name in TERMS if getattr(params.apply, name)]
-    frames = []
-    attrs = {}
-    cells = []
-    space_groups = set()
-    for number, path in enumerate(tables):
-        table_attrs, table = load_scaled(
-            path, models[number] if models else None, which
-        )
-        attrs = attrs or {
-            key: table_attrs[key]
-            for key in ("subdivide", "space_group", "unit_cell", "wavelength")
-            if key in table_attrs
-        }
-        cells.append(table_attrs.get("unit_cell"))
-        space_groups.add(table_attrs.get("space_group"))
-        frames.append(table)
-    observations = pd.concat(frames, ignore_index=True)
-    split = None if params.split == "none" else params.split
-    space_group = None
-    if split == "friedel":
-        if len(space_groups) != 1 or None in space_groups:
-            raise UserError(
-                "split=friedel needs tables mapped with one space group (their "
-                f"space_group attributes: {sorted(map(str, space_groups))})"
-            )
-        from cctbx import sgtbx
-
-        space_group = sgtbx.space_group_info(next(iter(space_groups))).group()
-    with run.timer("merge"):
-        merged = merge_observations(
-            observations,
-            outlier=params.outlier,
-            split=split,
-            seed=params.seed,
-            space_group=space_group,
-        )
-    logger.info(
-        "Merged %d observations into %d asymmetric-unit voxels (%d outliers rejected)",
-        len(observations),
-        len(merged),
-        merged.attrs["rejected_outliers"],
-    )
-    run.results.update(
-        {
-            "observations": len(observations),
-            "voxels": len(merged),
-            "rejected_outliers": merged.attrs["rejected_outliers"],
-        }
-    )
-    tables = [Table.from_frame("hkl_table", merged, attrs)]
-    shells = pd.DataFrame(columns=["s_low", "s_high", "voxels", "cc_half"])
-    if split:
-        statistic = "CC(Friedel)" if split == "friedel" else "CC1/2"
-        overall, shells = cc_half(merged, params.shells)
-        logger.info("%s = %.4f overall (split=%s)", statistic, overall, split)
-        for row in shells.itertuples(index=False):
-            logger.info(
-                "  s %.3f-%.3f 1/A: %6d voxels, %s %.4f",
-                row.s_low,
-                row.s_high,
-                row.voxels,
-                statistic,
-                row.cc_half,
-            )
-        run.results["cc_friedel" if split == "friedel" else "cc_half"] = overall
-        tables.append(
-            Table.from_frame("cc_half", shells, {"overall": overall, "split": split})
-        )
-    if all(cell is not None for cell in cells):
-        # Several sweeps: their mean cell (they differ by refinement noise).
-        attrs["unit_cell"] = tuple(np.mean(np.asarray(cells, float), axis=0))
-    with run.write(params.output.table, "merged table") as path:
-        write_tables(path, tables)
-    if params.output.mtz or params.output.csv:
-        export_map(merged, attrs, space_groups, inputs, params, run)
-    if params.output.plot:
-        with run.write(params.output.plot, "merge plot") as path:
-            plot_merged(merged, shells, path)
-
-
 program = Program(name="merge", phil=phil_scope, help=help_message, main=main)
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

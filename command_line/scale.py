@@ -172,12 +172,7 @@ def write_outputs(result, params, run, tables):
 
 
 program = Program(name="scale", phil=phil_scope, help=help_message, main=main)
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

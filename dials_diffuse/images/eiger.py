@@ -40,7 +40,7 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
     read_raw_chunks,
 )
 from dials_diffuse.images.source import ImageSource, output_buffer
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class EigerMasterSource(ImageSource):
 
     Raises
     ------
-    UserError
+    DataError
         Naming the file: not HDF5, no frames, a data file missing, frames
         missing between data files, inconsistent frame shapes or types.
     """
@@ -142,7 +142,7 @@ class EigerMasterSource(ImageSource):
         try:
             self._master = h5py.File(self.path, "r")
         except OSError as error:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: not a readable HDF5 file ({error})"
             ) from error
         self._read_metadata()
@@ -226,7 +226,7 @@ class EigerMasterSource(ImageSource):
             try:
                 self._handles[path] = h5py.File(path, "r")
             except OSError as error:
-                raise UserError(
+                raise DataError(
                     f"{self.path}: cannot open its data file {name} ({error})"
                 ) from error
         return self._handles[path]
@@ -237,14 +237,14 @@ class EigerMasterSource(ImageSource):
     def _find_blocks(self):
         data = self._master.get("/entry/data")
         if not isinstance(data, h5py.Group):
-            raise UserError(
+            raise DataError(
                 f"{self.path}: no /entry/data group (not an Eiger master file)"
             )
         names = sorted(n for n in data if n.startswith("data_"))
         if not names and "data" in data:
             names = ["data"]
         if not names:
-            raise UserError(f"{self.path}: /entry/data holds no frames")
+            raise DataError(f"{self.path}: /entry/data holds no frames")
         blocks = []
         next_first = 0
         for name in names:
@@ -253,7 +253,7 @@ class EigerMasterSource(ImageSource):
                 file_name, dataset_path = link.filename, link.path
                 handle = self._data_file(file_name)
                 if dataset_path not in handle:
-                    raise UserError(
+                    raise DataError(
                         f"{self.path}: {name} links to {file_name}:{dataset_path}, "
                         "which does not exist"
                     )
@@ -263,9 +263,9 @@ class EigerMasterSource(ImageSource):
                 try:
                     dataset = data[name]
                 except KeyError as error:
-                    raise UserError(f"{self.path}: cannot resolve {name}") from error
+                    raise DataError(f"{self.path}: cannot resolve {name}") from error
             if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 3:
-                raise UserError(
+                raise DataError(
                     f"{self.path}: {name} is not a (frames, rows, columns) dataset"
                 )
             low = dataset.attrs.get("image_nr_low")
@@ -321,28 +321,28 @@ class EigerMasterSource(ImageSource):
             if shape is None:
                 shape, dtype = dataset.shape[1:], dataset.dtype
             if dataset.shape[1:] != shape or dataset.dtype != dtype:
-                raise UserError(
+                raise DataError(
                     f"{self.path}: {block.file} has frames of shape {dataset.shape[1:]} "
                     f"{dataset.dtype}, the first data file {shape} {dtype}"
                 )
             if block.first != expected:
-                raise UserError(
+                raise DataError(
                     f"{self.path}: images {expected + 1} to {block.first} are missing "
                     "(no data file holds them)"
                 )
             if block.source_first + block.n_frames > dataset.shape[0]:
-                raise UserError(
+                raise DataError(
                     f"{self.path}: {block.file} holds fewer frames than linked"
                 )
             block.codec = _codec_of(dataset, shape)
             expected = block.first + block.n_frames
         if dtype.kind not in "uif":
-            raise UserError(f"{self.path}: frames have unsupported type {dtype}")
+            raise DataError(f"{self.path}: frames have unsupported type {dtype}")
         self._frame_shape = tuple(int(n) for n in shape)
         self._dtype = np.dtype(dtype)
         self._n_frames = expected
         if self._pixel_mask is not None and self._pixel_mask.shape != self._frame_shape:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: pixel_mask has shape {self._pixel_mask.shape}, "
                 f"frames {self._frame_shape}"
             )
@@ -429,7 +429,7 @@ class EigerMasterSource(ImageSource):
                     codec = None
                     payload = dataset[frame + offset : end + offset]
             except (OSError, ValueError, KeyError) as error:
-                raise UserError(
+                raise DataError(
                     f"{block.file}: cannot read images {frame + 1}-{end} ({error})"
                 ) from error
             yield codec, frame, payload
@@ -465,7 +465,7 @@ class EigerMasterSource(ImageSource):
             else:
                 _kernels.decompress_chunk(chunk, codec, out)
         except ValueError as error:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: image {frame + 1} is corrupt ({error})"
             ) from error
         return out

@@ -2,7 +2,7 @@
 
 `read_frame` reads one whole frame; `ImagesetSource` streams any dxtbx
 imageset as an `ImageSource`. Errors while reading (a truncated or corrupt
-image file) become a `UserError` naming the file and frame.
+image file) become a `DataError` naming the file and frame.
 """
 
 import functools
@@ -15,7 +15,7 @@ from scitbx.array_family import flex
 
 from dials_diffuse.geometry import rotation_angle_deg
 from dials_diffuse.images.source import ImageSource, output_buffer
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def frame_file(imageset, index):
@@ -89,7 +89,7 @@ def read_frame(imageset, index, static_masks=None):
     except Exception as error:
         message = str(error).strip().splitlines()
         reason = message[-1] if message else type(error).__name__
-        raise UserError(
+        raise DataError(
             f"{frame_file(imageset, index)}: cannot read image {index + 1} ({reason})"
         ) from error
     valid = [np.ascontiguousarray(panel, dtype=bool) for panel in mask]
@@ -115,7 +115,7 @@ def _format_static_mask(imageset, panel):
         instance = imageset.get_format_class().get_instance(path, **imageset.params())
         masks = instance.get_static_mask()
     except Exception as error:
-        raise UserError(
+        raise DataError(
             f"{frame_file(imageset, 0)}: cannot read the detector mask ({error})"
         ) from error
     if masks is None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from dials_diffuse.images.hdf5_chunks import ChunkedDataset
 from dials_diffuse.images.source import ImageSource, output_buffer, thread_buffer
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 #: Where the image series lives in the file.
 IMAGE_SERIES = "/entry/image_series"
@@ -48,7 +48,7 @@ class NexusDataSource(ImageSource):
 
     Raises
     ------
-    UserError
+    DataError
         Naming the file, when it is not HDF5 or lacks the layout.
     """
 
@@ -72,7 +72,7 @@ class NexusDataSource(ImageSource):
         )
 
     def _error(self, problem):
-        return UserError(f"{self.path}: {problem}")
+        return DataError(f"{self.path}: {problem}")
 
     def _series(self):
         if self._file is None:

@@ -28,7 +28,7 @@ import numpy as np
 from dials_diffuse.images.hdf5_chunks import deflate_chunks
 from dials_diffuse.images.source import read_reusing, thread_buffer
 from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 MASKED = -1
@@ -136,7 +136,7 @@ def write_image_series(
         frames, masked_pixel_frames (pixel-frames stored as -1).
     """
     if len(source.panel_shapes) != 1:
-        raise UserError(
+        raise DataError(
             f"data.nxs holds single-panel detectors; this one has {len(source.panel_shapes)} panels"
         )
     first, stop = frame_range or (0, source.n_frames)

@@ -26,7 +26,7 @@ import numpy as np
 
 import dials_diffuse
 from dials_diffuse.images.hdf5_chunks import deflate_chunks
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 CREATOR = f"dials-diffuse {dials_diffuse.__version__}"
 DEFLATE_LEVEL = 1
@@ -179,11 +179,11 @@ class PolarFile:
 
 
 def open_polar_file(path):
-    """Open a polar.h5 written by dials.diffuse.polar_transform (UserError if not)."""
+    """Open a polar.h5 written by dials.diffuse.polar_transform (DataError if not)."""
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise UserError(f"{path}: not a readable HDF5 file ({error})") from error
+        raise DataError(f"{path}: not a readable HDF5 file ({error})") from error
     try:
         group = handle["entry/polar"]
         result = PolarFile(
@@ -200,11 +200,11 @@ def open_polar_file(path):
         )
     except (KeyError, OSError) as error:
         handle.close()
-        raise UserError(
+        raise DataError(
             f"{path}: not a polar file from dials.diffuse.polar_transform "
             f"(missing {error})"
         ) from error
     if result.data.ndim != 3 or result.data.shape != result.mask.shape:
         handle.close()
-        raise UserError(f"{path}: polar data and mask have different shapes")
+        raise DataError(f"{path}: polar data and mask have different shapes")
     return result

@@ -35,7 +35,7 @@ from dials_diffuse.simulate.scattering import (
     rotation_frame_rates,
 )
 from dials_diffuse.simulate.truth import write_rotation_truth, write_truth_expt
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import ParallelMap
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ SIZES = {
 def rotation_setup(size="test", **overrides):
     """The `RotationSetup` of a size preset, with fields replaced by `overrides`."""
     if size not in SIZES:
-        raise UserError(f"unknown size '{size}': choose one of {', '.join(SIZES)}")
+        raise DataError(f"unknown size '{size}': choose one of {', '.join(SIZES)}")
     return replace(SIZES[size], **overrides)
 
 

@@ -1,6 +1,6 @@
 """Rotation sweeps of one crystal at several beam transmissions, with a notch.
 
-As in a detector commissioning experiment (seed 001): the same crystal, in
+As in a detector commissioning experiment: the same crystal, in
 the same orientation, measured in N sweeps at different transmissions, by a
 detector with a known non-linearity (`DetectorResponse`):
 
@@ -37,7 +37,7 @@ from dials_diffuse.simulate.rotation import (
     write_rotation_files,
 )
 from dials_diffuse.simulate.truth import write_truth_expt
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 DEFAULT_TRANSMISSIONS = (0.064, 0.127, 0.253, 0.503, 1.0)
 
@@ -100,10 +100,10 @@ def simulate_transmission_series(
     """
     transmissions = [float(t) for t in transmissions]
     if not transmissions or any(not 0.0 < t <= 1.0 for t in transmissions):
-        raise UserError("transmissions must be fractions in (0, 1]")
+        raise DataError("transmissions must be fractions in (0, 1]")
     response = response or DetectorResponse()
     if not 0 < response.notch_low < response.notch_high < response.saturation:
-        raise UserError("need 0 < notch_low < notch_high < saturation")
+        raise DataError("need 0 < notch_low < notch_high < saturation")
     setup = rotation_setup(
         size,
         **{

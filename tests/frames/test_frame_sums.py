@@ -8,7 +8,7 @@ from dials_diffuse.algorithms.frames.describe import describe_series
 from dials_diffuse.algorithms.frames.detrend import detrend, running_cv
 from dials_diffuse.algorithms.frames.sums import frame_range, sum_frames
 from dials_diffuse.images.eiger import EigerMasterSource
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import ParallelMap
 from tests.eiger_files import drifting_series, real_master, write_series
 
@@ -149,11 +149,11 @@ def test_frame_range_checks():
     assert frame_range(10) == (0, 10)
     assert frame_range(10, (3, 5)) == (2, 5)
     assert frame_range(10, (3, 0)) == (2, 10)
-    with pytest.raises(UserError, match="beyond the last image"):
+    with pytest.raises(DataError, match="beyond the last image"):
         frame_range(10, (1, 11))
-    with pytest.raises(UserError, match="first image after last"):
+    with pytest.raises(DataError, match="first image after last"):
         frame_range(10, (6, 5))
-    with pytest.raises(UserError, match="numbered from 1"):
+    with pytest.raises(DataError, match="numbered from 1"):
         frame_range(10, (0, 5))
 
 

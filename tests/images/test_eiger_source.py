@@ -7,7 +7,7 @@ import pytest
 
 from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
 from dials_diffuse.images.source import Chunk
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from tests.eiger_files import (
     link_master,
     real_data_files,
@@ -150,7 +150,7 @@ def test_missing_data_file_is_a_user_error(tmp_path):
     frames = np.zeros((4, 5, 5), np.uint16)
     master = write_series(tmp_path, frames, 2)
     (tmp_path / "series_data_000002.h5").unlink()
-    with pytest.raises(UserError, match="series_master.h5.*data_000002"):
+    with pytest.raises(DataError, match="series_master.h5.*data_000002"):
         EigerMasterSource(master)
 
 
@@ -162,7 +162,7 @@ def test_missing_frames_between_files(tmp_path):
     write_data_file(second, frames, first_image=5)
     master = tmp_path / "g_master.h5"
     link_master(master, [first, second], (5, 5))
-    with pytest.raises(UserError, match="images 3 to 4 are missing"):
+    with pytest.raises(DataError, match="images 3 to 4 are missing"):
         EigerMasterSource(master)
 
 
@@ -174,7 +174,7 @@ def test_not_a_master_file(tmp_path):
     assert not is_eiger_master(tmp_path / "absent.h5")
     (tmp_path / "text.h5").write_text("not hdf5")
     assert not is_eiger_master(tmp_path / "text.h5")
-    with pytest.raises(UserError, match="text.h5"):
+    with pytest.raises(DataError, match="text.h5"):
         EigerMasterSource(tmp_path / "text.h5")
 
 
@@ -187,7 +187,7 @@ def test_corrupt_chunk_names_file_and_image(tmp_path):
         _, raw = dataset.id.read_direct_chunk((1, 0, 0))
         dataset.id.write_direct_chunk((1, 0, 0), raw[:-40])
     source = EigerMasterSource(master)
-    with pytest.raises(UserError, match="image 2 is corrupt"):
+    with pytest.raises(DataError, match="image 2 is corrupt"):
         read_all(source)
 
 

@@ -27,7 +27,7 @@ from dials_diffuse.images.hdf5_chunks import (
 )
 from dials_diffuse.images.nexus_data import NexusDataSource
 from dials_diffuse.images.source import Chunk, ImageSource, read_reusing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 SHAPE = (13, 37, 29)  # no chunk shape below divides it: edge chunks everywhere
 
@@ -286,7 +286,7 @@ def test_corrupt_chunk_is_a_user_error_naming_the_file(tmp_path):
     np.testing.assert_array_equal(
         source.read(Chunk(0, slice(0, 4), slice(0, 37), slice(0, 29)))[0], data[:4]
     )
-    with pytest.raises(UserError, match=r"data\.nxs: cannot read frames 4-7"):
+    with pytest.raises(DataError, match=r"data\.nxs: cannot read frames 4-7"):
         source.read(Chunk(0, slice(4, 8), slice(0, 37), slice(0, 29)))
 
 
@@ -297,7 +297,7 @@ def test_truncated_file_is_a_user_error(tmp_path):
         info = handle["entry/image_series/data"].id.get_chunk_info_by_coord((12, 0, 0))
     source = NexusDataSource(path)
     os.truncate(path, info.byte_offset + 5)
-    with pytest.raises(UserError, match=r"data\.nxs: cannot read frames 12-12"):
+    with pytest.raises(DataError, match=r"data\.nxs: cannot read frames 12-12"):
         source.read(Chunk(0, slice(12, 13), slice(0, 37), slice(0, 29)))
 
 

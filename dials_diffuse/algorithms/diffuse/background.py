@@ -14,16 +14,29 @@ ix).
 """
 
 import dataclasses
+import logging
 
 import h5py
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 GROUP = "entry/binned_image_series"
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of bin_image_series (its program includes them).
+phil_scope = parse(
+    """
+bins = 10,20,20
+  .type = ints(size=3, value_min=1)
+  .help = "Frames, rows and columns per block."
+"""
+)
 
 
 @dataclasses.dataclass
@@ -77,7 +90,7 @@ class BinnedBackground:
                 group = handle[GROUP]
                 return cls(*(group[name][()] for name in ("phi", "iy", "ix", "rate")))
         except (OSError, KeyError) as error:
-            raise UserError(
+            raise DataError(
                 f"{path}: not a binned background (no /{GROUP}: {error})"
             ) from error
 
@@ -133,7 +146,7 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
             valid = valid & ~mask_file.read(source.image_numbers[frames]).astype(bool)
         exposure = seconds[frames].mean()
         if not exposure > 0:
-            raise UserError(
+            raise DataError(
                 f"images {source.image_numbers[frames[0]]}-{source.image_numbers[frames[-1]]} "
                 "have no exposure time: cannot make count rates"
             )
@@ -155,7 +168,7 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
     )
     rate = np.stack(rates)
     if np.all(np.isnan(rate)):
-        raise UserError("every block is masked: no background")
+        raise DataError("every block is masked: no background")
     return BinnedBackground(np.array(phis), iy, ix, _fill_empty_blocks(rate))
 
 
@@ -168,3 +181,42 @@ def _fill_empty_blocks(rate):
         return rate
     _, nearest = distance_transform_edt(empty, return_indices=True)
     return rate[tuple(nearest)]
+
+
+def do_bin_image_series(source, params, mask_file=None, frame_range=None):
+    """The binned background count rate of an image source (dials.diffuse.bin_image_series).
+
+    Parameters
+    ----------
+    source : ImageSource
+        Single-panel images (a data.nxs, an imageset).
+    params : PHIL extract with the parameters of `phil_scope`
+        bins: frames, rows and columns per block.
+    mask_file : MaskFile, optional
+        Pixels with mask 1 are left out; it must cover the images binned.
+    frame_range : (int, int), optional
+        0-based half-open frames of the source; default all.
+
+    Returns
+    -------
+    BinnedBackground
+    """
+    if len(source.panel_shapes) != 1:
+        raise DataError("only single-panel detectors are supported")
+    if params.bins is None:
+        raise DataError(
+            "bins is required: frames,rows,columns per block, e.g. bins=10,20,20"
+        )
+    first, stop = frame_range or (0, source.n_frames)
+    if mask_file is not None:
+        mask_file.check_covers(source.image_numbers[first:stop], source.panel_shapes[0])
+    background = bin_image_series(
+        source, params.bins, source.angles_deg, mask_file, (first, stop)
+    )
+    logger.info(
+        "Background on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",
+        *background.rate.shape,
+        float(np.min(background.rate)),
+        float(np.max(background.rate)),
+    )
+    return background

@@ -25,16 +25,49 @@ DIALS validity mask)::
       hot_pixels         (rows, columns) uint8, 1 = hot pixel
 """
 
+import dataclasses
+import logging
+
 import h5py
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse import _kernels
 from dials_diffuse.images.hdf5_chunks import ChunkedDataset, deflate_chunks
 from dials_diffuse.images.source import thread_buffer
 from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 GROUP = "entry/mask"
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of mask_peaks (dials.diffuse.mask_peaks and process include them).
+phil_scope = parse(
+    """
+sigma_cutoff = 3.0
+  .type = float(value_min=0, allow_none=False)
+  .help = "Size of the masked ellipsoid around each lattice point, in"
+          "standard deviations of the peak model (Mahalanobis distance)."
+bragg = False
+  .type = bool
+  .help = "Invert the ellipsoid mask: keep only the Bragg peaks (peak and hot"
+          "pixels are then not added; the detector mask still applies)."
+mask_absent = False
+  .type = bool
+  .help = "Also mask the ellipsoids at lattice points that screw axes or glide"
+          "planes make systematically absent (only lattice-centring absences"
+          "stay unmasked), as mdx2 does: it masks every lattice point of a"
+          "primitive group. Default: absent points keep their diffuse signal."
+hot_pixels {
+  min_fraction = 0.5
+    .type = float(value_min=0, value_max=1, allow_none=False)
+    .help = "A pixel that is a peak-model outlier (above count_threshold far"
+            "from any lattice point) in at least this fraction of the frames"
+            "(and at least 2) is hot and masked in every frame."
+}
+"""
+)
 
 
 def allowed_lattice_points(crystal, s_max, centring_only=False):
@@ -316,7 +349,7 @@ class MaskFile:
                 self.shape = group["mask"].shape
                 self.image_numbers = group["image_numbers"][()]
         except (OSError, KeyError) as error:
-            raise UserError(
+            raise DataError(
                 f"{path}: not a dials-diffuse mask (no readable /{GROUP}/mask)"
             ) from error
         self._data = ChunkedDataset(self.path, GROUP + "/mask")
@@ -328,14 +361,14 @@ class MaskFile:
         self.__init__(state["path"])
 
     def check_covers(self, images, shape):
-        """UserError unless the mask has every image in `images` and this frame shape."""
+        """DataError unless the mask has every image in `images` and this frame shape."""
         if tuple(self.shape[1:]) != tuple(shape):
-            raise UserError(
+            raise DataError(
                 f"{self.path}: mask frames are {self.shape[1:]}, the images {tuple(shape)}"
             )
         missing = np.setdiff1d(images, self.image_numbers)
         if missing.size:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: has no mask for image(s) {', '.join(map(str, missing[:10]))}"
             )
 
@@ -354,7 +387,116 @@ class MaskFile:
                 out=out,
             )
         except (OSError, ValueError) as error:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: cannot read the mask of images {images[0]}-{images[-1]} "
                 f"({error})"
             ) from None
+
+
+@dataclasses.dataclass
+class MaskPeaksResult:
+    """What `do_mask_peaks` masked.
+
+    Attributes
+    ----------
+    image_numbers : ndarray
+        The 1-based images of the mask.
+    masked_fraction_per_image : list of float
+    hot_pixels : int
+        Pixels masked in every frame as hot.
+    fractions : dict
+        The overall masked fraction by cause (`write_mask`):
+        detector_masked_fraction, hot_pixel_fraction, bragg_masked_fraction.
+    """
+
+    image_numbers: np.ndarray
+    masked_fraction_per_image: list
+    hot_pixels: int
+    fractions: dict = dataclasses.field(default_factory=dict)
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {
+            "frames": len(self.masked_fraction_per_image),
+            "masked_fraction": float(np.mean(self.masked_fraction_per_image)),
+            "masked_fraction_per_image": self.masked_fraction_per_image,
+            "hot_pixels": self.hot_pixels,
+            **self.fractions,
+        }
+
+
+def do_mask_peaks(
+    sweep, peaks, model, path, params, pmap, frame_range=None, frames_per_chunk=10
+):
+    """Compute the peak mask of a sweep and stream it into a new mask.nxs at `path`.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    peaks : Table
+        The peak pixels of find_peaks (image, iy, ix, outlier).
+    model : PeakModel
+    path : Path
+        Where to write the mask (the caller chooses the name; a program
+        gives a temporary one that it renames when complete).
+    params : PHIL extract with the parameters of `phil_scope`
+    pmap : ParallelMap
+    frame_range : (int, int), optional
+        0-based half-open frames of the sweep's source; default all.
+    frames_per_chunk : int
+
+    Returns
+    -------
+    MaskPeaksResult
+    """
+    first, stop = frame_range or (0, sweep.source.n_frames)
+    hot = hot_pixels(
+        peaks,
+        sweep.source.panel_shapes[0],
+        stop - first,
+        params.hot_pixels.min_fraction,
+    )
+    logger.info(
+        "%d peak pixels, %d hot pixels; masking ellipsoids at %g sigma%s",
+        len(peaks),
+        int(hot.sum()),
+        params.sigma_cutoff,
+        " (inverted: Bragg peaks kept)" if params.bragg else "",
+    )
+    masker = PeakMasker(
+        sweep,
+        model,
+        params.sigma_cutoff,
+        peaks=peaks,
+        hot=hot,
+        bragg=params.bragg,
+        mask_absent=params.mask_absent,
+    )
+    summary = write_mask(
+        path,
+        sweep,
+        masker,
+        pmap,
+        frames_per_chunk=frames_per_chunk,
+        frame_range=(first, stop),
+    )
+    logger.info(
+        "Masked pixels: %.2f%% (detector mask and gaps %.2f%%, hot pixels %.3f%%, "
+        "%s %.2f%%)",
+        100 * summary["masked_fraction"],
+        100 * summary["detector_masked_fraction"],
+        100 * summary["hot_pixel_fraction"],
+        "outside the Bragg peaks" if params.bragg else "Bragg peaks",
+        100 * summary["bragg_masked_fraction"],
+    )
+    fractions = (
+        "detector_masked_fraction",
+        "hot_pixel_fraction",
+        "bragg_masked_fraction",
+    )
+    return MaskPeaksResult(
+        sweep.source.image_numbers[first:stop],
+        summary["masked_fraction_per_image"],
+        int(hot.sum()),
+        {name: summary[name] for name in fractions},
+    )

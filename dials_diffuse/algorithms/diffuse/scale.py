@@ -63,7 +63,7 @@ from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
 from dials_diffuse.io.tables import Table, load_table, table_names
-from dials_diffuse.util.errors import DataError, UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class GridTerm:
         """Sparse interpolation matrix (observations x nodes), multilinear."""
         for name, x in zip(self.axes, coordinates):
             if not np.all(np.isfinite(x)):
-                raise UserError(
+                raise DataError(
                     f"the {self.name} term needs finite {name} values: "
                     f"{np.count_nonzero(~np.isfinite(x))} are not"
                 )
@@ -446,7 +446,7 @@ def _most_demanding(name, settings, subsets):
             shape = _new_term(name, settings, subset).shape
             counts.append((int(np.prod(shape)), len(subset), shape))
     if not counts:
-        raise UserError("no voxel is seen twice: nothing to scale against")
+        raise DataError("no voxel is seen twice: nothing to scale against")
     return min(counts, key=lambda count: count[1] / count[0])
 
 
@@ -632,7 +632,7 @@ class ScaleModel:
             if name and (which is None or name in which):
                 terms[name] = GridTerm.from_table(load_table(path, table_name))
         if not terms and which is None:
-            raise UserError(f"{path}: no scaling model (/entry/*_model) in it")
+            raise DataError(f"{path}: no scaling model (/entry/*_model) in it")
         return cls(terms)
 
 
@@ -826,7 +826,7 @@ class _Refinement:
             np.mean(np.broadcast_to(self.value(name), self.use.shape)[self.use])
         )
         if not mean > 0:
-            raise UserError(
+            raise DataError(
                 f"the {name} term refined to a non-positive mean: the data do not "
                 "constrain it (fewer nodes or more smoothness)"
             )
@@ -872,7 +872,7 @@ def refine_scale_model(observations, settings, progress=None):
     """
     unknown = set(settings) - set(TERMS)
     if unknown or not settings:
-        raise UserError(
+        raise DataError(
             f"choose terms among {', '.join(TERMS)} (got {sorted(settings) or 'none'})"
         )
     needed = {"h", "k", "l", "intensity", "intensity_error"}
@@ -880,12 +880,12 @@ def refine_scale_model(observations, settings, progress=None):
         needed |= set(TERMS[name][1])
     missing = needed - set(observations)
     if missing:
-        raise UserError(f"the table has no {', '.join(sorted(missing))} column")
+        raise DataError(f"the table has no {', '.join(sorted(missing))} column")
     coordinates = {c for name in settings for c in TERMS[name][1]}
     for column in sorted(coordinates):
         bad = np.count_nonzero(~np.isfinite(observations[column].to_numpy(float)))
         if bad:
-            raise UserError(f"{bad} observation(s) with a non-finite {column}")
+            raise DataError(f"{bad} observation(s) with a non-finite {column}")
     if "batch" in observations:
         batch = observations["batch"].to_numpy().astype(np.int64)
     else:
@@ -893,7 +893,7 @@ def refine_scale_model(observations, settings, progress=None):
     n_batches = int(batch.max()) + 1 if len(batch) else 1
     refinement = _Refinement(observations, batch)
     if refinement.use.sum() < 10:
-        raise UserError(
+        raise DataError(
             "fewer than 10 redundant observations: nothing to scale against"
         )
     for name in (name for name in TERMS if name in settings):
@@ -902,7 +902,7 @@ def refine_scale_model(observations, settings, progress=None):
             if number is not None:
                 rows &= batch == number
             if not rows.any():
-                raise UserError(f"batch {number} has no redundant observation to scale")
+                raise DataError(f"batch {number} has no redundant observation to scale")
             refinement.terms[(name, number)] = _new_term(
                 name, settings[name], observations[rows], number
             )
@@ -1073,7 +1073,7 @@ def compare_merges(observations, models, seed=0):
         )
         try:
             result[f"cc_half_{label}"] = cc_half(halves, shells=1)[0]
-        except UserError:
+        except DataError:
             result[f"cc_half_{label}"] = float("nan")
         result[f"chi_square_{label}"] = _chi_square_about_means(
             values[usable], errors[usable], group
@@ -1146,10 +1146,10 @@ def check_model(observations, settings, models, seed=0):
     result = {}
     try:
         if len(np.unique(batch[train])) != len(models):
-            raise UserError("a sweep has no observation in one half of the voxels")
+            raise DataError("a sweep has no observation in one half of the voxels")
         trained, _ = refine_scale_model(observations[train], settings)
         result.update(compare_merges(observations[~train], trained, seed))
-    except UserError as error:
+    except DataError as error:
         result.update(
             {
                 key: float("nan")

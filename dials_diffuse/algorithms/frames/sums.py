@@ -15,7 +15,7 @@ import numpy as np
 from dials_diffuse import _kernels
 from dials_diffuse.images.eiger import CODEC_DEFLATE, EigerMasterSource
 from dials_diffuse.images.imageset import read_frame
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 
@@ -108,7 +108,7 @@ def _sum_eiger_batch(item):
                 )
             )
         except ValueError as error:
-            raise UserError(
+            raise DataError(
                 f"{source.path}: images {first + 1}-{first + len(payload)}: "
                 f"corrupt data ({error})"
             ) from error
@@ -167,11 +167,11 @@ def frame_range(n_frames, image_range=None):
     first, last = image_range
     last = last or n_frames
     if first < 1:
-        raise UserError(f"image_range={first},{last}: images are numbered from 1")
+        raise DataError(f"image_range={first},{last}: images are numbered from 1")
     if first > last:
-        raise UserError(f"image_range={first},{last}: first image after last")
+        raise DataError(f"image_range={first},{last}: first image after last")
     if last > n_frames:
-        raise UserError(
+        raise DataError(
             f"image_range={first},{last} goes beyond the last image ({n_frames})"
         )
     return first - 1, last
@@ -209,7 +209,7 @@ def sum_frames(
     FrameSums
     """
     if high < low:
-        raise UserError(f"high={high} is below low={low}")
+        raise DataError(f"high={high} is below low={low}")
     if isinstance(source, EigerMasterSource):
         n_frames, work = source.n_frames, _sum_eiger_batch
         if isinstance(mask, (list, tuple)):

@@ -8,7 +8,7 @@ import pytest
 from dials_diffuse.algorithms.diffuse.correct import laue_rotations, map_to_asu
 from dials_diffuse.algorithms.diffuse.integrate import merge_partials
 from dials_diffuse.algorithms.diffuse.peaks import PeakModel, fit_peak_model
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def test_peak_model_recovers_gaussian_and_rejects_outliers():
@@ -33,9 +33,9 @@ def test_peak_model_recovers_gaussian_and_rejects_outliers():
 
 
 def test_peak_model_needs_enough_points():
-    with pytest.raises(UserError, match="too few"):
+    with pytest.raises(DataError, match="too few"):
         PeakModel.fit(np.zeros((2, 3)))
-    with pytest.raises(UserError, match="degenerate"):
+    with pytest.raises(DataError, match="degenerate"):
         PeakModel.fit(np.zeros((10, 3)))
 
 
@@ -131,9 +131,9 @@ def test_merge_partials_matches_pandas_groupby():
 
 
 def test_merge_partials_rejects_nothing_and_bad_spread():
-    with pytest.raises(UserError, match="no unmasked pixel"):
+    with pytest.raises(DataError, match="no unmasked pixel"):
         merge_partials([partial(np.zeros((0, 3)), [], [], [])], (1, 1, 1), 1.0)
-    with pytest.raises(UserError, match="max_spread"):
+    with pytest.raises(DataError, match="max_spread"):
         merge_partials([partial([[0, 0, 0]], [1], [1], [0])], (1, 1, 1), 0.0)
 
 
@@ -171,7 +171,7 @@ def test_map_to_asu_subdivided_grid():
     np.testing.assert_array_equal(asu, [[0.5, 1.5, 2.0], [0.5, 1.0, 0.25]])
     assert op.dtype == np.int32
     tetragonal = sgtbx.space_group_info("P 4").group()
-    with pytest.raises(UserError, match="subdivide"):
+    with pytest.raises(DataError, match="subdivide"):
         map_to_asu(np.array([[0.5, 1.0, 0.0], [1.0, 0.5, 0.0]]), (2, 1, 1), tetragonal)
 
 

@@ -15,7 +15,7 @@ from dials_diffuse.algorithms.diffuse.scale import (
     laplacian_restraint,
     refine_scale_model,
 )
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def true_b(phi):
@@ -209,19 +209,19 @@ def test_offset_recovered_with_scale():
 
 def test_refinement_rejects_unusable_input():
     frame, _, _ = simulate(b=true_b)
-    with pytest.raises(UserError, match="no ix, iy column"):
+    with pytest.raises(DataError, match="no ix, iy column"):
         refine_scale_model(
             frame.drop(columns=["ix", "iy"]), {"detector": DetectorSettings()}
         )
-    with pytest.raises(UserError, match="choose terms"):
+    with pytest.raises(DataError, match="choose terms"):
         refine_scale_model(frame, {})
-    with pytest.raises(UserError, match="non-finite phi"):
+    with pytest.raises(DataError, match="non-finite phi"):
         refine_scale_model(frame.assign(phi=np.nan), {"scaling": ScalingSettings()})
     term = GridTerm("scaling", {"phi": np.array([0.0, 1.0])}, np.ones(2))
-    with pytest.raises(UserError, match="finite phi"):
+    with pytest.raises(DataError, match="finite phi"):
         term(np.array([0.5, np.inf]))
     single = frame.drop_duplicates("h")
-    with pytest.raises(UserError, match="redundant"):
+    with pytest.raises(DataError, match="redundant"):
         refine_scale_model(single, {"scaling": ScalingSettings()})
 
 
