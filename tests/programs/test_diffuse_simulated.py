@@ -491,3 +491,49 @@ def test_analysed_map_matches_the_simulated_truth(
         half = results[f"cc_half{name}"]
         star = np.sqrt(2 * half / (1 + half))
         assert 0.75 * star < overall[f"cc_{name[1:] or 'total'}"] < star + 0.02
+
+
+def test_mask_absent_masks_screw_absences_and_fractions_by_cause(
+    simulated_rotation, truth_chain, in_tmp_path
+):
+    """mask_absent=True (mdx2's rule) adds the ellipsoids at h00, 0k0, 00l odd
+    (P 21 21 21's screw absences) and nothing else; the masked fraction is
+    split into detector mask, hot pixels and Bragg masking."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    from dials_diffuse import geometry
+
+    expt = str(simulated_rotation["truth_expt"])
+    peaks = str(truth_chain / "peaks.nxs")
+    args = [expt, peaks, "sigma_cutoff=3", "mask_absent=True", "output.json=m.json"]
+    assert mask_peaks_program.run(args) == 0
+    with (
+        h5py.File("mask.nxs", "r") as m,
+        h5py.File(truth_chain / "mask.nxs", "r") as d,
+        h5py.File(simulated_rotation["truth"], "r") as truth,
+    ):
+        with_absent = m["entry/mask/mask"][()].astype(bool)
+        default = d["entry/mask/mask"][()].astype(bool)
+        gap = truth["mask/gap"][()]
+        hot = truth["hot_pixels/position"][()]
+    assert np.all(with_absent[default])
+    extra = with_absent & ~default
+    assert extra.sum() > 0
+    experiment = ExperimentListFactory.from_json_file(expt, check_format=False)[0]
+    s1 = geometry.pixel_s1(experiment.detector[0], experiment.beam)
+    frames = np.unique(np.nonzero(extra)[0])
+    for frame in frames[:: max(1, len(frames) // 5)]:
+        hkl = geometry.fractional_hkl(experiment, s1[extra[frame]], frame + 0.5)
+        nearest = np.rint(hkl).astype(int)
+        # Two indices zero, the third odd: h00, 0k0 or 00l absences only.
+        assert np.all((nearest == 0).sum(axis=1) == 2)
+        assert np.all(nearest.sum(axis=1) % 2 == 1)
+    results = json.loads(open("m.json").read())["results"]
+    assert results["masked_fraction"] == pytest.approx(with_absent.mean())
+    assert results["detector_masked_fraction"] == pytest.approx(gap.mean())
+    assert results["hot_pixel_fraction"] == pytest.approx(len(hot) / gap.size)
+    outside = ~gap
+    outside[hot[:, 0], hot[:, 1]] = False
+    assert results["bragg_masked_fraction"] == pytest.approx(
+        with_absent[:, outside].sum() / with_absent.size
+    )
