@@ -442,3 +442,31 @@ def test_scale_undoes_a_known_distortion_of_the_corrected_table(
     ratio = both["scaled"] / both["plain"]
     assert np.std(ratio) / np.mean(ratio) < 0.08
     assert np.corrcoef(both["scaled"], both["plain"])[0, 1] > 0.98
+
+
+def test_integrate_from_python_gives_the_program_table(simulated_rotation, truth_chain):
+    """do_integrate on DIALS objects, as a dials.python script calls it."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+    from libtbx.phil import parse
+
+    from dials_diffuse.algorithms.diffuse import integrate
+    from dials_diffuse.algorithms.diffuse.sweep import sweep_from_experiment
+    from dials_diffuse.io.mask_file import MaskFile
+    from dials_diffuse.util.parallel import ParallelMap
+
+    experiment = ExperimentListFactory.from_json_file(
+        str(simulated_rotation["truth_expt"])
+    )[0]
+    params = integrate.phil_scope.fetch(parse("subdivide=4,4,4")).extract()
+    with ParallelMap(nproc=2) as pmap:
+        result = integrate.do_integrate(
+            sweep_from_experiment(experiment),
+            params,
+            pmap,
+            MaskFile(truth_chain / "mask.nxs"),
+        )
+    program = load_table(truth_chain / "integrated.nxs").to_frame()
+    np.testing.assert_array_equal(
+        result.table.to_frame().to_numpy(), program.to_numpy()
+    )
+    assert result.summary()["voxels"] == len(program)
