@@ -66,12 +66,21 @@ class FrameSums:
         )
 
 
+def _eiger_valid_bits(source, mask):
+    """The valid pixels of an Eiger source (and `mask`) as packed bits.
+
+    numpy.packbits(bitorder="little") of the flattened mask: what the C++
+    kernels take (8 times smaller than a byte mask), computed once per series.
+    """
+    valid = source.static_mask() if mask is None else source.static_mask() & mask
+    return np.packbits(valid.ravel(), bitorder="little")
+
+
 def _sum_eiger_batch(item):
     """Sums of frames [start, stop) of an Eiger source (module level: Dask pickles it)."""
-    source, start, stop, low, high, mask = item
-    valid = source.static_mask() if mask is None else source.static_mask() & mask
-    flat_valid = np.ascontiguousarray(valid, dtype=np.uint8).ravel()
-    n_pixels = flat_valid.size
+    source, start, stop, low, high, valid_bits = item
+    rows, columns = source.panel_shapes[0]
+    n_pixels = rows * columns
     parts = []
     for codec, first, payload in source.raw_frames(start, stop):
         if codec is None or codec == CODEC_DEFLATE:
@@ -82,12 +91,13 @@ def _sum_eiger_batch(item):
                 else np.stack(
                     [
                         source.decode_into(
-                            codec, raw, np.empty_like(valid, source.dtype), f
+                            codec, raw, np.empty((rows, columns), source.dtype), f
                         )
                         for f, raw in enumerate(payload, start=first)
                     ]
                 )
             )
+            flat_valid = np.unpackbits(valid_bits, count=n_pixels, bitorder="little")
             parts.append(
                 _kernels.frame_statistics(
                     frames, low, high, flat_valid, source.invalid_from
@@ -103,8 +113,8 @@ def _sum_eiger_batch(item):
                     n_pixels,
                     low,
                     high,
-                    flat_valid,
-                    source.invalid_from,
+                    invalid_from=source.invalid_from,
+                    mask_bits=valid_bits,
                 )
             )
         except ValueError as error:
@@ -214,6 +224,7 @@ def sum_frames(
         n_frames, work = source.n_frames, _sum_eiger_batch
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        mask = _eiger_valid_bits(source, mask)  # once, not per batch
     else:
         n_frames, work = len(source), _sum_imageset_batch
     start, stop = frame_range(n_frames, image_range)
