@@ -86,7 +86,8 @@ const std::uint8_t *flat_mask(const py::object &mask, std::size_t size, const ch
 py::tuple compressed_frame_statistics(const py::list &chunks, int codec_value,
                                       const py::dtype &dtype, std::int64_t n_pixels,
                                       double low, double high, const py::object &mask,
-                                      double invalid_from, const py::object &mask_bits) {
+                                      double invalid_from, const py::object &mask_bits,
+                                      int word_kernels) {
   const ChunkCodec codec = lz4_codec_from_int(codec_value);
   if (n_pixels < 1) throw std::invalid_argument("n_pixels must be positive");
   const std::size_t n = static_cast<std::size_t>(n_pixels);
@@ -113,7 +114,8 @@ py::tuple compressed_frame_statistics(const py::list &chunks, int codec_value,
     for (std::size_t f = 0; f < views.size(); ++f) {
       try {
         tallies[f] = compressed_frame_tally<T>(views[f].first, views[f].second, codec, n,
-                                               low, high, invalid_from, bits);
+                                               low, high, invalid_from, bits,
+                                               word_kernels);
       } catch (const DecodeError &error) {
         throw DecodeError("chunk " + std::to_string(f) + ": " + error.what());
       }
@@ -174,7 +176,7 @@ DecodeError (a ValueError) for corrupt or truncated chunks.
         py::arg("chunks"), py::arg("codec"), py::arg("dtype"), py::arg("n_pixels"),
         py::arg("low"), py::arg("high"), py::arg("mask") = py::none(),
         py::arg("invalid_from") = std::numeric_limits<double>::infinity(),
-        py::arg("mask_bits") = py::none(),
+        py::arg("mask_bits") = py::none(), py::arg("word_kernels") = 2,
         R"doc(Per-frame thresholded sums straight from compressed chunks, GIL released.
 
 Each chunk (one frame) is decoded block by block into a small per-thread
@@ -201,12 +203,19 @@ invalid_from : float
 mask_bits : ndarray of uint8, (n_pixels + 7) // 8 entries, optional
     The mask as packed bits, numpy.packbits(valid, bitorder="little"):
     cheaper to pass for every call than a byte mask. Not with `mask`.
+word_kernels : int
+    The highest bit-plane word kernels to use, for tests (all give the same
+    result): 2 AVX-512 VPOPCNTQ, 1 popcnt, 0 plain C++; the CPU may cap it
+    (plane_kernel_level()).
 
 Returns
 -------
 (sum float64, used int64, max float64 (NaN if none used), invalid int64),
 one entry per frame.
 )doc");
+  m.def("plane_kernel_level", &plane_kernel_level,
+        "The bit-plane word kernels this CPU runs: 2 AVX-512 VPOPCNTQ, 1 popcnt, "
+        "0 plain C++.");
   m.def("frame_statistics", &frame_statistics, py::arg("data"), py::arg("low"),
         py::arg("high"), py::arg("mask") = py::none(),
         py::arg("invalid_from") = std::numeric_limits<double>::infinity(),
