@@ -82,7 +82,7 @@ def _sum_eiger_batch(item):
     rows, columns = source.panel_shapes[0]
     n_pixels = rows * columns
     parts = []
-    for codec, first, payload in source.raw_frames(start, stop):
+    for codec, first, payload in source.raw_frames(start, stop, reuse_buffer=True):
         if codec is None or codec == CODEC_DEFLATE:
             # Decoded here (libdeflate) or by h5py: sum the decoded frames.
             frames = (
