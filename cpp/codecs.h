@@ -127,6 +127,20 @@ inline void lz4_decode_block(const std::uint8_t *src, std::size_t src_size,
       for (std::size_t k = 0; k < length; k += 16) std::memcpy(op + k, match + k, 16);
     } else if (offset >= 8 && length + 8 <= room) {
       for (std::size_t k = 0; k < length; k += 8) std::memcpy(op + k, match + k, 8);
+    } else if (length + 16 <= room) {
+      // offset < 8: the output repeats match[0, offset). Spread those bytes
+      // over a word (the bytes of x past `offset` are replaced), store it at
+      // 0 and at the largest multiple r of the offset <= 8, so that at least
+      // 13 bytes are done, then copy 8 bytes at a time from q bytes back,
+      // q the smallest multiple of the offset >= 8 (<= 14).
+      std::uint64_t x;
+      std::memcpy(&x, match, 8);
+      x &= (std::uint64_t(1) << (8 * offset)) - 1;
+      for (std::size_t shift = 8 * offset; shift < 64; shift *= 2) x |= x << shift;
+      const std::size_t r = 8 / offset * offset, q = (8 + offset - 1) / offset * offset;
+      std::memcpy(op, &x, 8);
+      std::memcpy(op + r, &x, 8);
+      for (std::size_t k = q; k < length; k += 8) std::memcpy(op + k, op + k - q, 8);
     } else if (length <= 16) {
       for (std::size_t k = 0; k < length; ++k) op[k] = match[k];  // may overlap
     } else if (offset == 1) {

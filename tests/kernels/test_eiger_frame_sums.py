@@ -168,7 +168,7 @@ def random_sequences(rng, n):
         size += len(literals)
         if size == 0:
             literals, size = b"\x07", 1
-        offset = int(rng.choice([1, 2, 3, 7, 8, 9, 15, 16, 17, 100, 5000]))
+        offset = int(rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 100, 5000]))
         offset = min(offset, size)
         length = int(rng.choice([4, 5, 8, 15, 16, 17, 18, 19, 33, 300]))
         sequences.append((literals, offset, length))
