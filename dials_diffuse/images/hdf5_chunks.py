@@ -40,7 +40,7 @@ FILTER_LZ4 = 32004
 FILTER_BITSHUFFLE = 32008
 BITSHUFFLE_COMPRESS_LZ4 = 2
 
-# Codecs: the C++ kernels' numbers (cpp/chunks.h; 0-2 also cpp/eiger.h).
+# Codecs: the C++ kernels' numbers (ChunkCodec in cpp/codecs.h).
 CODEC_NONE = 0
 CODEC_LZ4 = 1
 CODEC_BITSHUFFLE_LZ4 = 2
