@@ -31,6 +31,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>  // AVX2 / AVX-512, used in functions with target attributes
+#define DIALS_DIFFUSE_AVX2_UNTRANSPOSE 1
+#endif
 
 namespace dials_diffuse {
 
@@ -286,9 +290,7 @@ inline std::size_t bit_untranspose_sse2(const std::uint8_t *in, std::uint8_t *ou
 }
 #endif
 
-#if defined(__GNUC__) && defined(__x86_64__)
-#define DIALS_DIFFUSE_AVX2_UNTRANSPOSE 1
-#include <immintrin.h>
+#if defined(DIALS_DIFFUSE_AVX2_UNTRANSPOSE)
 
 // The SSE2 untranspose on 256-bit vectors: lane 0 does groups [i, i + 16),
 // lane 1 groups [i + 16, i + 32), with the same unpack steps (AVX2 unpacks

@@ -28,6 +28,10 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>  // AVX2 / AVX-512, used in functions with target attributes
+#define DIALS_DIFFUSE_X86_KERNELS 1
+#endif
 
 #include "clones.h"
 #include "codecs.h"
@@ -176,11 +180,27 @@ struct LimitsOf<T, std::enable_if_t<std::is_unsigned<T>::value>> : UnsignedLimit
 
 // Bit-plane statistics of bitshuffle blocks need little-endian 64-bit words
 // (bit q of a word is pixel q); elsewhere blocks are un-transposed first.
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if (defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) || \
+    defined(_MSC_VER)
 constexpr bool kPlaneWords = true;
 #else
 constexpr bool kPlaneWords = false;
 #endif
+
+// Set bits of x: the popcnt instruction where the caller's target has it.
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+inline std::uint64_t popcount64(std::uint64_t x) {
+#if defined(__GNUC__)
+  return static_cast<std::uint64_t>(__builtin_popcountll(x));
+#else
+  x = x - ((x >> 1) & 0x5555555555555555ULL);
+  x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+  x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+  return (x * 0x0101010101010101ULL) >> 56;
+#endif
+}
 
 inline std::uint64_t load_word(const std::uint8_t *p) {
   std::uint64_t x;
@@ -291,8 +311,8 @@ inline void classify_words(const PlaneBlock<T> &blk, std::size_t from, std::uint
       c.high |= u & h;
     }
     use[w] = u;
-    c.used += static_cast<std::uint64_t>(__builtin_popcountll(u));
-    c.invalid += static_cast<std::uint64_t>(__builtin_popcountll(bad));
+    c.used += popcount64(u);
+    c.invalid += popcount64(bad);
   }
 }
 
@@ -307,11 +327,10 @@ inline std::uint64_t count_plane(const PlaneBlock<T> &blk, int b, const std::uin
   std::uint64_t s = 0;
   std::size_t w = from;
   for (; w < blk.full; ++w) {
-    s += static_cast<std::uint64_t>(__builtin_popcountll(load_word(plane + 8 * w) & use[w]));
+    s += popcount64(load_word(plane + 8 * w) & use[w]);
   }
   if (w < blk.words) {
-    s += static_cast<std::uint64_t>(
-        __builtin_popcountll(load_partial_word(plane + 8 * w, blk.tail) & use[w]));
+    s += popcount64(load_partial_word(plane + 8 * w, blk.tail) & use[w]);
   }
   return s;
 }
@@ -378,9 +397,7 @@ inline void tally_block(const PlaneBlock<T> &blk, std::uint64_t *use, std::uint6
 
 DIALS_DIFFUSE_WORD_KERNELS(WordKernels, )
 
-#if defined(__GNUC__) && defined(__x86_64__)
-#define DIALS_DIFFUSE_X86_KERNELS 1
-#include <immintrin.h>
+#if defined(DIALS_DIFFUSE_X86_KERNELS)
 
 DIALS_DIFFUSE_WORD_KERNELS(PopcntWordKernels, __attribute__((target("popcnt"))))
 
