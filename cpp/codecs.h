@@ -103,7 +103,24 @@ inline void lz4_decode_block(const std::uint8_t *src, std::size_t src_size,
     if (ip >= iend) throw DecodeError("LZ4 block truncated (token)");
     const unsigned token = *ip++;
     std::size_t literals = token >> 4;
-    if (literals < 15 && iend - ip >= 16 && oend - op >= 16) {
+    // The common sequence, far from both ends: at most 14 literals and a
+    // match of at most 18 bytes from at least 8 bytes back, in fixed moves.
+    if (literals < 15 && (token & 15) < 15 && iend - ip >= 18 && oend - op >= 48) {
+      std::memcpy(op, ip, 16);
+      ip += literals;
+      op += literals;
+      const std::size_t offset = std::size_t(ip[0]) | (std::size_t(ip[1]) << 8);
+      if (offset >= 8 && offset <= static_cast<std::size_t>(op - dst)) {
+        ip += 2;
+        const std::uint8_t *match = op - offset;
+        std::memcpy(op, match, 8);
+        std::memcpy(op + 8, match + 8, 8);
+        std::memcpy(op + 16, match + 16, 8);
+        op += (token & 15) + 4;
+        continue;
+      }
+      literals = 0;  // done; the match below takes the general path
+    } else if (literals < 15 && iend - ip >= 16 && oend - op >= 16) {
       std::memcpy(op, ip, 16);  // the literals and some bytes beyond
     } else {
       literals = read_length(literals);
