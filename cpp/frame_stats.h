@@ -115,17 +115,17 @@ inline void tally_run_impl(const T *values, const std::uint8_t *m, std::size_t n
 }
 
 // One compiled copy per pixel type and mask presence, each with the
-// CPU-specific clones of DIALS_DIFFUSE_CLONES (common.h).
-#define DIALS_DIFFUSE_TALLY_RUN(T)                                                 \
-  DIALS_DIFFUSE_CLONES static void tally_run_masked(                               \
-      const T *values, const std::uint8_t *m, std::size_t n, T lo, T hi, T last,   \
-      RunTally<T> &r) {                                                            \
-    tally_run_impl<T, true>(values, m, n, lo, hi, last, r);                        \
-  }                                                                                \
-  DIALS_DIFFUSE_CLONES static void tally_run_unmasked(                             \
-      const T *values, const std::uint8_t *, std::size_t n, T lo, T hi, T last,    \
-      RunTally<T> &r) {                                                            \
-    tally_run_impl<T, false>(values, nullptr, n, lo, hi, last, r);                 \
+// CPU-specific clones of DIALS_DIFFUSE_CLONES (clones.h).
+#define DIALS_DIFFUSE_TALLY_RUN(T)                                                  \
+  [[maybe_unused]] DIALS_DIFFUSE_CLONES static void tally_run_masked(               \
+      const T *values, const std::uint8_t *m, std::size_t n, T lo, T hi, T last,    \
+      RunTally<T> &r) {                                                             \
+    tally_run_impl<T, true>(values, m, n, lo, hi, last, r);                         \
+  }                                                                                 \
+  [[maybe_unused]] DIALS_DIFFUSE_CLONES static void tally_run_unmasked(             \
+      const T *values, const std::uint8_t *, std::size_t n, T lo, T hi, T last,     \
+      RunTally<T> &r) {                                                             \
+    tally_run_impl<T, false>(values, nullptr, n, lo, hi, last, r);                  \
   }
 
 DIALS_DIFFUSE_TALLY_RUN(std::uint8_t)
