@@ -224,13 +224,13 @@ def sum_frames(
         n_frames, work = source.n_frames, _sum_eiger_batch
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        mask = _eiger_valid_bits(source, mask)  # once, not per batch
+        valid = _eiger_valid_bits(source, mask)  # once, not per batch
     else:
-        n_frames, work = len(source), _sum_imageset_batch
+        n_frames, work, valid = len(source), _sum_imageset_batch, mask
     start, stop = frame_range(n_frames, image_range)
     batch_frames = batch_frames or default_batch_frames(source)
     items = [
-        (source, b, min(b + batch_frames, stop), float(low), float(high), mask)
+        (source, b, min(b + batch_frames, stop), float(low), float(high), valid)
         for b in range(start, stop, batch_frames)
     ]
     if pmap is None:
