@@ -537,6 +537,8 @@ def test_mask_absent_masks_screw_absences_and_fractions_by_cause(
     assert results["bragg_masked_fraction"] == pytest.approx(
         with_absent[:, outside].sum() / with_absent.size
     )
+
+
 def test_integrate_from_python_gives_the_program_table(simulated_rotation, truth_chain):
     """do_integrate on DIALS objects, as a dials.python script calls it."""
     from dxtbx.model.experiment_list import ExperimentListFactory
