@@ -202,14 +202,29 @@ def readable_imageset(inputs, experiment):
     replace them); without data.nxs the experiment file is loaded again with
     its images. Experiments imported from image files are already readable.
     """
-    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
-
     if experiment.imageset is None:
         raise DataError("the experiment has no images: give data.nxs or the images")
-    for path in inputs.files:
-        if path.suffix.lower() in EXPERIMENT_SUFFIXES:
-            return load_experiments(path, check_format=True)[0].imageset
-    return experiment.imageset
+    return readable_experiments(inputs)[0].imageset
+
+
+def readable_experiments(inputs):
+    """Every experiment of the inputs, with imagesets whose images can be read.
+
+    The `.expt` files loaded again with their Format classes (in command-line
+    order, as `inputs.experiments`); experiments imported from image files
+    are already readable.
+    """
+    from dxtbx.model.experiment_list import ExperimentList
+
+    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
+
+    files = [p for p in inputs.files if p.suffix.lower() in EXPERIMENT_SUFFIXES]
+    if not files:
+        return inputs.experiments
+    experiments = ExperimentList()
+    for path in files:
+        experiments.extend(load_experiments(path, check_format=True))
+    return experiments
 
 
 def load_sweep(inputs, data_file=None):
@@ -229,7 +244,16 @@ def load_sweep(inputs, data_file=None):
             f"the input holds {len(experiments)} experiments: give one sweep "
             "(dials.split_experiments makes one file per experiment)"
         )
-    experiment = experiments[0]
+    check_sweep_experiment(experiments[0])
+    if data_file is not None:
+        return experiment_sweep(experiments[0], data_file)
+    return experiment_sweep(
+        experiments[0], imageset=readable_imageset(inputs, experiments[0])
+    )
+
+
+def check_sweep_experiment(experiment):
+    """DataError unless `experiment` is a rotation sweep on a single-panel detector."""
     for model in ("crystal", "scan", "goniometer", "detector", "beam"):
         if getattr(experiment, model) is None:
             raise DataError(
@@ -240,23 +264,39 @@ def load_sweep(inputs, data_file=None):
             f"the detector has {len(experiment.detector)} panels: only "
             "single-panel detectors are supported (as mdx2)"
         )
-    if data_file is not None:
-        source = NexusDataSource(data_file)
-        expected = tuple(reversed(experiment.detector[0].get_image_size()))
-        if tuple(source.panel_shapes[0]) != expected:
-            raise DataError(
-                f"{data_file}: images are {source.panel_shapes[0]} pixels, "
-                f"the experiment's detector {expected}"
-            )
-        first, last = experiment.scan.get_image_range()
-        numbers = source.image_numbers
-        if numbers[0] < first or numbers[-1] > last:
-            raise DataError(
-                f"{data_file}: images {numbers[0]}-{numbers[-1]} are outside the "
-                f"experiment's scan {first}-{last}"
-            )
-    else:
-        source = ImagesetSource(readable_imageset(inputs, experiment))
+
+
+def experiment_sweep(experiment, data_file=None, imageset=None):
+    """The Sweep of one experiment, its images from `data_file` (a data.nxs) or `imageset`.
+
+    Parameters
+    ----------
+    experiment : dxtbx Experiment
+        A rotation sweep (`check_sweep_experiment`).
+    data_file : Path, optional
+        A data.nxs copy of its images; checked against the detector and scan.
+    imageset : dxtbx ImageSet, optional
+        Its readable images (`readable_experiments`), when no data_file.
+    """
+    check_sweep_experiment(experiment)
+    if data_file is None:
+        if imageset is None:
+            raise DataError("the experiment has no images: give data.nxs or the images")
+        return Sweep(experiment, ImagesetSource(imageset))
+    source = NexusDataSource(data_file)
+    expected = tuple(reversed(experiment.detector[0].get_image_size()))
+    if tuple(source.panel_shapes[0]) != expected:
+        raise DataError(
+            f"{data_file}: images are {source.panel_shapes[0]} pixels, "
+            f"the experiment's detector {expected}"
+        )
+    first, last = experiment.scan.get_image_range()
+    numbers = source.image_numbers
+    if numbers[0] < first or numbers[-1] > last:
+        raise DataError(
+            f"{data_file}: images {numbers[0]}-{numbers[-1]} are outside the "
+            f"experiment's scan {first}-{last}"
+        )
     return Sweep(experiment, source)
 
 
