@@ -289,3 +289,29 @@ def test_reintegrate_a_finer_map_against_truth(
     recovered = fine["intensity"].to_numpy() / scale_constant
     assert np.corrcoef(recovered, expected)[0, 1] > 0.9
     assert np.median(recovered / expected) == pytest.approx(1.0, abs=0.03)
+
+
+def test_crystals_of_different_space_groups_are_refused_before_any_work(
+    simulated_rotation, second_sweep, in_tmp_path, capsys
+):
+    from cctbx import sgtbx
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    from command_line import process as process_program
+
+    other = ExperimentListFactory.from_json_file(
+        str(second_sweep["truth_expt"]), check_format=False
+    )
+    other[0].crystal.set_space_group(sgtbx.space_group_info("P 2 2 2").group())
+    other.as_json("other.expt")
+    args = [
+        str(simulated_rotation["truth_expt"]),
+        "other.expt",
+        "find_peaks.count_threshold=30",
+    ]
+    assert process_program.run(args) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1
+    assert "different space groups" in error[0]
+    assert "sweep 2 (other.expt): P 2 2 2" in error[0]
+    assert not (in_tmp_path / "sweep_1").exists()
