@@ -203,14 +203,43 @@ def readable_imageset(inputs, experiment):
     replace them); without data.nxs the experiment file is loaded again with
     its images. Experiments imported from image files are already readable.
     """
-    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
-
     if experiment.imageset is None:
         raise DataError("the experiment has no images: give data.nxs or the images")
-    for path in inputs.files:
-        if path.suffix.lower() in EXPERIMENT_SUFFIXES:
-            return load_experiments(path, check_format=True)[0].imageset
-    return experiment.imageset
+    return readable_experiments(inputs)[0].imageset
+
+
+def readable_experiments(inputs):
+    """Every experiment of the inputs, with imagesets whose images can be read.
+
+    The `.expt` files loaded again with their Format classes (in command-line
+    order, as `inputs.experiments`); experiments imported from image files
+    are already readable.
+    """
+    from dxtbx.model.experiment_list import ExperimentList
+
+    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
+
+    files = [p for p in inputs.files if p.suffix.lower() in EXPERIMENT_SUFFIXES]
+    if not files:
+        return inputs.experiments
+    experiments = ExperimentList()
+    for path in files:
+        experiments.extend(load_experiments(path, check_format=True))
+    return experiments
+
+
+def check_sweep_experiment(experiment):
+    """DataError unless `experiment` is a rotation sweep on a single-panel detector."""
+    for model in ("crystal", "scan", "goniometer", "detector", "beam"):
+        if getattr(experiment, model) is None:
+            raise DataError(
+                f"the experiment has no {model} model: give a refined rotation sweep"
+            )
+    if len(experiment.detector) != 1:
+        raise DataError(
+            f"the detector has {len(experiment.detector)} panels: only "
+            "single-panel detectors are supported (as mdx2)"
+        )
 
 
 def sweep_from_experiment(experiment, imageset=None, data_file=None):
@@ -227,16 +256,7 @@ def sweep_from_experiment(experiment, imageset=None, data_file=None):
         A data.nxs of import_data to read the images from instead; it must
         match the detector and lie within the scan.
     """
-    for model in ("crystal", "scan", "goniometer", "detector", "beam"):
-        if getattr(experiment, model) is None:
-            raise DataError(
-                f"the experiment has no {model} model: give a refined rotation sweep"
-            )
-    if len(experiment.detector) != 1:
-        raise DataError(
-            f"the detector has {len(experiment.detector)} panels: only "
-            "single-panel detectors are supported (as mdx2)"
-        )
+    check_sweep_experiment(experiment)
     if data_file is None:
         imageset = imageset or experiment.imageset
         if imageset is None:
