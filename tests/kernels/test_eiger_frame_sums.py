@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dials_diffuse import _kernels
-from dials_diffuse.format.dectris_writer import COMPRESSION
+from dials_diffuse.simulate.eiger_files import COMPRESSION
 from tests.kernels import eiger_reference as reference
 
 CODECS = {"bslz4": 2, "lz4": 1, "none": 0}
