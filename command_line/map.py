@@ -5,11 +5,8 @@ import sys
 
 import numpy as np
 
-from dials_diffuse.algorithms.diffuse.maps import (
-    do_map,
-    write_map_ccp4,
-    write_map_nexus,
-)
+from dials_diffuse.algorithms.diffuse.maps import do_map
+from dials_diffuse.io.map_files import write_map_ccp4, write_map_nexus
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.tables import load_table
 from dials_diffuse.util.errors import UserError

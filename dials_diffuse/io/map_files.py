@@ -23,7 +23,8 @@
   unmeasured voxels (dials.diffuse.map writes the map's mean there): every
   voxel counts as measured, and a warning says so.
 
-Writers: `write_map_layers` (several NXdata groups in one NeXus file,
+Writers: `write_map_nexus` and `write_map_ccp4` (the map of
+``dials.diffuse.map``), `write_map_layers` (several NXdata groups in one NeXus file,
 NeXpy opens each), `write_real_space_nexus` and `write_real_space_ccp4`
 (the 3D-DeltaPDF grid in Angstrom, with the supercell as the CCP4 cell).
 """
@@ -477,4 +478,64 @@ def read_real_space_ccp4(path):
         tuple(reader.unit_cell_parameters),
         tuple(reader.unit_cell_grid),
         tuple(data.origin()),
+    )
+
+
+def write_map_nexus(path, axes, grid, column, attrs=None):
+    """Write the map of dials.diffuse.map as NXdata /entry/<column> with axes h, k, l
+    (r.l.u.), float32, chunked, gzip; NeXpy shows it."""
+    with open_nexus_for_writing(path) as handle:
+        handle.attrs["default"] = "entry"
+        handle["entry"].attrs["default"] = column
+        group = handle["entry"].create_group(column)
+        group.attrs["NX_class"] = "NXdata"
+        group.attrs["signal"] = column
+        group.attrs["axes"] = np.array(["h", "k", "l"], dtype=h5py.string_dtype())
+        for index, name in enumerate("hkl"):
+            group.attrs[f"{name}_indices"] = index
+            group.create_dataset(name, data=axes[index])
+        for key, value in (attrs or {}).items():
+            group.attrs[key] = value
+        group.create_dataset(
+            column,
+            data=grid.astype(np.float32),
+            chunks=True,
+            compression="gzip",
+            compression_opts=1,
+        )
+
+
+def write_map_ccp4(path, axes, grid, subdivide, title):
+    """Write the map as CCP4/MRC.
+
+    The CCP4 "cell" is the box in reciprocal lattice units (lengths = grid
+    points / subdivide, 90 degree angles, space group P1), so that map
+    viewers show the grid with the right proportions in r.l.u. (not in
+    inverse Angstrom); the origin is the first grid point times subdivide.
+    Empty (NaN) voxels are written as the map's mean.
+    """
+    from cctbx import crystal, sgtbx, uctbx
+    from iotbx import mrcfile
+    from scitbx.array_family import flex
+
+    shape = grid.shape
+    cell = uctbx.unit_cell(
+        tuple(n / s for n, s in zip(shape, subdivide)) + (90.0, 90.0, 90.0)
+    )
+    symmetry = crystal.symmetry(
+        unit_cell=cell, space_group=sgtbx.space_group_info("P 1").group()
+    )
+    # Empty voxels as the map's mean, since CCP4 maps have no NaN convention.
+    filled = np.where(np.isfinite(grid), grid, np.nanmean(grid)).astype(np.float64)
+    data = flex.double(np.ascontiguousarray(filled).ravel())
+    data.reshape(flex.grid(shape))
+    origin = [int(round(a[0] * s)) for a, s in zip(axes, subdivide)]
+    mrcfile.write_ccp4_map(
+        file_name=str(path),
+        crystal_symmetry=symmetry,
+        map_data=data,
+        labels=flex.std_string([title[:80]]),
+        unit_cell_grid=shape,
+        origin_shift_grid_units=origin,
+        verbose=False,
     )

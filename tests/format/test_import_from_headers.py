@@ -173,3 +173,27 @@ def test_sacla_placeholder_distance_is_warned_at_import(tmp_path):
     given = run("dials.import", truth.path, "distance=53", cwd=tmp_path)
     assert given.returncode == 0
     assert "distance_in_mm" not in given.stdout + given.stderr
+
+
+def test_stills_placeholders_once_at_import_not_on_load(tmp_path):
+    """Stills: dxtbx asks the Format for models again on .expt load (then
+    replaces them with the .expt's): still no warning there."""
+    master = write_dectris_files(
+        tmp_path,
+        "stills",
+        frames(3),
+        n_frames=3,
+        shape=SHAPE,
+        detector_distance=None,
+        omega_increment=None,
+    )
+    result = run("dials.import", master, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.stdout + result.stderr).count("no detector_distance") == 1
+    experiments = ExperimentListFactory.from_json_file(
+        str(tmp_path / "imported.expt"), check_format=False
+    )
+    assert len(experiments) == 3 and experiments[0].scan is None
+    loaded = load_and_read(tmp_path / "imported.expt", tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "no detector_distance" not in loaded.stdout + loaded.stderr

@@ -72,3 +72,18 @@ def test_other_content_is_a_one_line_error(tmp_path, content, problem):
     with pytest.raises(DataError, match=problem) as error:
         read_dials_mask(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("program", ["find_ring_center", "polar_transform"])
+def test_xfel_programs_refuse_a_crafted_mask(
+    program, simulated_sacla, in_tmp_path, capsys
+):
+    import importlib
+
+    run = importlib.import_module(f"dials_diffuse.command_line.{program}").run
+    marker = in_tmp_path / "ran"
+    (in_tmp_path / "crafted.mask").write_bytes(pickle.dumps((RunsCode(marker),)))
+    code = run([str(simulated_sacla["data"]), "mask=crafted.mask"])
+    assert code == 1 and not marker.exists()
+    message = capsys.readouterr().err.strip().splitlines()
+    assert len(message) == 1 and "crafted.mask: refused" in message[0]

@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dials_diffuse.algorithms.diffuse.maps import (
-    default_limits,
-    grid_from_table,
+from dials_diffuse.algorithms.diffuse.maps import default_limits, grid_from_table
+from dials_diffuse.io.map_files import (
+    read_map,
     write_map_ccp4,
+    write_map_layers,
     write_map_nexus,
 )
-from dials_diffuse.io.map_files import read_map, write_map_layers
 from dials_diffuse.io.tables import Table, write_tables
 from dials_diffuse.util.errors import DataError
 

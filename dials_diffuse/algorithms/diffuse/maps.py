@@ -5,22 +5,17 @@ limits in reciprocal lattice units; with symmetry every grid point is mapped
 to the asymmetric unit (the Laue group of the space group) and takes the
 value of that voxel in the table; voxels not in the table are NaN.
 
-Files: NeXus (``/entry/<column>``, NXdata with axes h, k, l; NeXpy shows it)
-and, optionally, a CCP4/MRC map through iotbx. The CCP4 "cell" is the box
-in reciprocal lattice units (lengths = grid points / subdivide, 90 degree
-angles, space group P1), so that map viewers show the grid with the right
-proportions in r.l.u. (not in inverse Angstrom).
+The files (map.nxs, map.ccp4) are `dials_diffuse.io.map_files`'s
+(`write_map_nexus`, `write_map_ccp4`, read back by `read_map`).
 """
 
 import dataclasses
 import logging
 
-import h5py
 import numpy as np
 from libtbx.phil import parse
 
 from dials_diffuse.algorithms.diffuse.correct import map_to_asu
-from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import DataError
 
 MAX_GRID_POINTS = 400_000_000
@@ -126,58 +121,6 @@ def grids_from_table(table, columns, subdivide, space_group, limits, symmetry=Tr
         for column in columns
     }
     return axes, grids
-
-
-def write_map_nexus(path, axes, grid, column, attrs=None):
-    """Write the map as NXdata /entry/<column> with axes h, k, l."""
-    with open_nexus_for_writing(path) as handle:
-        handle.attrs["default"] = "entry"
-        handle["entry"].attrs["default"] = column
-        group = handle["entry"].create_group(column)
-        group.attrs["NX_class"] = "NXdata"
-        group.attrs["signal"] = column
-        group.attrs["axes"] = np.array(["h", "k", "l"], dtype=h5py.string_dtype())
-        for index, name in enumerate("hkl"):
-            group.attrs[f"{name}_indices"] = index
-            group.create_dataset(name, data=axes[index])
-        for key, value in (attrs or {}).items():
-            group.attrs[key] = value
-        group.create_dataset(
-            column,
-            data=grid.astype(np.float32),
-            chunks=True,
-            compression="gzip",
-            compression_opts=1,
-        )
-
-
-def write_map_ccp4(path, axes, grid, subdivide, title):
-    """Write the map as CCP4/MRC (see the module docstring for the "cell")."""
-    from cctbx import crystal, sgtbx, uctbx
-    from iotbx import mrcfile
-    from scitbx.array_family import flex
-
-    shape = grid.shape
-    cell = uctbx.unit_cell(
-        tuple(n / s for n, s in zip(shape, subdivide)) + (90.0, 90.0, 90.0)
-    )
-    symmetry = crystal.symmetry(
-        unit_cell=cell, space_group=sgtbx.space_group_info("P 1").group()
-    )
-    # Empty voxels as the map's mean, since CCP4 maps have no NaN convention.
-    filled = np.where(np.isfinite(grid), grid, np.nanmean(grid)).astype(np.float64)
-    data = flex.double(np.ascontiguousarray(filled).ravel())
-    data.reshape(flex.grid(shape))
-    origin = [int(round(a[0] * s)) for a, s in zip(axes, subdivide)]
-    mrcfile.write_ccp4_map(
-        file_name=str(path),
-        crystal_symmetry=symmetry,
-        map_data=data,
-        labels=flex.std_string([title[:80]]),
-        unit_cell_grid=shape,
-        origin_shift_grid_units=origin,
-        verbose=False,
-    )
 
 
 @dataclasses.dataclass

@@ -232,11 +232,8 @@ def test_map_expands_by_symmetry_and_writes_ccp4(tmp_path):
     from cctbx import sgtbx
     from iotbx import mrcfile
 
-    from dials_diffuse.algorithms.diffuse.maps import (
-        grid_from_table,
-        write_map_ccp4,
-        write_map_nexus,
-    )
+    from dials_diffuse.algorithms.diffuse.maps import grid_from_table
+    from dials_diffuse.io.map_files import write_map_ccp4, write_map_nexus
 
     group = sgtbx.space_group_info("P 21 21 21").group()
     # Asymmetric-unit voxels (h, k, l >= 0) on a half-integer grid.
