@@ -371,17 +371,18 @@ def _is_simple_strategy(panel):
     return type(panel.get_px_mm_strategy()).__name__ == "SimplePxMmStrategy"
 
 
-def _panel_bounds(panel, b, e1, e2, two_theta, ascending, phi_start, phi_step, nphi):
-    """Rows [begin, end) and columns (begin, count) of a (2θ, phi) grid that
-    may land on `panel`, from its edges widened by two pixels (rows: all
-    unless `two_theta` is ascending)."""
+def panel_edge_lab(panel, margin_px=0):
+    """Lab coordinates (mm) of points one pixel apart along the edges of a
+    flat panel, widened by `margin_px` pixels on every side: (n, 3)."""
     n_fast, n_slow = panel.get_image_size()
     pixel = np.array(panel.get_pixel_size())
-    size = np.array([n_fast, n_slow]) * pixel
-    margin = 2 * pixel
-    # Points every pixel along the widened panel edges, in lab coordinates.
-    xs = np.linspace(-margin[0], size[0] + margin[0], n_fast + 5)
-    ys = np.linspace(-margin[1], size[1] + margin[1], n_slow + 5)
+    margin = margin_px * pixel
+    xs = np.linspace(
+        -margin[0], n_fast * pixel[0] + margin[0], n_fast + 2 * margin_px + 1
+    )
+    ys = np.linspace(
+        -margin[1], n_slow * pixel[1] + margin[1], n_slow + 2 * margin_px + 1
+    )
     edge = np.concatenate(
         [
             np.stack([xs, np.full_like(xs, ys[0])], axis=1),
@@ -393,7 +394,18 @@ def _panel_bounds(panel, b, e1, e2, two_theta, ascending, phi_start, phi_step, n
     origin = np.array(panel.get_origin())
     f_axis = np.array(panel.get_fast_axis())
     s_axis = np.array(panel.get_slow_axis())
-    lab = origin + edge[:, :1] * f_axis + edge[:, 1:] * s_axis
+    return origin + edge[:, :1] * f_axis + edge[:, 1:] * s_axis
+
+
+def _panel_bounds(panel, b, e1, e2, two_theta, ascending, phi_start, phi_step, nphi):
+    """Rows [begin, end) and columns (begin, count) of a (2θ, phi) grid that
+    may land on `panel`, from its edges widened by two pixels (rows: all
+    unless `two_theta` is ascending)."""
+    n_fast, n_slow = panel.get_image_size()
+    pixel = np.array(panel.get_pixel_size())
+    size = np.array([n_fast, n_slow]) * pixel
+    margin = 2 * pixel
+    lab = panel_edge_lab(panel, margin_px=2)
     lab /= np.linalg.norm(lab, axis=1)[:, None]
     edge_two_theta = np.arccos(np.clip(lab @ b, -1.0, 1.0))
     edge_phi = np.mod(np.arctan2(lab @ e2, lab @ e1), 2 * np.pi)
