@@ -121,4 +121,4 @@ def test_inputs_not_modified(in_tmp_path, cbf_files):
 
 def test_image_range_outside_is_an_error(in_tmp_path, cbf_files, capsys):
     assert pixel_histogram.run([str(cbf_files[0]), "image_range=2,5"]) == 1
-    assert "outside the 1 images" in capsys.readouterr().err
+    assert "outside the images (numbered 1-1)" in capsys.readouterr().err
