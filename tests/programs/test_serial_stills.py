@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 from dxtbx.model.experiment_list import ExperimentListFactory
 
-from dials_diffuse.command_line import frame_statistics, pixel_histogram, polar_transform
+from dials_diffuse.command_line import (
+    frame_statistics,
+    pixel_histogram,
+    polar_transform,
+)
 from dials_diffuse.simulate.sacla import simulate_sacla
 from tests.conftest import SHARED_DATA
 
