@@ -31,7 +31,7 @@ from dials_diffuse.util.errors import DataError
 logger = logging.getLogger(__name__)
 
 #: Rings of smaller radius (px) are not looked for: too few pixels to fit.
-MIN_RING_RADIUS_PX = 8.0
+MIN_RING_RADIUS_PX = 10.0
 #: A radius guess looks for the ring within this fraction of it.
 GUESS_WINDOW = 0.25
 
@@ -153,9 +153,9 @@ def ring_candidates(image, valid, centre, min_significance=5.0, bin_width=0.5):
     """Rings in the radial profile around `centre`, strongest first.
 
     The background is a running median of the profile over 15 px; peaks
-    whose excess is `min_significance` times the profile's robust noise
-    (median absolute deviation of the residual) count, at radii of at least
-    MIN_RING_RADIUS_PX. Strength sums the excess over the peak's FWHM,
+    whose excess is `min_significance` times its noise (the robust scatter
+    of the residual, scaled by 1/sqrt(pixels at that radius)) count, at
+    radii of at least MIN_RING_RADIUS_PX. Strength sums the excess over the peak's FWHM,
     weighted by the pixels at each radius: a wide ring of many pixels
     outranks a narrow bright artefact near the beam.
     """
@@ -171,9 +171,13 @@ def ring_candidates(image, valid, centre, min_significance=5.0, bin_width=0.5):
     size = max(int(round(15.0 / bin_width)) | 1, 5)
     background = ndimage.median_filter(profile, size=size, mode="nearest")
     excess = profile - background
-    noise = 1.4826 * np.median(np.abs(excess - np.median(excess))) + 1e-12
+    # The mean of n pixels scatters as 1/sqrt(n): judge each radius by its
+    # excess in units of its own noise.
+    weighted = excess * np.sqrt(counts)
+    noise = 1.4826 * np.median(np.abs(weighted - np.median(weighted))) + 1e-12
+    z = weighted / noise
     peaks, found = signal.find_peaks(
-        excess, height=min_significance * noise, width=1, rel_height=0.5
+        z, height=min_significance, width=1, rel_height=0.5
     )
     candidates = []
     for peak, left, right in zip(peaks, found["left_ips"], found["right_ips"]):
@@ -186,7 +190,7 @@ def ring_candidates(image, valid, centre, min_significance=5.0, bin_width=0.5):
                 radius=float(radii[peak]),
                 fwhm=float((right - left) * bin_width),
                 strength=strength,
-                significance=float(excess[peak] / noise),
+                significance=float(z[peak]),
             )
         )
     return sorted(candidates, key=lambda c: -c.strength)
@@ -199,18 +203,18 @@ def _annulus(shape, centre, window):
     return (r >= window[0]) & (r <= window[1])
 
 
-def sharpest_centre(image, valid, start, search_px, radius_guess=None):
+def sharpest_centre(image, valid, start, search_px, radius_guess=None, window=None):
     """Centre (fast, slow) in px that makes the radial profile sharpest.
 
     Searches a grid of +-`search_px` (steps of search/5) around `start`, then
     grids of +-1 step around the best point with steps 4 times finer, down
     to 0.5 px. Coarse steps work on binned pixels (blocks of about half a
     step); after the first stage only an annulus around the ring found is
-    used. With `radius_guess`, only ring peaks within 25% of it count.
+    used. With `radius_guess`, only ring peaks within 25% of it count; with
+    `window` (px, px), only those within it.
     Returns (centre, ring radius px).
     """
-    window = None
-    if radius_guess:
+    if window is None and radius_guess:
         window = guess_window(radius_guess)
     best = np.asarray(start, dtype=np.float64)
     step = max(search_px / 5.0, 0.5)
@@ -378,6 +382,13 @@ def find_ring_centre(
     if search_px is None:
         search_px = 0.1 * max(image.shape)
     centre, radius = sharpest_centre(image, valid, start, search_px, radius_guess)
+    # The sharpest ring, fitted, centres the radial profile well enough to
+    # resolve every ring in it.
+    try:
+        width = _ring_half_width(image, valid, centre, radius)
+        centre, _, _, _, _ = _refine_circle(image, valid, centre, radius, width, 3)
+    except DataError:
+        pass
     candidates = ring_candidates(image, valid, centre)
     chosen = _choose_ring(candidates, radius_guess, ring)
     if chosen is None and not radius_guess:
@@ -388,10 +399,17 @@ def find_ring_centre(
         )
     if chosen is not None and abs(chosen.radius - radius) > 0.5 * max(chosen.fwhm, 2):
         # Centre the search on the ring asked for (or the strongest).
+        reach = max(3.0 * chosen.fwhm, 5.0)
         centre, radius = sharpest_centre(
-            image, valid, centre, max(search_px / 5.0, 1.0), chosen.radius
+            image,
+            valid,
+            centre,
+            max(search_px / 5.0, 1.0),
+            window=(chosen.radius - reach, chosen.radius + reach),
         )
     logger.debug("Sharpest radial profile at %s px, ring at %.1f px", centre, radius)
+    if half_width is None and chosen is not None and abs(chosen.radius - radius) < 3:
+        half_width = float(np.clip(1.5 * chosen.fwhm, 3.0, 0.5 * radius))
     if half_width is None:
         half_width = _ring_half_width(image, valid, centre, radius)
     centre, radius, covariance, rms, points = _refine_circle(
@@ -472,13 +490,13 @@ def ring_warnings(fit, half_width):
             f"of {fit.fwhm:.2f} px: this may not be one ring (blended rings, an "
             "elliptical ring on a tilted detector, or an artefact)"
         )
-    for other in fit.candidates:
-        distance = abs(other.radius - fit.radius)
-        if 0.5 * max(fit.fwhm, 1.0) < distance < half_width + 0.5 * other.fwhm:
-            warnings.append(
-                f"another ring at {other.radius:.1f} px lies inside the fit window "
-                f"({fit.radius:.1f} ± {half_width:.1f} px): the fit may blend them"
-            )
+    inside = [c for c in fit.candidates if abs(c.radius - fit.radius) <= half_width]
+    if len(inside) > 1:
+        warnings.append(
+            f"{len(inside)} rings ({_describe(sorted(inside, key=lambda c: c.radius))})"
+            f" lie inside the fit window {fit.radius:.1f} ± {half_width:.1f} px: the "
+            "fit may blend them (choose one with ring= or a closer guess)"
+        )
     return warnings
 
 
@@ -486,7 +504,7 @@ def _ring_half_width(image, valid, centre, radius):
     """Radial half-width (px) to refine the ring in: 1.5 FWHM (about 3.5
     sigma of a Gaussian ring), at least 3 px."""
     radii, profile = radial_profile(image, valid, centre, 0.5)
-    near = np.isfinite(profile) & (np.abs(radii - radius) < 0.25 * radius)
+    near = np.isfinite(profile) & (np.abs(radii - radius) < max(10.0, 0.05 * radius))
     if np.count_nonzero(near) < 5:
         return 4.0
     r, p = radii[near], profile[near]
