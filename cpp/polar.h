@@ -216,6 +216,7 @@ inline bool interpolation_point(double fast, double slow, std::int32_t p,
                                 std::int64_t *pixels, double *weights,
                                 int *count) {
   if (p < 0 || static_cast<std::size_t>(p) >= layout.n_panels) return false;
+  if (!std::isfinite(fast) || !std::isfinite(slow)) return false;
   const std::int64_t n_rows = layout.rows[p], n_columns = layout.columns[p];
   const std::int64_t base = layout.offsets[p];
   *count = 0;
@@ -250,7 +251,7 @@ inline bool interpolation_point(double fast, double slow, std::int32_t p,
 // has n_rows * over rows and n_columns * over columns (fast, slow, panel
 // per sub-sample; panel -1 off the detector); output bin (i, j) is the mean
 // over its over x over sub-samples (rows i*over.., columns j*over..), valid
-// only when every one is on the detector. Duplicate pixels in a bin are
+// only when every one is on the detector (panel >= 0, finite coordinates). Duplicate pixels in a bin are
 // merged (their weights added). Weights are float32 (computed in double).
 inline void polar_build_csr(const double *fast, const double *slow,
                             const std::int32_t *panel, std::size_t n_rows,
@@ -261,14 +262,16 @@ inline void polar_build_csr(const double *fast, const double *slow,
                             std::vector<float> &weights) {
   const std::size_t sub_columns = n_columns * over;
   const double share = 1.0 / static_cast<double>(over * over);
-  std::vector<std::int64_t> bin_pixels;
-  std::vector<double> bin_weights;
+  // A bin uses at most 4 pixels per sub-sample.
+  std::vector<std::int64_t> bin_pixels(4 * over * over);
+  std::vector<double> bin_weights(4 * over * over);
   indptr.assign(1, 0);
   indptr.reserve(n_rows * n_columns + 1);
+  indices.reserve(n_rows * n_columns * (bilinear ? 4 : 1) * (over > 1 ? 3 : 1));
+  weights.reserve(indices.capacity());
   for (std::size_t i = 0; i < n_rows; ++i) {
     for (std::size_t j = 0; j < n_columns; ++j) {
-      bin_pixels.clear();
-      bin_weights.clear();
+      std::size_t used = 0;
       bool ok = true;
       for (std::size_t a = 0; ok && a < over; ++a) {
         for (std::size_t b = 0; ok && b < over; ++b) {
@@ -279,19 +282,19 @@ inline void polar_build_csr(const double *fast, const double *slow,
           ok = interpolation_point(fast[k], slow[k], panel[k], layout, bilinear,
                                    pixels, w, &count);
           for (int e = 0; ok && e < count; ++e) {
-            auto found = std::find(bin_pixels.begin(), bin_pixels.end(), pixels[e]);
-            if (found == bin_pixels.end()) {
-              bin_pixels.push_back(pixels[e]);
-              bin_weights.push_back(w[e] * share);
+            std::size_t m = 0;
+            while (m < used && bin_pixels[m] != pixels[e]) ++m;
+            if (m == used) {
+              bin_pixels[used] = pixels[e];
+              bin_weights[used++] = w[e] * share;
             } else {
-              bin_weights[static_cast<std::size_t>(found - bin_pixels.begin())] +=
-                  w[e] * share;
+              bin_weights[m] += w[e] * share;
             }
           }
         }
       }
       if (ok) {
-        for (std::size_t e = 0; e < bin_pixels.size(); ++e) {
+        for (std::size_t e = 0; e < used; ++e) {
           indices.push_back(static_cast<std::int32_t>(bin_pixels[e]));
           weights.push_back(static_cast<float>(bin_weights[e]));
         }
@@ -318,6 +321,7 @@ inline void polar_build_compact(const double *fast, const double *slow,
     if (bilinear) fractions[2 * b] = fractions[2 * b + 1] = 0.0f;
     const std::int32_t p = panel[b];
     if (p < 0 || static_cast<std::size_t>(p) >= layout.n_panels) continue;
+    if (!std::isfinite(fast[b]) || !std::isfinite(slow[b])) continue;
     const std::int64_t n_rows = layout.rows[p], n_columns = layout.columns[p];
     const std::int64_t base = layout.offsets[p];
     if (!bilinear) {

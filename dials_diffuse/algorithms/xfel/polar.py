@@ -176,11 +176,11 @@ def map_from_pixel_coordinates(
     """
     if method not in METHODS:
         raise UserError(f"unknown interpolation '{method}': use one of {METHODS}")
+    # The kernel treats a sample with a non-finite coordinate as off the
+    # detector, so the arrays are only converted (copied where they must be).
     fast = np.ascontiguousarray(np.atleast_2d(fast), dtype=np.float64)
     slow = np.ascontiguousarray(np.atleast_2d(slow), dtype=np.float64)
-    finite = np.isfinite(fast) & np.isfinite(slow)
-    panel = np.where(finite, np.broadcast_to(panel, fast.shape), -1).astype(np.int32)
-    fast, slow = np.where(finite, fast, -1.0), np.where(finite, slow, -1.0)
+    panel = np.ascontiguousarray(np.broadcast_to(panel, fast.shape), dtype=np.int32)
     rows = np.array([s[0] for s in panel_shapes], dtype=np.int64)
     columns = np.array([s[1] for s in panel_shapes], dtype=np.int64)
     n_pixels = int((rows * columns).sum())
@@ -279,75 +279,127 @@ def grid_coordinates(detector, beam, q, phi_start, phi_step, nphi):
     """Where the samples of a separable (q, phi) grid land on the detector.
 
     Row r has |q| = q[r] (Å⁻¹), column c the azimuth phi_start + c * phi_step
-    (radians; `azimuth_basis`). Each panel is bounded in (2θ, phi) from its
-    edges (with a margin of two pixels), and only the samples inside that
-    box are projected onto it, by a C++ kernel: the work grows with the
-    number of samples, not with samples x panels. Where panels overlap, the
-    first one wins.
+    (radians; `azimuth_basis`). See `GridProjector`.
 
     Returns
     -------
     fast, slow : ndarray (len(q), nphi) of float64, px (NaN off the detector)
     panel : ndarray (len(q), nphi) of int32, -1 off the detector
     """
-    from scitbx.array_family import flex
+    return GridProjector(detector, beam).coordinates(q, phi_start, phi_step, nphi)
 
-    q = np.atleast_1d(np.asarray(q, dtype=np.float64))
-    two_theta = two_theta_of_q(q, beam.get_wavelength())
-    phi = phi_start + phi_step * np.arange(nphi)
-    b = np.array(beam.get_unit_s0())
-    e1, e2 = azimuth_basis(beam)
-    basis = np.stack([b, e1, e2], axis=1)  # columns b, e1, e2
-    cos2t, sin2t = np.cos(two_theta), np.sin(two_theta)
-    cosphi, sinphi = np.cos(phi), np.sin(phi)
-    shape = (q.size, nphi)
-    x = np.full(shape, np.nan)
-    y = np.full(shape, np.nan)
-    panel_of = np.full(shape, -1, dtype=np.int32)
-    ascending = bool(np.all(np.diff(two_theta) > 0))
-    for panel_id, panel in enumerate(detector):
-        rows, columns = _panel_bounds(
-            panel, b, e1, e2, two_theta, ascending, phi_start, phi_step, nphi
-        )
-        if rows[1] <= rows[0] or columns[1] == 0:
-            continue
-        D = np.array(panel.get_D_matrix(), dtype=np.float64).reshape(3, 3)
-        matrix = np.ascontiguousarray(D @ basis)
-        n_fast, n_slow = panel.get_image_size()
-        pixel = panel.get_pixel_size()
-        simple = _is_simple_strategy(panel)
-        if simple:
-            scale = (1.0 / pixel[0], 1.0 / pixel[1])
-            limits = np.array([0.0, n_fast, 0.0, n_slow], dtype=np.float64)
-        else:  # mm here, converted by dxtbx below; 2 px margin for parallax
-            scale = (1.0, 1.0)
-            limits = np.array(
-                [
-                    -2 * pixel[0],
-                    (n_fast + 2) * pixel[0],
-                    -2 * pixel[1],
-                    (n_slow + 2) * pixel[1],
-                ]
+
+@dataclasses.dataclass
+class _PanelExtent:
+    """A panel's projection matrix and its bounds in (2θ, phi), radians."""
+
+    matrix: np.ndarray  # D [b e1 e2]
+    scale: tuple
+    limits: np.ndarray
+    simple: bool
+    two_theta: tuple  # (low, high)
+    phi: tuple  # (first, span), or None: every azimuth
+
+
+class GridProjector:
+    """Projects separable (q, phi) grids onto a detector, panel by panel.
+
+    Each panel is bounded once in (2θ, phi) from its edges (with a margin of
+    two pixels); for a grid, only the samples inside a panel's box are
+    projected onto it, by a C++ kernel: the work grows with the number of
+    samples, not with samples x panels. Where panels overlap, the first one
+    wins. Panels whose pixel-to-mm mapping is not a plain scaling (parallax
+    correction) are converted by dxtbx's own millimeter_to_pixel.
+    """
+
+    def __init__(self, detector, beam):
+        self.detector = detector
+        self.wavelength = beam.get_wavelength()
+        b = np.array(beam.get_unit_s0())
+        e1, e2 = azimuth_basis(beam)
+        basis = np.stack([b, e1, e2], axis=1)
+        self.extents = []
+        for panel in detector:
+            D = np.array(panel.get_D_matrix(), dtype=np.float64).reshape(3, 3)
+            n_fast, n_slow = panel.get_image_size()
+            pixel = panel.get_pixel_size()
+            simple = _is_simple_strategy(panel)
+            if simple:
+                scale = (1.0 / pixel[0], 1.0 / pixel[1])
+                limits = np.array([0.0, n_fast, 0.0, n_slow], dtype=np.float64)
+            else:  # mm here, converted by dxtbx; 2 px margin for parallax
+                scale = (1.0, 1.0)
+                limits = np.array(
+                    [
+                        -2 * pixel[0],
+                        (n_fast + 2) * pixel[0],
+                        -2 * pixel[1],
+                        (n_slow + 2) * pixel[1],
+                    ]
+                )
+            two_theta, phi = _panel_extent(panel, b, e1, e2)
+            self.extents.append(
+                _PanelExtent(
+                    np.ascontiguousarray(D @ basis),
+                    scale,
+                    limits,
+                    simple,
+                    two_theta,
+                    phi,
+                )
             )
-        _kernels.polar_coordinates_on_panel(
-            cos2t,
-            sin2t,
-            rows[0],
-            rows[1],
-            cosphi,
-            sinphi,
-            columns[0],
-            columns[1],
-            matrix,
-            scale[0],
-            scale[1],
-            limits,
-            panel_id,
-            x,
-            y,
-            panel_of,
-        )
-        if not simple:
+
+    def coordinates(self, q, phi_start, phi_step, nphi):
+        """(fast, slow, panel) of a grid: see `grid_coordinates`."""
+        from scitbx.array_family import flex
+
+        q = np.atleast_1d(np.asarray(q, dtype=np.float64))
+        two_theta = two_theta_of_q(q, self.wavelength)
+        phi = phi_start + phi_step * np.arange(nphi)
+        cos2t, sin2t = np.cos(two_theta), np.sin(two_theta)
+        cosphi, sinphi = np.cos(phi), np.sin(phi)
+        shape = (q.size, nphi)
+        x = np.full(shape, np.nan)
+        y = np.full(shape, np.nan)
+        panel_of = np.full(shape, -1, dtype=np.int32)
+        ascending = bool(np.all(np.diff(two_theta) > 0))
+        for panel_id, (panel, extent) in enumerate(zip(self.detector, self.extents)):
+            if ascending:
+                low, high = extent.two_theta
+                rows = (
+                    max(int(np.searchsorted(two_theta, low)) - 1, 0),
+                    min(int(np.searchsorted(two_theta, high)) + 1, q.size),
+                )
+            else:
+                rows = (0, q.size)
+            if extent.phi is None:
+                columns = (0, nphi)
+            else:
+                first, span = extent.phi
+                begin = int(np.floor((first - phi_start) / phi_step)) - 1
+                columns = (begin % nphi, min(int(np.ceil(span / phi_step)) + 3, nphi))
+            if rows[1] <= rows[0]:
+                continue
+            _kernels.polar_coordinates_on_panel(
+                cos2t,
+                sin2t,
+                rows[0],
+                rows[1],
+                cosphi,
+                sinphi,
+                columns[0],
+                columns[1],
+                extent.matrix,
+                extent.scale[0],
+                extent.scale[1],
+                extent.limits,
+                panel_id,
+                x,
+                y,
+                panel_of,
+            )
+            if extent.simple:
+                continue
             mine = np.flatnonzero(panel_of.ravel() == panel_id)
             if mine.size:
                 mm = flex.vec2_double(
@@ -357,12 +409,13 @@ def grid_coordinates(detector, beam, q, phi_start, phi_step, nphi):
                     part.as_numpy_array()
                     for part in panel.millimeter_to_pixel(mm).parts()
                 )
+                n_fast, n_slow = panel.get_image_size()
                 on = (px_fast >= 0) & (px_fast < n_fast)
                 on &= (px_slow >= 0) & (px_slow < n_slow)
                 x.ravel()[mine] = np.where(on, px_fast, np.nan)
                 y.ravel()[mine] = np.where(on, px_slow, np.nan)
                 panel_of.ravel()[mine[~on]] = -1
-    return x, y, panel_of
+        return x, y, panel_of
 
 
 def _is_simple_strategy(panel):
@@ -397,10 +450,10 @@ def panel_edge_lab(panel, margin_px=0):
     return origin + edge[:, :1] * f_axis + edge[:, 1:] * s_axis
 
 
-def _panel_bounds(panel, b, e1, e2, two_theta, ascending, phi_start, phi_step, nphi):
-    """Rows [begin, end) and columns (begin, count) of a (2θ, phi) grid that
-    may land on `panel`, from its edges widened by two pixels (rows: all
-    unless `two_theta` is ascending)."""
+def _panel_extent(panel, b, e1, e2):
+    """A panel's range of 2θ (low, high) and of phi (first, span), radians,
+    from its edges widened by two pixels; phi None when the beam crosses
+    the panel (every azimuth)."""
     n_fast, n_slow = panel.get_image_size()
     pixel = np.array(panel.get_pixel_size())
     size = np.array([n_fast, n_slow]) * pixel
@@ -416,24 +469,19 @@ def _panel_bounds(panel, b, e1, e2, two_theta, ascending, phi_start, phi_step, n
     if v[2] > 0:
         foot = v[:2] / v[2]
         holds_beam = bool(np.all(foot >= -margin) and np.all(foot <= size + margin))
-    low = 0.0 if holds_beam else edge_two_theta.min()
-    high = edge_two_theta.max()
-    if ascending:
-        begin = max(int(np.searchsorted(two_theta, low)) - 1, 0)
-        end = min(int(np.searchsorted(two_theta, high)) + 1, two_theta.size)
-        rows = (begin, end)
-    else:
-        rows = (0, two_theta.size)
+    two_theta = (0.0 if holds_beam else edge_two_theta.min(), edge_two_theta.max())
     if holds_beam:
-        return rows, (0, nphi)
+        return two_theta, None
     ordered = np.sort(edge_phi)
     gaps = np.diff(np.concatenate([ordered, [ordered[0] + 2 * np.pi]]))
     widest = int(np.argmax(gaps))
     first = ordered[(widest + 1) % ordered.size]
-    span = 2 * np.pi - gaps[widest]
-    begin = int(np.floor((first - phi_start) / phi_step)) - 1
-    count = min(int(np.ceil(span / phi_step)) + 3, nphi)
-    return rows, (begin % nphi, count)
+    return two_theta, (float(first), float(2 * np.pi - gaps[widest]))
+
+
+#: Polar (sub-)samples projected at once while a map is built: bounds the
+#: memory of map building (about 20 bytes per sample) for any grid.
+MAP_BLOCK_SAMPLES = 1 << 20
 
 
 def q_polar_map(detector, beam, q, nphi, method="bilinear", oversample=1):
@@ -458,17 +506,48 @@ def q_polar_map(detector, beam, q, nphi, method="bilinear", oversample=1):
     dphi = 2 * np.pi / nphi
     offsets = (np.arange(oversample) + 0.5) / oversample - 0.5
     dq = (q[-1] - q[0]) / (q.size - 1) if q.size > 1 else 0.0
-    sub_q = (q[:, None] + offsets[None, :] * dq).ravel()
-    fast, slow, panel = grid_coordinates(
-        detector,
-        beam,
-        sub_q,
-        offsets[0] * dphi,
-        dphi / oversample,
-        nphi * oversample,
-    )
     shapes = [tuple(reversed(p.get_image_size())) for p in detector]
-    return map_from_pixel_coordinates(fast, slow, panel, shapes, method, oversample)
+    projector = GridProjector(detector, beam)
+    rows_per_block = max(1, MAP_BLOCK_SAMPLES // (nphi * oversample * oversample))
+    blocks = []
+    for start in range(0, q.size, rows_per_block):
+        block_q = q[start : start + rows_per_block]
+        sub_q = (block_q[:, None] + offsets[None, :] * dq).ravel()
+        fast, slow, panel = projector.coordinates(
+            sub_q, offsets[0] * dphi, dphi / oversample, nphi * oversample
+        )
+        blocks.append(
+            map_from_pixel_coordinates(fast, slow, panel, shapes, method, oversample)
+        )
+    return concatenate_maps(blocks)
+
+
+def concatenate_maps(maps):
+    """One map of the q rows of several maps of one detector, in order."""
+    first = maps[0]
+    if len(maps) == 1:
+        return first
+    shape = (sum(m.shape[0] for m in maps), first.shape[1])
+    if isinstance(first, CompactMap):
+        return CompactMap(
+            shape=shape,
+            n_pixels=first.n_pixels,
+            index=np.concatenate([m.index for m in maps]),
+            fractions=None
+            if first.fractions is None
+            else np.concatenate([m.fractions for m in maps]),
+            stride=first.stride,
+        )
+    ends = np.cumsum([0] + [m.indptr[-1] for m in maps[:-1]])
+    return SparseMap(
+        shape=shape,
+        n_pixels=first.n_pixels,
+        indptr=np.concatenate(
+            [maps[0].indptr[:1]] + [m.indptr[1:] + end for m, end in zip(maps, ends)]
+        ),
+        indices=np.concatenate([m.indices for m in maps]),
+        weights=np.concatenate([m.weights for m in maps]),
+    )
 
 
 def q_at_radius(detector, beam, radius_px, panel_id=0):
