@@ -6,17 +6,17 @@
 // offsets[p]; row-major within a panel). Pixel coordinates (fast, slow) are
 // in pixels with pixel centres at i + 0.5 (the DIALS convention).
 //
-// Three layouts of a map, each a row per output bin (q row-major, phi
-// fastest), so that applying a map writes the output once, in order:
+// Three layouts of a map (output bins: q row-major, phi fastest):
 //
-// - nearest: index[b] is the pixel that contains the sample, -1 when the
-//   sample is off the detector (4 bytes per bin).
-// - bilinear: index[b] is the pixel at the lower-left of the four around
-//   the sample (-1: off the detector), fractions[2b], fractions[2b+1] its
-//   offsets (tx, ty) in [0, 1) from that pixel's centre; the other three
-//   are index + 1, index + stride, index + stride + 1 (every panel has
-//   `stride` columns). Weights (1-tx)(1-ty), tx(1-ty), (1-tx)ty, tx ty;
-//   12 bytes per bin.
+// - nearest: entry k gives bin bins[k] the pixel index[k] that contains its
+//   sample, -1 when the sample is off the detector (8 bytes per bin).
+// - bilinear: entry k gives bin bins[k] the pixel index[k] at the
+//   lower-left of the four around its sample (-1: off the detector), and
+//   fractions[2k], fractions[2k+1] the sample's offsets (tx, ty) in [0, 1]
+//   from that pixel's centre; the other three pixels are index + 1,
+//   index + stride, index + stride + 1 (every panel has `stride` columns).
+//   Weights (1-tx)(1-ty), tx(1-ty), (1-tx)ty, tx ty; 16 bytes per bin.
+//   Entries of both are sorted by pixel (see below).
 // - csr: output bin b is sum_k weights[k] * pixel[indices[k]] for k in
 //   indptr[b] .. indptr[b+1]-1, any number of pixels per bin (oversampled
 //   maps: the mean over sub-samples, duplicate pixels merged).
@@ -37,86 +37,70 @@ namespace dials_diffuse {
 
 // ---------------------------------------------------------------- applying
 
-// Bins are visited in tiles of polar_tile_columns phi samples by every q
-// row (a wedge of the detector, swept outwards), so that the pixels a tile
-// gathers stay in cache from one q row to the next: each pixel of a frame
-// is then read from memory about once, whatever the grid's size.
-constexpr std::size_t polar_tile_columns = 64;
+// Nearest and bilinear maps are stored sorted by pixel: entry k is output
+// bin bins[k], whose (lower-left) pixel index[k] never decreases with k. A
+// frame is then read once, in order, as a stream, and the outputs (a few
+// bytes per bin, in cache) are written in scattered order.
 
-// Nearest layout (grid of n_rows x n_columns bins); every index is -1 or a
-// pixel of the frame (checked by the caller once per map).
+// Nearest layout; every index is -1 or a pixel of the frame and every bin
+// is below n_bins (checked by the caller once per map).
 template <typename T, bool HasValid>
-void polar_apply_nearest(const std::int32_t *index, std::size_t n_rows,
-                         std::size_t n_columns, const T *frames,
-                         const std::uint8_t *valid, std::size_t n_frames,
-                         std::size_t n_pixels, float *out,
+void polar_apply_nearest(const std::int32_t *bins, const std::int32_t *index,
+                         std::size_t n_entries, std::size_t n_bins,
+                         const T *frames, const std::uint8_t *valid,
+                         std::size_t n_frames, std::size_t n_pixels, float *out,
                          std::uint8_t *out_valid) {
-  const std::size_t n_bins = n_rows * n_columns;
   for (std::size_t f = 0; f < n_frames; ++f) {
     const T *frame = frames + f * n_pixels;
     const std::uint8_t *frame_valid = HasValid ? valid + f * n_pixels : nullptr;
-    for (std::size_t c0 = 0; c0 < n_columns; c0 += polar_tile_columns) {
-      const std::size_t c1 = std::min(c0 + polar_tile_columns, n_columns);
-      for (std::size_t r = 0; r < n_rows; ++r) {
-        float *o = out + f * n_bins + r * n_columns;
-        std::uint8_t *ov = out_valid + f * n_bins + r * n_columns;
-        const std::int32_t *ix = index + r * n_columns;
-        for (std::size_t c = c0; c < c1; ++c) {
-          const std::int32_t p = ix[c];
-          const std::size_t safe = p >= 0 ? static_cast<std::size_t>(p) : 0;
-          unsigned ok = p >= 0;
-          if (HasValid) ok &= frame_valid[safe] != 0;
-          o[c] = ok ? static_cast<float>(frame[safe]) : 0.0f;
-          ov[c] = static_cast<std::uint8_t>(ok);
-        }
-      }
+    float *o = out + f * n_bins;
+    std::uint8_t *ov = out_valid + f * n_bins;
+    for (std::size_t k = 0; k < n_entries; ++k) {
+      const std::int32_t p = index[k];
+      const std::size_t safe = p >= 0 ? static_cast<std::size_t>(p) : 0;
+      unsigned ok = p >= 0;
+      if (HasValid) ok &= frame_valid[safe] != 0;
+      o[bins[k]] = ok ? static_cast<float>(frame[safe]) : 0.0f;
+      ov[bins[k]] = static_cast<std::uint8_t>(ok);
     }
   }
 }
 
-// Bilinear layout (grid of n_rows x n_columns bins); every index is -1 or
-// a pixel p with p + stride + 1 inside the frame (checked by the caller
-// once per map). A corner of zero weight does not need to be valid.
+// Bilinear layout; every index is -1 or a pixel p with p + stride + 1
+// inside the frame and every bin below n_bins (checked by the caller once
+// per map). A corner of zero weight does not need to be valid.
 template <typename T, bool HasValid>
-void polar_apply_bilinear(const std::int32_t *index, const float *fractions,
-                          std::size_t stride, std::size_t n_rows,
-                          std::size_t n_columns, const T *frames,
-                          const std::uint8_t *valid, std::size_t n_frames,
-                          std::size_t n_pixels, float *out,
+void polar_apply_bilinear(const std::int32_t *bins, const std::int32_t *index,
+                          const float *fractions, std::size_t stride,
+                          std::size_t n_entries, std::size_t n_bins,
+                          const T *frames, const std::uint8_t *valid,
+                          std::size_t n_frames, std::size_t n_pixels, float *out,
                           std::uint8_t *out_valid) {
-  const std::size_t n_bins = n_rows * n_columns;
   for (std::size_t f = 0; f < n_frames; ++f) {
     const T *frame = frames + f * n_pixels;
     const std::uint8_t *frame_valid = HasValid ? valid + f * n_pixels : nullptr;
-    for (std::size_t c0 = 0; c0 < n_columns; c0 += polar_tile_columns) {
-      const std::size_t c1 = std::min(c0 + polar_tile_columns, n_columns);
-      for (std::size_t r = 0; r < n_rows; ++r) {
-        float *o = out + f * n_bins + r * n_columns;
-        std::uint8_t *ov = out_valid + f * n_bins + r * n_columns;
-        const std::int32_t *ix = index + r * n_columns;
-        const float *fr = fractions + 2 * r * n_columns;
-        for (std::size_t c = c0; c < c1; ++c) {
-          const std::int32_t p = ix[c];
-          const std::size_t p00 = p >= 0 ? static_cast<std::size_t>(p) : 0;
-          const std::size_t p10 = p00 + stride;
-          const float tx = fr[2 * c], ty = fr[2 * c + 1];
-          const float w00 = (1.0f - tx) * (1.0f - ty), w01 = tx * (1.0f - ty);
-          const float w10 = (1.0f - tx) * ty, w11 = tx * ty;
-          unsigned ok = p >= 0;
-          if (HasValid) {
-            ok &= (frame_valid[p00] != 0) | (w00 == 0.0f);
-            ok &= (frame_valid[p00 + 1] != 0) | (w01 == 0.0f);
-            ok &= (frame_valid[p10] != 0) | (w10 == 0.0f);
-            ok &= (frame_valid[p10 + 1] != 0) | (w11 == 0.0f);
-          }
-          const float value = w00 * static_cast<float>(frame[p00]) +
-                              w01 * static_cast<float>(frame[p00 + 1]) +
-                              w10 * static_cast<float>(frame[p10]) +
-                              w11 * static_cast<float>(frame[p10 + 1]);
-          o[c] = ok ? value : 0.0f;
-          ov[c] = static_cast<std::uint8_t>(ok);
-        }
+    float *o = out + f * n_bins;
+    std::uint8_t *ov = out_valid + f * n_bins;
+    for (std::size_t k = 0; k < n_entries; ++k) {
+      const std::int32_t p = index[k];
+      const std::size_t p00 = p >= 0 ? static_cast<std::size_t>(p) : 0;
+      const std::size_t p10 = p00 + stride;
+      const float tx = fractions[2 * k], ty = fractions[2 * k + 1];
+      const float w00 = (1.0f - tx) * (1.0f - ty), w01 = tx * (1.0f - ty);
+      const float w10 = (1.0f - tx) * ty, w11 = tx * ty;
+      unsigned ok = p >= 0;
+      if (HasValid) {
+        ok &= (frame_valid[p00] != 0) | (w00 == 0.0f);
+        ok &= (frame_valid[p00 + 1] != 0) | (w01 == 0.0f);
+        ok &= (frame_valid[p10] != 0) | (w10 == 0.0f);
+        ok &= (frame_valid[p10 + 1] != 0) | (w11 == 0.0f);
       }
+      const float value = w00 * static_cast<float>(frame[p00]) +
+                          w01 * static_cast<float>(frame[p00 + 1]) +
+                          w10 * static_cast<float>(frame[p10]) +
+                          w11 * static_cast<float>(frame[p10 + 1]);
+      o[bins[k]] = ok ? value : 0.0f;
+      ov[bins[k]] = static_cast<std::uint8_t>(ok);
     }
   }
 }

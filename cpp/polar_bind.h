@@ -117,38 +117,47 @@ inline py::tuple polar_resample(const py::array &indptr_in, const py::array &ind
   return py::make_tuple(out, out_valid);
 }
 
-inline py::tuple polar_resample_compact(const py::array &index_in,
+inline py::tuple polar_resample_compact(const py::array &bins_in,
+                                        const py::array &index_in,
                                         const py::object &fractions_in,
-                                        std::int64_t stride, const py::array &frames,
-                                        const py::object &valid, std::int64_t n_phi) {
+                                        std::int64_t stride, std::int64_t n_bins_in,
+                                        const py::array &frames,
+                                        const py::object &valid) {
   using namespace polar_glue;
   const Frames f = check_frames(frames, valid);
+  auto bins = exact<std::int32_t>(bins_in, "bins", 'i');
   auto index = exact<std::int32_t>(index_in, "index", 'i');
-  if (index.ndim() != 1) throw std::invalid_argument("index must be 1-d");
-  const std::size_t n_bins = static_cast<std::size_t>(index.shape(0));
-  if (n_phi < 0 || (n_phi > 0 && n_bins % static_cast<std::size_t>(n_phi) != 0)) {
-    throw std::invalid_argument("n_phi must divide the number of bins");
+  if (bins.ndim() != 1 || index.ndim() != 1 || bins.shape(0) != index.shape(0)) {
+    throw std::invalid_argument("bins and index must be 1-d, of one length");
   }
-  const std::size_t n_columns = n_phi > 0 ? static_cast<std::size_t>(n_phi) : n_bins;
-  const std::size_t n_rows = n_columns ? n_bins / n_columns : 0;
+  const std::size_t n_entries = static_cast<std::size_t>(index.shape(0));
+  if (n_bins_in < 0) throw std::invalid_argument("n_bins must not be negative");
+  const std::size_t n_bins = static_cast<std::size_t>(n_bins_in);
   const bool bilinear = !fractions_in.is_none();
   py::array_t<float, py::array::c_style> fractions;
   if (bilinear) {
     fractions = exact<float>(fractions_in.cast<py::array>(), "fractions", 'f');
-    if (fractions.ndim() != 2 || static_cast<std::size_t>(fractions.shape(0)) != n_bins ||
+    if (fractions.ndim() != 2 ||
+        static_cast<std::size_t>(fractions.shape(0)) != n_entries ||
         fractions.shape(1) != 2) {
       throw std::invalid_argument("fractions must have shape (len(index), 2)");
     }
     if (stride < 1) throw std::invalid_argument("stride must be positive");
   }
-  // Every pixel a bin may touch must lie in the frame.
+  // Every pixel an entry may touch must lie in the frame, every bin in the
+  // output.
   const std::int64_t reach = bilinear ? stride + 1 : 0;
   const std::int32_t *ix = index.data();
-  for (std::size_t b = 0; b < n_bins; ++b) {
-    if (ix[b] < -1 ||
-        (ix[b] >= 0 && ix[b] + reach >= static_cast<std::int64_t>(f.n_pixels))) {
+  const std::int32_t *bx = bins.data();
+  for (std::size_t k = 0; k < n_entries; ++k) {
+    if (ix[k] < -1 ||
+        (ix[k] >= 0 && ix[k] + reach >= static_cast<std::int64_t>(f.n_pixels))) {
       throw std::invalid_argument("a map index lies outside the frame of " +
                                   std::to_string(f.n_pixels) + " pixels");
+    }
+    if (bx[k] < 0 || static_cast<std::size_t>(bx[k]) >= n_bins) {
+      throw std::invalid_argument("a map bin lies outside the " +
+                                  std::to_string(n_bins) + " bins");
     }
   }
   py::array_t<float> out({f.n_frames, n_bins});
@@ -161,17 +170,21 @@ inline py::tuple polar_resample_compact(const py::array &index_in,
     using T = decltype(tag);
     const T *data = static_cast<const T *>(frames.data());
     py::gil_scoped_release release;
+    if (n_entries != n_bins) {  // bins without an entry stay invalid
+      std::fill(o, o + f.n_frames * n_bins, 0.0f);
+      std::fill(ov, ov + f.n_frames * n_bins, std::uint8_t{0});
+    }
     if (bilinear && f.valid != nullptr) {
-      polar_apply_bilinear<T, true>(ix, fr, s, n_rows, n_columns, data, f.valid,
+      polar_apply_bilinear<T, true>(bx, ix, fr, s, n_entries, n_bins, data, f.valid,
                                     f.n_frames, f.n_pixels, o, ov);
     } else if (bilinear) {
-      polar_apply_bilinear<T, false>(ix, fr, s, n_rows, n_columns, data, nullptr,
+      polar_apply_bilinear<T, false>(bx, ix, fr, s, n_entries, n_bins, data, nullptr,
                                      f.n_frames, f.n_pixels, o, ov);
     } else if (f.valid != nullptr) {
-      polar_apply_nearest<T, true>(ix, n_rows, n_columns, data, f.valid, f.n_frames,
-                                   f.n_pixels, o, ov);
+      polar_apply_nearest<T, true>(bx, ix, n_entries, n_bins, data, f.valid,
+                                   f.n_frames, f.n_pixels, o, ov);
     } else {
-      polar_apply_nearest<T, false>(ix, n_rows, n_columns, data, nullptr,
+      polar_apply_nearest<T, false>(bx, ix, n_entries, n_bins, data, nullptr,
                                     f.n_frames, f.n_pixels, o, ov);
     }
   });
@@ -254,7 +267,7 @@ inline py::tuple polar_build_map(const py::array &fast_in, const py::array &slow
       polar_build_compact(fast.data(), slow.data(), panel.data(), n_bins, layout,
                           bilinear, ix, fr);
     }
-    return py::make_tuple(index, fractions);
+    return py::make_tuple(index, fractions);  // in bin order
   }
   std::vector<std::int64_t> indptr;
   std::vector<std::int32_t> indices;
@@ -295,31 +308,31 @@ Returns
     A bin is valid when its row is not empty and every pixel in its row is
     valid; invalid bins are 0.
 )doc");
-  m.def("polar_resample_compact", &polar_resample_compact, py::arg("index"),
-        py::arg("fractions"), py::arg("stride"), py::arg("frames"),
-        py::arg("valid") = py::none(), py::arg("n_phi") = 0,
+  m.def("polar_resample_compact", &polar_resample_compact, py::arg("bins"),
+        py::arg("index"), py::arg("fractions"), py::arg("stride"), py::arg("n_bins"),
+        py::arg("frames"), py::arg("valid") = py::none(),
         R"doc(Resample frames through a nearest or bilinear map, GIL released.
 
 Parameters
 ----------
-index : ndarray of int32, one per bin
+bins : ndarray of int32
+    The output bin of each entry (0 .. n_bins - 1).
+index : ndarray of int32, one per entry
     The pixel (nearest) or the lower-left of the four pixels (bilinear) of
-    each bin; -1 for a bin off the detector.
-fractions : ndarray of float32, shape (n_bins, 2), or None for nearest
+    each entry; -1 for a bin off the detector. Sorted (not required, but
+    fastest): the frame is then read in order.
+fractions : ndarray of float32, shape (n_entries, 2), or None for nearest
     (tx, ty) of each bilinear sample from its lower-left pixel's centre.
 stride : int
     Columns of every panel (bilinear: the pixel below is index + stride).
+n_bins : int
 frames, valid : as polar_resample
-n_phi : int
-    Bins per q row (the map is a grid of rows x n_phi, q-row major); the
-    kernel sweeps tiles of phi outwards to keep the gathered pixels in
-    cache. 0: one row.
 
 Returns
 -------
 (out, out_valid) : float32 and uint8 arrays of shape (n_frames, n_bins)
-    A bin is valid when it is on the detector and each pixel it uses with a
-    non-zero weight is valid; invalid bins are 0.
+    A bin is valid when it has an entry on the detector and each pixel it
+    uses with a non-zero weight is valid; invalid bins are 0.
 )doc");
   m.def("polar_coordinates_on_panel", &polar_coordinates_on_panel, py::arg("cos2t"),
         py::arg("sin2t"), py::arg("row_begin"), py::arg("row_end"),

@@ -120,18 +120,29 @@ def test_bad_input_raises_value_error():
         _kernels.polar_resample(indptr, indices, weights, frames, np.ones((1, 3), bool))
     with pytest.raises(ValueError, match="unsupported dtype"):
         _kernels.polar_resample(indptr, indices, weights, frames.astype(np.complex64))
-    # The compact layouts: every pixel a bin may touch must be in the frame.
+    # The compact layouts: every pixel an entry may touch must be in the
+    # frame, every bin in the output.
     fractions = np.zeros((1, 2), np.float32)
     last = np.array([SHAPE[0] * SHAPE[1] - 1], np.int32)
-    _kernels.polar_resample_compact(last, None, 1, frames)
+    bin0 = np.zeros(1, np.int32)
+    _kernels.polar_resample_compact(bin0, last, None, 1, 1, frames)
     with pytest.raises(ValueError, match="outside the frame"):
-        _kernels.polar_resample_compact(last, fractions, SHAPE[1], frames)
+        _kernels.polar_resample_compact(bin0, last, fractions, SHAPE[1], 1, frames)
     with pytest.raises(ValueError, match="outside the frame"):
-        _kernels.polar_resample_compact(np.array([-2], np.int32), None, 1, frames)
+        _kernels.polar_resample_compact(
+            bin0, np.array([-2], np.int32), None, 1, 1, frames
+        )
+    with pytest.raises(ValueError, match="outside the 1 bins"):
+        _kernels.polar_resample_compact(bin0 + 1, last, None, 1, 1, frames)
     with pytest.raises(ValueError, match="int32"):
-        _kernels.polar_resample_compact(last.astype(np.int64), None, 1, frames)
+        _kernels.polar_resample_compact(bin0, last.astype(np.int64), None, 1, 1, frames)
     with pytest.raises(ValueError, match="shape"):
-        _kernels.polar_resample_compact(last, np.zeros((2, 2), np.float32), 1, frames)
+        _kernels.polar_resample_compact(
+            bin0, last, np.zeros((2, 2), np.float32), 1, 1, frames
+        )
+    # A bin without an entry is invalid (0), not left unwritten.
+    out, ok = _kernels.polar_resample_compact(bin0 + 1, last, None, 1, 3, frames + 7)
+    assert out.tolist() == [[0, 7, 0]] and ok.tolist() == [[0, 1, 0]]
 
 
 @pytest.mark.parametrize("method", ["nearest", "bilinear"])

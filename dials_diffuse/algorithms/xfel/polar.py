@@ -87,12 +87,17 @@ class CompactMap(PolarMap):
     """One sample per bin: nearest (the pixel that contains it) or bilinear
     (the four pixels around it; every panel has `stride` columns).
 
+    Entries are sorted by pixel so that the kernel reads a frame once, in
+    order (`from_bin_order` sorts them).
+
     Attributes
     ----------
-    index : ndarray of int32, one per bin
-        The pixel (nearest) or the lower-left pixel of the four (bilinear);
-        -1 where the sample is off the detector.
-    fractions : ndarray of float32, shape (n_bins, 2), or None (nearest)
+    bins : ndarray of int32
+        The output bin of each entry (flattened (q, phi)).
+    index : ndarray of int32
+        The pixel (nearest) or the lower-left pixel of the four (bilinear)
+        of each entry; -1 where the sample is off the detector.
+    fractions : ndarray of float32, shape (n, 2), or None (nearest)
         (tx, ty) of the sample from its lower-left pixel's centre, in [0, 1].
     stride : int
         Columns of every panel.
@@ -100,17 +105,51 @@ class CompactMap(PolarMap):
 
     shape: tuple
     n_pixels: int
+    bins: np.ndarray
     index: np.ndarray
     fractions: np.ndarray = None
     stride: int = 1
 
+    @classmethod
+    def from_bin_order(cls, shape, n_pixels, index, fractions=None, stride=1):
+        """The map of per-bin `index` (and `fractions`), entries sorted by pixel."""
+        order = np.argsort(index, kind="stable").astype(np.int32)
+        return cls(
+            shape=tuple(shape),
+            n_pixels=int(n_pixels),
+            bins=order,
+            index=np.ascontiguousarray(index[order]),
+            fractions=None
+            if fractions is None
+            else np.ascontiguousarray(fractions[order]),
+            stride=int(stride),
+        )
+
+    def in_bin_order(self):
+        """(index, fractions) per bin, in bin order."""
+        index = np.full(int(np.prod(self.shape)), -1, dtype=np.int32)
+        index[self.bins] = self.index
+        if self.fractions is None:
+            return index, None
+        fractions = np.zeros((index.size, 2), dtype=np.float32)
+        fractions[self.bins] = self.fractions
+        return index, fractions
+
     @property
     def coverage(self):
-        return (self.index >= 0).reshape(self.shape)
+        covered = np.zeros(int(np.prod(self.shape)), dtype=bool)
+        covered[self.bins] = self.index >= 0
+        return covered.reshape(self.shape)
 
     def _resample(self, frames, valid):
         return _kernels.polar_resample_compact(
-            self.index, self.fractions, self.stride, frames, valid, self.shape[1]
+            self.bins,
+            self.index,
+            self.fractions,
+            self.stride,
+            int(np.prod(self.shape)),
+            frames,
+            valid,
         )
 
 
@@ -198,12 +237,8 @@ def map_from_pixel_coordinates(
     )
     if compact:
         index, fractions = built
-        return CompactMap(
-            shape=shape,
-            n_pixels=n_pixels,
-            index=index,
-            fractions=fractions if bilinear else None,
-            stride=int(columns[0]),
+        return CompactMap.from_bin_order(
+            shape, n_pixels, index, fractions if bilinear else None, int(columns[0])
         )
     indptr, indices, weights = built
     return SparseMap(shape, n_pixels, indptr, indices, weights)
@@ -529,14 +564,15 @@ def concatenate_maps(maps):
         return first
     shape = (sum(m.shape[0] for m in maps), first.shape[1])
     if isinstance(first, CompactMap):
-        return CompactMap(
-            shape=shape,
-            n_pixels=first.n_pixels,
-            index=np.concatenate([m.index for m in maps]),
-            fractions=None
+        parts = [m.in_bin_order() for m in maps]
+        return CompactMap.from_bin_order(
+            shape,
+            first.n_pixels,
+            np.concatenate([index for index, _ in parts]),
+            None
             if first.fractions is None
-            else np.concatenate([m.fractions for m in maps]),
-            stride=first.stride,
+            else np.concatenate([fractions for _, fractions in parts]),
+            first.stride,
         )
     ends = np.cumsum([0] + [m.indptr[-1] for m in maps[:-1]])
     return SparseMap(
