@@ -251,3 +251,27 @@ def test_multi_panel_map_recovers_q_of_every_pixel(tilt, method, oversample):
         # Every panel is used (tilted: the far corners lie beyond q = 2).
         fast, slow, panel = q_phi_coordinates(detector, beam, q, 240)
         assert len(np.unique(panel[ok[0]])) >= (16 if tilt == 0 else 12)
+
+
+def test_default_grid_of_a_multi_panel_detector():
+    """Without q_range, a tiled detector's grid spans the q of its pixels
+    (the hole's edge to the far corners), about one row per pixel."""
+    from dials_diffuse.algorithms.xfel.polar_transform import default_q_grid
+    from dials_diffuse.simulate.tiled import panel_pixel_lab_mm
+
+    detector = tiled_detector(4, (30, 40), 0.3, gap_px=4, hole_px=6, distance_mm=50)
+    beam = Beam((0.0, 0.0, 1.0), WAVELENGTH)
+    q, nphi = default_q_grid(detector, beam)
+    pixel_q = []
+    for panel in detector:
+        lab = panel_pixel_lab_mm(panel)
+        two_theta = np.arccos(-lab[..., 2] / np.linalg.norm(lab, axis=-1))
+        pixel_q.append(4 * np.pi * np.sin(two_theta / 2) / WAVELENGTH)
+    pixel_q = np.concatenate([p.ravel() for p in pixel_q])
+    assert q[0] <= pixel_q.min() and q[-1] >= pixel_q.max()
+    assert q[0] > 0.9 * pixel_q.min() - 1e-3 and q[-1] < 1.02 * pixel_q.max()
+    # About one row per pixel of radius: the radial span in px.
+    radial_px = (q[-1] - q[0]) / (q[1] - q[0])
+    assert 100 < radial_px < 200 and nphi % 4 == 0 and nphi > 2 * np.pi * 80
+    polar_map = q_polar_map(detector, beam, q, nphi)
+    assert 0.3 < polar_map.coverage.mean() < 0.95
