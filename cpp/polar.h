@@ -333,4 +333,28 @@ inline void polar_build_compact(const double *fast, const double *slow,
   }
 }
 
+// A compact map's entries (given in bin order: entry b is bin b) sorted by
+// pixel, by a stable counting sort: bins[k], index_out[k] and (bilinear)
+// fractions_out[2k..2k+1] of the k-th entry by pixel (-1 first). index
+// values lie in [-1, n_pixels).
+inline void polar_sort_by_pixel(const std::int32_t *index, const float *fractions,
+                                std::size_t n_bins, std::size_t n_pixels,
+                                std::int32_t *bins, std::int32_t *index_out,
+                                float *fractions_out) {
+  std::vector<std::size_t> start(n_pixels + 2, 0);
+  for (std::size_t b = 0; b < n_bins; ++b) {
+    ++start[static_cast<std::size_t>(index[b] + 1) + 1];
+  }
+  for (std::size_t p = 1; p < start.size(); ++p) start[p] += start[p - 1];
+  for (std::size_t b = 0; b < n_bins; ++b) {
+    const std::size_t k = start[static_cast<std::size_t>(index[b] + 1)]++;
+    bins[k] = static_cast<std::int32_t>(b);
+    index_out[k] = index[b];
+    if (fractions != nullptr) {
+      fractions_out[2 * k] = fractions[2 * b];
+      fractions_out[2 * k + 1] = fractions[2 * b + 1];
+    }
+  }
+}
+
 }  // namespace dials_diffuse

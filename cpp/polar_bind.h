@@ -287,7 +287,43 @@ inline py::tuple polar_build_map(const py::array &fast_in, const py::array &slow
   return py::make_tuple(as_array(indptr), as_array(indices), as_array(weights));
 }
 
+inline py::tuple polar_sort_by_pixel_py(const py::array &index_in,
+                                       const py::object &fractions_in,
+                                       std::int64_t n_pixels) {
+  using namespace polar_glue;
+  auto index = exact<std::int32_t>(index_in, "index", 'i');
+  const std::size_t n = static_cast<std::size_t>(index.size());
+  const std::int32_t *ix = index.data();
+  for (std::size_t b = 0; b < n; ++b) {
+    if (ix[b] < -1 || ix[b] >= n_pixels) {
+      throw std::invalid_argument("an index lies outside the frame");
+    }
+  }
+  py::array_t<float, py::array::c_style> fractions;
+  const bool bilinear = !fractions_in.is_none();
+  if (bilinear) {
+    fractions = exact<float>(fractions_in.cast<py::array>(), "fractions", 'f');
+    if (static_cast<std::size_t>(fractions.size()) != 2 * n) {
+      throw std::invalid_argument("fractions must have shape (len(index), 2)");
+    }
+  }
+  py::array_t<std::int32_t> bins(n), index_out(n);
+  py::array_t<float> fractions_out(std::vector<std::size_t>{bilinear ? n : 0, 2});
+  std::int32_t *bp = bins.mutable_data(), *op = index_out.mutable_data();
+  float *fp = fractions_out.mutable_data();
+  const float *fr = bilinear ? fractions.data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    polar_sort_by_pixel(ix, fr, n, static_cast<std::size_t>(n_pixels), bp, op, fp);
+  }
+  return py::make_tuple(bins, index_out, fractions_out);
+}
+
 inline void bind_polar(py::module_ &m) {
+  m.def("polar_sort_by_pixel", &polar_sort_by_pixel_py, py::arg("index"),
+        py::arg("fractions"), py::arg("n_pixels"),
+        "A compact map given in bin order, sorted by pixel (stable counting sort, "
+        "-1 first): (bins, index, fractions; empty for nearest).");
   m.def("polar_resample", &polar_resample, py::arg("indptr"), py::arg("indices"),
         py::arg("weights"), py::arg("frames"), py::arg("valid") = py::none(),
         R"doc(Resample frames through a CSR pixel map, GIL released.

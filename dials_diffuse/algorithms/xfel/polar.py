@@ -113,27 +113,19 @@ class CompactMap(PolarMap):
     @classmethod
     def from_bin_order(cls, shape, n_pixels, index, fractions=None, stride=1):
         """The map of per-bin `index` (and `fractions`), entries sorted by pixel."""
-        order = np.argsort(index, kind="stable").astype(np.int32)
+        bins, index, sorted_fractions = _kernels.polar_sort_by_pixel(
+            np.ascontiguousarray(index, dtype=np.int32),
+            None if fractions is None else np.ascontiguousarray(fractions),
+            int(n_pixels),
+        )
         return cls(
             shape=tuple(shape),
             n_pixels=int(n_pixels),
-            bins=order,
-            index=np.ascontiguousarray(index[order]),
-            fractions=None
-            if fractions is None
-            else np.ascontiguousarray(fractions[order]),
+            bins=bins,
+            index=index,
+            fractions=None if fractions is None else sorted_fractions,
             stride=int(stride),
         )
-
-    def in_bin_order(self):
-        """(index, fractions) per bin, in bin order."""
-        index = np.full(int(np.prod(self.shape)), -1, dtype=np.int32)
-        index[self.bins] = self.index
-        if self.fractions is None:
-            return index, None
-        fractions = np.zeros((index.size, 2), dtype=np.float32)
-        fractions[self.bins] = self.fractions
-        return index, fractions
 
     @property
     def coverage(self):
@@ -188,7 +180,7 @@ def phi_samples(nphi):
 
 
 def map_from_pixel_coordinates(
-    fast, slow, panel, panel_shapes, method="bilinear", oversample=1
+    fast, slow, panel, panel_shapes, method="bilinear", oversample=1, sort=True
 ):
     """Build a PolarMap from the pixel coordinates of every polar sample.
 
@@ -205,6 +197,9 @@ def map_from_pixel_coordinates(
     panel_shapes : list of (rows, columns)
     method : "nearest" or "bilinear"
     oversample : int
+    sort : bool
+        False: a compact map is returned unsorted, in bin order, for
+        `concatenate_maps` (which sorts once).
 
     Returns
     -------
@@ -237,8 +232,11 @@ def map_from_pixel_coordinates(
     )
     if compact:
         index, fractions = built
+        fractions = fractions if bilinear else None
+        if not sort:
+            return _BinOrderMap(shape, n_pixels, index, fractions, int(columns[0]))
         return CompactMap.from_bin_order(
-            shape, n_pixels, index, fractions if bilinear else None, int(columns[0])
+            shape, n_pixels, index, fractions, int(columns[0])
         )
     indptr, indices, weights = built
     return SparseMap(shape, n_pixels, indptr, indices, weights)
@@ -552,28 +550,41 @@ def q_polar_map(detector, beam, q, nphi, method="bilinear", oversample=1):
             sub_q, offsets[0] * dphi, dphi / oversample, nphi * oversample
         )
         blocks.append(
-            map_from_pixel_coordinates(fast, slow, panel, shapes, method, oversample)
+            map_from_pixel_coordinates(
+                fast, slow, panel, shapes, method, oversample, sort=False
+            )
         )
     return concatenate_maps(blocks)
 
 
+@dataclasses.dataclass
+class _BinOrderMap:
+    """A compact map's arrays in bin order, before sorting (map building)."""
+
+    shape: tuple
+    n_pixels: int
+    index: np.ndarray
+    fractions: np.ndarray
+    stride: int
+
+
 def concatenate_maps(maps):
-    """One map of the q rows of several maps of one detector, in order."""
+    """One map of the q rows of several maps of one detector, in order: a
+    `SparseMap`, or a `CompactMap` from `_BinOrderMap` blocks (sorted once)."""
     first = maps[0]
-    if len(maps) == 1:
-        return first
     shape = (sum(m.shape[0] for m in maps), first.shape[1])
-    if isinstance(first, CompactMap):
-        parts = [m.in_bin_order() for m in maps]
+    if isinstance(first, _BinOrderMap):
         return CompactMap.from_bin_order(
             shape,
             first.n_pixels,
-            np.concatenate([index for index, _ in parts]),
+            np.concatenate([m.index for m in maps]),
             None
             if first.fractions is None
-            else np.concatenate([fractions for _, fractions in parts]),
+            else np.concatenate([m.fractions for m in maps]),
             first.stride,
         )
+    if len(maps) == 1:
+        return first
     ends = np.cumsum([0] + [m.indptr[-1] for m in maps[:-1]])
     return SparseMap(
         shape=shape,
