@@ -11,10 +11,11 @@ from dials_diffuse.algorithms.frames.detrend import detrend, running_cv
 from dials_diffuse.algorithms.frames.sums import FrameSums, sum_frames
 from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
 from dials_diffuse.images.shots import ShotReader
+from dials_diffuse.io.dials_mask import read_dials_mask
 from dials_diffuse.io.frame_plots import write_html, write_png
 from dials_diffuse.io.redis_store import post_series, redis_key
 from dials_diffuse.io.seed_config import arguments_from_seed_config
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError, UserError
 from dials_diffuse.util.inputs import REFLECTION_SUFFIXES
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
@@ -34,7 +35,7 @@ C++ threads, bitshuffle/LZ4, LZ4 or deflate), or experiment lists or any
 images DIALS reads: any number of sweeps and sets of stills (serial SSX/XFEL
 shots, grid scans), every image one frame of the series, in order. The detector mask (DECTRIS pixel_mask, module gaps),
 gap values 2^N-1 and values above the saturation value are always excluded;
-a DIALS mask file (mask=) excludes more. The seed tool's config.yaml (in /
+a DIALS mask file (mask=) excludes more. The 2018 Eiger summing tool's config.yaml (in /
 filter / out / sys_settings) is accepted in place of parameters.
 
 Outputs: frame_statistics.csv (one row per frame: experiment and imageset
@@ -64,8 +65,9 @@ Examples:
 phil_scope = """
 image_range = None
   .type = ints(size=2, value_min=0)
-  .help = "First and last image to sum, 1-based and inclusive; a last image of"
-          "0 means the last image of the series. Default: all."
+  .help = "First and last image to sum, inclusive, numbered as DIALS numbers"
+          "the sequence's images (a master file's from 1); a last image of 0"
+          "means the last image of the series. Default: all."
 low = 0
   .type = float
   .help = "Pixels below this value (counts) are excluded from the sums."
@@ -148,23 +150,6 @@ output {
 """
 
 
-def load_dials_mask(path):
-    """A DIALS mask file as a list of bool arrays, one per panel (True = use)."""
-    import pickle
-
-    try:
-        with open(path, "rb") as handle:
-            panels = pickle.load(handle)
-    except Exception as error:
-        raise UserError(f"{path}: not a readable DIALS mask file ({error})") from error
-    if not isinstance(panels, (tuple, list)):
-        panels = (panels,)
-    try:
-        return [np.asarray(p.as_numpy_array(), dtype=bool) for p in panels]
-    except AttributeError as error:
-        raise UserError(f"{path}: not a DIALS mask (tuple of flex.bool)") from error
-
-
 def open_sources(inputs):
     """The Eiger master sources, or one ShotReader of every image set, and a
     name for the plots and the Redis key."""
@@ -233,7 +218,7 @@ def concatenate_sums(parts):
 
 def main(params, inputs, run):
     sources, source_path = open_sources(inputs)
-    mask = load_dials_mask(params.mask) if params.mask else None
+    mask = read_dials_mask(params.mask) if params.mask else None
     for source in sources:
         check_mask(mask, source)
     high = np.inf if params.high is None else params.high
@@ -362,7 +347,7 @@ def main(params, inputs, run):
             expiry = post_series(
                 key, payload, r.host, r.port, r.db, r.password, r.expire_days
             )
-        except UserError as error:
+        except DataError as error:
             raise UserError(
                 f"could not post to Redis ({error}); the results are in the files written"
             ) from error
@@ -371,7 +356,7 @@ def main(params, inputs, run):
 
 
 def expand_config_files(args):
-    """Replace a seed config.yaml argument by the arguments it stands for."""
+    """Replace a config.yaml argument (of the 2018 Eiger summing tool) by the arguments it stands for."""
     expanded = []
     for arg in args:
         if arg.lower().endswith((".yaml", ".yml")) and "=" not in arg:
@@ -397,7 +382,7 @@ def run(args=None):
     args = list(sys.argv[1:] if args is None else args)
     try:
         args = expand_config_files(args)
-    except UserError as error:
+    except DataError as error:
         print(f"{program.full_name}: error: {error}", file=sys.stderr)
         return error.exit_code
     return program.run(args)

@@ -112,9 +112,9 @@ selection {{
 }}
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "Images only: first and last image number to include (inclusive),"
-          "in every image set (DIALS numbering: a sweep's image numbers;"
-          "1, 2, ... for stills). Default: all."
+  .help = "Images only: first and last image to include, inclusive, numbered"
+          "as DIALS numbers the sequence's images (stills: 1, 2, ... in their"
+          "files), in every image set. Default: all."
 panel = None
   .type = ints(value_min=0)
   .help = "Images only: detector panels to include (0-based). Default: all."
@@ -375,12 +375,7 @@ program = Program(
     parallel_work=True,
     reads_images=reads_images,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -18,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from dials_diffuse.images.imageset import ImagesetSource, frame_file
+from dials_diffuse.images.source import frame_range
 from dials_diffuse.util.errors import DataError
 
 
@@ -107,17 +108,19 @@ class ShotReader:
 
         image_range : (int, int), optional
             First and last DIALS image number (inclusive) to keep in each
-            imageset; a DataError unless it lies within the numbers of at
-            least one imageset.
+            imageset; a DataError unless it lies within the numbers of the
+            imageset (`images.source.frame_range`), or of one of several.
         """
         numbers = [np.asarray(source.image_numbers) for source in self.sources]
         if image_range is not None:
             first, last = image_range
-            if not any(n[0] <= first <= last <= n[-1] for n in numbers if n.size):
+            if len(numbers) == 1:
+                frame_range(numbers[0], image_range)  # DIALS's rule and message
+            elif not any(n[0] <= first <= last <= n[-1] for n in numbers if n.size):
                 ranges = ", ".join(f"{n[0]}-{n[-1]}" for n in numbers if n.size)
                 raise DataError(
-                    f"image_range={first},{last} is outside the images (numbered "
-                    f"{ranges})"
+                    f"image_range={first},{last} is outside the images of every "
+                    f"image set (numbered {ranges})"
                 )
         shots = []
         for number, images in enumerate(numbers):

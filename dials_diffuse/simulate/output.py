@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 @contextlib.contextmanager
@@ -20,13 +20,13 @@ def dataset_directory(directory):
     """
     final = Path(directory)
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise UserError(
+        raise DataError(
             f"{final}: already exists and is not an empty directory "
             "(choose another output.directory)"
         )
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():
-        raise UserError(f"{final}: parent directory {parent} does not exist")
+        raise DataError(f"{final}: parent directory {parent} does not exist")
     temporary = Path(
         tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent)
     )

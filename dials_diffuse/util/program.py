@@ -66,7 +66,8 @@ def build_master_phil(name, phil, parallel_work=False):
     `output` scope; `nproc` and `dask.scheduler` are added for programs that
     run chunked work in parallel.
     """
-    master = parse(phil) if isinstance(phil, str) else parse(phil.as_str())
+    text = phil if isinstance(phil, str) else phil.as_str(attributes_level=3)
+    master = parse(text, process_includes=True)
     common_output = _common_output_phil(name).objects[0]
     own_output = [obj for obj in master.objects if obj.name == "output"]
     if own_output:
@@ -327,12 +328,15 @@ class Program:
             print(message, file=sys.stderr)
             logging.getLogger("dials_diffuse.error").debug(message)
             self._write_summary(params, working, run, args, start, error)
-            _remove_logging(handlers)
             return error.exit_code
-        self._write_summary(params, working, run, args, start, None)
-        logger.info("Total time: %.1f s", time.perf_counter() - start)
-        _remove_logging(handlers)
-        return 0
+        else:
+            self._write_summary(params, working, run, args, start, None)
+            logger.info("Total time: %.1f s", time.perf_counter() - start)
+            return 0
+        finally:
+            # Also after an unexpected exception: a handler left behind would
+            # write to a closed stream in a later run in the same process.
+            _remove_logging(handlers)
 
     def _log_header(self, args, working):
         logger.info("%s (dials-diffuse %s)", self.full_name, dials_diffuse.__version__)

@@ -16,7 +16,6 @@ from dials_diffuse.command_line import (
     polar_transform,
 )
 from dials_diffuse.simulate.sacla import simulate_sacla
-from tests.conftest import SHARED_DATA
 
 SHOTS = 5
 
@@ -90,14 +89,9 @@ def test_polar_transform_of_two_runs(in_tmp_path, two_runs):
 
 
 @pytest.fixture(scope="module")
-def cbf_stills(tmp_path_factory):
+def cbf_stills(tmp_path_factory, l_cysteine):
     """Four real PILATUS 2M frames imported as stills (one image set each)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(
-            f"real data {SHARED_DATA} absent (l_cysteine_sweep1: dials/data-files, "
-            "doi:10.5281/zenodo.51405)"
-        )
-    files = sorted((SHARED_DATA / "l_cysteine_sweep1").glob("*.cbf"))[:4]
+    files = sorted(l_cysteine.glob("*.cbf"))[:4]
     directory = tmp_path_factory.mktemp("stills")
     subprocess.run(
         ["dials.import", *map(str, files), "convert_sequences_to_stills=True"],

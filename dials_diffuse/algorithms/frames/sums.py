@@ -16,7 +16,8 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.images.eiger import CODEC_DEFLATE, EigerMasterSource
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.images.source import frame_range
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 
@@ -122,7 +123,7 @@ def _sum_eiger_batch(item):
                 )
             )
         except ValueError as error:
-            raise UserError(
+            raise DataError(
                 f"{source.path}: images {first + 1}-{first + len(payload)}: "
                 f"corrupt data ({error})"
             ) from error
@@ -185,26 +186,6 @@ def default_batch_frames(source):
     return int(min(64, max(1, BATCH_BYTES // max(frame_bytes, 1))))
 
 
-def frame_range(n_frames, image_range=None):
-    """0-based half-open frame range for a 1-based inclusive `image_range`.
-
-    A last image of 0 means the last image of the series.
-    """
-    if image_range is None:
-        return 0, n_frames
-    first, last = image_range
-    last = last or n_frames
-    if first < 1:
-        raise UserError(f"image_range={first},{last}: images are numbered from 1")
-    if first > last:
-        raise UserError(f"image_range={first},{last}: first image after last")
-    if last > n_frames:
-        raise UserError(
-            f"image_range={first},{last} goes beyond the last image ({n_frames})"
-        )
-    return first - 1, last
-
-
 def sum_frames(
     source,
     image_range=None,
@@ -222,8 +203,10 @@ def sum_frames(
         An Eiger master file (fast path), or any number of image sets
         (sweeps and stills) read through dxtbx: every image is one frame.
     image_range : (int, int), optional
-        First and last image, 1-based inclusive (DIALS image numbers, in
-        every image set); a last image of 0 means the last one. Default: all.
+        First and last image number, inclusive, as DIALS numbers them (the
+        sequence's image numbers; a master file's and stills' from 1; in
+        every image set: `ShotReader.shots`); a last image of 0 means the
+        last image. Default: all.
     low, high : float
         Pixels with low <= value <= high (counts) are used; others excluded.
     mask : ndarray of bool, or list of them (one per panel), optional
@@ -242,13 +225,16 @@ def sum_frames(
         per-panel rows for a multi-panel detector.
     """
     if high < low:
-        raise UserError(f"high={high} is below low={low}")
+        raise DataError(f"high={high} is below low={low}")
     batch_frames = batch_frames or default_batch_frames(source)
     if not isinstance(source, EigerMasterSource):
         return _sum_shots(source, image_range, low, high, mask, pmap, batch_frames)
     if isinstance(mask, (list, tuple)):
         mask = mask[0]
-    start, stop = frame_range(source.n_frames, image_range)
+    numbers = source.image_numbers
+    if image_range is not None and image_range[1] == 0:
+        image_range = (image_range[0], numbers[-1])
+    start, stop = frame_range(numbers, image_range)
     items = [
         (source, b, min(b + batch_frames, stop), float(low), float(high), mask)
         for b in range(start, stop, batch_frames)
@@ -262,7 +248,7 @@ def sum_frames(
             parts.append(result)
             bar.update(len(result[0]))
     sums, used, maxima, invalid = (np.concatenate(c) for c in zip(*parts))
-    return FrameSums(np.arange(start + 1, stop + 1), sums, used, maxima, invalid)
+    return FrameSums(numbers[start:stop], sums, used, maxima, invalid)
 
 
 def _sum_shots(reader, image_range, low, high, mask, pmap, batch_frames):
@@ -274,10 +260,6 @@ def _sum_shots(reader, image_range, low, high, mask, pmap, batch_frames):
     if image_range is not None and image_range[1] == 0:
         last = max(int(s.image_numbers[-1]) for s in reader.sources)
         image_range = (image_range[0], last)
-    if image_range is not None and image_range[0] > image_range[1]:
-        raise UserError(
-            f"image_range={image_range[0]},{image_range[1]}: first image after last"
-        )
     shots = reader.shots(image_range)
     work = functools.partial(
         _sum_shots_batch, low=float(low), high=float(high), mask=mask

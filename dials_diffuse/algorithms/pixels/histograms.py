@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dials_diffuse import _kernels
-from dials_diffuse.util.errors import DataError, UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 # Largest number of bins a default (unit-width) histogram may have.
@@ -165,16 +165,16 @@ class PixelHistogram:
 def default_bins(low, high, integer_data, bins=None):
     """Bins for [low, high]: `bins` if given; unit bins for integer data; else 1000.
 
-    Raises UserError for an empty range or more unit bins than MAX_DEFAULT_BINS.
+    Raises DataError for an empty range or more unit bins than MAX_DEFAULT_BINS.
     """
     if not high > low:
-        raise UserError(f"histogram range is empty: low={low} is not below high={high}")
+        raise DataError(f"histogram range is empty: low={low} is not below high={high}")
     if bins:
         return int(bins)
     if integer_data and float(low).is_integer() and float(high).is_integer():
         n = int(high - low)
         if n > MAX_DEFAULT_BINS:
-            raise UserError(
+            raise DataError(
                 f"range {low}..{high} would need {n} unit bins: set histogram.bins or a smaller range"
             )
         return n

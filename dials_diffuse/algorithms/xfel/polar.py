@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from dials_diffuse import _kernels
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 METHODS = ("nearest", "bilinear")
 
@@ -209,7 +209,7 @@ def map_from_pixel_coordinates(
         else a `SparseMap`.
     """
     if method not in METHODS:
-        raise UserError(f"unknown interpolation '{method}': use one of {METHODS}")
+        raise DataError(f"unknown interpolation '{method}': use one of {METHODS}")
     # The kernel treats a sample with a non-finite coordinate as off the
     # detector, so the arrays are only converted (copied where they must be).
     fast = np.ascontiguousarray(np.atleast_2d(fast), dtype=np.float64)
@@ -219,7 +219,7 @@ def map_from_pixel_coordinates(
     columns = np.array([s[1] for s in panel_shapes], dtype=np.int64)
     n_pixels = int((rows * columns).sum())
     if n_pixels > np.iinfo(np.int32).max:
-        raise UserError("the detector has too many pixels for a 32-bit pixel index")
+        raise DataError("the detector has too many pixels for a 32-bit pixel index")
     oversample = int(oversample)
     shape = (fast.shape[0] // oversample, fast.shape[1] // oversample)
     bilinear = method == "bilinear"
@@ -301,7 +301,7 @@ def two_theta_of_q(q, wavelength):
     q = np.asarray(q, dtype=np.float64)
     sin_theta = q * wavelength / (4.0 * np.pi)
     if np.any((sin_theta <= 0) | (sin_theta >= 1)):
-        raise UserError(
+        raise DataError(
             f"q must lie in (0, {4 * np.pi / wavelength:.3f}) Å⁻¹ at "
             f"λ = {wavelength:.4f} Å"
         )
@@ -616,7 +616,7 @@ def q_at_radius(detector, beam, radius_px, panel_id=0):
 def normalise_rows(polar, valid):
     """Divide each q row of each shot by its mean over valid phi samples.
 
-    As in the seed's difference-correlation recipe: removes shot-to-shot
+    As in the SACLA difference-correlation recipe: removes shot-to-shot
     intensity changes before shots are subtracted. Rows with no valid
     sample, or a mean of 0, become invalid. Works in place; returns
     (polar, valid).
