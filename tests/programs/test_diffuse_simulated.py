@@ -537,3 +537,31 @@ def test_mask_absent_masks_screw_absences_and_fractions_by_cause(
     assert results["bragg_masked_fraction"] == pytest.approx(
         with_absent[:, outside].sum() / with_absent.size
     )
+
+
+def test_integrate_from_python_gives_the_program_table(simulated_rotation, truth_chain):
+    """do_integrate on DIALS objects, as a dials.python script calls it."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+    from libtbx.phil import parse
+
+    from dials_diffuse.algorithms.diffuse import integrate
+    from dials_diffuse.algorithms.diffuse.sweep import sweep_from_experiment
+    from dials_diffuse.io.mask_file import MaskFile
+    from dials_diffuse.util.parallel import ParallelMap
+
+    experiment = ExperimentListFactory.from_json_file(
+        str(simulated_rotation["truth_expt"])
+    )[0]
+    params = integrate.phil_scope.fetch(parse("subdivide=4,4,4")).extract()
+    with ParallelMap(nproc=2) as pmap:
+        result = integrate.do_integrate(
+            sweep_from_experiment(experiment),
+            params,
+            pmap,
+            MaskFile(truth_chain / "mask.nxs"),
+        )
+    program = load_table(truth_chain / "integrated.nxs").to_frame()
+    np.testing.assert_array_equal(
+        result.table.to_frame().to_numpy(), program.to_numpy()
+    )
+    assert result.summary()["voxels"] == len(program)

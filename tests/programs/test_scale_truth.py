@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dials_diffuse.algorithms.diffuse.scale import ScaleModel
 from dials_diffuse.command_line import correct as correct_program
 from dials_diffuse.command_line import find_peaks as find_peaks_program
 from dials_diffuse.command_line import integrate as integrate_program
 from dials_diffuse.command_line import mask_peaks as mask_peaks_program
 from dials_diffuse.command_line import merge as merge_program
 from dials_diffuse.command_line import scale as scale_program
+from dials_diffuse.io.scale_model import read_scale_model
 from dials_diffuse.io.tables import load_table
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def sweeps(tmp_path_factory):
 def _b_mean(model_path, table_path):
     """Mean b(phi) of a scale.nxs over its table's observations."""
     table = load_table(table_path).to_frame()
-    return float(ScaleModel.from_file(model_path).terms["scaling"].at(table).mean())
+    return float(read_scale_model(model_path).terms["scaling"].at(table).mean())
 
 
 def _merged_against_truth(sweeps, models):
@@ -110,7 +110,7 @@ def _merged_against_truth(sweeps, models):
             intensity = data["intensity"].to_numpy(float)
             sigma = data["intensity_error"].to_numpy(float)
         else:
-            intensity, sigma = ScaleModel.from_file(models[number]).apply(data)
+            intensity, sigma = read_scale_model(models[number]).apply(data)
         rows.append(
             pd.DataFrame(
                 {
