@@ -8,8 +8,9 @@ import numpy as np
 
 from dials_diffuse.algorithms.frames.describe import describe_series
 from dials_diffuse.algorithms.frames.detrend import detrend, running_cv
-from dials_diffuse.algorithms.frames.sums import sum_frames
+from dials_diffuse.algorithms.frames.sums import FrameSums, sum_frames
 from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
+from dials_diffuse.images.shots import ShotReader
 from dials_diffuse.io.dials_mask import read_dials_mask
 from dials_diffuse.io.frame_plots import write_html, write_png
 from dials_diffuse.io.redis_store import post_series, redis_key
@@ -29,15 +30,18 @@ variation (CV% = std/mean*100), minimum, quartiles and maximum of the raw and
 detrended sums. Used to check beam and detector stability from a diffuse
 scatter (or flat-field) series.
 
-Input: a DECTRIS Eiger master file (fast path: raw chunks are decoded in
-C++ threads, bitshuffle/LZ4, LZ4 or deflate), or an experiment list or any
-images DIALS reads. The detector mask (DECTRIS pixel_mask, module gaps),
+Input: DECTRIS Eiger master files (fast path: raw chunks are decoded in
+C++ threads, bitshuffle/LZ4, LZ4 or deflate), or experiment lists or any
+images DIALS reads: any number of sweeps and sets of stills (serial SSX/XFEL
+shots, grid scans), every image one frame of the series, in order. The detector mask (DECTRIS pixel_mask, module gaps),
 gap values 2^N-1 and values above the saturation value are always excluded;
 a DIALS mask file (mask=) excludes more. The 2018 Eiger summing tool's config.yaml (in /
 filter / out / sys_settings) is accepted in place of parameters.
 
-Outputs: frame_statistics.csv (one row per frame: image, sum, pixels used,
-mean, max, invalid (overloaded/gap) pixels, trend, detrended sum),
+Outputs: frame_statistics.csv (one row per frame: experiment and imageset
+when there are several, image, sum, pixels used, mean, max, invalid
+(overloaded/gap) pixels, trend, detrended sum), frame_statistics_panels.csv
+for a multi-panel detector (the same per frame and panel),
 frame_statistics_summary.csv (the statistics table, also in the log and the
 JSON summary), frame_statistics.html (interactive Plotly page, works
 offline) and frame_statistics.png. With redis.enabled=True the series is
@@ -128,6 +132,11 @@ output {
     .type = path
     .help = "Per-frame series (CSV): image, sum, pixels_used, mean, max,"
             "invalid, trend, detrended. None: not written."
+  panels = frame_statistics_panels.csv
+    .type = path
+    .help = "Multi-panel detectors: one row per frame and panel (experiment,"
+            "imageset, image, panel, sum, pixels_used, max, invalid). None: not"
+            "written."
   statistics = frame_statistics_summary.csv
     .type = path
     .help = "The statistics table (CSV) of the raw and detrended sums."
@@ -141,8 +150,9 @@ output {
 """
 
 
-def open_source(inputs):
-    """The Eiger master source, or the single imageset, of the inputs."""
+def open_sources(inputs):
+    """The Eiger master sources, or one ShotReader of every image set, and a
+    name for the plots and the Redis key."""
     if inputs.reflections or inputs.nexus:
         unwanted = inputs.nexus + [
             path for path in inputs.files if path.suffix in REFLECTION_SUFFIXES
@@ -151,25 +161,34 @@ def open_source(inputs):
             f"{unwanted[0]}: not images; give a master file, an experiment list or images"
         )
     if inputs.claimed:
-        if len(inputs.claimed) > 1 or len(inputs.experiments):
-            raise UserError("give one image series at a time")
-        source = EigerMasterSource(inputs.claimed[0])
-        logger.info("Reading %s: %s", inputs.claimed[0], source.describe())
-        return source, inputs.claimed[0]
-    imageset = inputs.single_imageset(
-        "no images given: name an Eiger master file, images or an .expt"
+        if len(inputs.experiments):
+            raise UserError(
+                f"{inputs.claimed[0]}: give Eiger master files or other images, "
+                "not both"
+            )
+        sources = []
+        for path in inputs.claimed:
+            source = EigerMasterSource(path)
+            logger.info("Reading %s: %s", path, source.describe())
+            sources.append(source)
+        return sources, inputs.claimed[0]
+    if len(inputs.experiments) == 0:
+        raise UserError(
+            "no images given: name an Eiger master file, images or an .expt"
+        )
+    reader = ShotReader(inputs.experiments)
+    logger.info(
+        "Reading %d image set(s) through dxtbx (%d panel(s))",
+        len(reader.sources),
+        len(reader.panel_shapes),
     )
-    logger.info("Reading %d image(s) through dxtbx", len(imageset))
-    return imageset, Path(imageset.get_path(0))
+    return [reader], Path(reader.path(reader.shots()[0]))
 
 
 def check_mask(mask, source):
     if mask is None:
         return None
-    if isinstance(source, EigerMasterSource):
-        shapes = source.panel_shapes
-    else:
-        shapes = [p.get_image_size()[::-1] for p in source.get_detector()]
+    shapes = source.panel_shapes
     if [m.shape for m in mask] != [tuple(s) for s in shapes]:
         raise UserError(
             f"mask has panel shapes {[m.shape for m in mask]}, the images {shapes}"
@@ -177,9 +196,31 @@ def check_mask(mask, source):
     return mask
 
 
+def concatenate_sums(parts):
+    """One FrameSums of the frames of several Eiger series, with the series
+    (imageset) of each frame."""
+    if len(parts) == 1:
+        return parts[0]
+    return FrameSums(
+        image_numbers=np.concatenate([p.image_numbers for p in parts]),
+        sums=np.concatenate([p.sums for p in parts]),
+        used=np.concatenate([p.used for p in parts]),
+        maxima=np.concatenate([p.maxima for p in parts]),
+        invalid=np.concatenate([p.invalid for p in parts]),
+        imagesets=np.concatenate(
+            [np.full(p.sums.size, i) for i, p in enumerate(parts)]
+        ),
+        experiments=np.concatenate(
+            [np.full(p.sums.size, i) for i, p in enumerate(parts)]
+        ),
+    )
+
+
 def main(params, inputs, run):
-    source, source_path = open_source(inputs)
-    mask = check_mask(read_dials_mask(params.mask) if params.mask else None, source)
+    sources, source_path = open_sources(inputs)
+    mask = read_dials_mask(params.mask) if params.mask else None
+    for source in sources:
+        check_mask(mask, source)
     high = np.inf if params.high is None else params.high
     with run.timer("sum frames"), parallel_map_from_params(params) as pmap:
         logger.info(
@@ -188,16 +229,21 @@ def main(params, inputs, run):
             high,
             pmap.workers,
         )
-        sums = sum_frames(
-            source,
-            image_range=params.image_range,
-            low=params.low,
-            high=high,
-            mask=mask,
-            pmap=pmap,
-            batch_frames=params.batch_frames
-            if isinstance(params.batch_frames, int)
-            else None,
+        sums = concatenate_sums(
+            [
+                sum_frames(
+                    source,
+                    image_range=params.image_range,
+                    low=params.low,
+                    high=high,
+                    mask=mask,
+                    pmap=pmap,
+                    batch_frames=params.batch_frames
+                    if isinstance(params.batch_frames, int)
+                    else None,
+                )
+                for source in sources
+            ]
         )
     n = sums.sums.size
     seconds = run.timings["sum frames"]
@@ -237,6 +283,9 @@ def main(params, inputs, run):
     run.results.update(
         {
             "frames": int(n),
+            "image_sets": int(np.unique(sums.imagesets).size)
+            if sums.imagesets is not None
+            else 1,
             "first_image": int(sums.image_numbers[0]),
             "last_image": int(sums.image_numbers[-1]),
             "low": params.low,
@@ -254,12 +303,16 @@ def main(params, inputs, run):
     if params.output.series:
         with run.write(params.output.series, "per-frame series") as path:
             series.to_csv(path, index=False)
+    if sums.panels is not None and params.output.panels:
+        with run.write(params.output.panels, "per-panel sums") as path:
+            sums.panels.to_csv(path, index=False)
     with run.write(params.output.statistics, "statistics table") as path:
         table.to_csv(path, index_label="statistic")
     window = params.plot.cv_window or max(10, n // 10)
     cv_raw, cv_detrended = running_cv(sums.sums, window), running_cv(detrended, window)
+    several = sums.imagesets is not None and np.unique(sums.imagesets).size > 1
     plot_args = (
-        sums.image_numbers,
+        np.arange(1, n + 1) if several else sums.image_numbers,
         sums.sums,
         trend,
         detrended,

@@ -7,15 +7,14 @@ import numpy as np
 import pandas as pd
 
 from dials_diffuse.algorithms.pixels.anomalies import find_histogram_anomalies
-from dials_diffuse.algorithms.pixels.histograms import histogram_imageset
+from dials_diffuse.algorithms.pixels.histograms import histogram_shots
 from dials_diffuse.algorithms.pixels.shoeboxes import (
     DEFAULT_CHUNK_SIZE,
     experiment_groups,
     histogram_shoeboxes,
     select_reflections,
 )
-from dials_diffuse.images.imageset import image_numbers
-from dials_diffuse.images.source import frame_range
+from dials_diffuse.images.shots import ShotReader
 from dials_diffuse.io.histogram_files import (
     group_table_path,
     plot_histogram,
@@ -23,6 +22,7 @@ from dials_diffuse.io.histogram_files import (
     write_two_column,
 )
 from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 
 logger = logging.getLogger("dials_diffuse.command_line.pixel_histogram")
@@ -50,9 +50,14 @@ selection.pixels the pixels: the valid foreground of each shoebox (default),
 every valid pixel of the box, or every pixel as a per-shoebox flex.histogram
 loop would. An experiment list may be given too; it is not needed.
 
-From images (any format dxtbx reads, or an experiment list with its images):
-every pixel, per detector panel; pixels that DIALS masks (module gaps, bad
-pixels, values outside the trusted range) are excluded and counted.
+From images (any format dxtbx reads, or an experiment list with its images;
+any number of sweeps and sets of stills, e.g. serial SSX/XFEL shots or a
+grid scan): every pixel, per detector panel, summed over the images; pixels
+that DIALS masks (module gaps, bad pixels, values outside the trusted range)
+are excluded and counted. Images are read and histogrammed in parallel
+(nproc=). Per image and panel, pixel_histogram_shots.csv gives the pixels
+counted, masked and out of range, and their mean and largest value; the log
+summarises the spread over the shots.
 
 Whole-number data get exact unit bins by default, covering every value
 counted; the tables list the bins from the first to the last one occupied.
@@ -108,7 +113,8 @@ selection {{
 image_range = None
   .type = ints(size=2, value_min=1)
   .help = "Images only: first and last image to include, inclusive, numbered"
-          "as DIALS numbers the sequence's images. Default: all."
+          "as DIALS numbers the sequence's images (stills: 1, 2, ... in their"
+          "files), in every image set. Default: all."
 panel = None
   .type = ints(value_min=0)
   .help = "Images only: detector panels to include (0-based). Default: all."
@@ -161,6 +167,11 @@ output {{
   plot = pixel_histogram.png
     .type = path
     .help = "Log-scale plot of the histograms. None: no plot."
+  shots = pixel_histogram_shots.csv
+    .type = path
+    .help = "Images only: one row per image and panel (experiment, imageset,"
+            "image, panel, pixels counted, masked, underflow, overflow, nan,"
+            "mean, max). None: not written."
   anomalies = pixel_histogram_anomalies.csv
     .type = path
     .help = "The notches and pile-ups found: group, kind, pixel values low"
@@ -209,32 +220,70 @@ def histogram_reflections(params, inputs):
     return histogram, legend, n_reflections
 
 
-def histogram_images(params, inputs):
-    """The per-panel histogram of the images, and the number of images."""
-    imageset = inputs.single_imageset(
-        "nothing to histogram: name reflection files, image files or an experiment list"
+def histogram_images(params, inputs, pmap):
+    """The per-panel histogram of the images, per-shot rows, and the reader."""
+    if len(inputs.experiments) == 0:
+        raise UserError(
+            "nothing to histogram: name reflection files, image files or an "
+            "experiment list"
+        )
+    reader = ShotReader(inputs.experiments)
+    shots = reader.shots(params.image_range)
+    logger.info(
+        "Histogramming %d image(s) of %d image set(s), %d panel(s)",
+        len(shots),
+        len(reader.sources),
+        len(reader.panel_shapes) if params.panel is None else len(params.panel),
     )
     h = params.histogram
-    histogram = histogram_imageset(
-        imageset,
+    histogram, per_shot = histogram_shots(
+        reader,
+        shots,
         low=0 if h.low is None else h.low,
         high=h.high,
         bins=h.bins,
-        image_range=params.image_range,
         panels=params.panel,
+        pmap=pmap,
     )
-    start, stop = frame_range(image_numbers(imageset), params.image_range)
-    return histogram, stop - start
+    return histogram, per_shot, reader
+
+
+def log_per_shot(per_shot, reader):
+    """Summarise the per-shot table: the spread of the shots' mean values."""
+    frame = per_shot.assign(total=(per_shot["mean"] * per_shot["pixels"]).fillna(0))
+    shots = frame.groupby(["imageset", "image"], sort=False)[["total", "pixels"]].sum()
+    counted = shots["pixels"]
+    means = (shots["total"] / counted.where(counted > 0)).dropna()
+    if means.empty:
+        return
+    logger.info(
+        "Per shot (%d shots of %d image set(s)): mean pixel value %.4g (median), "
+        "%.4g to %.4g; pixels counted %d to %d",
+        len(counted),
+        len(reader.sources),
+        means.median(),
+        means.min(),
+        means.max(),
+        counted.min(),
+        counted.max(),
+    )
+    empty = int((counted == 0).sum())
+    if empty:
+        logger.warning("%d shot(s) have no pixel inside the histogram range", empty)
 
 
 def main(params, inputs, run):
+    per_shot = None
     with run.timer("histogram"):
         if inputs.reflections:
             histogram, legend, n_reflections = histogram_reflections(params, inputs)
             run.results["reflections"] = n_reflections
             title = f"Shoebox pixel values ({params.selection.pixels})"
         else:
-            histogram, run.results["images"] = histogram_images(params, inputs)
+            with parallel_map_from_params(params) as pmap:
+                histogram, per_shot, reader = histogram_images(params, inputs, pmap)
+            run.results["images"] = int(per_shot.groupby(["imageset", "image"]).ngroups)
+            run.results["image_sets"] = len(reader.sources)
             legend = None
             title = "Pixel values"
     summary = histogram.summary()
@@ -267,6 +316,9 @@ def main(params, inputs, run):
                     histogram.edges[occupied[-1]],
                 )
 
+    if per_shot is not None:
+        log_per_shot(per_shot, reader)
+
     with run.timer("anomalies"):
         a = params.anomalies
         anomalies = find_histogram_anomalies(
@@ -297,6 +349,9 @@ def main(params, inputs, run):
                 write_two_column(histogram, path, group=group)
     with run.write(params.output.csv, "histogram CSV") as path:
         write_csv(histogram, path)
+    if per_shot is not None and params.output.shots:
+        with run.write(params.output.shots, "per-shot table") as path:
+            per_shot.to_csv(path, index=False)
     if params.output.anomalies:
         with run.write(params.output.anomalies, "anomaly table") as path:
             pd.DataFrame(rows, columns=ANOMALY_COLUMNS).to_csv(path, index=False)
@@ -317,6 +372,7 @@ program = Program(
     phil=phil_scope,
     help=help_message,
     main=main,
+    parallel_work=True,
     reads_images=reads_images,
 )
 run = program.run

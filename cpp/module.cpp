@@ -7,7 +7,7 @@
 #include "geometry.h"
 #include "histogram.h"
 #include "peaks.h"
-#include "polar.h"
+#include "polar_bind.h"
 #include "shoebox.h"
 
 PYBIND11_MODULE(_kernels, m) {

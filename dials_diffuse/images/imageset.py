@@ -160,7 +160,7 @@ class ImagesetSource(ImageSource):
     @property
     def dtype(self):
         if self._dtype is None:
-            data, _ = self._frame(0)
+            data, _ = self.frame(0)
             self._dtype = data[0].dtype
         return self._dtype
 
@@ -209,7 +209,9 @@ class ImagesetSource(ImageSource):
             self._static = [self.static_mask(panel) for panel in range(n_panels)]
         return self._static
 
-    def _frame(self, index):
+    def frame(self, index):
+        """(data, valid) of every panel of frame `index` (0-based), as
+        `read_frame`; reads are serialised, the last frame is kept."""
         with self._lock:
             if self._cached_index != index:
                 self._cached = read_frame(self.imageset, index, self._static_masks())
@@ -220,7 +222,7 @@ class ImagesetSource(ImageSource):
         data = output_buffer(chunk.shape, self.dtype, out)
         valid = np.empty(chunk.shape, dtype=bool)
         for i, index in enumerate(range(chunk.frames.start, chunk.frames.stop)):
-            frame, mask = self._frame(index)
+            frame, mask = self.frame(index)
             data[i] = frame[chunk.panel][chunk.rows, chunk.columns]
             valid[i] = mask[chunk.panel][chunk.rows, chunk.columns]
         return data, valid

@@ -45,6 +45,11 @@ def _merged_spans(anomalies):
     return [(*key, groups) for key, groups in spans.items()]
 
 
+#: More groups than this are drawn as a heat map (group x value) above
+#: lines for the total and a few groups.
+MAX_LINES = 8
+
+
 def plot_histogram(
     histogram,
     path,
@@ -55,6 +60,11 @@ def plot_histogram(
     anomalies=(),
 ):
     """Step plot of each group's counts on a log y axis, one colour per group.
+
+    With more than MAX_LINES groups (e.g. the 64 panels of a CSPAD), a heat
+    map of group against pixel value (log colour) shows them all, and the
+    lines below show the total and the groups of lowest, median and
+    highest mean value.
 
     Parameters
     ----------
@@ -67,7 +77,6 @@ def plot_histogram(
         Shaded on the plot (notches blue, pile-ups red), one span per range
         with the groups it was found in.
     """
-    figure, axes = new_figure()
     edges = histogram.edges
     window = histogram.occupied_range()
     if zoom:
@@ -78,10 +87,26 @@ def plot_histogram(
     n_shown = (window.stop - window.start) // factor or 1
     stop = window.start + n_shown * factor
     shown_edges = edges[window.start : stop + 1 : factor]
-    legend = legend or histogram.labels
+    legend = list(legend or histogram.labels)
+    shown_counts = (
+        histogram.counts[:, window.start : stop]
+        .reshape(len(legend), n_shown, -1)
+        .sum(axis=2)
+    )
+    many = len(legend) > MAX_LINES
+    if many:
+        figure, (heat, axes) = new_figure(
+            8, 9.5, rows=2, sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+        )
+        _heat_map(figure, heat, shown_counts, shown_edges, legend)
+        lines = [("total", shown_counts.sum(axis=0))] + [
+            (legend[g], shown_counts[g]) for g in _representative_groups(histogram)
+        ]
+    else:
+        figure, axes = new_figure()
+        lines = list(zip(legend, shown_counts))
     highest, lowest = 1.0, np.inf
-    for text, counts in zip(legend, histogram.counts):
-        part = counts[window.start : stop].reshape(n_shown, -1).sum(axis=1)
+    for text, part in lines:
         shown = np.where(part > 0, part, np.nan)
         axes.stairs(shown, shown_edges, label=text)
         if np.any(part > 0):
@@ -101,8 +126,42 @@ def plot_histogram(
     axes.set_xlim(shown_edges[0], shown_edges[-1])
     axes.set_xlabel(xlabel)
     axes.set_ylabel("Pixels" if factor == 1 else f"Pixels per {factor} bins")
-    if len(legend) > 1 or anomalies:
+    if len(lines) > 1 or anomalies:
         axes.legend(fontsize="small")
     if title:
-        axes.set_title(title)
+        (heat if many else axes).set_title(title)
     save_png(figure, path)
+
+
+def _heat_map(figure, axes, counts, edges, labels):
+    """Groups (rows) against pixel value, pixels per bin in log colour."""
+    from matplotlib.colors import LogNorm
+
+    shown = np.ma.masked_less_equal(counts.astype(np.float64), 0)
+    high = float(shown.max()) if shown.count() else 1.0
+    image = axes.pcolormesh(
+        edges,
+        np.arange(len(labels) + 1) - 0.5,
+        shown,
+        norm=LogNorm(vmin=0.5, vmax=max(high, 1.0)),
+        cmap="viridis",
+        shading="flat",
+    )
+    axes.set_ylabel("group (panel)")
+    step = max(1, len(labels) // 16)
+    axes.set_yticks(np.arange(0, len(labels), step))
+    axes.set_yticklabels(labels[::step], fontsize="x-small")
+    axes.set_ylim(len(labels) - 0.5, -0.5)
+    figure.colorbar(image, ax=axes, label="pixels per bin")
+
+
+def _representative_groups(histogram):
+    """The groups of lowest, median and highest mean value (distinct)."""
+    counted = histogram.counts.sum(axis=1)
+    use = np.flatnonzero(counted > 0)
+    if use.size == 0:
+        return []
+    means = (histogram.counts[use] * histogram.centres).sum(axis=1) / counted[use]
+    order = use[np.argsort(means)]
+    picks = [order[0], order[len(order) // 2], order[-1]]
+    return list(dict.fromkeys(int(p) for p in picks))

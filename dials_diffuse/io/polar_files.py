@@ -204,3 +204,19 @@ def open_polar_file(path):
         handle.close()
         raise DataError(f"{path}: polar data and mask have different shapes")
     return result
+
+
+def mean_polar_image(path):
+    """Mean over the non-dark shots of a polar file (NaN where never valid)."""
+    polar = open_polar_file(path)
+    try:
+        total = np.zeros(polar.shape[1:])
+        count = np.zeros(polar.shape[1:])
+        for index in np.flatnonzero(~polar.dark):
+            image, valid = polar.read(int(index))
+            total += np.where(valid, image, 0)
+            count += valid
+    finally:
+        polar.close()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)

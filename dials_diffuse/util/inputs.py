@@ -65,17 +65,6 @@ class Inputs:
         """True when `path` names one of the input files."""
         return _identity(Path(path)) in self._protected
 
-    def single_imageset(self, nothing_given):
-        """The one image set of the inputs; UserError(`nothing_given`) if none, or if several."""
-        if len(self.experiments) == 0:
-            raise UserError(nothing_given)
-        imagesets = self.experiments.imagesets()
-        if len(imagesets) > 1:
-            raise UserError(
-                f"the input holds {len(imagesets)} image sets: give one at a time"
-            )
-        return imagesets[0]
-
     def describe(self):
         """The input file names, for the JSON summary."""
         return [str(path) for path in self.files]

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from dxtbx.model.experiment_list import ExperimentListFactory
 
-from dials_diffuse.algorithms.pixels.histograms import histogram_imageset
+from dials_diffuse.algorithms.pixels.histograms import histogram_shots
 from dials_diffuse.images.imageset import ImagesetSource, image_numbers
+from dials_diffuse.images.shots import ShotReader
 from dials_diffuse.images.source import frame_range
 from dials_diffuse.util.errors import DataError
 
@@ -70,8 +71,9 @@ def test_histogram_and_frame_sums_take_the_same_images(late_sweep, in_tmp_path):
     wanted = [f for f in files if f.name.endswith(("08.cbf", "09.cbf", "10.cbf"))]
     assert len(wanted) == 3
     counts, sums = files_reference(wanted, 0, 50)
-    histogram = histogram_imageset(
-        experiments[0].imageset, low=0, high=50, bins=50, image_range=(8, 10)
+    reader = ShotReader(experiments)
+    histogram, _ = histogram_shots(
+        reader, reader.shots((8, 10)), low=0, high=50, bins=50
     )
     np.testing.assert_array_equal(histogram.to_frame(trim=False)["panel_0"], counts)
     experiments.as_file("late.expt")
@@ -84,4 +86,4 @@ def test_histogram_and_frame_sums_take_the_same_images(late_sweep, in_tmp_path):
     np.testing.assert_array_equal(table["image"], [8, 9, 10])
     np.testing.assert_array_equal(table["sum"], sums)
     with pytest.raises(DataError, match="outside the images 6-15"):
-        histogram_imageset(experiments[0].imageset, image_range=(1, 3))
+        reader.shots((1, 3))

@@ -178,6 +178,7 @@ def test_work_items_pickle_for_dask(pipeline):
     import pickle
 
     from dials_diffuse.algorithms.xfel.polar import pixel_polar_map
+    from dials_diffuse.algorithms.xfel.polar_transform import ShotTransform
     from dials_diffuse.io.polar_files import open_polar_file
 
     directory, truth = pipeline
@@ -188,7 +189,7 @@ def test_work_items_pickle_for_dask(pipeline):
     for got, want in zip(copy.read(5), expected):
         np.testing.assert_array_equal(got, want)
     copy.close()
-    transform = polar_transform.ShotTransform(
+    transform = ShotTransform(
         pixel_polar_map((5.0, 5.0), [2.0, 3.0], 8, (10, 10)), normalise=True
     )
     block = ([0], np.ones((1, 100), np.float32), np.ones((1, 100), bool))

@@ -66,7 +66,7 @@ def test_circle_fit_exact_points_and_an_outlier():
     assert rms < 1e-6
 
 
-def test_all_masked_is_a_user_error():
+def test_all_masked_is_a_data_error():
     image = np.ones((20, 20))
     with pytest.raises(DataError, match="every pixel is masked"):
         find_ring_centre(image, np.zeros((20, 20), dtype=bool))

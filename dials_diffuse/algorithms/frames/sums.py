@@ -2,19 +2,20 @@
 
 Two sources of frames: a DECTRIS Eiger master file through the fast path
 (`EigerMasterSource`: raw chunks decoded and summed in one C++ pass, GIL
-released), or any dxtbx imageset (frames read by dxtbx, summed in C++).
+released), or any number of dxtbx image sets, sweeps and stills
+(`ShotReader`: frames read by dxtbx, summed per panel in C++).
 Frames are cut into batches; a `ParallelMap` (threads, or Dask) runs the
 batches, and results come back in order, so memory holds only the batches
 in flight.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.images.eiger import CODEC_DEFLATE, EigerMasterSource
-from dials_diffuse.images.imageset import image_numbers, read_frame
 from dials_diffuse.images.source import frame_range
 from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
@@ -37,6 +38,12 @@ class FrameSums:
     invalid : ndarray of int
         Pixels valid in the static mask but flagged by their value (gap
         marker 2^N-1 or above the saturation value): overloads per frame.
+    imagesets, experiments : ndarray of int, optional
+        0-based imageset (input series) and experiment of each frame, when
+        the frames come from several image sets (sweeps or stills).
+    panels : pandas.DataFrame, optional
+        One row per frame and panel (multi-panel detectors): experiment,
+        imageset, image, panel, sum, pixels_used, max, invalid.
     """
 
     image_numbers: np.ndarray
@@ -44,6 +51,9 @@ class FrameSums:
     used: np.ndarray
     maxima: np.ndarray
     invalid: np.ndarray
+    imagesets: np.ndarray = None
+    experiments: np.ndarray = None
+    panels: object = None
 
     @property
     def means(self):
@@ -55,8 +65,12 @@ class FrameSums:
         """The series as a pandas DataFrame, one row per frame."""
         import pandas as pd
 
+        columns = {}
+        if self.imagesets is not None:
+            columns = {"experiment": self.experiments, "imageset": self.imagesets}
         return pd.DataFrame(
             {
+                **columns,
                 "image": self.image_numbers,
                 "sum": self.sums,
                 "pixels_used": self.used,
@@ -126,26 +140,43 @@ def _sum_eiger_batch(item):
     return tuple(np.concatenate(column) for column in zip(*parts))
 
 
-def _sum_imageset_batch(item):
-    """Sums of frames [start, stop) of a dxtbx imageset, over every panel."""
-    imageset, start, stop, low, high, mask = item
-    n = stop - start
-    sums, used = np.zeros(n), np.zeros(n, dtype=np.int64)
-    maxima, invalid = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
-    for i, index in enumerate(range(start, stop)):
-        data, valid = read_frame(imageset, index)
+PANEL_COLUMNS = [
+    "experiment",
+    "imageset",
+    "image",
+    "panel",
+    "sum",
+    "pixels_used",
+    "max",
+    "invalid",
+]
+
+
+def _sum_shots_batch(reader, batch, low, high, mask):
+    """Per-panel sums of a batch of shots (read through dxtbx): rows of
+    PANEL_COLUMNS."""
+    rows = []
+    for shot in batch:
+        data, valid = reader.read(shot)
         for panel, (values, panel_valid) in enumerate(zip(data, valid)):
             if mask is not None:
                 panel_valid = panel_valid & mask[panel]
-            s, u, m, bad = _kernels.frame_statistics(
+            total, used, largest, bad = _kernels.frame_statistics(
                 values[np.newaxis], low, high, np.ascontiguousarray(panel_valid)
             )
-            sums[i] += s[0]
-            used[i] += u[0]
-            invalid[i] += bad[0]
-            if not np.isnan(m[0]):
-                maxima[i] = m[0] if np.isnan(maxima[i]) else max(maxima[i], m[0])
-    return sums, used, maxima, invalid
+            rows.append(
+                (
+                    shot.experiment,
+                    shot.imageset,
+                    shot.image,
+                    panel,
+                    float(total[0]),
+                    int(used[0]),
+                    float(largest[0]),
+                    int(bad[0]),
+                )
+            )
+    return rows
 
 
 BATCH_BYTES = 64 * 2**20
@@ -161,10 +192,7 @@ def default_batch_frames(source):
         rows, columns = source.panel_shapes[0]
         frame_bytes = rows * columns * source.dtype.itemsize
     else:
-        frame_bytes = sum(
-            4 * p.get_image_size()[0] * p.get_image_size()[1]
-            for p in source.get_detector()
-        )
+        frame_bytes = sum(4 * r * c for r, c in source.panel_shapes)
     return int(min(64, max(1, BATCH_BYTES // max(frame_bytes, 1))))
 
 
@@ -181,11 +209,14 @@ def sum_frames(
 
     Parameters
     ----------
-    source : EigerMasterSource or dxtbx ImageSet/ImageSequence
+    source : EigerMasterSource or dials_diffuse.images.shots.ShotReader
+        An Eiger master file (fast path), or any number of image sets
+        (sweeps and stills) read through dxtbx: every image is one frame.
     image_range : (int, int), optional
         First and last image number, inclusive, as DIALS numbers them (the
-        sequence's image numbers; a master file's from 1); a last image of 0
-        means the last image. Default: all.
+        sequence's image numbers; a master file's and stills' from 1; in
+        every image set: `ShotReader.shots`); a last image of 0 means the
+        last image. Default: all.
     low, high : float
         Pixels with low <= value <= high (counts) are used; others excluded.
     mask : ndarray of bool, or list of them (one per panel), optional
@@ -200,28 +231,28 @@ def sum_frames(
     Returns
     -------
     FrameSums
+        Through dxtbx: with the imageset and experiment of each frame, and
+        per-panel rows for a multi-panel detector.
     """
     if high < low:
         raise DataError(f"high={high} is below low={low}")
-    if isinstance(source, EigerMasterSource):
-        numbers, work = source.image_numbers, _sum_eiger_batch
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0]
-        valid = _eiger_valid_bits(source, mask)  # once, not per batch
-    else:
-        numbers, work, valid = image_numbers(source), _sum_imageset_batch, mask
+    batch_frames = batch_frames or default_batch_frames(source)
+    if not isinstance(source, EigerMasterSource):
+        return _sum_shots(source, image_range, low, high, mask, pmap, batch_frames)
+    if isinstance(mask, (list, tuple)):
+        mask = mask[0]
+    numbers = source.image_numbers
+    valid = _eiger_valid_bits(source, mask)  # once, not per batch
     if image_range is not None and image_range[1] == 0:
         image_range = (image_range[0], numbers[-1])
     start, stop = frame_range(numbers, image_range)
-    batch_frames = batch_frames or default_batch_frames(source)
     items = [
         (source, b, min(b + batch_frames, stop), float(low), float(high), valid)
         for b in range(start, stop, batch_frames)
     ]
-    if pmap is None:
-        results = map(work, items)
-    else:
-        results = pmap(work, items)
+    results = (
+        map(_sum_eiger_batch, items) if pmap is None else pmap(_sum_eiger_batch, items)
+    )
     parts = []
     with progress(total=stop - start, desc="Summing frames", unit="frame") as bar:
         for result in results:
@@ -229,3 +260,37 @@ def sum_frames(
             bar.update(len(result[0]))
     sums, used, maxima, invalid = (np.concatenate(c) for c in zip(*parts))
     return FrameSums(numbers[start:stop], sums, used, maxima, invalid)
+
+
+def _sum_shots(reader, image_range, low, high, mask, pmap, batch_frames):
+    """`sum_frames` of the image sets of a ShotReader (see there)."""
+    import pandas as pd
+
+    from dials_diffuse.images.shots import map_shots
+
+    if image_range is not None and image_range[1] == 0:
+        last = max(int(s.image_numbers[-1]) for s in reader.sources)
+        image_range = (image_range[0], last)
+    shots = reader.shots(image_range)
+    work = functools.partial(
+        _sum_shots_batch, low=float(low), high=float(high), mask=mask
+    )
+    rows = []
+    n_panels = len(reader.panel_shapes)
+    with progress(total=len(shots), desc="Summing frames", unit="frame") as bar:
+        for batch_rows in map_shots(work, reader, shots, pmap, batch_frames):
+            rows.extend(batch_rows)
+            bar.update(len(batch_rows) // n_panels)
+    panels = pd.DataFrame(rows, columns=PANEL_COLUMNS)
+    frames = panels.groupby(np.arange(len(panels)) // n_panels)
+    maxima = frames["max"].max().to_numpy()  # NaN only where every panel is
+    return FrameSums(
+        image_numbers=np.array([s.image for s in shots]),
+        sums=frames["sum"].sum().to_numpy(),
+        used=frames["pixels_used"].sum().to_numpy(),
+        maxima=maxima,
+        invalid=frames["invalid"].sum().to_numpy(),
+        imagesets=np.array([s.imageset for s in shots]),
+        experiments=np.array([s.experiment for s in shots]),
+        panels=panels if n_panels > 1 else None,
+    )

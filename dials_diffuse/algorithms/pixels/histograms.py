@@ -8,13 +8,12 @@ and unit width, each bin holds exactly one pixel value (exact integer bins).
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import pandas as pd
 
 from dials_diffuse import _kernels
-from dials_diffuse.images.imageset import image_numbers, read_frame
-from dials_diffuse.images.source import frame_range
 from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
@@ -82,7 +81,10 @@ class PixelHistogram:
         return self.counts.sum(axis=0)
 
     def add(self, group, data, mask=None):
-        """Accumulate one array of pixel values (and its validity mask) into `group`."""
+        """Accumulate one array of pixel values (and its validity mask) into `group`.
+
+        Returns (underflow, overflow, nan, masked) of this array.
+        """
         counts_row = self.counts[group]
         _, under, over, nan, masked = _kernels.histogram(
             np.ascontiguousarray(data),
@@ -96,6 +98,18 @@ class PixelHistogram:
         self.overflow[group] += over
         self.nan[group] += nan
         self.masked[group] += masked
+        return int(under), int(over), int(nan), int(masked)
+
+    def merge(self, other):
+        """Add the counts of `other` (same bins and groups) into this histogram."""
+        if other.counts.shape != self.counts.shape or (other.low, other.high) != (
+            self.low,
+            self.high,
+        ):
+            raise ValueError("histograms with different bins or groups")
+        self.counts += other.counts
+        for name in ("underflow", "overflow", "nan", "masked"):
+            getattr(self, name)[:] += getattr(other, name)
 
     def occupied_range(self):
         """Slice of bins from the first to the last non-empty bin (all bins if none)."""
@@ -167,33 +181,59 @@ def default_bins(low, high, integer_data, bins=None):
     return 1000
 
 
-def histogram_imageset(
-    imageset, low=0, high=None, bins=None, image_range=None, panels=None
+SHOT_COLUMNS = [
+    "experiment",
+    "imageset",
+    "image",
+    "panel",
+    "pixels",
+    "masked",
+    "underflow",
+    "overflow",
+    "nan",
+    "mean",
+    "max",
+]
+
+
+def histogram_shots(
+    reader, shots, low=0, high=None, bins=None, panels=None, pmap=None, batch_size=4
 ):
-    """Histogram the raw pixel values of an imageset, per panel.
+    """Histogram the raw pixel values of any number of shots, per panel.
 
     Parameters
     ----------
-    imageset : dxtbx ImageSet or ImageSequence
+    reader : dials_diffuse.images.shots.ShotReader
+        The imagesets (sweeps and stills, any number).
+    shots : list of Shot
+        The images to histogram (``reader.shots(image_range)``).
     low, high : float
         Range of values. `high` defaults to the first panel's upper trusted
         value (the overload level), so every valid pixel is inside.
     bins : int, optional
         Default: unit bins (exact for integer counts), else 1000.
-    image_range : (int, int), optional
-        First and last image number, inclusive, as DIALS's `image_range`
-        (the sequence's image numbers, `images.source.frame_range`).
     panels : list of int, optional
         Panels to include; default all.
+    pmap : ParallelMap, optional
+        Batches of shots in parallel (the kernels release the GIL).
+    batch_size : int
+        Shots per unit of parallel work.
 
     Returns
     -------
-    PixelHistogram
-        One group per panel. Pixels that the DIALS mask excludes (gaps, bad
-        pixels, outside the trusted range) are counted in `masked`.
+    histogram : PixelHistogram
+        One group per panel, summed over the shots. Pixels that the DIALS
+        mask excludes (gaps, bad pixels, outside the trusted range) are
+        counted in `masked`.
+    per_shot : pandas.DataFrame
+        One row per shot and panel (`SHOT_COLUMNS`): experiment, imageset
+        (0-based), DIALS image number, panel, pixels counted (valid, within
+        [low, high]), masked, underflow, overflow, NaN, mean and largest
+        counted value (counts).
     """
-    start, stop = frame_range(image_numbers(imageset), image_range)
-    detector = imageset.get_detector()
+    from dials_diffuse.images.shots import map_shots
+
+    detector = reader.detector
     panels = list(range(len(detector))) if panels is None else list(panels)
     bad = [p for p in panels if not 0 <= p < len(detector)]
     if bad:
@@ -202,15 +242,48 @@ def histogram_imageset(
         )
     if high is None:
         high = float(detector[panels[0]].get_trusted_range()[1])
-    histogram = None
-    for index in progress(range(start, stop), desc="Histogram", unit="image"):
-        data, valid = read_frame(imageset, index)
-        if histogram is None:
-            integer = np.issubdtype(data[panels[0]].dtype, np.integer)
-            n_bins = default_bins(low, high, integer, bins)
-            histogram = PixelHistogram.empty(
-                low, high, n_bins, [f"panel_{p}" for p in panels]
-            )
+    first, _ = reader.read(shots[0])
+    integer = np.issubdtype(first[panels[0]].dtype, np.integer)
+    n_bins = default_bins(low, high, integer, bins)
+    histogram = PixelHistogram.empty(low, high, n_bins, [f"panel_{p}" for p in panels])
+    work = functools.partial(
+        _histogram_batch, low=float(low), high=float(high), bins=n_bins, panels=panels
+    )
+    rows = []
+    with progress(total=len(shots), desc="Histogram", unit="image") as bar:
+        for partial, batch_rows in map_shots(work, reader, shots, pmap, batch_size):
+            histogram.merge(partial)
+            rows.extend(batch_rows)
+            bar.update(len(batch_rows) // len(panels))
+    return histogram, pd.DataFrame(rows, columns=SHOT_COLUMNS)
+
+
+def _histogram_batch(reader, batch, low, high, bins, panels):
+    """A partial histogram (one group per panel) and per-shot rows of a batch."""
+    histogram = PixelHistogram.empty(low, high, bins, [str(p) for p in panels])
+    rows = []
+    for shot in batch:
+        data, valid = reader.read(shot)
         for group, panel in enumerate(panels):
-            histogram.add(group, data[panel], valid[panel])
-    return histogram
+            values, mask = data[panel], valid[panel]
+            under, over, nan, masked = histogram.add(group, values, mask)
+            total, used, largest, _ = _kernels.frame_statistics(
+                values[np.newaxis], low, high, mask
+            )
+            mean = total[0] / used[0] if used[0] else np.nan
+            rows.append(
+                (
+                    shot.experiment,
+                    shot.imageset,
+                    shot.image,
+                    panel,
+                    int(used[0]),
+                    masked,
+                    under,
+                    over,
+                    nan,
+                    float(mean),
+                    float(largest[0]),
+                )
+            )
+    return histogram, rows

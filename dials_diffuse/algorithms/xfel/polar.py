@@ -33,35 +33,35 @@ from dials_diffuse.util.errors import DataError
 METHODS = ("nearest", "bilinear")
 
 
-@dataclasses.dataclass
 class PolarMap:
-    """A sparse (CSR) map from the flattened pixels of a frame to polar samples.
+    """A precomputed map from the flattened pixels of a frame to polar samples.
 
     Attributes
     ----------
-    indptr : ndarray of int64, length n_rows * n_phi + 1
-    indices : ndarray of int32
-        Flattened pixel index (panels concatenated in order).
-    weights : ndarray of float32
     shape : (int, int)
         (n_rows, n_phi) of the polar grid.
     n_pixels : int
-        Pixels per frame (all panels).
+        Pixels per frame (all panels, concatenated in order).
+
+    Subclasses hold the map in one of the layouts of ``cpp/polar.h``:
+    `CompactMap` (one pixel, or the four pixels around the sample, per bin:
+    the fast layout) and `SparseMap` (CSR, any number of pixels per bin:
+    oversampled maps).
     """
 
-    indptr: np.ndarray
-    indices: np.ndarray
-    weights: np.ndarray
     shape: tuple
     n_pixels: int
 
     @property
     def coverage(self):
         """Polar samples that fall on the detector: bool array of `shape`."""
-        return (np.diff(self.indptr) > 0).reshape(self.shape)
+        raise NotImplementedError
+
+    def _resample(self, frames, valid):
+        raise NotImplementedError
 
     def apply(self, frames, valid=None):
-        """Resample frames (n, ...pixels) onto the grid.
+        """Resample frames (n, ...pixels) onto the grid (C++, GIL released).
 
         Returns
         -------
@@ -75,12 +75,102 @@ class PolarMap:
             )
         if valid is not None:
             valid = np.ascontiguousarray(valid)
-        out, out_valid = _kernels.polar_resample(
-            self.indptr, self.indices, self.weights, frames, valid
-        )
+        out, out_valid = self._resample(frames, valid)
         n = frames.shape[0]
         return out.reshape((n,) + self.shape), out_valid.view(bool).reshape(
             (n,) + self.shape
+        )
+
+
+@dataclasses.dataclass
+class CompactMap(PolarMap):
+    """One sample per bin: nearest (the pixel that contains it) or bilinear
+    (the four pixels around it; every panel has `stride` columns).
+
+    Entries are sorted by pixel so that the kernel reads a frame once, in
+    order (`from_bin_order` sorts them).
+
+    Attributes
+    ----------
+    bins : ndarray of int32
+        The output bin of each entry (flattened (q, phi)).
+    index : ndarray of int32
+        The pixel (nearest) or the lower-left pixel of the four (bilinear)
+        of each entry; -1 where the sample is off the detector.
+    fractions : ndarray of float32, shape (n, 2), or None (nearest)
+        (tx, ty) of the sample from its lower-left pixel's centre, in [0, 1].
+    stride : int
+        Columns of every panel.
+    """
+
+    shape: tuple
+    n_pixels: int
+    bins: np.ndarray
+    index: np.ndarray
+    fractions: np.ndarray = None
+    stride: int = 1
+
+    @classmethod
+    def from_bin_order(cls, shape, n_pixels, index, fractions=None, stride=1):
+        """The map of per-bin `index` (and `fractions`), entries sorted by pixel."""
+        bins, index, sorted_fractions = _kernels.polar_sort_by_pixel(
+            np.ascontiguousarray(index, dtype=np.int32),
+            None if fractions is None else np.ascontiguousarray(fractions),
+            int(n_pixels),
+        )
+        return cls(
+            shape=tuple(shape),
+            n_pixels=int(n_pixels),
+            bins=bins,
+            index=index,
+            fractions=None if fractions is None else sorted_fractions,
+            stride=int(stride),
+        )
+
+    @property
+    def coverage(self):
+        covered = np.zeros(int(np.prod(self.shape)), dtype=bool)
+        covered[self.bins] = self.index >= 0
+        return covered.reshape(self.shape)
+
+    def _resample(self, frames, valid):
+        return _kernels.polar_resample_compact(
+            self.bins,
+            self.index,
+            self.fractions,
+            self.stride,
+            int(np.prod(self.shape)),
+            frames,
+            valid,
+        )
+
+
+@dataclasses.dataclass
+class SparseMap(PolarMap):
+    """A CSR map: bin b is sum_k weights[k] * pixel[indices[k]] over
+    k in indptr[b] .. indptr[b+1]-1.
+
+    Attributes
+    ----------
+    indptr : ndarray of int64, length n_bins + 1
+    indices : ndarray of int32
+        Flattened pixel index (panels concatenated in order).
+    weights : ndarray of float32
+    """
+
+    shape: tuple
+    n_pixels: int
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def coverage(self):
+        return (np.diff(self.indptr) > 0).reshape(self.shape)
+
+    def _resample(self, frames, valid):
+        return _kernels.polar_resample(
+            self.indptr, self.indices, self.weights, frames, valid
         )
 
 
@@ -89,81 +179,67 @@ def phi_samples(nphi):
     return 2.0 * np.pi * np.arange(nphi) / nphi
 
 
-def map_from_pixel_coordinates(fast, slow, panel, panel_shapes, method="bilinear"):
+def map_from_pixel_coordinates(
+    fast, slow, panel, panel_shapes, method="bilinear", oversample=1, sort=True
+):
     """Build a PolarMap from the pixel coordinates of every polar sample.
 
     Parameters
     ----------
-    fast, slow : ndarray of float, shape (n_rows, n_phi) or (n_rows, n_phi, n_sub)
-        Pixel coordinates of each sample (px, centres at i+0.5); NaN where
-        the sample misses the detector. With a third axis, each polar sample
-        is the mean over its n_sub sub-samples (oversampling: an area
-        average over the polar cell, like pixel splitting), valid only when
-        all of them are.
+    fast, slow : ndarray of float, shape (n_rows * oversample, n_phi * oversample)
+        Pixel coordinates of each (sub-)sample (px, centres at i+0.5); NaN
+        where it misses the detector. With `oversample` > 1, polar sample
+        (i, j) is the mean over the sub-samples in rows i*oversample ... and
+        columns j*oversample ... (an area average over the polar cell, like
+        pixel splitting), valid only when all of them are.
     panel : ndarray of int, broadcastable to the shape of `fast`
         Panel of each sample (ignored where the coordinates are NaN).
     panel_shapes : list of (rows, columns)
     method : "nearest" or "bilinear"
+    oversample : int
+    sort : bool
+        False: a compact map is returned unsorted, in bin order, for
+        `concatenate_maps` (which sorts once).
+
+    Returns
+    -------
+    PolarMap
+        A `CompactMap` without oversampling (for bilinear: when every panel
+        has the same number of columns, at least 2, and at least 2 rows),
+        else a `SparseMap`.
     """
     if method not in METHODS:
         raise DataError(f"unknown interpolation '{method}': use one of {METHODS}")
-    fast = np.asarray(fast, dtype=np.float64)
-    slow = np.asarray(slow, dtype=np.float64)
-    panel = np.broadcast_to(np.asarray(panel), fast.shape)
-    if fast.ndim == 2:
-        fast, slow, panel = fast[..., None], slow[..., None], panel[..., None]
-    shape = fast.shape[:2]
-    n_sub = fast.shape[2]
-    fast, slow = fast.ravel(), slow.ravel()
-    panel = panel.ravel().astype(np.int64)
+    # The kernel treats a sample with a non-finite coordinate as off the
+    # detector, so the arrays are only converted (copied where they must be).
+    fast = np.ascontiguousarray(np.atleast_2d(fast), dtype=np.float64)
+    slow = np.ascontiguousarray(np.atleast_2d(slow), dtype=np.float64)
+    panel = np.ascontiguousarray(np.broadcast_to(panel, fast.shape), dtype=np.int32)
     rows = np.array([s[0] for s in panel_shapes], dtype=np.int64)
     columns = np.array([s[1] for s in panel_shapes], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(rows * columns)])
-    finite = np.isfinite(fast) & np.isfinite(slow)
-    panel = np.where(finite, panel, 0)
-    n_rows, n_columns = rows[panel], columns[panel]
-    fast = np.where(finite, fast, -1.0)
-    slow = np.where(finite, slow, -1.0)
-    if method == "nearest":
-        i = np.floor(fast).astype(np.int64)[:, None]
-        j = np.floor(slow).astype(np.int64)[:, None]
-        weights = np.ones((fast.size, 1))
-    else:
-        fx, fy = fast - 0.5, slow - 0.5
-        i0, j0 = np.floor(fx), np.floor(fy)
-        tx, ty = fx - i0, fy - j0
-        i0, j0 = i0.astype(np.int64), j0.astype(np.int64)
-        i = np.stack([i0, i0 + 1, i0, i0 + 1], axis=1)
-        j = np.stack([j0, j0, j0 + 1, j0 + 1], axis=1)
-        weights = np.stack(
-            [(1 - tx) * (1 - ty), tx * (1 - ty), (1 - tx) * ty, tx * ty], axis=1
-        )
-    inside = (i >= 0) & (i < n_columns[:, None]) & (j >= 0) & (j < n_rows[:, None])
-    used = weights > 0
-    row_ok = finite & np.all(inside | ~used, axis=1)
-    i = np.clip(i, 0, n_columns[:, None] - 1)
-    j = np.clip(j, 0, n_rows[:, None] - 1)
-    index = offsets[panel][:, None] + j * n_columns[:, None] + i
-    # Gather the sub-samples of each polar sample into one row.
-    n_bins = shape[0] * shape[1]
-    index = index.reshape(n_bins, -1)
-    weights = weights.reshape(n_bins, -1) / n_sub
-    used = used.reshape(n_bins, -1)
-    row_ok = row_ok.reshape(n_bins, n_sub).all(axis=1)
-    # Entries of zero weight are left out, so that a masked pixel that does
-    # not contribute does not mask the sample.
-    keep = used & row_ok[:, None]
-    counts = keep.sum(axis=1)
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    if offsets[-1] > np.iinfo(np.int32).max:
+    n_pixels = int((rows * columns).sum())
+    if n_pixels > np.iinfo(np.int32).max:
         raise DataError("the detector has too many pixels for a 32-bit pixel index")
-    return PolarMap(
-        indptr=indptr,
-        indices=np.ascontiguousarray(index[keep], dtype=np.int32),
-        weights=np.ascontiguousarray(weights[keep], dtype=np.float32),
-        shape=shape,
-        n_pixels=int(offsets[-1]),
+    oversample = int(oversample)
+    shape = (fast.shape[0] // oversample, fast.shape[1] // oversample)
+    bilinear = method == "bilinear"
+    compact = oversample == 1 and (
+        not bilinear
+        or (np.all(columns == columns[0]) and columns.min() > 1 and rows.min() > 1)
     )
+    built = _kernels.polar_build_map(
+        fast, slow, panel, rows, columns, oversample, bilinear, compact
+    )
+    if compact:
+        index, fractions = built
+        fractions = fractions if bilinear else None
+        if not sort:
+            return _BinOrderMap(shape, n_pixels, index, fractions, int(columns[0]))
+        return CompactMap.from_bin_order(
+            shape, n_pixels, index, fractions, int(columns[0])
+        )
+    indptr, indices, weights = built
+    return SparseMap(shape, n_pixels, indptr, indices, weights)
 
 
 def pixel_polar_map(centre, radii, nphi, panel_shape, method="bilinear"):
@@ -215,55 +291,230 @@ def q_phi_coordinates(detector, beam, q, nphi):
     Returns
     -------
     fast, slow : ndarray (n_q, nphi), pixels; NaN off the detector
-    panel : ndarray of int (n_q, nphi)
+    panel : ndarray of int32 (n_q, nphi); -1 off the detector
     """
+    return grid_coordinates(detector, beam, q, 0.0, 2 * np.pi / nphi, nphi)
+
+
+def two_theta_of_q(q, wavelength):
+    """Scattering angle 2θ (radians) of |q| (Å⁻¹) at `wavelength` (Å)."""
     q = np.asarray(q, dtype=np.float64)
-    return pixel_coordinates_at(detector, beam, q[:, None], phi_samples(nphi)[None, :])
-
-
-def pixel_coordinates_at(detector, beam, q, phi):
-    """Pixel coordinates where scattering at |q| (Å⁻¹) and azimuth phi (rad) lands.
-
-    `q` and `phi` broadcast against each other; returns (fast, slow, panel)
-    of the broadcast shape, fast/slow in pixels (NaN off every panel).
-    """
-    from scitbx.array_family import flex
-
-    wavelength = beam.get_wavelength()
-    q, phi = np.broadcast_arrays(np.asarray(q, float), np.asarray(phi, float))
     sin_theta = q * wavelength / (4.0 * np.pi)
     if np.any((sin_theta <= 0) | (sin_theta >= 1)):
         raise DataError(
             f"q must lie in (0, {4 * np.pi / wavelength:.3f}) Å⁻¹ at "
             f"λ = {wavelength:.4f} Å"
         )
-    two_theta = 2.0 * np.arcsin(sin_theta)
-    b = np.array(beam.get_unit_s0())
-    e1, e2 = azimuth_basis(beam)
-    direction = (
-        np.cos(two_theta)[..., None] * b
-        + (np.sin(two_theta) * np.cos(phi))[..., None] * e1
-        + (np.sin(two_theta) * np.sin(phi))[..., None] * e2
-    ).reshape(-1, 3)
-    fast = np.full(direction.shape[0], np.nan)
-    slow = np.full(direction.shape[0], np.nan)
-    panel_of = np.zeros(direction.shape[0], dtype=np.int64)
-    for panel_id, panel in enumerate(detector):
-        D = np.array(panel.get_D_matrix()).reshape(3, 3)
-        v = direction @ D.T
-        todo = np.isnan(fast) & (v[:, 2] > 0)
-        if not np.any(todo):
-            continue
-        mm = np.stack([v[todo, 0] / v[todo, 2], v[todo, 1] / v[todo, 2]], axis=1)
-        px = np.array(panel.millimeter_to_pixel(flex.vec2_double(mm))).reshape(-1, 2)
-        n_fast, n_slow = panel.get_image_size()
-        on = (px[:, 0] >= 0) & (px[:, 0] < n_fast) & (px[:, 1] >= 0)
-        on &= px[:, 1] < n_slow
-        where = np.flatnonzero(todo)[on]
-        fast[where], slow[where] = px[on, 0], px[on, 1]
-        panel_of[where] = panel_id
-    shape = q.shape
-    return fast.reshape(shape), slow.reshape(shape), panel_of.reshape(shape)
+    return 2.0 * np.arcsin(sin_theta)
+
+
+def grid_coordinates(detector, beam, q, phi_start, phi_step, nphi):
+    """Where the samples of a separable (q, phi) grid land on the detector.
+
+    Row r has |q| = q[r] (Å⁻¹), column c the azimuth phi_start + c * phi_step
+    (radians; `azimuth_basis`). See `GridProjector`.
+
+    Returns
+    -------
+    fast, slow : ndarray (len(q), nphi) of float64, px (NaN off the detector)
+    panel : ndarray (len(q), nphi) of int32, -1 off the detector
+    """
+    return GridProjector(detector, beam).coordinates(q, phi_start, phi_step, nphi)
+
+
+@dataclasses.dataclass
+class _PanelExtent:
+    """A panel's projection matrix and its bounds in (2θ, phi), radians."""
+
+    matrix: np.ndarray  # D [b e1 e2]
+    scale: tuple
+    limits: np.ndarray
+    simple: bool
+    two_theta: tuple  # (low, high)
+    phi: tuple  # (first, span), or None: every azimuth
+
+
+class GridProjector:
+    """Projects separable (q, phi) grids onto a detector, panel by panel.
+
+    Each panel is bounded once in (2θ, phi) from its edges (with a margin of
+    two pixels); for a grid, only the samples inside a panel's box are
+    projected onto it, by a C++ kernel: the work grows with the number of
+    samples, not with samples x panels. Where panels overlap, the first one
+    wins. Panels whose pixel-to-mm mapping is not a plain scaling (parallax
+    correction) are converted by dxtbx's own millimeter_to_pixel.
+    """
+
+    def __init__(self, detector, beam):
+        self.detector = detector
+        self.wavelength = beam.get_wavelength()
+        b = np.array(beam.get_unit_s0())
+        e1, e2 = azimuth_basis(beam)
+        basis = np.stack([b, e1, e2], axis=1)
+        self.extents = []
+        for panel in detector:
+            D = np.array(panel.get_D_matrix(), dtype=np.float64).reshape(3, 3)
+            n_fast, n_slow = panel.get_image_size()
+            pixel = panel.get_pixel_size()
+            simple = _is_simple_strategy(panel)
+            if simple:
+                scale = (1.0 / pixel[0], 1.0 / pixel[1])
+                limits = np.array([0.0, n_fast, 0.0, n_slow], dtype=np.float64)
+            else:  # mm here, converted by dxtbx; 2 px margin for parallax
+                scale = (1.0, 1.0)
+                limits = np.array(
+                    [
+                        -2 * pixel[0],
+                        (n_fast + 2) * pixel[0],
+                        -2 * pixel[1],
+                        (n_slow + 2) * pixel[1],
+                    ]
+                )
+            two_theta, phi = _panel_extent(panel, b, e1, e2)
+            self.extents.append(
+                _PanelExtent(
+                    np.ascontiguousarray(D @ basis),
+                    scale,
+                    limits,
+                    simple,
+                    two_theta,
+                    phi,
+                )
+            )
+
+    def coordinates(self, q, phi_start, phi_step, nphi):
+        """(fast, slow, panel) of a grid: see `grid_coordinates`."""
+        from scitbx.array_family import flex
+
+        q = np.atleast_1d(np.asarray(q, dtype=np.float64))
+        two_theta = two_theta_of_q(q, self.wavelength)
+        phi = phi_start + phi_step * np.arange(nphi)
+        cos2t, sin2t = np.cos(two_theta), np.sin(two_theta)
+        cosphi, sinphi = np.cos(phi), np.sin(phi)
+        shape = (q.size, nphi)
+        x = np.full(shape, np.nan)
+        y = np.full(shape, np.nan)
+        panel_of = np.full(shape, -1, dtype=np.int32)
+        ascending = bool(np.all(np.diff(two_theta) > 0))
+        for panel_id, (panel, extent) in enumerate(zip(self.detector, self.extents)):
+            if ascending:
+                low, high = extent.two_theta
+                rows = (
+                    max(int(np.searchsorted(two_theta, low)) - 1, 0),
+                    min(int(np.searchsorted(two_theta, high)) + 1, q.size),
+                )
+            else:
+                rows = (0, q.size)
+            if extent.phi is None:
+                columns = (0, nphi)
+            else:
+                first, span = extent.phi
+                begin = int(np.floor((first - phi_start) / phi_step)) - 1
+                columns = (begin % nphi, min(int(np.ceil(span / phi_step)) + 3, nphi))
+            if rows[1] <= rows[0]:
+                continue
+            _kernels.polar_coordinates_on_panel(
+                cos2t,
+                sin2t,
+                rows[0],
+                rows[1],
+                cosphi,
+                sinphi,
+                columns[0],
+                columns[1],
+                extent.matrix,
+                extent.scale[0],
+                extent.scale[1],
+                extent.limits,
+                panel_id,
+                x,
+                y,
+                panel_of,
+            )
+            if extent.simple:
+                continue
+            mine = np.flatnonzero(panel_of.ravel() == panel_id)
+            if mine.size:
+                mm = flex.vec2_double(
+                    flex.double(x.ravel()[mine]), flex.double(y.ravel()[mine])
+                )
+                px_fast, px_slow = (
+                    part.as_numpy_array()
+                    for part in panel.millimeter_to_pixel(mm).parts()
+                )
+                n_fast, n_slow = panel.get_image_size()
+                on = (px_fast >= 0) & (px_fast < n_fast)
+                on &= (px_slow >= 0) & (px_slow < n_slow)
+                x.ravel()[mine] = np.where(on, px_fast, np.nan)
+                y.ravel()[mine] = np.where(on, px_slow, np.nan)
+                panel_of.ravel()[mine[~on]] = -1
+        return x, y, panel_of
+
+
+def _is_simple_strategy(panel):
+    """True when dxtbx maps mm to px on this panel by the pixel size alone
+    (no parallax correction, no offsets)."""
+    return type(panel.get_px_mm_strategy()).__name__ == "SimplePxMmStrategy"
+
+
+def panel_edge_lab(panel, margin_px=0):
+    """Lab coordinates (mm) of points one pixel apart along the edges of a
+    flat panel, widened by `margin_px` pixels on every side: (n, 3)."""
+    n_fast, n_slow = panel.get_image_size()
+    pixel = np.array(panel.get_pixel_size())
+    margin = margin_px * pixel
+    xs = np.linspace(
+        -margin[0], n_fast * pixel[0] + margin[0], n_fast + 2 * margin_px + 1
+    )
+    ys = np.linspace(
+        -margin[1], n_slow * pixel[1] + margin[1], n_slow + 2 * margin_px + 1
+    )
+    edge = np.concatenate(
+        [
+            np.stack([xs, np.full_like(xs, ys[0])], axis=1),
+            np.stack([xs, np.full_like(xs, ys[-1])], axis=1),
+            np.stack([np.full_like(ys, xs[0]), ys], axis=1),
+            np.stack([np.full_like(ys, xs[-1]), ys], axis=1),
+        ]
+    )
+    origin = np.array(panel.get_origin())
+    f_axis = np.array(panel.get_fast_axis())
+    s_axis = np.array(panel.get_slow_axis())
+    return origin + edge[:, :1] * f_axis + edge[:, 1:] * s_axis
+
+
+def _panel_extent(panel, b, e1, e2):
+    """A panel's range of 2θ (low, high) and of phi (first, span), radians,
+    from its edges widened by two pixels; phi None when the beam crosses
+    the panel (every azimuth)."""
+    n_fast, n_slow = panel.get_image_size()
+    pixel = np.array(panel.get_pixel_size())
+    size = np.array([n_fast, n_slow]) * pixel
+    margin = 2 * pixel
+    lab = panel_edge_lab(panel, margin_px=2)
+    lab /= np.linalg.norm(lab, axis=1)[:, None]
+    edge_two_theta = np.arccos(np.clip(lab @ b, -1.0, 1.0))
+    edge_phi = np.mod(np.arctan2(lab @ e2, lab @ e1), 2 * np.pi)
+    # Does the beam itself cross the (widened) panel?
+    D = np.array(panel.get_D_matrix()).reshape(3, 3)
+    v = D @ b
+    holds_beam = False
+    if v[2] > 0:
+        foot = v[:2] / v[2]
+        holds_beam = bool(np.all(foot >= -margin) and np.all(foot <= size + margin))
+    two_theta = (0.0 if holds_beam else edge_two_theta.min(), edge_two_theta.max())
+    if holds_beam:
+        return two_theta, None
+    ordered = np.sort(edge_phi)
+    gaps = np.diff(np.concatenate([ordered, [ordered[0] + 2 * np.pi]]))
+    widest = int(np.argmax(gaps))
+    first = ordered[(widest + 1) % ordered.size]
+    return two_theta, (float(first), float(2 * np.pi - gaps[widest]))
+
+
+#: Polar (sub-)samples projected at once while a map is built: bounds the
+#: memory of map building (about 20 bytes per sample) for any grid.
+MAP_BLOCK_SAMPLES = 1 << 20
 
 
 def q_polar_map(detector, beam, q, nphi, method="bilinear", oversample=1):
@@ -283,20 +534,67 @@ def q_polar_map(detector, beam, q, nphi, method="bilinear", oversample=1):
         area average that, like pixel splitting, lets every pixel under a
         coarse polar cell contribute. 1: the value at the sample point.
     """
-    q = np.asarray(q, dtype=np.float64)
-    phi = phi_samples(nphi)
-    if oversample > 1:
-        offsets = (np.arange(oversample) + 0.5) / oversample - 0.5
-        dq = (q[-1] - q[0]) / (q.size - 1) if q.size > 1 else 0.0
-        sub_q = (offsets[:, None] * dq + 0.0 * offsets[None, :]).ravel()
-        sub_phi = (0.0 * offsets[:, None] + offsets[None, :] * 2 * np.pi / nphi).ravel()
-        q_grid = q[:, None, None] + sub_q[None, None, :]
-        phi_grid = phi[None, :, None] + sub_phi[None, None, :]
-    else:
-        q_grid, phi_grid = q[:, None], phi[None, :]
-    fast, slow, panel = pixel_coordinates_at(detector, beam, q_grid, phi_grid)
+    q = np.atleast_1d(np.asarray(q, dtype=np.float64))
+    oversample = int(oversample)
+    dphi = 2 * np.pi / nphi
+    offsets = (np.arange(oversample) + 0.5) / oversample - 0.5
+    dq = (q[-1] - q[0]) / (q.size - 1) if q.size > 1 else 0.0
     shapes = [tuple(reversed(p.get_image_size())) for p in detector]
-    return map_from_pixel_coordinates(fast, slow, panel, shapes, method)
+    projector = GridProjector(detector, beam)
+    rows_per_block = max(1, MAP_BLOCK_SAMPLES // (nphi * oversample * oversample))
+    blocks = []
+    for start in range(0, q.size, rows_per_block):
+        block_q = q[start : start + rows_per_block]
+        sub_q = (block_q[:, None] + offsets[None, :] * dq).ravel()
+        fast, slow, panel = projector.coordinates(
+            sub_q, offsets[0] * dphi, dphi / oversample, nphi * oversample
+        )
+        blocks.append(
+            map_from_pixel_coordinates(
+                fast, slow, panel, shapes, method, oversample, sort=False
+            )
+        )
+    return concatenate_maps(blocks)
+
+
+@dataclasses.dataclass
+class _BinOrderMap:
+    """A compact map's arrays in bin order, before sorting (map building)."""
+
+    shape: tuple
+    n_pixels: int
+    index: np.ndarray
+    fractions: np.ndarray
+    stride: int
+
+
+def concatenate_maps(maps):
+    """One map of the q rows of several maps of one detector, in order: a
+    `SparseMap`, or a `CompactMap` from `_BinOrderMap` blocks (sorted once)."""
+    first = maps[0]
+    shape = (sum(m.shape[0] for m in maps), first.shape[1])
+    if isinstance(first, _BinOrderMap):
+        return CompactMap.from_bin_order(
+            shape,
+            first.n_pixels,
+            np.concatenate([m.index for m in maps]),
+            None
+            if first.fractions is None
+            else np.concatenate([m.fractions for m in maps]),
+            first.stride,
+        )
+    if len(maps) == 1:
+        return first
+    ends = np.cumsum([0] + [m.indptr[-1] for m in maps[:-1]])
+    return SparseMap(
+        shape=shape,
+        n_pixels=first.n_pixels,
+        indptr=np.concatenate(
+            [maps[0].indptr[:1]] + [m.indptr[1:] + end for m, end in zip(maps, ends)]
+        ),
+        indices=np.concatenate([m.indices for m in maps]),
+        weights=np.concatenate([m.weights for m in maps]),
+    )
 
 
 def q_at_radius(detector, beam, radius_px, panel_id=0):

@@ -22,10 +22,18 @@ import logging
 import numpy as np
 from scipy import optimize
 
-from dials_diffuse.algorithms.xfel.polar import phi_samples, pixel_polar_map
+from dials_diffuse.algorithms.xfel.polar import (
+    map_from_pixel_coordinates,
+    phi_samples,
+)
 from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+#: Rings of smaller radius (px) are not looked for: too few pixels to fit.
+MIN_RING_RADIUS_PX = 10.0
+#: A radius guess looks for the ring within this fraction of it.
+GUESS_WINDOW = 0.25
 
 
 @dataclasses.dataclass
@@ -46,6 +54,13 @@ class RingFit:
         RMS distance of the accepted ring points from the circle, px.
     points : ndarray, shape (n, 2)
         Ring points (fast, slow) used in the final fit.
+    fwhm : float
+        The ring's full width at half maximum in the radial profile, px.
+    candidates : list of RingCandidate
+        The rings of the radial profile around the start, strongest first.
+    warnings : list of str
+        Why the fit may not be one clean ring (points scattered widely
+        against the ring's width; another ring inside the fit window).
     """
 
     centre: tuple
@@ -54,6 +69,9 @@ class RingFit:
     radius_sigma: float
     rms: float
     points: np.ndarray
+    fwhm: float = float("nan")
+    candidates: list = dataclasses.field(default_factory=list)
+    warnings: list = dataclasses.field(default_factory=list)
 
 
 def radial_profile(image, valid, centre, bin_width=0.5):
@@ -87,25 +105,95 @@ class _ValidPixels:
         self.sums = sums[slow, fast]
         self.counts = counts[slow, fast].astype(np.float64)
 
-    def profile(self, centre, bin_width):
+    def profile(self, centre, bin_width, counts=False):
         r = np.hypot(self.fast - centre[0], self.slow - centre[1])
         bins = (r * (1.0 / bin_width)).astype(np.int64)
         sums = np.bincount(bins, weights=self.sums)
-        counts = np.bincount(bins, weights=self.counts)
+        n = np.bincount(bins, weights=self.counts)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = sums / counts
-        return (np.arange(sums.size) + 0.5) * bin_width, mean
+            mean = sums / n
+        radii = (np.arange(sums.size) + 0.5) * bin_width
+        return (radii, mean, n) if counts else (radii, mean)
 
 
 def _sharpness(pixels, centre, radius_window, bin_width):
-    radii, profile = pixels.profile(centre, bin_width)
-    use = np.isfinite(profile)
+    """How clearly the radial profile around `centre` shows a ring: the
+    largest excess over the profile's median, times the square root of the
+    pixels in that bin (a significance: a few bright pixels near the centre
+    do not outweigh a ring), and the radius where it is."""
+    radii, profile, counts = pixels.profile(centre, bin_width, counts=True)
+    use = np.isfinite(profile) & (radii >= MIN_RING_RADIUS_PX)
     if radius_window is not None:
         use &= (radii >= radius_window[0]) & (radii <= radius_window[1])
     if np.count_nonzero(use) < 3:
         return -np.inf, np.nan
-    peak = np.argmax(np.where(use, profile, -np.inf))
-    return profile[peak] - np.median(profile[use]), radii[peak]
+    score = (profile - np.median(profile[use])) * np.sqrt(counts)
+    peak = np.argmax(np.where(use, score, -np.inf))
+    return score[peak], radii[peak]
+
+
+def guess_window(radius_guess):
+    """Radii (px) a ring asked for by `radius_guess` may have: within 25%."""
+    return ((1 - GUESS_WINDOW) * radius_guess, (1 + GUESS_WINDOW) * radius_guess)
+
+
+@dataclasses.dataclass
+class RingCandidate:
+    """A peak of the radial profile: radius and FWHM in px, its strength
+    (the excess over the background summed over the ring's pixels, in
+    counts) and significance (excess over the profile's noise)."""
+
+    radius: float
+    fwhm: float
+    strength: float
+    significance: float
+
+
+def ring_candidates(image, valid, centre, min_significance=5.0, bin_width=0.5):
+    """Rings in the radial profile around `centre`, strongest first.
+
+    The background is a running median of the profile over 15 px; peaks
+    whose excess is `min_significance` times its noise (the robust scatter
+    of the residual, scaled by 1/sqrt(pixels at that radius)) count, at
+    radii of at least MIN_RING_RADIUS_PX. Strength sums the excess over the peak's FWHM,
+    weighted by the pixels at each radius: a wide ring of many pixels
+    outranks a narrow bright artefact near the beam.
+    """
+    from scipy import ndimage, signal
+
+    radii, profile, counts = _ValidPixels(image, valid).profile(
+        centre, bin_width, counts=True
+    )
+    filled = np.isfinite(profile) & (counts > 0)
+    if np.count_nonzero(filled) < 10:
+        return []
+    profile = np.interp(radii, radii[filled], profile[filled])
+    size = max(int(round(15.0 / bin_width)) | 1, 5)
+    background = ndimage.median_filter(profile, size=size, mode="nearest")
+    excess = profile - background
+    # The mean of n pixels scatters as 1/sqrt(n): judge each radius by its
+    # excess in units of its own noise.
+    weighted = excess * np.sqrt(counts)
+    noise = 1.4826 * np.median(np.abs(weighted - np.median(weighted))) + 1e-12
+    z = weighted / noise
+    peaks, found = signal.find_peaks(
+        z, height=min_significance, width=1, rel_height=0.5
+    )
+    candidates = []
+    for peak, left, right in zip(peaks, found["left_ips"], found["right_ips"]):
+        if radii[peak] < MIN_RING_RADIUS_PX:
+            continue
+        lo, hi = int(np.floor(left)), int(np.ceil(right)) + 1
+        strength = float(np.sum(np.clip(excess[lo:hi], 0, None) * counts[lo:hi]))
+        candidates.append(
+            RingCandidate(
+                radius=float(radii[peak]),
+                fwhm=float((right - left) * bin_width),
+                strength=strength,
+                significance=float(z[peak]),
+            )
+        )
+    return sorted(candidates, key=lambda c: -c.strength)
 
 
 def _annulus(shape, centre, window):
@@ -115,19 +203,19 @@ def _annulus(shape, centre, window):
     return (r >= window[0]) & (r <= window[1])
 
 
-def sharpest_centre(image, valid, start, search_px, radius_guess=None):
+def sharpest_centre(image, valid, start, search_px, radius_guess=None, window=None):
     """Centre (fast, slow) in px that makes the radial profile sharpest.
 
     Searches a grid of +-`search_px` (steps of search/5) around `start`, then
     grids of +-1 step around the best point with steps 4 times finer, down
     to 0.5 px. Coarse steps work on binned pixels (blocks of about half a
     step); after the first stage only an annulus around the ring found is
-    used. With `radius_guess`, only ring peaks within 25% of it count.
+    used. With `radius_guess`, only ring peaks within 25% of it count; with
+    `window` (px, px), only those within it.
     Returns (centre, ring radius px).
     """
-    window = None
-    if radius_guess:
-        window = (0.75 * radius_guess, 1.25 * radius_guess)
+    if window is None and radius_guess:
+        window = guess_window(radius_guess)
     best = np.asarray(start, dtype=np.float64)
     step = max(search_px / 5.0, 0.5)
     half = search_px
@@ -165,8 +253,10 @@ def ring_points(image, valid, centre, radius, half_width, nphi=None, step=0.25):
     image, valid : ndarray (slow, fast)
     centre : (float, float)
         Current centre (fast, slow) px.
-    radius : float
-        Current radius px; the ring is looked for in radius +- half_width.
+    radius : float, or ndarray of nphi floats
+        Current radius px (one per sector: the ring expected there, e.g. an
+        ellipse on a tilted detector); the ring is looked for within
+        +- half_width of it.
     nphi : int, optional
         Sectors; default one per ~2 px of circumference (at most 720).
     step : float
@@ -176,32 +266,39 @@ def ring_points(image, valid, centre, radius, half_width, nphi=None, step=0.25):
     -------
     ndarray (n, 2) of (fast, slow) px, sectors with a clear ring only.
     """
+    radius = np.asarray(radius, dtype=np.float64)
     if nphi is None:
-        nphi = int(np.clip(np.pi * radius, 36, 720))
-    radii = np.arange(radius - half_width, radius + half_width + step / 2, step)
-    radii = radii[radii > 0]
-    polar_map = pixel_polar_map(centre, radii, nphi, image.shape, "bilinear")
+        nphi = radius.size if radius.ndim else int(np.clip(np.pi * radius, 36, 720))
+    offsets = np.arange(-half_width, half_width + step / 2, step)
+    phi = phi_samples(nphi)
+    radii = np.broadcast_to(radius, (nphi,))[None, :] + offsets[:, None]
+    radii = np.where(radii > 0, radii, np.nan)
+    fast = centre[0] + radii * np.cos(phi)
+    slow = centre[1] + radii * np.sin(phi)
+    polar_map = map_from_pixel_coordinates(fast, slow, 0, [image.shape], "bilinear")
     polar, polar_valid = polar_map.apply(image[None], valid[None])
     polar, polar_valid = polar[0].astype(np.float64).T, polar_valid[0].T
+    radii = radii.T
     complete = polar_valid.all(axis=1)
     # A straight background under the ring, through the means of the first
     # and last few samples (a sloping background, e.g. the tail of a
     # neighbouring ring, must not pull the centroid).
-    edge = max(2, radii.size // 8)
+    edge = max(2, offsets.size // 8)
     inner, outer = polar[:, :edge], polar[:, -edge:]
-    r_inner, r_outer = radii[:edge].mean(), radii[-edge:].mean()
+    r_inner, r_outer = offsets[:edge].mean(), offsets[-edge:].mean()
     slope = (outer.mean(axis=1) - inner.mean(axis=1)) / (r_outer - r_inner)
-    background = inner.mean(axis=1)[:, None] + slope[:, None] * (radii - r_inner)
+    background = inner.mean(axis=1)[:, None] + slope[:, None] * (offsets - r_inner)
     noise = np.concatenate([inner, outer], axis=1).std(axis=1) + 1e-12
     signal = np.clip(polar - background, 0, None)
     total = signal.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r_centroid = (signal * radii).sum(axis=1) / total
+        r_centroid = np.nansum(signal * radii, axis=1) / total
         strength = (polar - background).max(axis=1) / noise
-    good = complete & (total > 0) & (strength > 3.0)
-    phi = phi_samples(nphi)[good]
+    good = complete & (total > 0) & (strength > 3.0) & np.isfinite(r_centroid)
     r = r_centroid[good]
-    return np.stack([centre[0] + r * np.cos(phi), centre[1] + r * np.sin(phi)], axis=1)
+    return np.stack(
+        [centre[0] + r * np.cos(phi[good]), centre[1] + r * np.sin(phi[good])], axis=1
+    )
 
 
 def fit_circle(points):
@@ -243,6 +340,7 @@ def find_ring_centre(
     search_px=None,
     half_width=None,
     max_iterations=10,
+    ring=None,
 ):
     """Beam centre and ring radius of one (summed) image by fitting a ring.
 
@@ -255,16 +353,23 @@ def find_ring_centre(
     start : (float, float), optional
         First guess (fast, slow) px; default the image centre.
     radius_guess : float, optional
-        Ring radius in px to look near (within 25%); default the sharpest ring.
+        Ring radius in px to look near: the ring found lies within 25% of
+        it, or a DataError says where the rings are.
     search_px : float, optional
         Half-width of the coarse centre search; default 10% of the image.
     half_width : float, optional
         Radial half-width of the window the ring is refined in, px; default
         1.5 times the ring's FWHM in the radial profile (at least 3 px).
+    ring : int, optional
+        Fit the ring-th ring of the radial profile from the centre (1: the
+        innermost). Default (and without radius_guess): the strongest ring.
 
     Returns
     -------
     RingFit
+        With the candidate rings and warnings when the fit is not one clean
+        ring: the points scatter widely (rms above 35% of the ring's FWHM),
+        or another ring lies inside the fit window.
     """
     image = np.asarray(image)
     valid = np.asarray(valid, dtype=bool)
@@ -277,9 +382,66 @@ def find_ring_centre(
     if search_px is None:
         search_px = 0.1 * max(image.shape)
     centre, radius = sharpest_centre(image, valid, start, search_px, radius_guess)
+    # The sharpest ring, fitted, centres the radial profile well enough to
+    # resolve every ring in it.
+    try:
+        width = _ring_half_width(image, valid, centre, radius)
+        centre, _, _, _, _ = _refine_circle(image, valid, centre, radius, width, 3)
+    except DataError:
+        pass
+    candidates = ring_candidates(image, valid, centre)
+    chosen = _choose_ring(candidates, radius_guess, ring)
+    if chosen is None and not radius_guess:
+        raise DataError(
+            "no ring stands out in the radial profile around the centre found "
+            f"({centre[0]:.1f}, {centre[1]:.1f}) px: cannot fit a circle (give "
+            "ring_radius_guess= or a better start)"
+        )
+    if chosen is not None and abs(chosen.radius - radius) > 0.5 * max(chosen.fwhm, 2):
+        # Centre the search on the ring asked for (or the strongest).
+        reach = max(3.0 * chosen.fwhm, 5.0)
+        centre, radius = sharpest_centre(
+            image,
+            valid,
+            centre,
+            max(search_px / 5.0, 1.0),
+            window=(chosen.radius - reach, chosen.radius + reach),
+        )
     logger.debug("Sharpest radial profile at %s px, ring at %.1f px", centre, radius)
+    if half_width is None and chosen is not None and abs(chosen.radius - radius) < 3:
+        half_width = float(np.clip(1.5 * chosen.fwhm, 3.0, 0.5 * radius))
     if half_width is None:
         half_width = _ring_half_width(image, valid, centre, radius)
+    centre, radius, covariance, rms, points = _refine_circle(
+        image, valid, centre, radius, half_width, max_iterations
+    )
+    if radius_guess:
+        low, high = guess_window(radius_guess)
+        if not low <= radius <= high:
+            raise DataError(
+                f"no ring within 25% of ring_radius_guess={radius_guess:g} px (the "
+                f"fit ended at {radius:.1f} px; rings seen at "
+                f"{_describe(candidates)})"
+            )
+    sigma = np.sqrt(np.diag(covariance))
+    fwhm = half_width / 1.5  # see _ring_half_width
+    fit = RingFit(
+        centre=centre,
+        radius=radius,
+        centre_sigma=(float(sigma[0]), float(sigma[1])),
+        radius_sigma=float(sigma[2]),
+        rms=rms,
+        points=points,
+        fwhm=fwhm,
+        candidates=candidates,
+    )
+    fit.warnings = ring_warnings(fit, half_width)
+    return fit
+
+
+def _refine_circle(image, valid, centre, radius, half_width, max_iterations):
+    """Ring points and a robust circle fit, repeated until the centre moves
+    less than 0.001 px. Returns (centre, radius, covariance, rms, points)."""
     for _ in range(max_iterations):
         points = ring_points(image, valid, centre, radius, half_width)
         if len(points) < 10:
@@ -292,22 +454,57 @@ def find_ring_centre(
         centre = (float(new_centre[0]), float(new_centre[1]))
         if moved < 1e-3:
             break
-    sigma = np.sqrt(np.diag(covariance))
-    return RingFit(
-        centre=centre,
-        radius=radius,
-        centre_sigma=(float(sigma[0]), float(sigma[1])),
-        radius_sigma=float(sigma[2]),
-        rms=rms,
-        points=points[inliers],
-    )
+    return centre, radius, covariance, rms, points[inliers]
+
+
+def _choose_ring(candidates, radius_guess, ring):
+    """The candidate asked for: the ring-th from the centre, the strongest
+    within the guess window, or the strongest; None when there is none."""
+    if ring is not None:
+        ordered = sorted(candidates, key=lambda c: c.radius)
+        if not 1 <= ring <= len(ordered):
+            raise DataError(
+                f"ring={ring}: the radial profile shows {len(ordered)} ring(s)"
+                + (f" (at {_describe(ordered)})" if ordered else "")
+            )
+        return ordered[ring - 1]
+    if radius_guess:
+        low, high = guess_window(radius_guess)
+        inside = [c for c in candidates if low <= c.radius <= high]
+        return inside[0] if inside else None
+    return candidates[0] if candidates else None
+
+
+def _describe(candidates):
+    if not candidates:
+        return "no clear radius"
+    return ", ".join(f"{c.radius:.1f}" for c in candidates[:8]) + " px"
+
+
+def ring_warnings(fit, half_width):
+    """Why a fit may not be one clean ring (empty when it is)."""
+    warnings = []
+    if fit.rms > 0.35 * fit.fwhm:
+        warnings.append(
+            f"the ring points scatter by {fit.rms:.2f} px rms against a ring FWHM "
+            f"of {fit.fwhm:.2f} px: this may not be one ring (blended rings, an "
+            "elliptical ring on a tilted detector, or an artefact)"
+        )
+    inside = [c for c in fit.candidates if abs(c.radius - fit.radius) <= half_width]
+    if len(inside) > 1:
+        warnings.append(
+            f"{len(inside)} rings ({_describe(sorted(inside, key=lambda c: c.radius))})"
+            f" lie inside the fit window {fit.radius:.1f} ± {half_width:.1f} px: the "
+            "fit may blend them (choose one with ring= or a closer guess)"
+        )
+    return warnings
 
 
 def _ring_half_width(image, valid, centre, radius):
     """Radial half-width (px) to refine the ring in: 1.5 FWHM (about 3.5
     sigma of a Gaussian ring), at least 3 px."""
     radii, profile = radial_profile(image, valid, centre, 0.5)
-    near = np.isfinite(profile) & (np.abs(radii - radius) < 0.25 * radius)
+    near = np.isfinite(profile) & (np.abs(radii - radius) < max(10.0, 0.05 * radius))
     if np.count_nonzero(near) < 5:
         return 4.0
     r, p = radii[near], profile[near]
