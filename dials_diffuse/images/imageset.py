@@ -1,8 +1,11 @@
 """Read frames of a dxtbx imageset as numpy arrays, with the DIALS mask.
 
 `read_frame` reads one whole frame; `ImagesetSource` streams any dxtbx
-imageset as an `ImageSource`. Errors while reading (a truncated or corrupt
-image file) become a `UserError` naming the file and frame.
+imageset as an `ImageSource`. Every frame of an HDF5 (NXmx, Eiger) file is
+first checked to be readable in full (`dials_diffuse.images.hdf5_sources`:
+HDF5 would read a missing or truncated data file as zeros). Errors while
+reading (a missing, truncated or corrupt image file) become a `DataError`
+``"<file>: image N cannot be read: <reason>"``.
 """
 
 import functools
@@ -14,8 +17,9 @@ from dxtbx.model import Panel
 from scitbx.array_family import flex
 
 from dials_diffuse.geometry import rotation_angle_deg
+from dials_diffuse.images.hdf5_sources import check_frames, is_hdf5
 from dials_diffuse.images.source import ImageSource, output_buffer
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError, UserError
 
 
 def frame_file(imageset, index):
@@ -24,6 +28,27 @@ def frame_file(imageset, index):
         return imageset.get_path(index)
     except Exception:
         return "<unknown file>"
+
+
+@functools.lru_cache(maxsize=256)
+def _is_hdf5(path):
+    return is_hdf5(path)
+
+
+def check_frame(imageset, index):
+    """Raise a DataError if frame `index` of an HDF5 imageset cannot be read in full.
+
+    The frame's number in its file is the imageset's index of it (an image
+    range of an NXmx sweep starts inside the file).
+    """
+    path = frame_file(imageset, index)
+    if not _is_hdf5(path):
+        return
+    try:
+        in_file = int(imageset.indices()[index])
+    except (AttributeError, IndexError, RuntimeError):
+        in_file = index
+    check_frames(path, in_file, in_file + 1)
 
 
 @functools.cache
@@ -71,6 +96,7 @@ def read_frame(imageset, index, static_masks=None):
         True where the pixel is valid: the format's static mask (gaps, bad
         pixels), any external mask, and the panel's trusted range.
     """
+    check_frame(imageset, index)
     try:
         raw = imageset.get_raw_data(index)
         if not isinstance(raw, tuple):
@@ -89,8 +115,8 @@ def read_frame(imageset, index, static_masks=None):
     except Exception as error:
         message = str(error).strip().splitlines()
         reason = message[-1] if message else type(error).__name__
-        raise UserError(
-            f"{frame_file(imageset, index)}: cannot read image {index + 1} ({reason})"
+        raise DataError(
+            f"{frame_file(imageset, index)}: image {index + 1} cannot be read: {reason}"
         ) from error
     valid = [np.ascontiguousarray(panel, dtype=bool) for panel in mask]
     return data, valid

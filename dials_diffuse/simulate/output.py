@@ -3,9 +3,9 @@
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from dials_diffuse.io.atomic import remove_stale_temporaries, temporary_name
 from dials_diffuse.util.errors import UserError
 
 
@@ -27,9 +27,14 @@ def dataset_directory(directory):
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"{final}: parent directory {parent} does not exist")
-    temporary = Path(
-        tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent)
-    )
+    remove_stale_temporaries(final)
+    while True:
+        temporary = temporary_name(final)
+        try:
+            temporary.mkdir()
+            break
+        except FileExistsError:
+            continue
     try:
         yield temporary
         if final.exists():

@@ -10,7 +10,7 @@ from dxtbx.model.experiment_list import ExperimentListFactory
 
 from dials_diffuse.images.imageset import ImagesetSource
 from dials_diffuse.images.source import Chunk
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def load_sweep(directory, n=None):
@@ -85,7 +85,7 @@ def test_external_mask_is_used(shared_data):
     assert not valid[0, 1, 1] and valid[0, 0, 0]
 
 
-def test_unreadable_image_is_a_user_error(shared_data, tmp_path):
+def test_unreadable_image_is_a_data_error(shared_data, tmp_path):
     for path in sorted((shared_data / "l_cysteine_sweep1").glob("*.cbf"))[:2]:
         shutil.copy(path, tmp_path)
     imageset = load_sweep(tmp_path)
@@ -93,7 +93,7 @@ def test_unreadable_image_is_a_user_error(shared_data, tmp_path):
     broken.write_bytes(broken.read_bytes()[:5000])  # header intact, data cut
     source = ImagesetSource(imageset)
     source.read(Chunk(0, slice(0, 1), slice(0, 10), slice(0, 10)))
-    with pytest.raises(UserError, match="l-cyst_01_00002.cbf: cannot read image 2"):
+    with pytest.raises(DataError, match="l-cyst_01_00002.cbf: image 2 cannot be read"):
         source.read(Chunk(0, slice(1, 2), slice(0, 10), slice(0, 10)))
 
 
