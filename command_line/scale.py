@@ -316,6 +316,9 @@ def main(params, inputs, run):
             "models": [str(path) for path in outputs],
         }
     )
+    run.plan_outputs(
+        {f"scaling model of {table}": out for out, table in zip(outputs, inputs.nexus)}
+    )
     for output, model, table in zip(outputs, models, inputs.nexus):
         with run.write(output, f"scaling model of {table}") as path:
             write_tables(path, model.to_tables({"table": str(table)}))
