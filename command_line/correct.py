@@ -110,7 +110,7 @@ def main(params, inputs, run):
         raise UserError(
             "no integrated table given: name the integrated.nxs of integrate"
         )
-    table = load_table(integrated, "hkl_table")
+    table = load_table(integrated, "hkl_table", finite=True)
     missing = {
         "h",
         "k",

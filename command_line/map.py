@@ -93,7 +93,9 @@ def plot_sections(axes, grid, column, path):
 def main(params, inputs, run):
     if len(inputs.nexus) != 1:
         raise UserError("give one table: the merged.nxs of merge (or a corrected.nxs)")
-    table = load_table(inputs.nexus[0], "hkl_table")
+    # NaN is "not measured" in a merged table's columns (a half-set's where
+    # the half is empty): only the Miller indices must be finite here.
+    table = load_table(inputs.nexus[0], "hkl_table", finite=("h", "k", "l"))
     subdivide = np.asarray(table.attrs.get("subdivide", (1, 1, 1)), dtype=np.int64)
     if inputs.experiments:
         space_group = inputs.experiments[0].crystal.get_space_group()
@@ -108,6 +110,8 @@ def main(params, inputs, run):
     frame = table.to_frame()
     if params.column not in frame:
         raise UserError(f"{inputs.nexus[0]}: no column '{params.column}'")
+    if np.isinf(frame[params.column].to_numpy(np.float64)).any():
+        raise UserError(f"{inputs.nexus[0]}: column '{params.column}' holds Inf")
     hkl = frame[["h", "k", "l"]].to_numpy(np.float64)
     limits = params.limits or default_limits(hkl, space_group)
     with run.timer("map"):

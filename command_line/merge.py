@@ -114,7 +114,7 @@ def plot_merged(merged, shells, path):
 
 def load_scaled(table_path, model_path, which):
     """A corrected table (pandas) with a scaling model's terms `which` applied."""
-    loaded = load_table(table_path, "hkl_table")
+    loaded = load_table(table_path, "hkl_table", finite=True)
     table = loaded.to_frame()
     missing = {"h", "k", "l", "intensity", "intensity_error"} - set(table)
     if missing:

@@ -260,7 +260,7 @@ def load_corrected(paths, settings):
         needed |= set(TERMS[name][1])
     frames = []
     for number, path in enumerate(paths):
-        table = load_table(path, "hkl_table").to_frame()
+        table = load_table(path, "hkl_table", finite=True).to_frame()
         missing = needed - set(table)
         if missing:
             raise UserError(

@@ -42,7 +42,11 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
     read_raw_chunks,
 )
 from dials_diffuse.images.hdf5_sources import check_frames
-from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.images.source import (
+    ImageSource,
+    exclude_non_finite,
+    output_buffer,
+)
 from dials_diffuse.util.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -609,6 +613,7 @@ class EigerMasterSource(ImageSource):
         valid = self.static_mask()[chunk.rows, chunk.columns] & (
             data < self.invalid_from
         )
+        exclude_non_finite(data, valid, self.path)
         return data, valid
 
     def describe(self):

@@ -18,7 +18,11 @@ from scitbx.array_family import flex
 
 from dials_diffuse.geometry import rotation_angle_deg
 from dials_diffuse.images.hdf5_sources import check_frames, is_hdf5
-from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.images.source import (
+    ImageSource,
+    exclude_non_finite,
+    output_buffer,
+)
 from dials_diffuse.util.errors import DataError, UserError
 
 
@@ -119,6 +123,8 @@ def read_frame(imageset, index, static_masks=None):
             f"{frame_file(imageset, index)}: image {index + 1} cannot be read: {reason}"
         ) from error
     valid = [np.ascontiguousarray(panel, dtype=bool) for panel in mask]
+    for values, panel_valid in zip(data, valid):
+        exclude_non_finite(values, panel_valid, frame_file(imageset, index))
     return data, valid
 
 

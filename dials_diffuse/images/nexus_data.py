@@ -31,7 +31,12 @@ import h5py
 import numpy as np
 
 from dials_diffuse.images.hdf5_chunks import ChunkedDataset
-from dials_diffuse.images.source import ImageSource, output_buffer, thread_buffer
+from dials_diffuse.images.source import (
+    ImageSource,
+    exclude_non_finite,
+    output_buffer,
+    thread_buffer,
+)
 from dials_diffuse.util.errors import UserError
 
 #: Where the image series lives in the file.
@@ -183,4 +188,5 @@ class NexusDataSource(ImageSource):
             raise self._error(
                 f"cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"
             ) from None
+        exclude_non_finite(data, valid, self.path)  # +Inf passed data >= 0
         return data, valid

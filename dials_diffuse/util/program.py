@@ -46,6 +46,7 @@ from libtbx.phil import parse
 from libtbx.utils import Sorry
 
 import dials_diffuse
+from dials_diffuse.images.source import take_non_finite_counts
 from dials_diffuse.io.atomic import atomic_path
 from dials_diffuse.util import parallel
 from dials_diffuse.util.errors import DataError, UsageError, UserError
@@ -417,7 +418,9 @@ class Program:
                 logs.replay()
                 logs.raise_failure()  # a log that cannot be written: stop now
                 state.run = RunContext(self.name, inputs, verbosity, state.plan)
+                take_non_finite_counts()
                 self.main(state.params, inputs, state.run)
+                _report_non_finite(state.run)
                 logs.raise_failure()
             except BaseException as error:
                 one_line = as_one_line(error)
@@ -530,6 +533,19 @@ class Program:
         if error is None:
             logger.info("Wrote JSON summary to %s", params.output.json)
         return 0
+
+
+def _report_non_finite(run):
+    """Log the non-finite pixel values the run excluded (the pixel policy), per file."""
+    counts = take_non_finite_counts()
+    for name, count in counts.items():
+        logger.warning(
+            "%s: %d non-finite pixel value(s) (NaN or Inf) excluded like masked pixels",
+            name,
+            count,
+        )
+    if counts:
+        run.results["non_finite_pixels"] = counts
 
 
 class _RunState:

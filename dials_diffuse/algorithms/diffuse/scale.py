@@ -366,7 +366,9 @@ class ScaleModel:
         for table_name in table_names(path):
             name = MODEL_TABLES.get(table_name)
             if name and (which is None or name in which):
-                terms[name] = GridTerm.from_table(load_table(path, table_name))
+                terms[name] = GridTerm.from_table(
+                    load_table(path, table_name, finite=True)
+                )
         if not terms and which is None:
             raise UserError(f"{path}: no scaling model (/entry/*_model) in it")
         return cls(terms)
