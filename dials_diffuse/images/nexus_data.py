@@ -64,6 +64,8 @@ class NexusDataSource(ImageSource):
         data = series["data"]
         if data.ndim != 3:
             raise self._error(f"{IMAGE_SERIES}/data has {data.ndim} dimensions, not 3")
+        if data.dtype.kind not in "iuf":
+            raise self._error(f"{IMAGE_SERIES}/data holds {data.dtype}, not numbers")
         self._shape = data.shape
         self._dtype = data.dtype
         self._phi = self._axis(series, "phi", self._shape[0])
