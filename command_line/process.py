@@ -2,6 +2,7 @@
 
 import contextlib
 import html
+import io
 import json
 import logging
 import sys
@@ -190,13 +191,18 @@ def run_step(name, files, extra, working, run):
     summary_path = Path(f"dials.diffuse.{name}.json")
     args = [*files, str(phil_path), *extra, f"output.json={summary_path}"]
     logger.info("\n=== %s: dials.diffuse.%s %s", name, name, " ".join(args))
-    with run.timer(name), _without_console_output():
+    step_errors = io.StringIO()  # the step's one-line error becomes ours
+    with (
+        run.timer(name),
+        _without_console_output(),
+        contextlib.redirect_stderr(step_errors),
+    ):
         code = STEPS[name].program.run(args)
     if code != 0:
         run.results[name] = {"exit_code": code}
-        raise UserError(
-            f"step {name} failed (exit code {code}): see dials.diffuse.{name}.log"
-        )
+        error = step_errors.getvalue().strip().splitlines()
+        reason = error[-1].split(": error: ", 1)[-1] if error else f"exit code {code}"
+        raise UserError(f"step {name} failed: {reason}")
     summary = json.loads(summary_path.read_text())
     run.results[name] = {
         "exit_code": code,

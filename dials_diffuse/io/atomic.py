@@ -9,6 +9,7 @@ writing.
 """
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -110,3 +111,35 @@ def remove_stale_temporaries(path):
                 candidate.unlink()
             removed.append(candidate)
     return removed
+
+
+#: errno values of a failed write: the file system, not the program.
+WRITE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "file too large",
+    errno.EIO: "input/output error",
+}
+#: The same, as HDF5 reports them inside its messages.
+_WRITE_TEXTS = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Read-only file system": errno.EROFS,
+    "Permission denied": errno.EACCES,
+    "File too large": errno.EFBIG,
+}
+
+
+def write_failure(error):
+    """The reason a write failed because of the file system, or None."""
+    number = getattr(error, "errno", None)
+    if number in WRITE_ERRNOS:
+        return WRITE_ERRNOS[number]
+    text = str(error)
+    for phrase, number in _WRITE_TEXTS.items():
+        if phrase in text:
+            return WRITE_ERRNOS[number]
+    return None

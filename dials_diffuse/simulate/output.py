@@ -5,7 +5,11 @@ import os
 import shutil
 from pathlib import Path
 
-from dials_diffuse.io.atomic import remove_stale_temporaries, temporary_name
+from dials_diffuse.io.atomic import (
+    remove_stale_temporaries,
+    temporary_name,
+    write_failure,
+)
 from dials_diffuse.util.errors import UserError
 
 
@@ -40,6 +44,12 @@ def dataset_directory(directory):
         if final.exists():
             final.rmdir()
         os.replace(temporary, final)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        reason = write_failure(error)
+        if reason is None:
+            raise
+        raise UserError(f"{final}: cannot write the dataset: {reason}") from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

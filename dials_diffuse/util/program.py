@@ -31,7 +31,6 @@ work. The runner gives every program the same behaviour:
 import atexit
 import contextlib
 import difflib
-import errno
 import json
 import logging
 import os
@@ -47,7 +46,7 @@ from libtbx.utils import Sorry
 
 import dials_diffuse
 from dials_diffuse.images.source import take_non_finite_counts
-from dials_diffuse.io.atomic import atomic_path
+from dials_diffuse.io.atomic import atomic_path, write_failure
 from dials_diffuse.util import parallel
 from dials_diffuse.util.errors import DataError, UsageError, UserError
 from dials_diffuse.util.inputs import Inputs, load_inputs
@@ -442,7 +441,7 @@ class Program:
                 traceback.print_exception(type(error), error, error.__traceback__)
         message = f"{self.full_name}: error: {one_line}"
         print(message, file=sys.stderr)
-        logging.getLogger("dials_diffuse.error").debug(message)
+        logs.record_error(message)
         if write_failure(error.__cause__ or error) and "h5py" in sys.modules:
             _keep_failed_hdf5_write(error)
         code = self._write_summary(state, args, start, one_line)
@@ -474,7 +473,7 @@ class Program:
                 state.plan.add(key, path)
             except UserError:
                 if state.plan.outputs.get("output.json") == state.plan.identity(path):
-                    state.summary_planned = False  # the summary would be over it
+                    state.summary_refused = True  # it would be over another output
                 raise
 
     def _log_header(self, args, working):
@@ -493,7 +492,7 @@ class Program:
     def _write_summary(self, state, args, start, error):
         """Write output.json if asked for; return 0, or 1 if it cannot be written."""
         params, run = state.params, state.run
-        if params is None or not params.output.json:
+        if params is None or not params.output.json or state.summary_refused:
             return 0
         if not state.summary_planned:  # the run failed before planning it
             try:
@@ -557,45 +556,16 @@ class _RunState:
         self.run = None
         self.plan = OutputPlan()
         self.summary_planned = False
+        self.summary_refused = False
 
 
 # -- the error boundary --------------------------------------------------------
 
-#: errno values of a failed write: the file system, not the program.
-WRITE_ERRNOS = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EFBIG: "file too large",
-    errno.EIO: "input/output error",
-}
-#: The same, as HDF5 reports them inside its messages.
-_WRITE_TEXTS = {
-    "No space left on device": errno.ENOSPC,
-    "Disk quota exceeded": errno.EDQUOT,
-    "Read-only file system": errno.EROFS,
-    "Permission denied": errno.EACCES,
-    "File too large": errno.EFBIG,
-}
 #: Messages of C++ assertions and errors raised through Boost.Python.
 _LIBRARY_ASSERTION = re.compile(
     r"ASSERT|Internal Error|(dxtbx|scitbx|cctbx|boost)[ _.:]|HDF5|h5py", re.IGNORECASE
 )
 _PACKAGE_DIRECTORIES = None
-
-
-def write_failure(error):
-    """The reason a write failed because of the file system, or None."""
-    number = getattr(error, "errno", None)
-    if number in WRITE_ERRNOS:
-        return WRITE_ERRNOS[number]
-    text = str(error)
-    for phrase, number in _WRITE_TEXTS.items():
-        if phrase in text:
-            return WRITE_ERRNOS[number]
-    return None
 
 
 def _short(error):
@@ -823,6 +793,16 @@ class _RunLogging:
             for handler in self.handlers:
                 if record.levelno >= handler.level:
                     handler.handle(record)
+
+    def record_error(self, message):
+        """Write the run's one-line error to the log file (the terminal has it)."""
+        for handler in self.handlers:
+            if isinstance(handler, _LogFileHandler):
+                handler.handle(
+                    logging.LogRecord(
+                        "dials_diffuse.error", logging.ERROR, "", 0, message, None, None
+                    )
+                )
 
     def raise_failure(self):
         """Raise a DataError if the log file could not be written (a full disk)."""
