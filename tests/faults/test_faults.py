@@ -354,3 +354,28 @@ def test_command_line_that_cannot_be_understood(
     assert_clean_failure(
         case, code, err, argument.split("=")[0], in_tmp_path, expected_code=2
     )
+
+
+# -- inputs of the wrong shape ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["find_ring_center", "polar_transform", "integrate"])
+def test_mask_of_the_wrong_shape(name, world, in_tmp_path, capsys):
+    case = next(c for c in PROGRAMS if c.name == name)
+    args = case.args(world)
+    if name == "integrate":
+        mask = in_tmp_path / "small_mask.nxs"
+        shutil.copy(world["mask.nxs"], mask)
+        with h5py.File(mask, "r+") as handle:
+            frames = handle["entry/mask/mask"].shape[0]
+            del handle["entry/mask/mask"]
+            handle["entry/mask/mask"] = np.zeros((frames, 10, 10), dtype=np.uint8)
+        args = replaced(args, world["mask.nxs"], mask.name)
+    else:
+        mask = in_tmp_path / "small_mask.npy"
+        np.save(mask, np.ones((10, 10), dtype=bool))
+        args = replaced(args, world["sacla_mask"], mask.name)
+    before = world_files(world)
+    code, err = run_here(case, args, capsys)
+    assert_clean_failure(case, code, err, mask.name, in_tmp_path, kept=[mask.name])
+    assert world_files(world) == before
