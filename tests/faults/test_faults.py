@@ -379,3 +379,50 @@ def test_mask_of_the_wrong_shape(name, world, in_tmp_path, capsys):
     code, err = run_here(case, args, capsys)
     assert_clean_failure(case, code, err, mask.name, in_tmp_path, kept=[mask.name])
     assert world_files(world) == before
+
+
+# -- non-finite pixels ------------------------------------------------------------
+
+
+def test_non_finite_pixels_are_excluded_and_counted(world, in_tmp_path, capsys):
+    """NaN/Inf pixels act as masked pixels: the same ring, and a count in the log."""
+    import json
+
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    case = next(c for c in PROGRAMS if c.name == "find_ring_center")
+    shots = in_tmp_path / world["sacla"].name
+    shutil.copy(world["sacla"], shots)
+    planted = 0
+    with h5py.File(shots, "r+") as handle:
+        names = []
+        handle.visititems(
+            lambda name, item: (
+                names.append(name)
+                if isinstance(item, h5py.Dataset) and name.endswith("detector_data")
+                else None
+            )
+        )
+        for name in names:
+            image = handle[name][()].astype(np.float32)
+            image[::7, ::5] = np.nan
+            image[3, :] = np.inf
+            planted += int(np.count_nonzero(~np.isfinite(image)))
+            del handle[name]
+            handle[name] = image
+    args = [shots.name, f"mask={world['sacla_mask']}", "output.json=ring.json"]
+    assert case.module.run(args) == 0, capsys.readouterr().err
+    log = (in_tmp_path / "dials.diffuse.find_ring_center.log").read_text()
+    assert f"{planted} non-finite pixel value(s)" in log
+    summary = json.loads((in_tmp_path / "ring.json").read_text())
+    assert sum(summary["results"]["non_finite_pixels"].values()) == planted
+
+    def centre(path):
+        experiment = ExperimentListFactory.from_json_file(str(path), False)[0]
+        return experiment.detector[0].get_beam_centre_px(experiment.beam.get_s0())
+
+    np.testing.assert_allclose(
+        centre(in_tmp_path / "ring_center.expt"),
+        centre(world["ring_center.expt"]),
+        atol=0.05,
+    )
