@@ -426,3 +426,18 @@ def test_non_finite_pixels_are_excluded_and_counted(world, in_tmp_path, capsys):
         centre(world["ring_center.expt"]),
         atol=0.05,
     )
+
+
+@pytest.mark.parametrize("output", ["output.log", "output.json"])
+def test_log_or_summary_on_a_full_disk(output, world, in_tmp_path):
+    """A log that cannot be written stops the run before its work; a summary
+    that cannot be written makes the exit code non-zero."""
+    case = PROGRAMS[0]
+    with mounted_tmpfs(in_tmp_path / "full", size="256k") as full:
+        _fill(full)
+        args = [*case.args(world), f"{output}=full/run.txt"]
+        code, err = run_as_command(case, args, in_tmp_path)
+        kept = ["full", "data.nxs"] if output == "output.json" else ["full"]
+        assert_clean_failure(case, code, err, "full/run.txt", in_tmp_path, kept=kept)
+        assert "no space left" in err
+        assert (in_tmp_path / "data.nxs").exists() == (output == "output.json")
