@@ -53,8 +53,8 @@ def test_many_data_files_under_a_low_open_file_limit(many_files_series, tmp_path
     np.testing.assert_array_equal(series["sum"], frames.sum(axis=(1, 2)))
 
 
-def test_memory_is_flat_in_the_number_of_files(many_files_series):
-    """Reading every frame keeps at most MAX_OPEN_DATA_FILES files open."""
+def test_reading_every_frame_keeps_few_files_open(many_files_series):
+    """At most MAX_OPEN_DATA_FILES files (and their HDF5 caches) open: memory stays flat."""
     from dials_diffuse.images.eiger import MAX_OPEN_DATA_FILES, EigerMasterSource
     from dials_diffuse.images.source import Chunk
 
