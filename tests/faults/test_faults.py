@@ -441,3 +441,17 @@ def test_log_or_summary_on_a_full_disk(output, world, in_tmp_path):
         assert_clean_failure(case, code, err, "full/run.txt", in_tmp_path, kept=kept)
         assert "no space left" in err
         assert (in_tmp_path / "data.nxs").exists() == (output == "output.json")
+
+
+def test_process_checks_the_last_step_outputs_before_the_first_step(
+    world, in_tmp_path, capsys
+):
+    """map's CCP4 name over an image data file: refused before import_data runs."""
+    case = next(c for c in PROGRAMS if c.name == "process")
+    before = world_files(world)
+    target = world["data_file"]
+    args = [*case.args(world), f"map.output.ccp4={target}"]
+    code, err = run_here(case, args, capsys)
+    assert_clean_failure(case, code, err, target, in_tmp_path)
+    assert not (in_tmp_path / "data.nxs").exists()
+    assert world_files(world) == before
