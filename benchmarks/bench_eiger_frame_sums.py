@@ -5,7 +5,7 @@ frames of 1062 x 1028 uint16, Poisson background with module gaps, two data
 files), then measures on the same chunks:
 
 - h5py + numpy: `dataset[i]` per frame (HDF5 decodes through hdf5plugin),
-  then the thresholded, masked sum in numpy (what the seed tool did, without
+  then the thresholded, masked sum in numpy (what the 2018 Eiger summing tool did, without
   ALBULA);
 - bitshuffle: the `bitshuffle` package's `decompress_lz4` on raw chunks
   already in memory (pure decompression, the bound in DESIGN.md), 1 and 2
@@ -40,8 +40,8 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.algorithms.frames.sums import sum_frames
-from dials_diffuse.format.dectris_writer import write_dectris_files
 from dials_diffuse.images.eiger import CODEC_BITSHUFFLE_LZ4, EigerMasterSource
+from dials_diffuse.simulate.eiger_files import write_dectris_files
 from dials_diffuse.util.parallel import ParallelMap
 
 SHAPE = (1062, 1028)

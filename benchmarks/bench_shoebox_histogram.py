@@ -1,6 +1,6 @@
-"""Shoebox pixel histograms: dials-diffuse vs the seed's per-shoebox flex.histogram loop.
+"""Shoebox pixel histograms: dials-diffuse vs a commissioning script's per-shoebox flex.histogram loop.
 
-The seed (001) histogrammed indexed shoeboxes with one `flex.histogram` per
+The JUNGFRAU commissioning scripts histogrammed indexed shoeboxes with one `flex.histogram` per
 shoebox, accumulated with `update`. Here both run on the same reflections
 already in memory (the real shoeboxes of dials_centroid_test_data/indexed.refl,
 replicated to a realistic number), so the table compares work, not process
@@ -25,8 +25,8 @@ DATA = (
 LOW, HIGH, BINS = 0, 12000, 12000
 
 
-def seed_loop(table):
-    """The seed's script, minus file reading and tqdm."""
+def flex_histogram_loop(table):
+    """The commissioning script, minus file reading and tqdm."""
     total = flex.histogram(flex.double(), data_min=LOW, data_max=HIGH, n_slots=BINS)
     boxes = table["shoebox"]
     for j in range(boxes.size()):
@@ -66,7 +66,7 @@ def main(doublings=8):
     pixels = sum(int(s.data.size()) for s in table["shoebox"][:1000]) * n / 1000
     print(f"{n} reflections, about {pixels / n:.0f} pixels per shoebox")
 
-    seed_time, seed_counts = timed(lambda: seed_loop(table), 1)
+    seed_time, seed_counts = timed(lambda: flex_histogram_loop(table), 1)
     before = peak_memory_mib()
     rows = [("seed loop: flex.histogram per shoebox", seed_time)]
     for nproc in (1, 2):
@@ -81,9 +81,9 @@ def main(doublings=8):
     seconds, _ = timed(lambda: histogram_shoeboxes(table, nproc=2), 5)
     rows.append(("dials-diffuse, defaults (foreground, range pass)", seconds))
 
-    print("counts identical to the seed loop bin for bin: yes")
+    print("counts identical to the flex.histogram loop bin for bin: yes")
     print(
-        f"peak memory: {before:.0f} MiB with the table loaded and the seed loop run, "
+        f"peak memory: {before:.0f} MiB with the table loaded and the flex.histogram loop run, "
         f"{peak_memory_mib():.0f} MiB after ours (our extra: the chunks in flight "
         "and the chunk cache)"
     )

@@ -41,8 +41,6 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.algorithms.diffuse.integrate import merge_partials
-from dials_diffuse.algorithms.diffuse.mask import GROUP as MASK_GROUP
-from dials_diffuse.algorithms.diffuse.mask import MaskFile
 from dials_diffuse.algorithms.diffuse.sweep import load_sweep
 from dials_diffuse.images.hdf5_chunks import (
     CODEC_SHUFFLE_DEFLATE,
@@ -50,9 +48,10 @@ from dials_diffuse.images.hdf5_chunks import (
     deflate_chunks,
     read_raw_chunks,
 )
-from dials_diffuse.images.nexus_data import IMAGE_SERIES
 from dials_diffuse.images.source import read_reusing, thread_buffer
-from dials_diffuse.io.image_series import compression_options
+from dials_diffuse.io.image_series import IMAGE_SERIES, compression_options
+from dials_diffuse.io.mask_file import GROUP as MASK_GROUP
+from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.util.inputs import load_inputs
 
 DATASETS = {"data.nxs": IMAGE_SERIES + "/data", "mask.nxs": MASK_GROUP + "/mask"}

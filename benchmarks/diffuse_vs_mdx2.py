@@ -186,10 +186,11 @@ def steady_rates(ours_dir, nproc=1, repeats=2):
     `repeats` passes.
     """
     from dials_diffuse.algorithms.diffuse.integrate import integrate
-    from dials_diffuse.algorithms.diffuse.mask import MaskFile, PeakMasker
+    from dials_diffuse.algorithms.diffuse.mask import PeakMasker
     from dials_diffuse.algorithms.diffuse.peaks import PeakModel
     from dials_diffuse.algorithms.diffuse.sweep import load_sweep
     from dials_diffuse.images.source import thread_buffer
+    from dials_diffuse.io.mask_file import MaskFile
     from dials_diffuse.io.tables import load_table
     from dials_diffuse.util.inputs import load_inputs
     from dials_diffuse.util.parallel import ParallelMap

@@ -11,7 +11,7 @@ sums the pixels within [1, 60000) with:
 - ``ImagesetSource``: the same through ``dials_diffuse.images.ImagesetSource``
   chunks (one frame per chunk, mask included), with ``ParallelMap``;
 - ``fast HDF5 path``: ``dials_diffuse.images.eiger.EigerMasterSource``
-  (issue 8), when present.
+  (raw chunks decoded in C++), when present.
 
 Prints frames/s and GB/s of uncompressed pixels, and the peak-RSS growth
 (memory must not grow with the number of frames).
@@ -29,8 +29,8 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 
-from dials_diffuse.format.dectris_writer import write_dectris_files
 from dials_diffuse.images.imageset import ImagesetSource
+from dials_diffuse.simulate.eiger_files import write_dectris_files
 from dials_diffuse.util.parallel import ParallelMap
 
 SHAPE = (1065, 1030)
@@ -89,7 +89,7 @@ def imageset_source(master, n, nproc):
 
 
 def fast_path(master, n, nproc):
-    """Issue 8's fast HDF5 path, when it is installed (EigerMasterSource)."""
+    """The fast HDF5 path (EigerMasterSource: raw chunks decoded in C++)."""
     from dials_diffuse.images.eiger import EigerMasterSource
 
     source = EigerMasterSource(master)

@@ -4,15 +4,14 @@ import logging
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-import dials_diffuse
 from dials_diffuse.algorithms.xfel.correlation import (
     consecutive_pairs,
     mean_pair_correlation,
     pairs_from_json,
 )
+from dials_diffuse.io.correlation_file import write_correlation
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.polar_files import open_polar_file
 from dials_diffuse.util.errors import UserError
@@ -150,35 +149,6 @@ def main(params, inputs, run):
             )
 
 
-def write_correlation(path, result, q, dphi, tags, source):
-    """correlation.h5: /entry/correlation (NXdata) and /entry/pairs (table)."""
-    with h5py.File(path, "w") as f:
-        f.attrs["creator"] = f"dials-diffuse {dials_diffuse.__version__}"
-        f.attrs["default"] = "entry"
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["default"] = "correlation"
-        entry["source"] = str(source)
-        group = entry.create_group("correlation")
-        group.attrs["NX_class"] = "NXdata"
-        group.attrs["signal"] = "C"
-        group.attrs["axes"] = np.array(["q", "dphi"], dtype=h5py.string_dtype())
-        group["C"] = result.correlation
-        group["C"].attrs["long_name"] = "mean difference correlation C(q, dphi)"
-        group["pairs_used"] = result.pairs_used
-        group["q"] = q
-        group["q"].attrs["units"] = "1/angstrom"
-        group["dphi"] = dphi
-        group["dphi"].attrs["units"] = "degrees"
-        pairs = entry.create_group("pairs")
-        pairs.attrs["NX_class"] = "NXcollection"
-        pairs["tag_a"] = tags[result.pairs[:, 0]]
-        pairs["tag_b"] = tags[result.pairs[:, 1]]
-        pairs["score"] = result.scores
-        pairs["robust_z"] = result.z
-        pairs["used"] = result.accepted.astype(np.uint8)
-
-
 def plot_correlation(correlation, q, dphi, exclude, path):
     """C(q, dphi) as an image and its mean over q, lags near 0 left out."""
     keep = (dphi > exclude) & (dphi < 360 - exclude)
@@ -216,12 +186,7 @@ program = Program(
     main=main,
     parallel_work=True,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -3,13 +3,13 @@
 import logging
 import sys
 
-import numpy as np
-
-from dials_diffuse.algorithms.diffuse.background import bin_image_series
-from dials_diffuse.algorithms.diffuse.mask import MaskFile
+from dials_diffuse.algorithms.diffuse.background import do_bin_image_series
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input, readable_imageset
 from dials_diffuse.images.imageset import ImagesetSource
-from dials_diffuse.images.nexus_data import NexusDataSource
+from dials_diffuse.images.source import frame_range
+from dials_diffuse.io.background_file import write_background
+from dials_diffuse.io.image_series import NexusDataSource
+from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -34,14 +34,12 @@ Examples:
   dials.diffuse.correct refined.expt integrated.nxs background=background.nxs
 """
 
-# The step's own parameters.
-step_phil = phil_scope = """
-bins = 10,20,20
-  .type = ints(size=3, value_min=1)
-  .help = "Frames, rows and columns per block."
+phil_scope = """
+include scope dials_diffuse.algorithms.diffuse.background.phil_scope
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "First and last image to bin, 1-based and inclusive. Default: all."
+  .help = "First and last image to bin, inclusive, numbered as DIALS numbers"
+          "the sequence's images. Default: all."
 mask = None
   .type = path
   .help = "A mask.nxs (1 = excluded) whose pixels are left out, e.g. the peaks."
@@ -61,47 +59,23 @@ def main(params, inputs, run):
         source = ImagesetSource(readable_imageset(inputs, inputs.experiments[0]))
     else:
         raise UserError("give the images: a data.nxs, one .expt or image files")
-    if len(source.panel_shapes) != 1:
-        raise UserError("only single-panel detectors are supported")
     numbers = source.image_numbers
-    frame_range = (0, source.n_frames)
-    if params.image_range:
-        first, last = params.image_range
-        if first < numbers[0] or last > numbers[-1] or first > last:
-            raise UserError(
-                f"image_range={first},{last} is outside the images {numbers[0]}-{numbers[-1]}"
-            )
-        frame_range = (
-            int(np.searchsorted(numbers, first)),
-            int(np.searchsorted(numbers, last)) + 1,
-        )
-    mask_file = MaskFile(params.mask) if params.mask else None
-    if mask_file is not None:
-        mask_file.check_covers(numbers[slice(*frame_range)], source.panel_shapes[0])
     with run.timer("bin_image_series"):
-        background = bin_image_series(
-            source, params.bins, source.angles_deg, mask_file, frame_range
+        background = do_bin_image_series(
+            source,
+            params,
+            MaskFile(params.mask) if params.mask else None,
+            frame_range(numbers, params.image_range),
         )
-    logger.info(
-        "Background on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",
-        *background.rate.shape,
-        float(np.min(background.rate)),
-        float(np.max(background.rate)),
-    )
     run.results["shape"] = list(background.rate.shape)
     with run.write(params.output.background, "binned background") as path:
-        background.write(path)
+        write_background(path, background)
 
 
 program = Program(
     name="bin_image_series", phil=phil_scope, help=help_message, main=main
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

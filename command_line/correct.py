@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 
-from dials_diffuse.algorithms.diffuse.background import BinnedBackground
-from dials_diffuse.algorithms.diffuse.correct import correct, observations_per_voxel
+from dials_diffuse.algorithms.diffuse.correct import do_correct, observations_per_voxel
 from dials_diffuse.algorithms.diffuse.sweep import nexus_input
+from dials_diffuse.io.background_file import read_background
 from dials_diffuse.io.plots import histogram, new_figure, save_png
 from dials_diffuse.io.tables import load_table, write_tables
 from dials_diffuse.util.errors import UserError
@@ -48,27 +48,11 @@ Examples:
 
 # The step's own parameters (dials.diffuse.process nests them).
 step_phil = phil_scope = """
-attenuation = True
-  .type = bool
-  .help = "Correct for absorption in the air between sample and detector."
-efficiency = True
-  .type = bool
-  .help = "Correct for the sensor's absorption efficiency (oblique incidence)."
-polarization = True
-  .type = bool
-  .help = "Correct for the polarization of the beam."
-lorentz = False
-  .type = bool
-  .help = "Multiply intensities by rs_volume (the Lorentz correction for"
-          "integrated Bragg intensities)."
+include scope dials_diffuse.algorithms.diffuse.correct.phil_scope
 background = None
   .type = path
   .help = "A background.nxs of bin_image_series: its count rate per pixel at"
           "each voxel's mean (phi, iy, ix) is subtracted. None: no subtraction."
-p1 = False
-  .type = bool
-  .help = "Map to the asymmetric unit with Friedel symmetry only (P-1)"
-          "instead of the crystal's Laue group."
 output {
   table = corrected.nxs
     .type = path
@@ -111,57 +95,27 @@ def main(params, inputs, run):
             "no integrated table given: name the integrated.nxs of integrate"
         )
     table = load_table(integrated, "hkl_table", finite=True)
-    missing = {
-        "h",
-        "k",
-        "l",
-        "n",
-        "counts",
-        "pixels",
-        "seconds",
-        "iy",
-        "ix",
-        "phi",
-    } - set(table.columns)
-    if missing:
-        raise UserError(
-            f"{integrated}: not an integrated table (no {', '.join(sorted(missing))})"
-        )
-    if len(experiments[0].detector) != 1:
-        raise UserError("only single-panel detectors are supported")
-    corrections = [
-        name
-        for name in ("attenuation", "efficiency", "polarization")
-        if getattr(params, name)
-    ]
     with run.timer("correct"):
-        corrected = correct(
+        result = do_correct(
             table,
             experiments[0],
-            corrections=corrections,
-            lorentz=params.lorentz,
-            p1=params.p1,
-            background=BinnedBackground.read(params.background)
+            params,
+            background=read_background(params.background)
             if params.background
             else None,
+            name=str(integrated),
         )
-    intensity = corrected["intensity"]
-    logger.info(
-        "Corrected %d voxel observations (%s); %d asymmetric-unit voxels; "
-        "median intensity %.4g",
-        len(corrected),
-        ", ".join(["solid angle", *corrections]),
-        len(observations_per_voxel(corrected)),
-        float(np.median(intensity)),
-    )
-    run.results.update(
-        {"voxels": len(corrected), "corrections": ["solid_angle", *corrections]}
-    )
+    write_outputs(result, params, run)
+
+
+def write_outputs(result, params, run):
+    """Write the corrected table and the plots; record the results."""
+    run.results.update(result.summary())
     with run.write(params.output.table, "corrected table") as path:
-        write_tables(path, [corrected])
+        write_tables(path, [result.table])
     if params.output.plot:
         with run.write(params.output.plot, "report plots") as path:
-            plot_report(corrected, path)
+            plot_report(result.table, path)
 
 
 program = Program(
@@ -170,12 +124,7 @@ program = Program(
     help=help_message,
     main=main,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

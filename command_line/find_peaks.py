@@ -5,15 +5,10 @@ import sys
 
 import numpy as np
 
-from dials_diffuse.algorithms.diffuse.peaks import (
-    find_peaks,
-    fit_peak_model,
-    peaks_to_reflections,
-)
+from dials_diffuse.algorithms.diffuse.peaks import do_find_peaks, peaks_to_reflections
 from dials_diffuse.algorithms.diffuse.sweep import load_sweep_for_program, sweep_phil
 from dials_diffuse.io.plots import histogram, new_figure, prefetch_matplotlib, save_png
 from dials_diffuse.io.tables import write_tables
-from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 
@@ -48,14 +43,7 @@ Examples:
 
 # The step's own parameters (dials.diffuse.process nests them).
 step_phil = """
-count_threshold = None
-  .type = float
-  .help = "Pixels with counts above this value are peak pixels (required)."
-sigma_cutoff = 3.0
-  .type = float(value_min=0, allow_none=False)
-  .help = "Outlier rejection in the peak-model fit: peak pixels farther"
-          "than this many standard deviations (Mahalanobis distance) from the"
-          "model's centre are outliers."
+include scope dials_diffuse.algorithms.diffuse.peaks.phil_scope
 output {
   peaks = peaks.nxs
     .type = path
@@ -95,74 +83,28 @@ def plot_offsets(offsets, outlier, model, path):
 
 
 def main(params, inputs, run):
-    if params.count_threshold is None:
-        raise UserError("count_threshold is required, e.g. count_threshold=20")
     sweep, frame_range = load_sweep_for_program(params, inputs)
     if params.output.plot:
         prefetch_matplotlib()
     with run.timer("find_peaks"), parallel_map_from_params(params) as pmap:
-        peaks = find_peaks(
-            sweep,
-            params.count_threshold,
-            pmap,
-            frames_per_chunk=params.frames_per_chunk,
-            frame_range=frame_range,
+        result = do_find_peaks(
+            sweep, params, pmap, frame_range, frames_per_chunk=params.frames_per_chunk
         )
-    logger.info(
-        "Found %d peak pixels above %g counts in %d frames",
-        len(peaks),
-        params.count_threshold,
-        frame_range[1] - frame_range[0],
-    )
-    if len(peaks) == 0:
-        raise UserError(
-            f"no pixel above count_threshold={params.count_threshold:g}: lower it"
-        )
-    hkl = np.stack([peaks["h"], peaks["k"], peaks["l"]], axis=1)
-    offsets = hkl - np.round(hkl)
-    with run.timer("fit"):
-        model, outlier = fit_peak_model(offsets, params.sigma_cutoff)
-    peaks.columns["outlier"] = outlier.astype(np.uint8)
-    sigmas, axes = model.semi_axes()
-    logger.info(
-        "Peak model from %d pixels (%d outliers beyond %g sigma): centre %s r.l.u.",
-        len(peaks) - int(outlier.sum()),
-        int(outlier.sum()),
-        params.sigma_cutoff,
-        np.array2string(model.centre, precision=4),
-    )
-    logger.info(
-        "Standard deviations along the principal axes: %s r.l.u.",
-        np.array2string(sigmas, precision=4),
-    )
-    run.results.update(
-        {
-            "peak_pixels": len(peaks),
-            "outliers": int(outlier.sum()),
-            "model_centre": model.centre,
-            "model_covariance": model.covariance,
-            "model_sigmas": sigmas,
-        }
-    )
+    write_outputs(result, sweep.experiment, params, run)
+
+
+def write_outputs(result, experiment, params, run):
+    """Write the peaks, their reflection table and the plot; record the results."""
+    run.results.update(result.summary())
     with run.write(params.output.peaks, "peaks and peak model") as path:
-        write_tables(
-            path,
-            [
-                peaks,
-                model.to_table(
-                    params.sigma_cutoff,
-                    len(peaks) - int(outlier.sum()),
-                    int(outlier.sum()),
-                ),
-            ],
-        )
+        write_tables(path, [result.peaks, result.model_table()])
     if params.output.reflections:
-        reflections = peaks_to_reflections(peaks, sweep.experiment, outlier)
+        reflections = peaks_to_reflections(result.peaks, experiment, result.outlier)
         with run.write(params.output.reflections, "peak reflections") as path:
             reflections.as_file(str(path))
     if params.output.plot:
         with run.write(params.output.plot, "peak offsets plot") as path:
-            plot_offsets(offsets, outlier, model, path)
+            plot_offsets(result.offsets, result.outlier, result.model, path)
 
 
 program = Program(
@@ -172,12 +114,7 @@ program = Program(
     main=main,
     parallel_work=True,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -211,12 +211,7 @@ program = Program(
     main=main,
     reads_images=True,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -10,10 +10,11 @@ from dials_diffuse.algorithms.frames.describe import describe_series
 from dials_diffuse.algorithms.frames.detrend import detrend, running_cv
 from dials_diffuse.algorithms.frames.sums import sum_frames
 from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
+from dials_diffuse.io.dials_mask import read_dials_mask
 from dials_diffuse.io.frame_plots import write_html, write_png
 from dials_diffuse.io.redis_store import post_series, redis_key
 from dials_diffuse.io.seed_config import arguments_from_seed_config
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError, UserError
 from dials_diffuse.util.inputs import REFLECTION_SUFFIXES
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
@@ -32,7 +33,7 @@ Input: a DECTRIS Eiger master file (fast path: raw chunks are decoded in
 C++ threads, bitshuffle/LZ4, LZ4 or deflate), or an experiment list or any
 images DIALS reads. The detector mask (DECTRIS pixel_mask, module gaps),
 gap values 2^N-1 and values above the saturation value are always excluded;
-a DIALS mask file (mask=) excludes more. The seed tool's config.yaml (in /
+a DIALS mask file (mask=) excludes more. The 2018 Eiger summing tool's config.yaml (in /
 filter / out / sys_settings) is accepted in place of parameters.
 
 Outputs: frame_statistics.csv (one row per frame: image, sum, pixels used,
@@ -60,8 +61,9 @@ Examples:
 phil_scope = """
 image_range = None
   .type = ints(size=2, value_min=0)
-  .help = "First and last image to sum, 1-based and inclusive; a last image of"
-          "0 means the last image of the series. Default: all."
+  .help = "First and last image to sum, inclusive, numbered as DIALS numbers"
+          "the sequence's images (a master file's from 1); a last image of 0"
+          "means the last image of the series. Default: all."
 low = 0
   .type = float
   .help = "Pixels below this value (counts) are excluded from the sums."
@@ -145,23 +147,6 @@ output {
 """
 
 
-def load_dials_mask(path):
-    """A DIALS mask file as a list of bool arrays, one per panel (True = use)."""
-    import pickle
-
-    try:
-        with open(path, "rb") as handle:
-            panels = pickle.load(handle)
-    except Exception as error:
-        raise UserError(f"{path}: not a readable DIALS mask file ({error})") from error
-    if not isinstance(panels, (tuple, list)):
-        panels = (panels,)
-    try:
-        return [np.asarray(p.as_numpy_array(), dtype=bool) for p in panels]
-    except AttributeError as error:
-        raise UserError(f"{path}: not a DIALS mask (tuple of flex.bool)") from error
-
-
 def open_source(inputs):
     """The Eiger master source, or the single imageset, of the inputs."""
     if inputs.reflections or inputs.nexus:
@@ -200,7 +185,7 @@ def check_mask(mask, source):
 
 def main(params, inputs, run):
     source, source_path = open_source(inputs)
-    mask = check_mask(load_dials_mask(params.mask) if params.mask else None, source)
+    mask = check_mask(read_dials_mask(params.mask) if params.mask else None, source)
     high = np.inf if params.high is None else params.high
     with run.timer("sum frames"), parallel_map_from_params(params) as pmap:
         logger.info(
@@ -315,7 +300,7 @@ def main(params, inputs, run):
             expiry = post_series(
                 key, payload, r.host, r.port, r.db, r.password, r.expire_days
             )
-        except UserError as error:
+        except DataError as error:
             raise UserError(
                 f"could not post to Redis ({error}); the results are in the files written"
             ) from error
@@ -324,7 +309,7 @@ def main(params, inputs, run):
 
 
 def expand_config_files(args):
-    """Replace a seed config.yaml argument by the arguments it stands for."""
+    """Replace a config.yaml argument (of the 2018 Eiger summing tool) by the arguments it stands for."""
     expanded = []
     for arg in args:
         if arg.lower().endswith((".yaml", ".yml")) and "=" not in arg:
@@ -350,7 +335,7 @@ def run(args=None):
     args = list(sys.argv[1:] if args is None else args)
     try:
         args = expand_config_files(args)
-    except UserError as error:
+    except DataError as error:
         print(f"{program.full_name}: error: {error}", file=sys.stderr)
         return error.exit_code
     return program.run(args)

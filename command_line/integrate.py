@@ -5,14 +5,13 @@ import sys
 
 import numpy as np
 
-from dials_diffuse.algorithms.diffuse.integrate import integrate
-from dials_diffuse.algorithms.diffuse.mask import MaskFile
+from dials_diffuse.algorithms.diffuse.integrate import do_integrate
 from dials_diffuse.algorithms.diffuse.sweep import (
-    check_exposure_times,
     load_sweep_for_program,
     nexus_input,
     sweep_phil,
 )
+from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.plots import (
     histogram,
     log_y,
@@ -21,7 +20,6 @@ from dials_diffuse.io.plots import (
     save_png,
 )
 from dials_diffuse.io.tables import write_tables
-from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 
@@ -44,7 +42,7 @@ More subdivisions give finer maps but fewer pixels per voxel: subdivide=1,1,1
 (the default) is fast; 2-4 for most diffuse maps.
 
 Output: integrated.nxs (/entry/hkl_table; columns h, k, l, n, counts,
-pixels, seconds, phi, iy, ix). In Python, as the seed's notebook:
+pixels, seconds, phi, iy, ix). In Python, as in mdx2's tutorial:
 
   from dials_diffuse.io.tables import load_table
   df = load_table("integrated.nxs").to_frame().set_index(["h", "k", "l"])
@@ -64,13 +62,7 @@ mask = None
   .type = path
   .help = "The mask.nxs of mask_peaks (1 = pixel excluded); it may also be"
           "given as a positional file. None: only the detector mask applies."
-subdivide = 1,1,1
-  .type = ints(size=3, value_min=1)
-  .help = "Voxels per reciprocal lattice unit along h, k and l."
-max_spread = 1.0
-  .type = float(value_min=0, allow_none=False)
-  .help = "Degrees of rotation beyond which observations of the same voxel"
-          "are kept apart (observation index n)."
+include scope dials_diffuse.algorithms.diffuse.integrate.phil_scope
 output {
   table = integrated.nxs
     .type = path
@@ -101,53 +93,28 @@ def plot_voxels(table, path):
 def main(params, inputs, run):
     sweep, frame_range = load_sweep_for_program(params, inputs)
     mask_path = params.mask or nexus_input(inputs, "mask")
-    mask_file = MaskFile(mask_path) if mask_path else None
-    if mask_file is None:
-        logger.warning(
-            "No mask given: Bragg peaks are integrated with the diffuse signal"
-        )
-    frames = np.arange(*frame_range)
-    seconds = check_exposure_times(sweep, frames)
-    n_pixels = len(frames) * int(np.prod(sweep.source.panel_shapes[0]))
     if params.output.plot:
         prefetch_matplotlib()
     with run.timer("integrate"), parallel_map_from_params(params) as pmap:
-        table = integrate(
+        result = do_integrate(
             sweep,
+            params,
             pmap,
-            subdivide=params.subdivide,
-            max_spread=params.max_spread,
-            mask_file=mask_file,
-            seconds=seconds,
+            MaskFile(mask_path) if mask_path else None,
+            frame_range,
             frames_per_chunk=params.frames_per_chunk,
-            frame_range=frame_range,
         )
-    elapsed = run.timings["integrate"]
-    logger.info(
-        "Integrated %d pixels (%d counts) of %d frames into %d voxel observations "
-        "in %.1f s (%.3g pixel-frames/s)",
-        int(table["pixels"].sum()),
-        int(table["counts"].sum()),
-        len(frames),
-        len(table),
-        elapsed,
-        n_pixels / elapsed,
-    )
-    if len(table) == 0:
-        raise UserError("no pixel left to integrate: is everything masked?")
-    run.results.update(
-        {
-            "voxels": len(table),
-            "pixels": int(table["pixels"].sum()),
-            "counts": float(table["counts"].sum()),
-            "pixel_frames_per_second": n_pixels / elapsed,
-        }
-    )
+    write_outputs(result, params, run)
+
+
+def write_outputs(result, params, run):
+    """Write the voxel table and the plot; record the results."""
+    run.results.update(result.summary())
     with run.write(params.output.table, "integrated table") as path:
-        write_tables(path, [table])
+        write_tables(path, [result.table])
     if params.output.plot:
         with run.write(params.output.plot, "voxel histograms") as path:
-            plot_voxels(table, path)
+            plot_voxels(result.table, path)
 
 
 program = Program(
@@ -157,12 +124,7 @@ program = Program(
     main=main,
     parallel_work=True,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

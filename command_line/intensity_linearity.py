@@ -3,10 +3,7 @@
 import logging
 import sys
 
-from dials_diffuse.algorithms.pixels.linearity import (
-    DEFAULT_FILENAME_PATTERN,
-    intensity_linearity,
-)
+from dials_diffuse.algorithms.pixels.linearity import do_intensity_linearity
 from dials_diffuse.io.linearity_files import (
     pair_file_path,
     plot_deviation,
@@ -44,7 +41,7 @@ pairs, mean and median ratio, deviation from linearity), the fit of ratio
 against relative transmission (slope, intercept, R^2) in the log and JSON,
 intensity_linearity_bins.csv (the ratio per bin of reference intensity,
 where a non-linear response shows), pair0.dat, pair1.dat, ... (reference and
-experiment intensity per matched reflection, as the seed's script wrote),
+experiment intensity per matched reflection, as the commissioning scripts wrote),
 a log-log scatter plot, a ratio-against-transmission plot and a plot of the
 deviation from linearity against intensity.
 
@@ -59,40 +56,9 @@ Examples:
       transmission.values=0.064,0.127,0.253,0.503,1.0 match.max_separation=3
 """
 
-phil_scope = f"""
-reference = None
-  .type = int(value_min=0)
-  .help = "Experiment (0-based) whose intensities the others are divided by."
-          "Default: the one with the highest transmission, else the last."
-intensity = *prf sum
-  .type = choice
-  .help = "Profile-fitted (prf) or summation (sum) intensities."
-min_i_over_sigma = 3
-  .type = float
-  .help = "Use only reflections with I/sigma(I) at least this, in both experiments."
-match {{
-  max_separation = None
-    .type = float(value_min=0)
-    .help = "Also require the predicted positions (xyzcal.px) of a pair to be"
-            "within this distance, in pixels (one image counts as one pixel)."
-            "None: match on Miller index and entering alone."
-}}
-transmission {{
-  values = None
-    .type = floats(value_min=0)
-    .help = "Transmission of each experiment, in experiment order (fractions"
-            "or percentages: only ratios matter). Overrides the beam models and"
-            "file names."
-  filename_pattern = "{DEFAULT_FILENAME_PATTERN}"
-    .type = str
-    .help = "Regular expression finding the transmission in an image path:"
-            "group 'value' or 'after', else the first group."
-}}
-bins = 8
-  .type = int(value_min=1)
-  .help = "Number of bins of reference intensity (logarithmic) for the"
-          "deviation from linearity."
-output {{
+phil_scope = """
+include scope dials_diffuse.algorithms.pixels.linearity.phil_scope
+output {
   table = intensity_linearity.csv
     .type = path
     .help = "Per experiment: transmission, pairs, mean and median ratio, deviation."
@@ -113,7 +79,7 @@ output {{
   deviation_plot = intensity_linearity_deviation.png
     .type = path
     .help = "Deviation from linearity against reference intensity. None: no plot."
-}}
+}
 """
 
 
@@ -125,74 +91,12 @@ def _single_table(inputs):
     return inputs.reflections[0]
 
 
-def _log_table(result):
-    frame = result.experiments
-    logger.info(
-        "Reference: experiment %d; transmissions from %s",
-        result.reference,
-        result.transmission_source,
-    )
-    logger.info(
-        "%4s %12s %9s %8s %8s %11s %12s %10s",
-        "expt",
-        "transmission",
-        "relative",
-        "refl",
-        "matched",
-        "mean ratio",
-        "median ratio",
-        "deviation",
-    )
-    for row in frame.itertuples():
-        logger.info(
-            "%4d %12.5g %9.5g %8d %8d %11.5f %12.5f %+10.4f",
-            row.experiment,
-            row.transmission,
-            row.relative_transmission,
-            row.reflections,
-            row.matched,
-            row.mean_ratio,
-            row.median_ratio,
-            row.deviation,
-        )
-    if result.fit:
-        logger.info(
-            "Fit of mean ratio against relative transmission: slope %.5f, "
-            "intercept %+.5f, R^2 %.6f (linear: 1, 0, 1)",
-            result.fit["slope"],
-            result.fit["intercept"],
-            result.fit["r_squared"],
-        )
-    else:
-        logger.info(
-            "No fit: it needs transmissions and two experiments besides the reference"
-        )
-
-
 def main(params, inputs, run):
     table = _single_table(inputs)
     experiments = inputs.experiments if len(inputs.experiments) else None
     with run.timer("linearity"):
-        result = intensity_linearity(
-            table,
-            experiments,
-            reference=params.reference,
-            intensity=params.intensity,
-            min_i_over_sigma=params.min_i_over_sigma,
-            transmissions=params.transmission.values,
-            filename_pattern=params.transmission.filename_pattern,
-            max_separation=params.match.max_separation,
-            n_bins=params.bins,
-        )
-    _log_table(result)
-    run.results.update(
-        {
-            "reference": result.reference,
-            "transmission_source": result.transmission_source,
-            "experiments": result.experiments.to_dict(orient="records"),
-            "fit": result.fit,
-        }
-    )
+        result = do_intensity_linearity(table, experiments, params)
+    run.results.update(result.summary())
     if result.experiments["matched"].drop(result.reference).sum() == 0:
         raise UserError("no reflection of another experiment matches the reference")
 
@@ -225,12 +129,7 @@ program = Program(
     help=help_message,
     main=main,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

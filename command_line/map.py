@@ -6,8 +6,7 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.maps import (
-    default_limits,
-    grid_from_table,
+    do_map,
     write_map_ccp4,
     write_map_nexus,
 )
@@ -41,16 +40,7 @@ Examples:
 
 # The step's own parameters (dials.diffuse.process nests them).
 step_phil = phil_scope = """
-column = intensity
-  .type = str
-  .help = "The table column to map (intensity, intensity_error, count, ...)."
-limits = None
-  .type = floats(size=6)
-  .help = "hmin,hmax,kmin,kmax,lmin,lmax in reciprocal lattice units."
-          "Default: every symmetry mate of the table's voxels."
-symmetry = True
-  .type = bool
-  .help = "Fill the grid by symmetry from the asymmetric unit (Laue group)."
+include scope dials_diffuse.algorithms.diffuse.maps.phil_scope
 output {
   map = map.nxs
     .type = path
@@ -96,7 +86,9 @@ def main(params, inputs, run):
     # NaN is "not measured" in a merged table's columns (a half-set's where
     # the half is empty): only the Miller indices must be finite here.
     table = load_table(inputs.nexus[0], "hkl_table", finite=("h", "k", "l"))
-    subdivide = np.asarray(table.attrs.get("subdivide", (1, 1, 1)), dtype=np.int64)
+    column = table.columns.get(params.column)
+    if column is not None and np.isinf(np.asarray(column, dtype=np.float64)).any():
+        raise UserError(f"{inputs.nexus[0]}: column '{params.column}' holds Inf")
     if inputs.experiments:
         space_group = inputs.experiments[0].crystal.get_space_group()
     elif "space_group" in table.attrs:
@@ -107,50 +99,38 @@ def main(params, inputs, run):
         raise UserError(
             f"{inputs.nexus[0]}: no space group recorded: also give the refined .expt"
         )
-    frame = table.to_frame()
-    if params.column not in frame:
-        raise UserError(f"{inputs.nexus[0]}: no column '{params.column}'")
-    if np.isinf(frame[params.column].to_numpy(np.float64)).any():
-        raise UserError(f"{inputs.nexus[0]}: column '{params.column}' holds Inf")
-    hkl = frame[["h", "k", "l"]].to_numpy(np.float64)
-    limits = params.limits or default_limits(hkl, space_group)
     with run.timer("map"):
-        axes, grid = grid_from_table(
-            frame, params.column, subdivide, space_group, limits, params.symmetry
-        )
-    filled = float(np.isfinite(grid).mean())
-    logger.info(
-        "Map of %s: %s points (h %g..%g, k %g..%g, l %g..%g), %.1f%% filled",
-        params.column,
-        "x".join(str(len(a)) for a in axes),
-        axes[0][0],
-        axes[0][-1],
-        axes[1][0],
-        axes[1][-1],
-        axes[2][0],
-        axes[2][-1],
-        100 * filled,
-    )
-    run.results.update({"shape": [len(a) for a in axes], "filled_fraction": filled})
+        result = do_map(table, space_group, params, name=str(inputs.nexus[0]))
+    write_outputs(result, params, run)
+
+
+def write_outputs(result, params, run):
+    """Write the map (NeXus, CCP4) and the sections plot; record the results."""
+    run.results.update(result.summary())
     with run.write(params.output.map, "map (NeXus)") as path:
-        write_map_nexus(path, axes, grid, params.column, {"subdivide": subdivide})
+        write_map_nexus(
+            path,
+            result.axes,
+            result.grid,
+            result.column,
+            {"subdivide": result.subdivide},
+        )
     if params.output.ccp4:
         with run.write(params.output.ccp4, "map (CCP4)") as path:
             write_map_ccp4(
-                path, axes, grid, subdivide, f"dials.diffuse.map {params.column}"
+                path,
+                result.axes,
+                result.grid,
+                result.subdivide,
+                f"dials.diffuse.map {result.column}",
             )
     if params.output.plot:
         with run.write(params.output.plot, "map sections") as path:
-            plot_sections(axes, grid, params.column, path)
+            plot_sections(result.axes, result.grid, result.column, path)
 
 
 program = Program(name="map", phil=phil_scope, help=help_message, main=main)
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from dials_diffuse.algorithms.diffuse.mask import PeakMasker, hot_pixels, write_mask
+from dials_diffuse.algorithms.diffuse.mask import do_mask_peaks
 from dials_diffuse.algorithms.diffuse.peaks import PeakModel
 from dials_diffuse.algorithms.diffuse.sweep import (
     load_sweep_for_program,
@@ -51,21 +51,7 @@ Examples:
 
 # The step's own parameters (dials.diffuse.process nests them).
 step_phil = """
-sigma_cutoff = 3.0
-  .type = float(value_min=0, allow_none=False)
-  .help = "Size of the masked ellipsoid around each lattice point, in"
-          "standard deviations of the peak model (Mahalanobis distance)."
-bragg = False
-  .type = bool
-  .help = "Invert the ellipsoid mask: keep only the Bragg peaks (peak and hot"
-          "pixels are then not added; the detector mask still applies)."
-hot_pixels {
-  min_fraction = 0.5
-    .type = float(value_min=0, value_max=1)
-    .help = "A pixel that is a peak-model outlier (above count_threshold far"
-            "from any lattice point) in at least this fraction of the frames"
-            "(and at least 2) is hot and masked in every frame."
-}
+include scope dials_diffuse.algorithms.diffuse.mask.phil_scope
 output {
   mask = mask.nxs
     .type = path
@@ -94,44 +80,33 @@ def main(params, inputs, run):
     sweep, frame_range = load_sweep_for_program(params, inputs)
     model = PeakModel.from_table(load_table(peaks_file, "peak_model", finite=True))
     peaks = load_table(peaks_file, "peaks", finite=True)
-    first, stop = frame_range
-    hot = hot_pixels(
-        peaks,
-        sweep.source.panel_shapes[0],
-        stop - first,
-        params.hot_pixels.min_fraction,
-    )
-    logger.info(
-        "%d peak pixels, %d hot pixels; masking ellipsoids at %g sigma%s",
-        len(peaks),
-        int(hot.sum()),
-        params.sigma_cutoff,
-        " (inverted: Bragg peaks kept)" if params.bragg else "",
-    )
-    masker = PeakMasker(
-        sweep, model, params.sigma_cutoff, peaks=peaks, hot=hot, bragg=params.bragg
-    )
     if params.output.plot:
         prefetch_matplotlib()
-    with run.timer("mask_peaks"), parallel_map_from_params(params) as pmap:
-        with run.write(params.output.mask, "mask") as path:
-            summary = write_mask(
-                path,
-                sweep,
-                masker,
-                pmap,
-                frames_per_chunk=params.frames_per_chunk,
-                frame_range=frame_range,
-            )
-    logger.info("Masked pixels: %.2f%%", 100 * summary["masked_fraction"])
-    run.results.update(summary)
-    run.results["hot_pixels"] = int(hot.sum())
+    with (
+        run.timer("mask_peaks"),
+        parallel_map_from_params(params) as pmap,
+        run.write(params.output.mask, "mask") as path,
+    ):
+        result = do_mask_peaks(
+            sweep,
+            peaks,
+            model,
+            path,
+            params,
+            pmap,
+            frame_range,
+            frames_per_chunk=params.frames_per_chunk,
+        )
+    write_outputs(result, params, run)
+
+
+def write_outputs(result, params, run):
+    """Record the results and write the plot (the mask is written as it is computed)."""
+    run.results.update(result.summary())
     if params.output.plot:
         with run.write(params.output.plot, "masked fraction plot") as path:
             plot_masked_fraction(
-                sweep.source.image_numbers[first:stop],
-                summary["masked_fraction_per_image"],
-                path,
+                result.image_numbers, result.masked_fraction_per_image, path
             )
 
 
@@ -142,12 +117,7 @@ program = Program(
     main=main,
     parallel_work=True,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

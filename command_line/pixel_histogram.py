@@ -14,6 +14,8 @@ from dials_diffuse.algorithms.pixels.shoeboxes import (
     histogram_shoeboxes,
     select_reflections,
 )
+from dials_diffuse.images.imageset import image_numbers
+from dials_diffuse.images.source import frame_range
 from dials_diffuse.io.histogram_files import (
     group_table_path,
     plot_histogram,
@@ -105,8 +107,8 @@ selection {{
 }}
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "Images only: first and last image to include, 1-based and"
-          "inclusive. Default: all."
+  .help = "Images only: first and last image to include, inclusive, numbered"
+          "as DIALS numbers the sequence's images. Default: all."
 panel = None
   .type = ints(value_min=0)
   .help = "Images only: detector panels to include (0-based). Default: all."
@@ -221,8 +223,8 @@ def histogram_images(params, inputs):
         image_range=params.image_range,
         panels=params.panel,
     )
-    first, last = params.image_range or (1, len(imageset))
-    return histogram, last - first + 1
+    start, stop = frame_range(image_numbers(imageset), params.image_range)
+    return histogram, stop - start
 
 
 def main(params, inputs, run):
@@ -321,12 +323,7 @@ program = Program(
     main=main,
     reads_images=reads_images,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -96,7 +96,7 @@ tags = None
 mask = None
   .type = path
   .help = "Extra mask for every shot: a .npy array (non-zero = valid, as the"
-          "seed's mask.npy) or a DIALS mask pickle (dials.generate_mask)."
+          "SACLA mask.npy files) or a DIALS mask pickle (dials.generate_mask)."
 dark {
   first = 0
     .type = int(value_min=0)
@@ -343,12 +343,7 @@ program = Program(
     parallel_work=True,
     reads_images=True,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -1,20 +1,15 @@
 """dials.diffuse.scale: refine mdx2's scaling model (b, c, d, a) from a corrected table."""
 
-import dataclasses
 import logging
 import pathlib
 import sys
 
 import numpy as np
-import pandas as pd
 
-from dials_diffuse.algorithms.diffuse.scale import (
-    SETTINGS,
-    TERMS,
-    refine_scale_model,
-)
+from dials_diffuse.algorithms.diffuse.scale import do_scale
 from dials_diffuse.io.plots import new_figure, save_png
-from dials_diffuse.io.tables import load_table, write_tables
+from dials_diffuse.io.scale_model import write_scale_model
+from dials_diffuse.io.tables import load_table
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
 
@@ -62,106 +57,10 @@ Examples:
       scale_1.nxs scale_2.nxs
 """
 
-_stage_phil = """
-  cycles = {cycles}
-    .type = int(value_min=1, allow_none=False)
-    .help = "At most this many alternations of merging and refining the term."
-  tolerance = {tolerance}
-    .type = float(value_min=0, allow_none=False)
-    .help = "Stop when the reduced chi-square improves by less than this."
-  outlier = {outlier}
-    .type = float(value_min=0, allow_none=False)
-    .help = "After refining, reject observations more than this many standard"
-            "errors above the model."
-"""
-
-# The step's own parameters (dials.diffuse.process nests them).
-step_phil = phil_scope = (
-    """
-scaling {
-  enable = True
-    .type = bool
-    .help = "Refine b(phi), a scale against rotation angle."
-  phi_step = 1.0
-    .type = float(value_min=0, allow_none=False)
-    .help = "Degrees between the nodes of b(phi)."
-  smoothness = 1.0
-    .type = float(value_min=0, allow_none=False)
-    .help = "Weight of the curvature restraint along phi, relative to the data"
-            "(0: none)."
-"""
-    + _stage_phil.format(cycles=10, tolerance=1e-4, outlier=10.0)
-    + """
-}
-offset {
-  enable = False
-    .type = bool
-    .help = "Refine c(s, phi), an additive offset against resolution and angle"
-            "(with b, the two are first refined together)."
-  phi_step = 2.5
-    .type = float(value_min=0, allow_none=False)
-    .help = "Degrees between the nodes of c along phi."
-  s_nodes = 31
-    .type = int(value_min=1, allow_none=False)
-    .help = "Nodes of c along s = 1/d, from the smallest to the largest s."
-  smoothness_s = 1.0
-    .type = float(value_min=0, allow_none=False)
-    .help = "Weight of the curvature restraint along s."
-  smoothness_phi = 1.0
-    .type = float(value_min=0, allow_none=False)
-    .help = "Weight of the curvature restraint along phi."
-  ridge = 0.001
-    .type = float(value_min=0, allow_none=False)
-    .help = "Weight pulling the nodes towards 0 (relative to the largest"
-            "diagonal element of the normal matrix)."
-  minimum = 0.0
-    .type = float
-    .help = "The offset's smallest value over phi at each s (the data fix c"
-            "only up to a function of s, merged away). None: leave it free."
-"""
-    + _stage_phil.format(cycles=5, tolerance=1e-3, outlier=5.0)
-    + """
-}
-detector {
-  enable = False
-    .type = bool
-    .help = "Refine d(ix, iy), a smooth gain across the detector face."
-  x_nodes = 200
-    .type = int(value_min=1, allow_none=False)
-    .help = "Nodes of d across the detector's fast axis (ix)."
-  y_nodes = 200
-    .type = int(value_min=1, allow_none=False)
-    .help = "Nodes of d across the detector's slow axis (iy)."
-  smoothness = 1.0
-    .type = float(value_min=0, allow_none=False)
-    .help = "Weight of the neighbour (Laplacian) restraint across the detector."
-"""
-    + _stage_phil.format(cycles=5, tolerance=1e-3, outlier=5.0)
-    + """
-}
-absorption {
-  enable = False
-    .type = bool
-    .help = "Refine a(ix, iy, phi), a scale against detector position and angle."
-  phi_step = 5.0
-    .type = float(value_min=0, allow_none=False)
-    .help = "Degrees between the nodes of a along phi."
-  x_nodes = 20
-    .type = int(value_min=1, allow_none=False)
-    .help = "Nodes of a across the detector's fast axis (ix)."
-  y_nodes = 20
-    .type = int(value_min=1, allow_none=False)
-    .help = "Nodes of a across the detector's slow axis (iy)."
-  smoothness_xy = 10.0
-    .type = float(value_min=0, allow_none=False)
-    .help = "Weight of the neighbour (Laplacian) restraint across the detector."
-  smoothness_phi = 1.0
-    .type = float(value_min=0, allow_none=False)
-    .help = "Weight of the curvature restraint along phi."
-"""
-    + _stage_phil.format(cycles=5, tolerance=1e-4, outlier=5.0)
-    + """
-}
+# The step's own parameters (dials.diffuse.process nests them): the model's
+# terms from the algorithm, the output files here.
+step_phil = phil_scope = """
+include scope dials_diffuse.algorithms.diffuse.scale.phil_scope
 output {
   model = scale.nxs
     .type = path
@@ -172,22 +71,6 @@ output {
     .help = "The refined terms. None: no plot."
 }
 """
-)
-
-
-def settings_from_params(params):
-    """{term name: settings} of the enabled terms, from the PHIL extract."""
-    chosen = {}
-    for name, settings_class in SETTINGS.items():
-        scope = getattr(params, name)
-        if scope.enable:
-            chosen[name] = settings_class(
-                **{
-                    field.name: getattr(scope, field.name)
-                    for field in dataclasses.fields(settings_class)
-                }
-            )
-    return chosen
 
 
 def model_paths(template, count):
@@ -253,87 +136,37 @@ def plot_models(models, path):
     save_png(figure, path)
 
 
-def load_corrected(paths, settings):
-    """The corrected tables as one DataFrame with a batch column (0, 1, ...)."""
-    needed = {"h", "k", "l", "intensity", "intensity_error"}
-    for name in settings:
-        needed |= set(TERMS[name][1])
-    frames = []
-    for number, path in enumerate(paths):
-        table = load_table(path, "hkl_table", finite=True).to_frame()
-        missing = needed - set(table)
-        if missing:
-            raise UserError(
-                f"{path}: not a corrected table (no {', '.join(sorted(missing))})"
-            )
-        frames.append(table[sorted(needed)].assign(batch=number))
-    return pd.concat(frames, ignore_index=True)
-
-
 def main(params, inputs, run):
     if not inputs.nexus:
         raise UserError("give a corrected.nxs (the output of correct), or several")
     if len(set(inputs.nexus)) != len(inputs.nexus):
         raise UserError("the same corrected table given twice")
-    settings = settings_from_params(params)
-    if not settings:
-        raise UserError(
-            "no term enabled: set at least one of scaling.enable, offset.enable, "
-            "detector.enable, absorption.enable"
-        )
-    observations = load_corrected(inputs.nexus, settings)
+    tables = [
+        load_table(path, "hkl_table", finite=True).to_frame() for path in inputs.nexus
+    ]
     with run.timer("scale"):
-        models, history = refine_scale_model(
-            observations,
-            settings,
-            progress=lambda stage: logger.info("Refining %s", stage),
-        )
-    for entry in history:
-        logger.info(
-            "  %-15s cycle %2d: reduced chi-square %.4f%s",
-            entry["stage"],
-            entry["cycle"],
-            entry["chi_square"],
-            f"; {entry['outliers']} outliers rejected" if "outliers" in entry else "",
-        )
-    for path, model in zip(inputs.nexus, models):
-        for name, term in model.terms.items():
-            logger.info(
-                "%s: %s term on %s nodes, %.4g to %.4g",
-                path,
-                name,
-                " x ".join(str(n) for n in term.shape),
-                term.values.min(),
-                term.values.max(),
-            )
-    outputs = model_paths(params.output.model, len(models))
-    run.results.update(
-        {
-            "terms": list(models[0].terms),
-            "nodes": {name: list(term.shape) for name, term in models[0].terms.items()},
-            "chi_square": [entry["chi_square"] for entry in history],
-            "outliers": sum(entry.get("outliers", 0) for entry in history),
-            "models": [str(path) for path in outputs],
-        }
-    )
+        result = do_scale(tables, params, names=[str(p) for p in inputs.nexus])
+    write_outputs(result, params, run, inputs.nexus)
+
+
+def write_outputs(result, params, run, tables):
+    """Write the models (one per table in `tables`) and the plot; record the results."""
+    outputs = model_paths(params.output.model, len(result.models))
+    run.results.update(result.summary())
+    run.results["models"] = [str(path) for path in outputs]
     run.plan_outputs(
-        {f"scaling model of {table}": out for out, table in zip(outputs, inputs.nexus)}
+        {f"scaling model of {table}": out for out, table in zip(outputs, tables)}
     )
-    for output, model, table in zip(outputs, models, inputs.nexus):
+    for output, model, table in zip(outputs, result.models, tables):
         with run.write(output, f"scaling model of {table}") as path:
-            write_tables(path, model.to_tables({"table": str(table)}))
+            write_scale_model(path, model, {"table": str(table)})
     if params.output.plot:
         with run.write(params.output.plot, "scale plot") as path:
-            plot_models(models, path)
+            plot_models(result.models, path)
 
 
 program = Program(name="scale", phil=phil_scope, help=help_message, main=main)
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

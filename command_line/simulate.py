@@ -4,14 +4,8 @@ import logging
 import sys
 from pathlib import Path
 
-from dials_diffuse.simulate import (
-    simulate_eiger_series,
-    simulate_rotation,
-    simulate_sacla,
-    simulate_transmission_series,
-)
+from dials_diffuse.simulate import do_simulate
 from dials_diffuse.simulate.preview import write_preview
-from dials_diffuse.simulate.transmission_series import DetectorResponse
 from dials_diffuse.simulate.truth import truth_summary
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.program import Program
@@ -60,50 +54,7 @@ Examples:
 """
 
 phil_scope = """
-kind = *rotation transmission_series sacla eiger_series
-  .type = choice
-  .help = "What to simulate (see the help text)."
-size = *test demo
-  .type = choice
-  .help = "test: small, made in seconds; demo: the larger sets for the demo."
-seed = 0
-  .type = int(value_min=0)
-  .help = "Random seed: the same seed gives identical files."
-frames = None
-  .type = int(value_min=1)
-  .help = "Number of frames (rotation: per sweep; sacla: shots). Default: the"
-          "size preset's."
-transmission_series {
-  transmissions = 0.064 0.127 0.253 0.503 1.0
-    .type = floats(value_min=0)
-    .help = "Beam transmission of each sweep (fractions, 0 < T <= 1)."
-  notch = 200 212
-    .type = ints(size=2, value_min=1)
-    .help = "True counts in [first, second) are recorded as the second value"
-            "(a gain-switch notch in the pixel histogram)."
-  saturation = 4000
-    .type = int(value_min=2)
-    .help = "Counts above this are recorded as this value (pile-up)."
-}
-eiger_series {
-  cv = 0.02
-    .type = float(value_min=0)
-    .help = "Coefficient of variation of the beam intensity from frame to"
-            "frame (a fraction, 0.02 = 2%)."
-  drift = None
-    .type = float
-    .help = "Linear drift of the intensity, as a fraction per frame. Default:"
-            "the size preset's (-2e-4 for test, -5e-5 for demo)."
-}
-sacla {
-  symmetry_order = 6
-    .type = int(value_min=1)
-    .help = "The speckle's n-fold rotational symmetry."
-  dark_shots = None
-    .type = int(value_min=0)
-    .help = "Number of dark shots at the start of the run. Default: the size"
-            "preset's (4 for test, 20 for demo)."
-}
+include scope dials_diffuse.simulate.phil_scope
 output {
   directory = None
     .type = path
@@ -131,7 +82,6 @@ def main(params, inputs, run):
         raise UserError(
             f"{preview}: output.preview is a PNG file name inside output.directory"
         )
-    frames = {"frames": params.frames} if params.frames else {}
     logger.info(
         "Simulating %s (size=%s, seed=%d) into %s",
         params.kind,
@@ -140,32 +90,7 @@ def main(params, inputs, run):
         directory,
     )
     with run.timer("simulate"):
-        if params.kind == "rotation":
-            paths = simulate_rotation(directory, params.size, params.seed, **frames)
-        elif params.kind == "transmission_series":
-            t = params.transmission_series
-            paths = simulate_transmission_series(
-                directory,
-                params.size,
-                params.seed,
-                transmissions=t.transmissions,
-                response=DetectorResponse(t.notch[0], t.notch[1], t.saturation),
-                **frames,
-            )
-        elif params.kind == "eiger_series":
-            e = params.eiger_series
-            extra = {"cv": e.cv, **frames}
-            if e.drift is not None:
-                extra["drift_per_frame"] = e.drift
-            paths = simulate_eiger_series(directory, params.size, params.seed, **extra)
-        else:
-            s = params.sacla
-            extra = {"symmetry_order": s.symmetry_order}
-            if params.frames:
-                extra["shots"] = params.frames
-            if s.dark_shots is not None:
-                extra["dark_shots"] = s.dark_shots
-            paths = simulate_sacla(directory, params.size, params.seed, **extra)
+        paths = do_simulate(directory, params)
     for what, path in _flatten(paths):
         run.outputs[what] = str(path)
         logger.info("Wrote %s: %s", what, path)
@@ -206,12 +131,7 @@ def _flatten(paths, prefix=""):
 
 
 program = Program(name="simulate", phil=phil_scope, help=help_message, main=main)
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

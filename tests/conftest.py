@@ -7,15 +7,76 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPOSITORY.parent / "shared" / "data"
+
+#: Where the small real data sets live (README "Test data"): the folder in
+#: DIALS_DIFFUSE_TEST_DATA, else ../shared/data beside the checkout.
+TEST_DATA = Path(
+    os.environ.get("DIALS_DIFFUSE_TEST_DATA") or REPOSITORY.parent / "shared" / "data"
+)
+
+#: Each real data set: its folder under TEST_DATA, a file that must be there,
+#: and where to get it.
+DATA_SETS = {
+    "l_cysteine": (
+        "l_cysteine_sweep1",
+        "l-cyst_01_00015.cbf",
+        "the first 15 frames of L-cysteine sweep 1 (DLS I19 PILATUS 2M) from "
+        "https://github.com/dials/data-files (l_cysteine/), DOI 10.5281/zenodo.51405",
+    ),
+    "dials_centroid": (
+        "dials_centroid_test_data",
+        "indexed.refl",
+        "indexed.expt, indexed.refl and integrated.refl of DIALS's centroid test "
+        "data from https://github.com/dials/data-files (centroid_test_data/)",
+    ),
+    "dectris_testfiles": (
+        "dectris_eiger_testfiles",
+        "dataset_artificial_small_001/test_master.h5",
+        "datasets_eiger1/, datasets_eiger2/ and dataset_artificial_small_001/ of "
+        "https://github.com/dectris/h5-testfiles",
+    ),
+}
+
+
+def data_set(name):
+    """The folder of a real data set, or skip the test saying how to get it."""
+    folder, marker, source = DATA_SETS[name]
+    directory = TEST_DATA / folder
+    if not (directory / marker).is_file():
+        pytest.skip(
+            f"real data set {folder} not found in {TEST_DATA} "
+            f"(set DIALS_DIFFUSE_TEST_DATA): {source}"
+        )
+    return directory
 
 
 @pytest.fixture(scope="session")
 def shared_data():
-    """`../shared/data` beside the repository (real files, see its README)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real test data missing: {SHARED_DATA}")
-    return SHARED_DATA
+    """The folder of all real data sets (prefer the per-data-set fixtures below)."""
+    if not TEST_DATA.is_dir():
+        pytest.skip(
+            f"real test data not found in {TEST_DATA} (set DIALS_DIFFUSE_TEST_DATA; "
+            "README: Test data)"
+        )
+    return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def l_cysteine():
+    """15 real PILATUS 2M rotation frames (CBF), L-cysteine, DLS I19."""
+    return data_set("l_cysteine")
+
+
+@pytest.fixture(scope="session")
+def dials_centroid():
+    """Real DIALS output of the centroid test data (indexed/integrated .expt/.refl)."""
+    return data_set("dials_centroid")
+
+
+@pytest.fixture(scope="session")
+def dectris_testfiles():
+    """Real DECTRIS EIGER/EIGER2 data files (no master files) and one artificial set."""
+    return data_set("dectris_testfiles")
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """Eiger test files: master files for the real DECTRIS data, synthetic series.
 
-The real DECTRIS sets in ../shared/data come without master files;
+The real DECTRIS sets (the `dectris_testfiles` fixture) come without master files;
 `real_master` writes one in the test's temporary directory that links to the
 real data files (never copied, never modified). Synthetic series are written
-by the package's DECTRIS writer (`dials_diffuse.format.dectris_writer`).
+by the package's one DECTRIS writer (`dials_diffuse.simulate.eiger_files`).
 """
 
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dials_diffuse.format.dectris_writer import COMPRESSION, write_dectris_files
+from dials_diffuse.simulate.eiger_files import COMPRESSION, write_dectris_files
 
 REAL_SETS = {
     "eiger1_bslz4": ("datasets_eiger1", "eiger1_testmode10_2datafiles_4images_bslz4"),
@@ -30,9 +30,10 @@ REAL_SETS = {
 }
 
 
-def real_data_files(shared_data, name):
+def real_data_files(dectris_testfiles, name):
+    """The two data files of a real DECTRIS set (`dectris_testfiles`: its folder)."""
     folder, stem = REAL_SETS[name]
-    directory = Path(shared_data) / "dectris_eiger_testfiles" / folder
+    directory = Path(dectris_testfiles) / folder
     return [directory / f"{stem}_data_{i:06d}.h5" for i in (1, 2)]
 
 
@@ -53,9 +54,9 @@ def link_master(master, data_files, frame_shape):
     return master
 
 
-def real_master(directory, shared_data, name):
+def real_master(directory, dectris_testfiles, name):
     """Write `<name>_master.h5` in `directory` linking to a real DECTRIS set."""
-    files = real_data_files(shared_data, name)
+    files = real_data_files(dectris_testfiles, name)
     with h5py.File(files[0], "r") as handle:
         shape = handle["/entry/data/data"].shape[1:]
     return link_master(Path(directory) / f"{name}_master.h5", files, shape)

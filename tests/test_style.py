@@ -18,3 +18,21 @@ def test_ruff_clean():
         [ruff, "check", str(REPOSITORY)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_library_code_raises_data_errors():
+    """Only the program layer (command_line/, the runner) speaks of UserError.
+
+    Library code raises DataError, naming the file; io/atomic.py is the
+    runner's atomic output path (a refused output name is the user's).
+    """
+    library = REPOSITORY / "dials_diffuse"
+    offenders = [
+        str(path.relative_to(REPOSITORY))
+        for folder in ("algorithms", "images", "io", "format", "simulate")
+        for path in sorted((library / folder).rglob("*.py"))
+        if "UserError" in path.read_text() and path.name != "atomic.py"
+    ]
+    if "UserError" in (library / "geometry.py").read_text():
+        offenders.append("dials_diffuse/geometry.py")
+    assert offenders == []

@@ -72,19 +72,18 @@ def transmission_series(
 def experiments_with_names(transmissions, template_dir, beam_transmission=False):
     """An ExperimentList whose image paths carry `<T>transmission` in their names.
 
-    Built from real DIALS experiment JSON (the shared indexed.expt) and read
+    Built from real DIALS experiment JSON (the centroid test data's indexed.expt;
+    the test skips without it) and read
     back with dxtbx without images. With `beam_transmission`, the beam models
     record the transmissions as well (file names then say 1.000).
     """
     import json
-    from pathlib import Path
 
     from dxtbx.model.experiment_list import ExperimentListFactory
 
-    shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    source = json.loads(
-        (shared / "dials_centroid_test_data" / "indexed.expt").read_text()
-    )
+    from tests.conftest import data_set
+
+    source = json.loads((data_set("dials_centroid") / "indexed.expt").read_text())
     document = {key: [] for key in source}
     document["__id__"] = source["__id__"]
     for j, transmission in enumerate(transmissions):

@@ -1,40 +1,46 @@
-"""dxtbx Format class for DECTRIS filewriter master files that dxtbx does not read.
+"""dxtbx Format class for DECTRIS filewriter master files without NXmx geometry.
 
 The DECTRIS filewriter (SIMPLON API) writes a master file ``*_master.h5``
 whose ``/entry/data/data_NNNNNN`` are external links to the data files, and
 whose detector header is flat: ``x_pixel_size``, ``beam_center_x``,
 ``detector_distance``, ``sensor_material``, ``detectorSpecific/pixel_mask``...
-dxtbx reads such files only when they carry the full NeXus geometry
-(``FormatNXmx``) or DECTRIS' ``geometry`` group and ``NX_class`` attributes
-(``FormatHDF5EigerNearlyNexus``). This class reads the rest: master files
-with only the flat header (as the SIMPLON filewriter writes with
-``nexus`` geometry off, or as files are cut down and rewritten), with or
-without a ``pixel_mask``. Files dxtbx reads itself are left to dxtbx.
+dxtbx reads such files when they place the detector by NXmx transformations
+(``FormatNXmx``). This class claims, by a positive marker as dxtbx's own
+Eiger classes do (`dials_diffuse.io.dectris_master.is_flat_dectris_master`),
+the DECTRIS masters whose geometry is the flat header only: as the
+filewriter writes with NeXus geometry off, as files are cut down and
+rewritten, and masters that say ``/entry/definition = NXmx`` without NXmx
+geometry (dxtbx's ``FormatNXmx`` takes those, finds no detector and every
+later program fails). Being first among ``FormatHDF5``'s children, it is
+asked before dxtbx's classes. Masters with DECTRIS' own ``geometry`` group
+are left to dxtbx's ``FormatHDF5EigerNearlyNexus``, except where dxtbx's
+EIGER gap layout does not fit the image size (it fails inside dxtbx there).
 
-Models, from the header (dxtbx's standard frame: beam along -z, detector
-fast axis +x, slow axis -y, rotation axis +x):
+Models, from the header (`dials_diffuse.io.dectris_master.read_header`;
+dxtbx's standard frame: beam along -z, detector fast axis +x, slow axis -y,
+rotation axis +x):
 
 - beam: ``/entry/instrument/beam/incident_wavelength`` (Å), else
   ``detectorSpecific/photon_energy`` (eV);
 - detector: ``detector_distance`` (m), ``beam_center_x/y`` (px),
   ``x/y_pixel_size`` (m), parallax correction from ``sensor_material`` and
-  ``sensor_thickness`` (m); trusted range up to the count-rate cutoff
-  (``countrate_correction_count_cutoff`` or ``saturation_value``, else the
+  ``sensor_thickness`` (m); trusted range up to the saturation value
+  (``saturation_value`` or ``countrate_correction_count_cutoff``, else the
   largest value of the data type) as dxtbx does for NXmx;
 - a sweep when ``/entry/sample/goniometer/omega`` (or ``phi``) advances
   (``*_increment`` or ``*_range_average`` nonzero), with exposure
   ``count_time`` (s); stills otherwise;
-- static mask: ``detectorSpecific/pixel_mask`` (nonzero = bad) and the
-  module gaps of the known EIGER sizes. Gap and overload values (2^n - 1)
-  fall outside the trusted range and so are masked, never used.
+- static mask: ``pixel_mask`` (nonzero = bad) and the module gaps of the
+  known EIGER sizes. Gap and overload values (2^n - 1) fall outside the
+  trusted range and so are masked, never used.
 
 Missing distance, beam centre or wavelength get placeholder values (100 mm,
-the detector centre, 1 Å) and a warning: give the true ones to
+the detector centre, 1 Å) and one warning, at import
+(`dials_diffuse.format.placeholders`): give the true ones to
 ``dials.import`` (``distance=``, ``fast_slow_beam_centre=``, ``wavelength=``).
 """
 
 import logging
-import re
 from pathlib import Path
 
 import h5py
@@ -44,67 +50,22 @@ from cctbx.eltbx import attenuation_coefficient
 from dxtbx import flumpy
 from dxtbx.format.FormatHDF5 import FormatHDF5
 from dxtbx.format.FormatPilatusHelpers import determine_eiger_mask
-from dxtbx.model import ParallaxCorrectedPxMmStrategy
+from dxtbx.model import Detector, ParallaxCorrectedPxMmStrategy
 
-from dials_diffuse.images.imageset import trusted_range_is_inclusive
+from dials_diffuse.format.placeholders import Placeholder, report
+from dials_diffuse.io.dectris_master import (
+    DETECTOR,
+    data_links,
+    is_flat_dectris_master,
+    read_header,
+)
+from dials_diffuse.util.compat import trusted_range_between
 
 logger = logging.getLogger(__name__)
-
-DETECTOR = "/entry/instrument/detector"
-SPECIFIC = DETECTOR + "/detectorSpecific"
-GONIOMETER = "/entry/sample/goniometer"
-DATA_LINK = re.compile(r"data_\d{6}$")
-#: ħc in eV·Å, to convert photon energy to wavelength.
-HC_EV_ANGSTROM = 12398.419843320026
 
 #: Placeholders when the header lacks a value (the user overrides them at import).
 DEFAULT_DISTANCE_MM = 100.0
 DEFAULT_WAVELENGTH = 1.0
-
-
-def _value(handle, path, default=None):
-    """A scalar from the file (bytes decoded), or default when absent."""
-    if path not in handle:
-        return default
-    value = handle[path][()]
-    if isinstance(value, bytes):
-        return value.decode().strip()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return value.item()
-    return value
-
-
-def _dxtbx_reads(handle):
-    """True when dxtbx's own NXmx or 'nearly NeXus' Eiger class reads this file."""
-    entry = handle.get("/entry")
-    if entry is None:
-        return False
-    if "definition" in entry:
-        return True  # NXmx: FormatNXmx's domain
-    nx_class = entry.attrs.get("NX_class", b"")
-    nx_class = nx_class.decode() if isinstance(nx_class, bytes) else str(nx_class)
-    description = str(_value(handle, DETECTOR + "/description", "")).lower()
-    required = (
-        DETECTOR + "/geometry/orientation/value",
-        DETECTOR + "/geometry/translation/distances",
-        DETECTOR + "/detector_number",
-        "/entry/instrument/beam",
-    )
-    cutoff = any(
-        path in handle
-        for path in (
-            SPECIFIC + "/countrate_correction_count_cutoff",
-            SPECIFIC + "/detectorModule_000/countrate_correction_count_cutoff",
-        )
-    )
-    return (
-        nx_class == "NXentry"
-        and "dectris eiger" in description
-        and cutoff
-        and all(path in handle for path in required)
-        and _dxtbx_knows_module_layout(handle)
-    )
-
 
 # Sensor materials as headers spell them, to the formula cctbx's tables know.
 SENSOR_SYMBOLS = {"silicon": "Si", "si": "Si", "cdte": "CdTe", "gaas": "GaAs"}
@@ -117,67 +78,47 @@ def _sensor_symbol(material):
     return SENSOR_SYMBOLS.get(str(material).strip().lower(), str(material).strip())
 
 
-def _dxtbx_knows_module_layout(handle):
-    """True when dxtbx's Eiger gap mask accepts the image size.
-
-    dxtbx's 'nearly NeXus' class claims every such file but fails on image
-    sizes that are not a whole number of EIGER modules (an error inside
-    dxtbx, not a message); those files are ours.
-    """
-    from dxtbx.format.FormatPilatusHelpers import determine_eiger_mask
-    from dxtbx.model import Detector
-
-    width = _value(handle, SPECIFIC + "/x_pixels_in_detector")
-    height = _value(handle, SPECIFIC + "/y_pixels_in_detector")
-    if not (width and height):
-        return False
+def _eiger_gaps(image_size):
+    """dxtbx's EIGER module gaps (f0, f1, s0, s1, 1-based) for an image size
+    (fast, slow), or None when it is not a whole number of EIGER modules."""
     detector = Detector()
     panel = detector.add_panel()
     panel.set_type("SENSOR_PAD")
-    panel.set_image_size((int(width), int(height)))
+    panel.set_image_size(tuple(int(n) for n in image_size))
     try:
-        determine_eiger_mask(detector)
+        return determine_eiger_mask(detector)
     except Exception:
+        return None
+
+
+def _ours(handle):
+    """True for a flat-header DECTRIS master that dxtbx cannot read itself."""
+    if not is_flat_dectris_master(handle):
         return False
-    return True
-
-
-def _data_links(handle):
-    """Names of the /entry/data/data_NNNNNN entries, in order."""
-    group = handle.get("/entry/data")
-    if not isinstance(group, h5py.Group):
-        return []
-    return sorted(name for name in group if DATA_LINK.match(name))
-
-
-def compatible_trusted_range(low, high):
-    """dxtbx trusted range that accepts exactly the values low < v < high,
-    whether the installed dxtbx treats the range as exclusive (3.12) or
-    inclusive (later versions)."""
-    return (low + 1, high - 1) if trusted_range_is_inclusive() else (low, high)
+    if DETECTOR + "/geometry" not in handle:
+        return True
+    header = read_header(handle)
+    return header.image_size is None or _eiger_gaps(header.image_size) is None
 
 
 class FormatEigerFilewriter(FormatHDF5):
-    """DECTRIS filewriter master files without full NeXus geometry (see module doc)."""
+    """DECTRIS filewriter master files without NXmx geometry (see module doc)."""
 
     @staticmethod
     def understand(image_file):
         try:
             with h5py.File(image_file, "r") as handle:
-                return (
-                    bool(_data_links(handle))
-                    and DETECTOR + "/x_pixel_size" in handle
-                    and DETECTOR + "/y_pixel_size" in handle
-                    and not _dxtbx_reads(handle)
-                )
+                return _ours(handle)
         except (OSError, KeyError, ValueError):
             return False
 
     def _start(self):
         self._handle = h5py.File(self._image_file, "r")
+        self._header = read_header(self._handle)
+        self._placeholders = []
         self._datasets = []  # (first frame, dataset)
         first = 0
-        for name in _data_links(self._handle):
+        for name in data_links(self._handle):
             try:
                 dataset = self._handle["/entry/data"][name]
             except KeyError:
@@ -193,61 +134,66 @@ class FormatEigerFilewriter(FormatHDF5):
         self._goniometer_model, self._scan_model = self._make_sweep()
         self._static_mask = self._make_static_mask()
 
-    def _warn_missing(self, what, placeholder, parameter):
-        logger.warning(
-            f"{Path(self._image_file).name}: no {what} in the header; using "
-            f"{placeholder} (set the true value with dials.import {parameter}=)"
+    def _placeholder(self, what, value, parameter, still_in_use):
+        self._placeholders.append(
+            Placeholder(str(self._image_file), what, value, parameter, still_in_use)
         )
 
     def _make_beam(self):
-        wavelength = _value(self._handle, "/entry/instrument/beam/incident_wavelength")
+        wavelength = self._header.wavelength_A
         if not wavelength:
-            energy = _value(self._handle, SPECIFIC + "/photon_energy")
-            wavelength = HC_EV_ANGSTROM / energy if energy else None
-        if not wavelength:
-            self._warn_missing("wavelength", f"{DEFAULT_WAVELENGTH} Å", "wavelength")
             wavelength = DEFAULT_WAVELENGTH
+            self._placeholder(
+                "wavelength",
+                f"{DEFAULT_WAVELENGTH} Å",
+                "wavelength",
+                lambda: self._beam_model.get_wavelength() == DEFAULT_WAVELENGTH,
+            )
         return self._beam_factory.simple(float(wavelength))
 
     def _make_detector(self):
-        h = self._handle
+        header = self._header
         n_slow, n_fast = self._datasets[0][1].shape[1:]
-        pixel_size = (
-            1000 * float(_value(h, DETECTOR + "/x_pixel_size")),
-            1000 * float(_value(h, DETECTOR + "/y_pixel_size")),
-        )
-        distance = _value(h, DETECTOR + "/detector_distance")
-        if distance:
-            distance = 1000 * float(distance)
+        pixel_size = tuple(1000 * size for size in header.pixel_size_m)
+        if header.distance_m:
+            distance = 1000 * header.distance_m
         else:
-            self._warn_missing(
-                "detector_distance", f"{DEFAULT_DISTANCE_MM} mm", "distance"
-            )
             distance = DEFAULT_DISTANCE_MM
-        centre_px = (
-            _value(h, DETECTOR + "/beam_center_x"),
-            _value(h, DETECTOR + "/beam_center_y"),
-        )
-        if None in centre_px:
+            self._placeholder(
+                "detector_distance",
+                f"{DEFAULT_DISTANCE_MM} mm",
+                "distance",
+                lambda: abs(self._detector_model[0].get_distance() - distance) < 1e-9,
+            )
+        centre_px = header.beam_centre_px
+        if centre_px is None:
             centre_px = (n_fast / 2, n_slow / 2)
-            self._warn_missing(
-                "beam centre", "the detector centre", "fast_slow_beam_centre"
+
+            def centre_unchanged():
+                now = self._detector_model[0].get_beam_centre_px(
+                    self._beam_model.get_s0()
+                )
+                return np.allclose(now, centre_px, atol=1e-6)
+
+            self._placeholder(
+                "beam centre",
+                "the detector centre",
+                "fast_slow_beam_centre",
+                centre_unchanged,
             )
         beam_centre = (centre_px[0] * pixel_size[0], centre_px[1] * pixel_size[1])
 
-        cutoff = _value(h, SPECIFIC + "/countrate_correction_count_cutoff")
-        if cutoff is None:
-            cutoff = _value(h, DETECTOR + "/saturation_value")
+        cutoff = header.saturation_value
         if cutoff is None:
             cutoff = (
                 np.iinfo(self._data_dtype).max
                 if self._data_dtype.kind in "ui"
                 else 1e300
             )
-        trusted_range = compatible_trusted_range(-1, float(cutoff))
+        trusted_range = trusted_range_between(-1, float(cutoff))
 
-        material = _sensor_symbol(_value(h, DETECTOR + "/sensor_material"))
-        thickness = _value(h, DETECTOR + "/sensor_thickness")
+        material = _sensor_symbol(header.sensor_material)
+        thickness = header.sensor_thickness_m
         px_mm, mu = None, 0.0
         if material and thickness:
             table = attenuation_coefficient.get_table(material)
@@ -270,44 +216,30 @@ class FormatEigerFilewriter(FormatHDF5):
         if px_mm is not None:
             panel.set_material(material)
             panel.set_thickness(1000 * float(thickness))
-        try:
-            for f0, f1, s0, s1 in determine_eiger_mask(detector):
-                panel.add_mask(f0 - 1, s0 - 1, f1, s1)
-        except (AttributeError, AssertionError):
-            pass  # not one of the known EIGER module layouts
+        for f0, f1, s0, s1 in _eiger_gaps((n_fast, n_slow)) or []:
+            panel.add_mask(f0 - 1, s0 - 1, f1, s1)
         return detector
 
     def _make_sweep(self):
         """(goniometer, scan) for a rotation sweep, or (None, None) for stills."""
-        h = self._handle
-        exposure = _value(h, DETECTOR + "/count_time") or _value(
-            h, DETECTOR + "/frame_time"
+        if self._header.rotation is None:
+            return None, None
+        _, first, width = self._header.rotation
+        exposure = float(self._header.count_time_s or 0.0)
+        goniometer = self._goniometer_factory.known_axis((1, 0, 0))
+        scan = self._scan_factory.make_scan(
+            (1, self._num_images),
+            exposure,
+            (first, width),
+            list(range(self._num_images)),
+            deg=True,
         )
-        exposure = float(exposure) if exposure else 0.0
-        for axis in ("omega", "phi"):
-            start = h.get(f"{GONIOMETER}/{axis}")
-            width = _value(h, f"{GONIOMETER}/{axis}_increment")
-            if width is None:
-                width = _value(h, f"{GONIOMETER}/{axis}_range_average")
-            if start is None or not width:
-                continue
-            first = float(np.ravel(start[()])[0])
-            goniometer = self._goniometer_factory.known_axis((1, 0, 0))
-            scan = self._scan_factory.make_scan(
-                (1, self._num_images),
-                exposure,
-                (first, float(width)),
-                list(range(self._num_images)),
-                deg=True,
-            )
-            return goniometer, scan
-        return None, None
+        return goniometer, scan
 
     def _make_static_mask(self):
-        mask = self._handle.get(SPECIFIC + "/pixel_mask")
+        mask = self._header.pixel_mask
         if mask is None:
             return None
-        mask = np.asarray(mask[()])
         expected = tuple(self._detector_model[0].get_image_size()[::-1])
         if mask.shape != expected:
             logger.warning(
@@ -316,6 +248,21 @@ class FormatEigerFilewriter(FormatHDF5):
             )
             return None
         return (flumpy.from_numpy(np.ascontiguousarray(mask == 0)),)
+
+    def get_detector(self, index=None):
+        """The detector from the header (dxtbx asks for it at import: the
+        placeholders are reported then, never when an .expt is loaded)."""
+        self._report_placeholders()
+        return super().get_detector(index)
+
+    def get_beam(self, index=None):
+        """The beam from the header (see get_detector)."""
+        self._report_placeholders()
+        return super().get_beam(index)
+
+    def _report_placeholders(self):
+        placeholders, self._placeholders = self._placeholders, []
+        report(placeholders)
 
     def get_num_images(self):
         return self._num_images

@@ -16,8 +16,9 @@ Models
   pixel size from `detector_info/pixel_size_in_micro_meter`. Distance and
   beam centre from `detector_info/distance_in_mm` and
   `detector_info/beam_center_in_pixel` (fast, slow px) where the file has
-  them; otherwise 100 mm and the centre of the image, to be overridden at
-  import: ``dials.import run.h5 distance=53 fast_slow_beam_centre=1201.5,1210.2``.
+  them; otherwise 100 mm and the centre of the image, with one warning at
+  import (`dials_diffuse.format.placeholders`), to be overridden there:
+  ``dials.import run.h5 distance=53 fast_slow_beam_centre=1201.5,1210.2``.
 - Images: `detector_data` of each tag in acquisition order, as float64;
   pixels flagged by the tag's `detector_status` (or not finite) read as
   -2e6, below the trusted range, so DIALS masks them.
@@ -30,6 +31,7 @@ from dxtbx.model import Beam
 from scitbx import matrix
 from scitbx.array_family import flex
 
+from dials_diffuse.format.placeholders import Placeholder, report
 from dials_diffuse.images.sacla import SACLASource, is_sacla_file
 
 DEFAULT_DISTANCE_MM = 100.0
@@ -46,16 +48,44 @@ class FormatSACLA(FormatHDF5, FormatStill):
 
     def _start(self):
         self._source = SACLASource(self.get_image_file())
+        self._placeholders = []
+
+    def _placeholder(self, what, value, parameter, still_in_use):
+        self._placeholders.append(
+            Placeholder(self.get_image_file(), what, value, parameter, still_in_use)
+        )
 
     def _detector(self, index=None):
         source = self._source
         pixel_size = source.pixel_size_mm
         slow_size, fast_size = source.panel_shapes[0]
-        distance = source.distance_mm or DEFAULT_DISTANCE_MM
+        distance = source.distance_mm
+        if not distance:
+            distance = DEFAULT_DISTANCE_MM
+            self._placeholder(
+                "detector_info/distance_in_mm",
+                f"{DEFAULT_DISTANCE_MM} mm",
+                "distance",
+                lambda: (
+                    abs(self._detector_instance[0].get_distance() - distance) < 1e-9
+                ),
+            )
         if source.beam_centre_px is not None:
             centre_fast, centre_slow = source.beam_centre_px
         else:
             centre_fast, centre_slow = fast_size / 2.0, slow_size / 2.0
+
+            def centre_unchanged():
+                beam = Beam((0.0, 0.0, 1.0), self._source.wavelength)
+                now = self._detector_instance[0].get_beam_centre_px(beam.get_s0())
+                return abs(now[0] - centre_fast) + abs(now[1] - centre_slow) < 1e-6
+
+            self._placeholder(
+                "detector_info/beam_center_in_pixel",
+                "the image centre",
+                "fast_slow_beam_centre",
+                centre_unchanged,
+            )
         fast = matrix.col((1.0, 0.0, 0.0))
         slow = matrix.col((0.0, -1.0, 0.0))
         origin = matrix.col(
@@ -93,7 +123,14 @@ class FormatSACLA(FormatHDF5, FormatStill):
         return Format.get_image_file(self)
 
     def get_detector(self, index=None):
+        """The detector (dxtbx asks for it at import: placeholders are
+        reported then, never when an .expt is loaded)."""
+        self._report_placeholders()
         return self._detector_instance
+
+    def _report_placeholders(self):
+        placeholders, self._placeholders = self._placeholders, []
+        report(placeholders)
 
     def get_beam(self, index=None):
         if index is None:

@@ -47,12 +47,11 @@ from dials_diffuse.images.source import (
     exclude_non_finite,
     output_buffer,
 )
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.io.dectris_master import data_links, read_header
+from dials_diffuse.util.errors import DataError
+from dials_diffuse.util.parallel import pickled_by_path
 
 logger = logging.getLogger(__name__)
-
-DETECTOR = "/entry/instrument/detector"
-SPECIFIC = DETECTOR + "/detectorSpecific"
 
 
 @dataclasses.dataclass
@@ -138,14 +137,6 @@ class _MasterFile:
             with contextlib.suppress(OSError, TypeError):  # TypeError: at exit
                 os.close(self._descriptor)
             self._descriptor = None
-
-
-def _scalar(group, name, default=None):
-    item = group.get(name) if group is not None else None
-    if not isinstance(item, h5py.Dataset) or item.shape not in ((), (1,)):
-        return default
-    value = item[()]
-    return value.item() if hasattr(value, "item") else value
 
 
 #: Data files kept open at once by one source (h5py handle + descriptor each).
@@ -247,7 +238,7 @@ class EigerMasterSource(ImageSource):
 
     Raises
     ------
-    UserError
+    DataError
         Naming the file: not HDF5, no frames, a data file missing, frames
         missing between data files, inconsistent frame shapes or types.
     """
@@ -258,7 +249,7 @@ class EigerMasterSource(ImageSource):
         try:
             self._master = h5py.File(self.path, "r")
         except OSError as error:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: not a readable HDF5 file ({error})"
             ) from error
         self._master_file = _MasterFile(self._master, self.path)
@@ -267,11 +258,8 @@ class EigerMasterSource(ImageSource):
 
     # -- pickling (Dask workers reopen the file) -----------------------------
 
-    def __getstate__(self):
-        return {"path": self.path}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"])
+    def __reduce__(self):
+        return pickled_by_path(EigerMasterSource, self.path)
 
     def close(self):
         """Close the master and data files."""
@@ -288,31 +276,13 @@ class EigerMasterSource(ImageSource):
     # -- metadata ----------------------------------------------------------
 
     def _read_metadata(self):
-        """Mask, saturation, bit depth, exposure, where DECTRIS or NXmx puts them.
-
-        Older DECTRIS firmware writes them under detectorSpecific, newer ones
-        and NXmx files directly under the detector group: both are looked at.
-        """
-        groups = [self._master.get(SPECIFIC), self._master.get(DETECTOR)]
-
-        def first(*names):
-            for group in groups:
-                for name in names:
-                    value = _scalar(group, name)
-                    if value is not None:
-                        return value
-            return None
-
-        self.saturation_value = first(
-            "saturation_value", "countrate_correction_count_cutoff"
-        )
-        self.bit_depth = first("bit_depth_image", "bit_depth_readout")
-        self.count_time = first("count_time")
-        self._pixel_mask = None
-        for group in groups:
-            if group is not None and isinstance(group.get("pixel_mask"), h5py.Dataset):
-                self._pixel_mask = group["pixel_mask"][()]
-                break
+        """Mask, saturation, bit depth, exposure from the DECTRIS or NXmx header
+        (`dials_diffuse.io.dectris_master.read_header`)."""
+        header = read_header(self._master)
+        self.saturation_value = header.saturation_value
+        self.bit_depth = header.bit_depth
+        self.count_time = header.count_time_s
+        self._pixel_mask = header.pixel_mask
 
     def _resolve(self, name):
         """Absolute path of a data file name as a link or VDS gives it."""
@@ -335,7 +305,7 @@ class EigerMasterSource(ImageSource):
             context = self._files.use(self._resolve(name))
             opened = context.__enter__()
         except OSError as error:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: cannot open its data file {name} ({error})"
             ) from error
         try:
@@ -352,14 +322,14 @@ class EigerMasterSource(ImageSource):
     def _find_blocks(self):
         data = self._master.get("/entry/data")
         if not isinstance(data, h5py.Group):
-            raise UserError(
+            raise DataError(
                 f"{self.path}: no /entry/data group (not an Eiger master file)"
             )
-        names = sorted(n for n in data if n.startswith("data_"))
+        names = data_links(self._master)
         if not names and "data" in data:
             names = ["data"]
         if not names:
-            raise UserError(f"{self.path}: /entry/data holds no frames")
+            raise DataError(f"{self.path}: /entry/data holds no frames")
         blocks = []
         next_first = 0
         for name in names:
@@ -370,13 +340,13 @@ class EigerMasterSource(ImageSource):
                 file_name, dataset_path = ".", f"/entry/data/{name}"
             with self._data_file(file_name) as opened:
                 if dataset_path not in opened.handle:
-                    raise UserError(
+                    raise DataError(
                         f"{self.path}: {name} links to {file_name}:{dataset_path}, "
                         "which does not exist"
                     )
                 dataset = opened.handle[dataset_path]
                 if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 3:
-                    raise UserError(
+                    raise DataError(
                         f"{self.path}: {name} is not a (frames, rows, columns) dataset"
                     )
                 low = dataset.attrs.get("image_nr_low")
@@ -436,12 +406,12 @@ class EigerMasterSource(ImageSource):
                     shape, dtype = dataset.shape[1:], dataset.dtype
             expected = block.first + block.n_frames
         if dtype.kind not in "uif":
-            raise UserError(f"{self.path}: frames have unsupported type {dtype}")
+            raise DataError(f"{self.path}: frames have unsupported type {dtype}")
         self._frame_shape = tuple(int(n) for n in shape)
         self._dtype = np.dtype(dtype)
         self._n_frames = expected
         if self._pixel_mask is not None and self._pixel_mask.shape != self._frame_shape:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: pixel_mask has shape {self._pixel_mask.shape}, "
                 f"frames {self._frame_shape}"
             )
@@ -449,17 +419,17 @@ class EigerMasterSource(ImageSource):
     def _check_block(self, block, dataset, shape, dtype, expected):
         """Frames of one block: the first block's shape and type, no gap before it."""
         if shape is not None and (dataset.shape[1:] != shape or dataset.dtype != dtype):
-            raise UserError(
+            raise DataError(
                 f"{self.path}: {block.file} has frames of shape {dataset.shape[1:]} "
                 f"{dataset.dtype}, the first data file {shape} {dtype}"
             )
         if block.first != expected:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: images {expected + 1} to {block.first} are missing "
                 "(no data file holds them)"
             )
         if block.source_first + block.n_frames > dataset.shape[0]:
-            raise UserError(f"{self.path}: {block.file} holds fewer frames than linked")
+            raise DataError(f"{self.path}: {block.file} holds fewer frames than linked")
         block.codec = _codec_of(dataset, shape or dataset.shape[1:])
 
     # -- the ImageSource interface ------------------------------------------
@@ -545,7 +515,7 @@ class EigerMasterSource(ImageSource):
                         codec = None
                         payload = dataset[frame + offset : end + offset]
             except (OSError, ValueError, KeyError) as error:
-                raise UserError(
+                raise DataError(
                     f"{block.file}: image {frame + 1} cannot be read: {error}"
                 ) from error
             yield codec, frame, payload
@@ -581,7 +551,7 @@ class EigerMasterSource(ImageSource):
             else:
                 _kernels.decompress_chunk(chunk, codec, out)
         except ValueError as error:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: image {frame + 1} is corrupt ({error})"
             ) from error
         return out

@@ -11,10 +11,9 @@ reading (a missing, truncated or corrupt image file) become a `DataError`
 import functools
 import threading
 
+import dxtbx.model  # noqa: F401  (its converters unpickle an imageset's models: Dask workers)
 import numpy as np
 from dxtbx import flumpy
-from dxtbx.model import Panel
-from scitbx.array_family import flex
 
 from dials_diffuse.geometry import rotation_angle_deg
 from dials_diffuse.images.hdf5_sources import check_frames, is_hdf5
@@ -23,7 +22,8 @@ from dials_diffuse.images.source import (
     exclude_non_finite,
     output_buffer,
 )
-from dials_diffuse.util.errors import DataError, UserError
+from dials_diffuse.util.compat import within_trusted_range
+from dials_diffuse.util.errors import DataError
 
 
 def frame_file(imageset, index):
@@ -53,28 +53,6 @@ def check_frame(imageset, index):
     except (AttributeError, IndexError, RuntimeError):
         in_file = index
     check_frames(path, in_file, in_file + 1)
-
-
-@functools.cache
-def trusted_range_is_inclusive():
-    """Whether the installed dxtbx trusts values equal to the range's ends.
-
-    dxtbx 3.12 treats ``trusted_range`` as exclusive (low < v < high); later
-    versions as inclusive. Asked of dxtbx itself, with a one-pixel panel.
-    """
-    panel = Panel()
-    panel.set_image_size((1, 1))
-    panel.set_trusted_range((0, 10))
-    return bool(panel.get_trusted_range_mask(flex.int(flex.grid(1, 1), 0))[0])
-
-
-def within_trusted_range(panel, values):
-    """numpy bool array: values inside the panel's trusted range, as dxtbx decides."""
-    low, high = panel.get_trusted_range()
-    inclusive = trusted_range_is_inclusive()
-    valid = (np.greater_equal if inclusive else np.greater)(values, low)
-    valid &= (np.less_equal if inclusive else np.less)(values, high)
-    return valid
 
 
 def read_frame(imageset, index, static_masks=None):
@@ -147,12 +125,26 @@ def _format_static_mask(imageset, panel):
         instance = imageset.get_format_class().get_instance(path, **imageset.params())
         masks = instance.get_static_mask()
     except Exception as error:
-        raise UserError(
+        raise DataError(
             f"{frame_file(imageset, 0)}: cannot read the detector mask ({error})"
         ) from error
     if masks is None:
         return None
     return np.asarray(masks[panel].as_numpy_array(), dtype=bool)
+
+
+def image_numbers(imageset):
+    """DIALS image number of every image of an imageset (ndarray of int).
+
+    A sequence's numbers are its scan's image range (they need not start at
+    1); images without a scan (stills) are numbered by their position in the
+    file list, from 1.
+    """
+    scan = imageset.get_scan() if hasattr(imageset, "get_scan") else None
+    if scan is not None:
+        first, last = scan.get_image_range()
+        return np.arange(first, last + 1)
+    return np.asarray(imageset.indices(), dtype=int) + 1
 
 
 class ImagesetSource(ImageSource):
@@ -213,10 +205,7 @@ class ImagesetSource(ImageSource):
 
     @property
     def image_numbers(self):
-        scan = self.imageset.get_scan() if hasattr(self.imageset, "get_scan") else None
-        if scan is not None:
-            return np.arange(scan.get_image_range()[0], scan.get_image_range()[1] + 1)
-        return np.asarray(self.imageset.indices(), dtype=int) + 1
+        return image_numbers(self.imageset)
 
     @property
     def exposure_times(self):

@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from dials_diffuse.images.source import ImageSource, exclude_non_finite, output_buffer
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 # h c in eV Å (CODATA 2018), as cctbx's factor_ev_angstrom.
 EV_ANGSTROM = 12398.419843320026
@@ -105,14 +105,14 @@ class SACLASource(ImageSource):
         try:
             handle = h5py.File(self.path, "r")
         except OSError as error:
-            raise UserError(
+            raise DataError(
                 f"{self.path}: not a readable HDF5 file ({error})"
             ) from error
         self._handle = handle
         run_name = sacla_run_group(handle)
         if run_name is None:
             self.close()
-            raise UserError(f"{self.path}: not a SACLA DataConvert file")
+            raise DataError(f"{self.path}: not a SACLA DataConvert file")
         self.run_number = int(run_name[len("run_") :])
         run = handle[run_name]
         self._detector = run[DETECTOR_GROUP]
@@ -135,15 +135,15 @@ class SACLASource(ImageSource):
             )
         except (KeyError, ValueError, IndexError, TypeError) as error:
             self.close()
-            raise UserError(
+            raise DataError(
                 f"{self.path}: incomplete SACLA metadata ({error})"
             ) from error
         if len(self.tags) == 0:
             self.close()
-            raise UserError(f"{self.path}: run {self.run_number} has no shots")
+            raise DataError(f"{self.path}: run {self.run_number} has no shots")
         if not self.photon_energy_ev > 0:
             self.close()
-            raise UserError(
+            raise DataError(
                 f"{self.path}: photon energy {self.photon_energy_ev} eV is not positive"
             )
         self.wavelength = EV_ANGSTROM / self.photon_energy_ev
@@ -151,7 +151,7 @@ class SACLASource(ImageSource):
         first = self._dataset(0)
         if first.ndim != 2:
             self.close()
-            raise UserError(
+            raise DataError(
                 f"{self.path}: tag_{self.tags[0]}/detector_data is not a 2-d image"
             )
         self._shape = tuple(first.shape)
@@ -214,7 +214,7 @@ class SACLASource(ImageSource):
         try:
             return self._detector[name]
         except KeyError as error:
-            raise UserError(f"{self.path}: {name} is missing") from error
+            raise DataError(f"{self.path}: {name} is missing") from error
 
     # -- ImageSource --------------------------------------------------------
 
@@ -253,14 +253,14 @@ class SACLASource(ImageSource):
             for i in range(n):
                 dataset = self._dataset(start + i)
                 if dataset.shape != self._shape:
-                    raise UserError(
+                    raise DataError(
                         f"{self.path}: tag_{self.tags[start + i]} image has shape "
                         f"{dataset.shape}, not {self._shape}"
                     )
                 try:
                     dataset.read_direct(data, dest_sel=np.s_[i])
                 except (OSError, TypeError) as error:
-                    raise UserError(
+                    raise DataError(
                         f"{self.path}: cannot read tag_{self.tags[start + i]} ({error})"
                     ) from error
                 status_name = f"tag_{self.tags[start + i]}/detector_status"

@@ -8,7 +8,8 @@ always a block of frames x rows x columns of one panel.
 Conventions
 -----------
 - Frames are numbered 0 .. n_frames-1 within the source; `image_numbers`
-  gives the 1-based DIALS image number of each (as in `image_range`).
+  gives the DIALS image number of each (the scan's numbers, which need not
+  start at 1), and `frame_range` turns a DIALS `image_range` into frames.
 - `read` returns raw values in the detector's dtype, with a validity mask:
   True where the pixel is usable (the DIALS convention). Gap, bad-pixel and
   overload values are marked invalid in the mask, never used as numbers.
@@ -24,11 +25,61 @@ Conventions
 import abc
 import collections
 import dataclasses
-import functools
-import inspect
 import threading
 
 import numpy as np
+
+from dials_diffuse.util.errors import DataError
+
+
+def frame_range(image_numbers, image_range=None):
+    """0-based half-open frame range of a source for a DIALS `image_range`.
+
+    DIALS's rule (``dials.import image_range=``, ``dials.slice_sequence``):
+    `image_range` is the first and last image *number* of the sequence,
+    inclusive, where image numbers are those of the scan
+    (``scan.get_image_range()``), not positions within the imageset: images
+    11-20 of a sequence that starts at image 11 are its first ten frames.
+
+    Parameters
+    ----------
+    image_numbers : sequence of int
+        The DIALS image number of each frame of the source, increasing
+        (``ImageSource.image_numbers``).
+    image_range : (int, int), optional
+        First and last image number, inclusive. None: every frame.
+
+    Returns
+    -------
+    (int, int)
+        First frame and one past the last, 0-based, within the source.
+
+    Raises
+    ------
+    DataError
+        When either image is not among the source's images, or first > last.
+    """
+    numbers = np.asarray(image_numbers)
+    if image_range is None:
+        return 0, len(numbers)
+    first, last = (int(i) for i in image_range)
+    start = int(np.searchsorted(numbers, first))
+    stop = int(np.searchsorted(numbers, last)) + 1
+    inside = (
+        first <= last
+        and start < len(numbers)
+        and numbers[start] == first
+        and stop <= len(numbers)
+        and numbers[stop - 1] == last
+    )
+    if not inside:
+        raise DataError(
+            f"image_range={first},{last} is outside the images "
+            f"{numbers[0]}-{numbers[-1]} of the data"
+            if len(numbers)
+            else f"image_range={first},{last}: the data hold no image"
+        )
+    return start, stop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +120,7 @@ class ImageSource(abc.ABC):
 
     @property
     def image_numbers(self):
-        """1-based DIALS image number of each frame (ndarray of int)."""
+        """DIALS image number of each frame (ndarray of int); default 1 .. n_frames."""
         return np.arange(1, self.n_frames + 1)
 
     @property
@@ -211,11 +262,6 @@ def thread_buffer(shape, dtype, name="data"):
     return cache[key]
 
 
-@functools.cache
-def _accepts_out(source_class):
-    return "out" in inspect.signature(source_class.read).parameters
-
-
 def read_reusing(source, chunk):
     """`source.read(chunk)` into this thread's reusable buffer, where the source can.
 
@@ -225,6 +271,4 @@ def read_reusing(source, chunk):
     thread's next `read_reusing` of a chunk of the same shape: consume it
     before then.
     """
-    if not _accepts_out(type(source)):
-        return source.read(chunk)
     return source.read(chunk, out=thread_buffer(chunk.shape, source.dtype))

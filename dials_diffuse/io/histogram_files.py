@@ -1,4 +1,4 @@
-"""Write pixel histograms: the seed's two-column text, CSV, and a log-scale PNG."""
+"""Write pixel histograms: the two-column text of flex.histogram scripts, CSV, and a log-scale PNG."""
 
 from pathlib import Path
 
@@ -14,7 +14,7 @@ def group_table_path(path, label):
 
 
 def write_two_column(histogram, path, group=None):
-    """`bin_centre count` per line, as the seed's histogram.py wrote (trimmed to occupied bins).
+    """`bin_centre count` per line, as flex.histogram scripts write (trimmed to occupied bins).
 
     `group` selects one group's counts; None writes the total.
     """

@@ -1,8 +1,10 @@
-"""Write our image-series file data.nxs from any ImageSource.
+"""Our image-series file data.nxs: written from any ImageSource, read as one.
 
-The layout (mdx2's `image_series`, with NXdata attributes so NeXpy plots it)
-is described in `dials_diffuse.images.nexus_data`, which reads it back::
+``dials.diffuse.import_data`` writes a chunked, compressed NeXus copy of a
+rotation sweep (mdx2's `image_series`, with NXdata attributes so NeXpy
+plots it), which NeXpy and h5py open::
 
+    /                       creator = "dials-diffuse <version>", default = "entry"
     /entry/image_series     NXdata; signal = "data", axes = ["phi", "iy", "ix"]
       data                  (frames, rows, columns) int32 (float32 for float
                             images), chunked, gzip + shuffle (or bitshuffle/LZ4,
@@ -10,9 +12,18 @@ is described in `dials_diffuse.images.nexus_data`, which reads it back::
       phi                   (frames,) rotation angle at each frame centre, degrees
       iy, ix                0-based pixel indices (pixel centre at index + 0.5)
       exposure_times        (frames,) seconds
-      image_numbers         (frames,) 1-based DIALS image numbers
+      image_numbers         (frames,) DIALS image numbers (optional when
+                            reading; default 1 .. frames)
 
-Single-panel detectors only (as mdx2).
+Single-panel detectors only (as mdx2). The mask file mask.nxs
+(`dials_diffuse.io.mask_file`) is a stack of the same layout
+(`create_stack`). Every later step can read data.nxs instead of the
+original images (`read_image_series`, a `NexusDataSource`): its chunks are
+read raw and decoded outside h5py, in parallel threads
+(`dials_diffuse.images.hdf5_chunks`); any other HDF5 layout of the same
+names is read through h5py. Masked pixels are stored as -1 in each frame,
+so the static mask is all valid and ``read`` marks every negative (or NaN)
+value invalid.
 
 Worker threads (or Dask workers) read the frames, mark the masked pixels
 and, for gzip, compress whole HDF5 chunks (shuffle + libdeflate, GIL
@@ -21,18 +32,29 @@ The chunks are standard gzip (HDF5 filters 2 and 1): any HDF5 reader opens
 the file without plugins. bitshuffle/LZ4 chunks go through HDF5's filter.
 """
 
+from pathlib import Path
+
 import h5py
 import hdf5plugin
 import numpy as np
 
-from dials_diffuse.images.hdf5_chunks import deflate_chunks
-from dials_diffuse.images.source import read_reusing, thread_buffer
+from dials_diffuse.images.hdf5_chunks import ChunkedDataset, deflate_chunks
+from dials_diffuse.images.source import (
+    ImageSource,
+    exclude_non_finite,
+    output_buffer,
+    read_reusing,
+    thread_buffer,
+)
 from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
+from dials_diffuse.util.parallel import pickled_by_path
 from dials_diffuse.util.progress import progress
 
 MASKED = -1
 GROUP = "entry/image_series"
+#: Where the image series lives in the file.
+IMAGE_SERIES = "/" + GROUP
 
 #: Compressions of data.nxs. gzip (+ shuffle) is the default: every HDF5
 #: reader opens it (NeXpy, h5py and mdx2 without hdf5plugin, HDFView).
@@ -101,6 +123,31 @@ class BlockEncoder:
         return masked, block.copy()
 
 
+def create_stack(handle, name, signal, phi, shape, image_numbers):
+    """The NXdata group /entry/<name> of an image stack, with its axes.
+
+    The layout shared by data.nxs and mask.nxs: `signal` is the name of the
+    (frames, rows, columns) dataset the caller creates in the group; axes
+    phi (degrees, one per frame), iy and ix (0-based pixel indices), and
+    the frames' DIALS image numbers. The file's default plot is the stack.
+    """
+    rows, columns = shape
+    handle.attrs["default"] = "entry"
+    handle["entry"].attrs["default"] = name
+    group = handle.create_group(f"entry/{name}")
+    group.attrs["NX_class"] = "NXdata"
+    group.attrs["signal"] = signal
+    group.attrs["axes"] = np.array(["phi", "iy", "ix"], dtype=h5py.string_dtype())
+    for index, axis in enumerate(("phi", "iy", "ix")):
+        group.attrs[f"{axis}_indices"] = index
+    group.create_dataset("phi", data=np.asarray(phi, dtype=np.float64))
+    group["phi"].attrs["units"] = "deg"
+    group.create_dataset("iy", data=np.arange(rows, dtype=np.int32))
+    group.create_dataset("ix", data=np.arange(columns, dtype=np.int32))
+    group.create_dataset("image_numbers", data=np.asarray(image_numbers))
+    return group
+
+
 def write_image_series(
     path,
     source,
@@ -136,7 +183,7 @@ def write_image_series(
         frames, masked_pixel_frames (pixel-frames stored as -1).
     """
     if len(source.panel_shapes) != 1:
-        raise UserError(
+        raise DataError(
             f"data.nxs holds single-panel detectors; this one has {len(source.panel_shapes)} panels"
         )
     first, stop = frame_range or (0, source.n_frames)
@@ -147,14 +194,14 @@ def write_image_series(
     dtype = stored_dtype(source.dtype)
     masked = 0
     with open_nexus_for_writing(path) as handle:
-        handle.attrs["default"] = "entry"
-        handle["entry"].attrs["default"] = "image_series"
-        group = handle.create_group(GROUP)
-        group.attrs["NX_class"] = "NXdata"
-        group.attrs["signal"] = "data"
-        group.attrs["axes"] = np.array(["phi", "iy", "ix"], dtype=h5py.string_dtype())
-        for index, axis in enumerate(("phi", "iy", "ix")):
-            group.attrs[f"{axis}_indices"] = index
+        group = create_stack(
+            handle,
+            "image_series",
+            "data",
+            np.asarray(phi, dtype=np.float64)[first:stop],
+            (rows, columns),
+            np.asarray(source.image_numbers)[first:stop],
+        )
         data = group.create_dataset(
             "data",
             shape=(n_frames, rows, columns),
@@ -164,17 +211,10 @@ def write_image_series(
             **compression_options(compression, compression_level),
         )
         data.attrs["masked_value"] = MASKED
-        group.create_dataset("phi", data=np.asarray(phi, dtype=np.float64)[first:stop])
-        group["phi"].attrs["units"] = "deg"
-        group.create_dataset("iy", data=np.arange(rows, dtype=np.int32))
-        group.create_dataset("ix", data=np.arange(columns, dtype=np.int32))
         group.create_dataset(
             "exposure_times", data=np.asarray(source.exposure_times)[first:stop]
         )
         group["exposure_times"].attrs["units"] = "s"
-        group.create_dataset(
-            "image_numbers", data=np.asarray(source.image_numbers)[first:stop]
-        )
         blocks = list(source.chunks(frames=chunks[0], frame_range=(first, stop)))
         encoder = BlockEncoder(source, dtype, chunks, compression, compression_level)
         encoded = (
@@ -194,3 +234,157 @@ def write_image_series(
                 data[start : start + stored.shape[0]] = stored
             masked += n_masked
     return {"frames": n_frames, "masked_pixel_frames": masked}
+
+
+def read_image_series(path):
+    """The data.nxs at `path` as an ImageSource (`NexusDataSource`)."""
+    return NexusDataSource(path)
+
+
+class NexusDataSource(ImageSource):
+    """Read a ``data.nxs`` (layout in the module docstring) chunk by chunk.
+
+    The file is opened lazily in each process (the source pickles by path, so
+    it can be sent to Dask workers). Chunks are read raw and decoded outside
+    h5py (`dials_diffuse.images.hdf5_chunks`), so threads sharing one source
+    decode in parallel; layouts that path does not handle go through h5py.
+
+    Raises
+    ------
+    DataError
+        Naming the file, when it is not HDF5 or lacks the layout.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._file = None
+        series = self._series()
+        data = series["data"]
+        if data.ndim != 3:
+            raise self._error(f"{IMAGE_SERIES}/data has {data.ndim} dimensions, not 3")
+        if data.dtype.kind not in "iuf":
+            raise self._error(f"{IMAGE_SERIES}/data holds {data.dtype}, not numbers")
+        self._shape = data.shape
+        self._dtype = data.dtype
+        self._phi = self._axis(series, "phi", self._shape[0])
+        self._exposure_times = self._axis(series, "exposure_times", self._shape[0])
+        self._chunk_shape = data.chunks
+        self._data = ChunkedDataset(self.path, IMAGE_SERIES + "/data")
+        self._image_numbers = (
+            self._axis(series, "image_numbers", self._shape[0]).astype(int)
+            if "image_numbers" in series
+            else np.arange(1, self._shape[0] + 1)
+        )
+
+    def _error(self, problem):
+        return DataError(f"{self.path}: {problem}")
+
+    def _series(self):
+        if self._file is None:
+            try:
+                self._file = h5py.File(self.path, "r")
+            except FileNotFoundError:
+                raise self._error("no such file") from None
+            except OSError as error:
+                raise self._error(f"not a readable HDF5 file ({error})") from None
+        series = self._file.get(IMAGE_SERIES)
+        if not isinstance(series, h5py.Group) or "data" not in series:
+            raise self._error(f"no {IMAGE_SERIES}/data: not a dials-diffuse data.nxs")
+        return series
+
+    def _axis(self, series, name, length):
+        if name not in series:
+            raise self._error(f"no {IMAGE_SERIES}/{name}")
+        values = np.asarray(series[name][()], dtype=float)
+        if values.shape != (length,):
+            raise self._error(
+                f"{IMAGE_SERIES}/{name} has shape {values.shape}, expected ({length},)"
+            )
+        return values
+
+    def __reduce__(self):
+        return pickled_by_path(NexusDataSource, self.path)
+
+    def close(self):
+        """Close the file (it reopens on the next read)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._data.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def n_frames(self):
+        return self._shape[0]
+
+    @property
+    def panel_shapes(self):
+        return [tuple(self._shape[1:])]
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def chunk_shape(self):
+        """The HDF5 chunk shape of the data (frames, rows, columns), None if contiguous.
+
+        Reading chunks aligned with it decompresses each HDF5 chunk once.
+        """
+        return self._chunk_shape
+
+    @property
+    def image_numbers(self):
+        return self._image_numbers.copy()
+
+    @property
+    def exposure_times(self):
+        return self._exposure_times.copy()
+
+    @property
+    def angles_deg(self):
+        return self._phi.copy()
+
+    def static_mask(self, panel=0):
+        self._check_panel(panel)
+        return np.ones(self._shape[1:], dtype=bool)
+
+    def _check_panel(self, panel):
+        if panel != 0:
+            raise ValueError(f"{self.path} has one panel, not panel {panel}")
+
+    @property
+    def codec_name(self):
+        """How the chunks are decoded, e.g. 'shuffle+deflate' (see hdf5_chunks)."""
+        return self._data.codec_name
+
+    def read(self, chunk, out=None):
+        self._check_panel(chunk.panel)
+        frames, rows, columns = (
+            slice(*axis.indices(n)[:2])
+            for axis, n in zip((chunk.frames, chunk.rows, chunk.columns), self._shape)
+        )
+        shape = tuple(axis.stop - axis.start for axis in (frames, rows, columns))
+        # With `out` the caller reuses buffers: the validity mask is this
+        # thread's reusable one too (valid until its next read of this shape).
+        valid = (
+            np.empty(shape, dtype=bool)
+            if out is None
+            else thread_buffer(shape, bool, "valid")
+        )
+        out = output_buffer(shape, self._dtype, out)
+        try:
+            # valid = data >= 0, computed while placing: -1 (masked) and NaN
+            # are invalid.
+            data = self._data.read(frames, rows, columns, out=out, valid=valid)
+        except (OSError, ValueError) as error:
+            raise self._error(
+                f"cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"
+            ) from None
+        exclude_non_finite(data, valid, self.path)  # +Inf passed data >= 0
+        return data, valid

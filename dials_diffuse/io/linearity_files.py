@@ -8,13 +8,13 @@ from dials_diffuse.io.plots import new_figure, save_png
 
 
 def pair_file_path(prefix, number):
-    """`pair` and 3 -> `pair3.dat`, as the seed's script named them."""
+    """`pair` and 3 -> `pair3.dat`, as the commissioning scripts named them."""
     prefix = Path(prefix)
     return prefix.with_name(f"{prefix.name}{number}.dat")
 
 
 def write_pair_file(pairs, path):
-    """`reference_intensity intensity` per line, as the seed's pair{j}.dat."""
+    """`reference_intensity intensity` per line, as the commissioning scripts' pair{j}.dat."""
     with open(path, "w") as handle:
         for reference, intensity in zip(
             pairs["reference_intensity"], pairs["intensity"]

@@ -27,7 +27,8 @@ import numpy as np
 import dials_diffuse
 from dials_diffuse.images.hdf5_chunks import deflate_chunks
 from dials_diffuse.images.source import exclude_non_finite
-from dials_diffuse.util.errors import DataError, UserError
+from dials_diffuse.util.errors import DataError
+from dials_diffuse.util.parallel import pickled_by_path
 
 CREATOR = f"dials-diffuse {dials_diffuse.__version__}"
 DEFLATE_LEVEL = 1
@@ -144,8 +145,9 @@ class PolarFile:
     normalised : bool
     shape : (shots, n_q, n_phi)
 
-    Calling it (or `read`) reads one shot; it pickles without its file
-    handle and reopens the file where it is unpickled (Dask workers).
+    Calling it (or `read`) reads one shot; it pickles as its absolute path
+    and reopens the file where it is unpickled (Dask workers,
+    `pickled_by_path`).
     """
 
     path: str
@@ -161,20 +163,14 @@ class PolarFile:
 
     def read(self, index):
         """Polar image (float64) and validity (bool) of shot `index`."""
-        if self.handle is None:  # unpickled in a Dask worker: reopen
-            self.handle = h5py.File(self.path, "r")
-            self.data = self.handle["entry/polar/data"]
-            self.mask = self.handle["entry/polar/mask"]
         data, valid = self.data[index].astype(np.float64), self.mask[index] != 0
         exclude_non_finite(data, valid, self.path)
         return data, valid
 
     __call__ = read
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.update(handle=None, data=None, mask=None)
-        return state
+    def __reduce__(self):
+        return pickled_by_path(open_polar_file, self.path)
 
     def close(self):
         if self.handle is not None:
@@ -182,11 +178,11 @@ class PolarFile:
 
 
 def open_polar_file(path):
-    """Open a polar.h5 written by dials.diffuse.polar_transform (UserError if not)."""
+    """Open a polar.h5 written by dials.diffuse.polar_transform (DataError if not)."""
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise UserError(f"{path}: not a readable HDF5 file ({error})") from error
+        raise DataError(f"{path}: not a readable HDF5 file ({error})") from error
     try:
         group = handle["entry/polar"]
         result = PolarFile(
@@ -203,7 +199,7 @@ def open_polar_file(path):
         )
     except (KeyError, OSError) as error:
         handle.close()
-        raise UserError(
+        raise DataError(
             f"{path}: not a polar file from dials.diffuse.polar_transform "
             f"(missing {error})"
         ) from error

@@ -1,4 +1,4 @@
-"""Post a per-frame series to Redis, as the seed tool did, with an expiry.
+"""Post a per-frame series to Redis, as the 2018 Eiger summing tool did, with an expiry.
 
 The value is JSON: {"source", "image", "sum", "pixels_used", "statistics"}.
 The key is `<prefix>:<absolute path of the source file>` unless given: unique
@@ -7,13 +7,13 @@ per data set, so runs of different folders (each with its own
 the caller or, when it gives none, from the environment variable
 ``DIALS_DIFFUSE_REDIS_PASSWORD`` (so that it need not be on a command line,
 in a log or in a summary). Errors (server unreachable, wrong password)
-become a UserError with one line; callers write their files first.
+become a DataError with one line; callers write their files first.
 """
 
 import json
 import os
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 SECONDS_PER_DAY = 86400
 #: Where the password is read from when none is given.
@@ -39,7 +39,7 @@ def post_series(key, payload, host, port=6379, db=0, password=None, expire_days=
     try:
         import redis
     except ImportError as error:
-        raise UserError(
+        raise DataError(
             "redis.enabled needs the 'redis' package: pip install redis"
         ) from error
     seconds = max(1, int(round(float(expire_days) * SECONDS_PER_DAY)))
@@ -55,7 +55,7 @@ def post_series(key, payload, host, port=6379, db=0, password=None, expire_days=
     try:
         client.set(key, json.dumps(payload), ex=seconds)
     except redis.exceptions.RedisError as error:
-        raise UserError(f"Redis at {host}:{port} (db {db}): {error}") from error
+        raise DataError(f"Redis at {host}:{port} (db {db}): {error}") from error
     finally:
         client.close()
     return seconds

@@ -1,4 +1,4 @@
-"""Read the seed tool's config.yaml as frame_statistics arguments.
+"""Read the 2018 Eiger summing tool's config.yaml as frame_statistics arguments.
 
 The 2018 Eiger summing tool was driven by a YAML file::
 
@@ -10,13 +10,13 @@ The 2018 Eiger summing tool was driven by a YAML file::
 
 `start`/`end` are 0-based frame numbers, `end: 0` meaning the last frame;
 they become the 1-based `image_range`. Outputs go to `out.path`, named after
-the master file as the seed named them (`<master>.csv`, `.html`, ...).
+the master file as that tool named them (`<master>.csv`, `.html`, ...).
 `albula_path` is not needed (frames are read directly) and is ignored.
 """
 
 from pathlib import Path
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 SECTIONS = {"in", "filter", "out", "sys_settings"}
 
@@ -24,7 +24,7 @@ SECTIONS = {"in", "filter", "out", "sys_settings"}
 def _section(config, name, path):
     value = config.get(name) or {}
     if not isinstance(value, dict):
-        raise UserError(f"{path}: '{name}' must be a mapping of settings")
+        raise DataError(f"{path}: '{name}' must be a mapping of settings")
     return value
 
 
@@ -47,14 +47,14 @@ def arguments_from_seed_config(path):
     try:
         config = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise UserError(f"{path}: not a readable YAML file ({error})") from error
+        raise DataError(f"{path}: not a readable YAML file ({error})") from error
     if not isinstance(config, dict) or not SECTIONS & set(config):
-        raise UserError(
+        raise DataError(
             f"{path}: not a frame-summing config (expected keys {', '.join(sorted(SECTIONS))})"
         )
     unknown = set(config) - SECTIONS
     if unknown:
-        raise UserError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+        raise DataError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     inputs = _section(config, "in", path)
     filters = _section(config, "filter", path)
     out = _section(config, "out", path)
@@ -67,7 +67,7 @@ def arguments_from_seed_config(path):
     start, end = int(inputs.get("start") or 0), int(inputs.get("end") or 0)
     if start or end:
         if end and end < start:
-            raise UserError(f"{path}: in.end={end} is before in.start={start}")
+            raise DataError(f"{path}: in.end={end} is before in.start={start}")
         args.append(f"image_range={start + 1},{end + 1 if end else 0}")
     for key in ("low", "high"):
         if filters.get(key) is not None:

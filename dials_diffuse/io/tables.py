@@ -10,7 +10,7 @@ The layout, readable with h5py, NeXpy or nexusformat::
     /entry/<name>/<col>  1-D dataset, gzip-compressed, same length for all
 
 `load_table(path, name)` returns a `Table`; `table.to_frame()` gives a pandas
-DataFrame (the seed's ``loadobj(...).to_frame()``), e.g.::
+DataFrame (``loadobj(...).to_frame()`` in mdx2's tutorial), e.g.::
 
     from dials_diffuse.io.tables import load_table
     df = load_table("integrated.nxs").to_frame().set_index(["h", "k", "l"])
@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 import dials_diffuse
-from dials_diffuse.util.errors import DataError, UserError
+from dials_diffuse.util.errors import DataError
 
 CREATOR = f"dials-diffuse {dials_diffuse.__version__}"
 
@@ -140,11 +140,11 @@ def load_table(path, name="hkl_table", finite=False):
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise UserError(f"{path}: not a readable HDF5 file ({error})") from error
+        raise DataError(f"{path}: not a readable HDF5 file ({error})") from error
     with handle:
         group = handle.get(f"entry/{name}")
         if not isinstance(group, h5py.Group):
-            raise UserError(f"{path}: has no table /entry/{name}")
+            raise DataError(f"{path}: has no table /entry/{name}")
         attrs = {k: _attribute_value(v) for k, v in group.attrs.items()}
         order = attrs.pop("columns", None) or [
             k for k in group if isinstance(group[k], h5py.Dataset)

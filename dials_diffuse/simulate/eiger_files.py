@@ -1,22 +1,31 @@
 """Write Eiger HDF5 files: a master file and data files, as real detectors do.
 
-Two flavours share one writer:
+The one DECTRIS writer of the package (the simulator, the tests and the
+benchmarks use it). Three flavours of master share it (`GEOMETRIES`):
 
-- ``nxmx=True``: an NXmx master file (``/entry/definition = "NXmx"``) with the
+- ``"nxmx"``: an NXmx master file (``/entry/definition = "NXmx"``) with the
   full geometry (beam, detector with its transformations and one
   ``NXdetector_module``, sample goniometer ``omega`` axis, ``pixel_mask``,
   ``count_time``/``frame_time``, ``saturation_value``), which DIALS's own
   ``FormatNXmx`` reads. ``/entry/data/data`` is a virtual dataset over all
   data files (the ``signal``), beside the DECTRIS-style links.
-- ``nxmx=False``: a DECTRIS "nearly NeXus" master as written by the EIGER
-  file writer (no ``definition``; ``detectorSpecific`` metadata).
+- ``"dectris"``: a DECTRIS "nearly NeXus" master as written by the EIGER
+  file writer (no ``definition``; ``detectorSpecific`` metadata and the
+  ``geometry`` group).
+- ``"flat"``: the flat DECTRIS header only (no geometry group, no NXmx
+  transformations), as the filewriter writes with NeXus geometry off; our
+  ``FormatEigerFilewriter`` reads it.
 
-In both, the frames live in data files ``<prefix>_data_00000N.h5`` (dataset
-``/entry/data/data``, attributes ``image_nr_low``/``image_nr_high``, 1-based,
-inclusive), compressed with bitshuffle/LZ4 (HDF5 filter 32008), chunked one
-frame per chunk, and the master links them as ``/entry/data/data_00000N``
-(HDF5 external links). Frames are written as they come (a generator), so
-memory does not grow with the number of frames.
+`write_eiger_dataset` writes from dxtbx models (the simulator);
+`write_dectris_files` from header values as a test or benchmark states them.
+Header values named in ``omit`` are left out, to make the bare files real
+detectors and rewritten files sometimes have. In every flavour the frames
+live in data files ``<prefix>_data_00000N.h5`` (dataset ``/entry/data/data``,
+attributes ``image_nr_low``/``image_nr_high``, 1-based, inclusive),
+compressed with bitshuffle/LZ4 (HDF5 filter 32008) or another of
+`COMPRESSION`, chunked one frame per chunk, and the master links them as
+``/entry/data/data_00000N`` (HDF5 external links). Frames are written as they
+come (a generator), so memory does not grow with the number of frames.
 
 Geometry: NeXus uses McStas coordinates; dxtbx converts with
 ``diag(-1, 1, -1)``. A detector with fast +x, slow -y (dxtbx) has McStas
@@ -31,7 +40,22 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from dials_diffuse.format.dectris_writer import write_data_files
+from dials_diffuse.io.dectris_master import HC_EV_ANGSTROM
+from dials_diffuse.util.progress import progress
+
+#: dxtbx panel material -> the sensor_material DECTRIS writes.
+SENSOR_NAMES = {"Si": "Silicon", "CdTe": "CdTe", "GaAs": "GaAs"}
+
+#: Master file flavours (module docstring).
+GEOMETRIES = ("nxmx", "dectris", "flat")
+
+#: Data file compressions: HDF5 filter keywords for h5py.
+COMPRESSION = {
+    "bslz4": lambda: hdf5plugin.Bitshuffle(cname="lz4"),
+    "lz4": lambda: hdf5plugin.LZ4(),
+    "gzip": lambda: {"compression": "gzip", "compression_opts": 4},
+    "none": lambda: {},
+}
 
 MCSTAS_FROM_IMGCIF = np.diag([-1.0, 1.0, -1.0])
 
@@ -70,6 +94,77 @@ def _axis(group, name, value, vector, transformation_type, depends_on, units, **
     return dataset
 
 
+def data_file_name(prefix, number):
+    """``<prefix>_data_NNNNNN.h5`` for data file `number` (1-based)."""
+    return f"{prefix}_data_{number:06d}.h5"
+
+
+def write_data_files(
+    directory,
+    prefix,
+    frames,
+    *,
+    n_frames,
+    shape,
+    dtype=np.uint16,
+    frames_per_file=100,
+    compression="bslz4",
+    desc="Writing frames",
+):
+    """Stream `frames` (2-D arrays) into DECTRIS data files; return their names.
+
+    Each file holds at most `frames_per_file` frames in ``/entry/data/data``,
+    chunked one frame per chunk, with ``image_nr_low``/``image_nr_high``
+    (1-based image numbers, inclusive). Memory holds one frame at a time.
+    """
+    directory = Path(directory)
+    frames = iter(frames)
+    names = []
+    bar = progress(total=n_frames, desc=desc, unit="frame")
+    for number, first in enumerate(range(0, n_frames, frames_per_file), start=1):
+        count = min(frames_per_file, n_frames - first)
+        name = data_file_name(prefix, number)
+        with h5py.File(directory / name, "w") as handle:
+            entry = handle.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            group = entry.create_group("data")
+            group.attrs["NX_class"] = "NXdata"
+            data = group.create_dataset(
+                "data",
+                shape=(count, *shape),
+                chunks=(1, *shape),
+                dtype=dtype,
+                **COMPRESSION[compression](),
+            )
+            data.attrs["image_nr_low"] = np.int32(first + 1)
+            data.attrs["image_nr_high"] = np.int32(first + count)
+            for index in range(count):
+                data[index] = next(frames)
+                bar.update(1)
+        names.append(name)
+    bar.close()
+    return names
+
+
+#: Header values `write_master` can leave out (``omit=``): dataset paths
+#: relative to /entry.
+OPTIONAL_HEADER = {
+    "description": "instrument/detector/description",
+    "sensor_material": "instrument/detector/sensor_material",
+    "sensor_thickness": "instrument/detector/sensor_thickness",
+    "beam_center_x": "instrument/detector/beam_center_x",
+    "beam_center_y": "instrument/detector/beam_center_y",
+    "detector_distance": "instrument/detector/detector_distance",
+    "incident_wavelength": "instrument/beam/incident_wavelength",
+    "photon_energy": "instrument/detector/detectorSpecific/photon_energy",
+    "countrate_correction_count_cutoff": (
+        "instrument/detector/detectorSpecific/countrate_correction_count_cutoff"
+    ),
+    "saturation_value": "instrument/detector/saturation_value",
+    "bit_depth_image": "instrument/detector/bit_depth_image",
+}
+
+
 def write_master(
     path,
     data_files,
@@ -84,8 +179,10 @@ def write_master(
     exposure_s,
     scan=None,
     goniometer=None,
-    nxmx=True,
+    geometry="nxmx",
+    definition=None,
     transmission=None,
+    omit=(),
 ):
     """Write the master file that describes the data files.
 
@@ -98,19 +195,35 @@ def write_master(
     n_frames, shape, dtype, per_file
         Total frames, frame shape (ny, nx), pixel dtype, frames per file.
     beam, detector : dxtbx models
-        Single-panel detector; beam along -z.
-    pixel_mask : ndarray of uint32, (ny, nx)
-        EIGER pixel mask (0 = good; bit 0 = gap).
+        Single-panel detector; beam along -z. The panel's upper trusted
+        value is the saturation value (``countrate_correction_count_cutoff``,
+        and ``saturation_value`` in NXmx), its material and thickness the
+        sensor's.
+    pixel_mask : ndarray of uint32, (ny, nx), or None
+        EIGER pixel mask (0 = good; bit 0 = gap); None: no pixel_mask.
     exposure_s : float
         Count time and frame time (s).
     scan, goniometer : dxtbx models or None
         A rotation scan about the goniometer axis (omega), or None for a
         still series (omega fixed at 0).
-    nxmx : bool
-        NXmx master (``definition``, full geometry) or DECTRIS nearly-NeXus.
+    geometry : str
+        One of GEOMETRIES (module docstring).
+    definition : str, optional
+        ``/entry/definition``; default "NXmx" for the nxmx flavour, none
+        for the others.
     transmission : float or None
         Beam transmission (fraction, 0..1) in ``attenuator_transmission``.
+    omit : iterable of str
+        Keys of OPTIONAL_HEADER to leave out of the header.
     """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, not {geometry}")
+    unknown = set(omit) - set(OPTIONAL_HEADER)
+    if unknown:
+        raise ValueError(f"cannot omit {sorted(unknown)}: not in OPTIONAL_HEADER")
+    if definition is None and geometry == "nxmx":
+        definition = "NXmx"
+    nxmx = geometry == "nxmx"
     panel = detector[0]
     ny, nx = shape
     pixel_mm = panel.get_pixel_size()[0]
@@ -119,8 +232,8 @@ def write_master(
     wavelength = beam.get_wavelength()
     with h5py.File(path, "w") as handle:
         entry = _group(handle, "entry", "NXentry")
-        if nxmx:
-            _string(entry, "definition", "NXmx")
+        if definition:
+            _string(entry, "definition", definition)
         _string(entry, "start_time", "2026-01-01T00:00:00Z")
 
         data_group = _group(entry, "data", "NXdata")
@@ -153,7 +266,9 @@ def write_master(
         det = _group(instrument, "detector", "NXdetector")
         _string(det, "description", "Dectris EIGER2 Si 500K (simulated)")
         _string(det, "detector_number", "E-SIM-0001")
-        _string(det, "sensor_material", "Silicon")
+        _string(
+            det, "sensor_material", SENSOR_NAMES.get(panel.get_material(), "Silicon")
+        )
         _value(det, "sensor_thickness", panel.get_thickness() / 1000.0, "m")
         _value(det, "x_pixel_size", pixel_mm / 1000.0, "m")
         _value(det, "y_pixel_size", pixel_mm / 1000.0, "m")
@@ -164,18 +279,22 @@ def write_master(
         _value(det, "frame_time", exposure_s, "s")
         _value(det, "bit_depth_image", np.dtype(dtype).itemsize * 8, dtype="i4")
         _value(det, "bit_depth_readout", np.dtype(dtype).itemsize * 8, dtype="i4")
-        _value(det, "pixel_mask_applied", 1, dtype="i4")
-        det.create_dataset(
-            "pixel_mask", data=pixel_mask.astype(np.uint32), **hdf5plugin.LZ4()
-        )
-        cutoff = int(panel.get_trusted_range()[1])
         specific = _group(det, "detectorSpecific", "NXcollection")
+        if pixel_mask is not None:
+            _value(det, "pixel_mask_applied", 1, dtype="i4")
+            det.create_dataset(
+                "pixel_mask", data=pixel_mask.astype(np.uint32), **hdf5plugin.LZ4()
+            )
+            specific["pixel_mask"] = h5py.SoftLink(
+                "/entry/instrument/detector/pixel_mask"
+            )
+        cutoff = int(panel.get_trusted_range()[1])
         _value(specific, "nimages", n_frames, dtype="i8")
         _value(specific, "ntrigger", 1, dtype="i8")
         _value(specific, "x_pixels_in_detector", nx, dtype="i4")
         _value(specific, "y_pixels_in_detector", ny, dtype="i4")
         _value(specific, "countrate_correction_count_cutoff", cutoff, dtype="i4")
-        specific["pixel_mask"] = h5py.SoftLink("/entry/instrument/detector/pixel_mask")
+        _value(specific, "photon_energy", HC_EV_ANGSTROM / wavelength, "eV")
 
         if scan is not None:
             start, width = scan.get_oscillation()
@@ -200,8 +319,12 @@ def write_master(
             )
             _nxmx_sample_geometry(sample, omega, increment, axis)
         else:
-            _dectris_detector_geometry(det, panel)
+            if geometry == "dectris":
+                _dectris_detector_geometry(det, panel)
             _value(gonio, "omega", omega, "deg")
+        for key in omit:
+            if OPTIONAL_HEADER[key] in entry:
+                del entry[OPTIONAL_HEADER[key]]
 
 
 def _nxmx_detector_geometry(det, panel, shape, distance_mm, pixel_mm):
@@ -294,13 +417,14 @@ def write_eiger_dataset(
     *,
     dtype=np.uint16,
     per_file=100,
+    compression="bslz4",
     desc="writing frames",
     **master_kwargs,
 ):
     """Write data files from `frames` and their master; return the master path.
 
     `master_kwargs` go to `write_master` (beam, detector, pixel_mask,
-    exposure_s, scan, goniometer, nxmx, transmission, ...).
+    exposure_s, scan, goniometer, geometry, definition, transmission, omit).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -312,8 +436,107 @@ def write_eiger_dataset(
         shape=shape,
         dtype=dtype,
         frames_per_file=per_file,
+        compression=compression,
         desc=desc,
     )
     master = directory / f"{prefix}_master.h5"
     write_master(master, data_files, n_frames, shape, dtype, per_file, **master_kwargs)
+    return master
+
+
+def write_dectris_files(
+    directory,
+    prefix,
+    frames,
+    *,
+    n_frames,
+    shape,
+    dtype=np.uint16,
+    frames_per_file=100,
+    compression="bslz4",
+    x_pixel_size=75e-6,
+    y_pixel_size=75e-6,
+    detector_distance=0.2,
+    beam_center=None,
+    wavelength=1.0,
+    photon_energy=None,
+    sensor_material="Si",
+    sensor_thickness=450e-6,
+    count_time=0.1,
+    countrate_cutoff=None,
+    pixel_mask=None,
+    omega_start=0.0,
+    omega_increment=0.1,
+    description="Dectris EIGER 1M",
+    geometry="flat",
+    definition=None,
+):
+    """A DECTRIS series with the flat header from header values; the master's path.
+
+    Values as the header states them: pixel sizes, distance and thickness in
+    m, beam centre (x, y) in px (default the detector centre), wavelength in
+    Å, photon energy in eV (written instead of the wavelength when given),
+    count time in s, omega in degrees (an increment of 0 or None: stills).
+    A value given as None is left out of the header. For tests and
+    benchmarks that state a header rather than models: the models go to
+    `write_eiger_dataset`.
+    """
+    from dxtbx.model import BeamFactory, DetectorFactory, ScanFactory
+
+    beam_center = beam_center or (shape[1] / 2, shape[0] / 2)
+    pixel_mm = (1000 * x_pixel_size, 1000 * y_pixel_size)
+    energy_wavelength = HC_EV_ANGSTROM / photon_energy if photon_energy else None
+    beam = BeamFactory.simple(wavelength or energy_wavelength or 1.0)
+    high = countrate_cutoff or float(np.iinfo(dtype).max)
+    detector = DetectorFactory.simple(
+        "PAD",
+        1000 * (detector_distance or 0.1),
+        (beam_center[0] * pixel_mm[0], beam_center[1] * pixel_mm[1]),
+        "+x",
+        "-y",
+        pixel_mm,
+        (shape[1], shape[0]),
+        (-1, high),
+        [],
+    )
+    detector[0].set_thickness(1000 * (sensor_thickness or 0.0))
+    detector[0].set_material(sensor_material or "Si")
+    scan = None
+    if omega_increment:
+        scan = ScanFactory.make_scan(
+            (1, n_frames),
+            count_time,
+            (omega_start, omega_increment),
+            list(range(n_frames)),
+            deg=True,
+        )
+    header = {
+        "detector_distance": detector_distance,
+        "beam_center_x": beam_center,
+        "beam_center_y": beam_center,
+        "incident_wavelength": wavelength,
+        "photon_energy": photon_energy,
+        "sensor_material": sensor_material,
+        "sensor_thickness": sensor_thickness,
+        "countrate_correction_count_cutoff": countrate_cutoff,
+        "description": description,
+    }
+    master = write_eiger_dataset(
+        directory,
+        prefix,
+        frames,
+        n_frames,
+        shape,
+        dtype=dtype,
+        per_file=frames_per_file,
+        compression=compression,
+        beam=beam,
+        detector=detector,
+        pixel_mask=pixel_mask,
+        exposure_s=count_time,
+        scan=scan,
+        geometry=geometry,
+        definition=definition,
+        omit=[key for key, value in header.items() if value is None],
+    )
     return master

@@ -43,7 +43,7 @@ import numpy as np
 from dials_diffuse.simulate import models
 from dials_diffuse.simulate.eiger_files import GAP_BIT, write_eiger_dataset
 from dials_diffuse.simulate.output import dataset_directory
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 OVERFLOW_VALUE = 65535  # 2**16 - 1: gap and saturated pixels (uint16 EIGER data)
 
@@ -88,7 +88,7 @@ SIZES = {
 def series_setup(size="test", **overrides):
     """The `SeriesSetup` of a size preset, with fields replaced by `overrides`."""
     if size not in SIZES:
-        raise UserError(f"unknown size '{size}': choose one of {', '.join(SIZES)}")
+        raise DataError(f"unknown size '{size}': choose one of {', '.join(SIZES)}")
     return replace(SIZES[size], **overrides)
 
 
@@ -121,7 +121,7 @@ def frame_factors(setup, rng):
     fluctuation = 1.0 + setup.cv * z
     drift = 1.0 + setup.drift_per_frame * np.arange(setup.frames)
     if not (setup.cv < 0.25 and drift.min() > 0):
-        raise UserError(
+        raise DataError(
             f"cv={setup.cv:g} with drift={setup.drift_per_frame:g} over "
             f"{setup.frames} frames makes the beam intensity negative: keep cv "
             "below 0.25 and 1 + drift x frames above 0"
@@ -190,7 +190,7 @@ def simulate_eiger_series(directory, size="test", seed=0, **overrides):
             detector=detector,
             pixel_mask=pixel_mask,
             exposure_s=setup.frame_time_s,
-            nxmx=False,
+            geometry="dectris",
         )
         mean_sum = float(image[valid].sum())
         with h5py.File(work / "truth.h5", "w") as handle:

@@ -43,7 +43,9 @@ class DetectorLayout:
     thickness_mm : float
         Silicon sensor thickness (mm).
     saturation : int
-        Largest trusted count (the NXmx `saturation_value`).
+        The NXmx ``saturation_value`` (dxtbx's trusted maximum). The detector
+        records true counts at or above it as ``saturation + 1`` (see
+        `record_overloads`).
     """
 
     nx: int
@@ -53,6 +55,18 @@ class DetectorLayout:
     beam_px: tuple
     thickness_mm: float = 0.45
     saturation: int = 60000
+
+
+def record_overloads(counts, saturation):
+    """Recorded values of true `counts`: those >= `saturation` become `saturation + 1`.
+
+    The overload value ``saturation + 1`` piles up at the top of the pixel
+    histogram, and the value ``saturation`` itself never occurs, so that
+    dxtbx's trusted range ``(.., saturation)`` means the same under both of
+    its rules (exclusive, low < v < high, up to dxtbx 3.11; inclusive since
+    3.12): every recorded count below `saturation` trusted, the overloads not.
+    """
+    return np.where(counts >= saturation, saturation + 1, counts)
 
 
 def silicon_mu_per_mm(wavelength):

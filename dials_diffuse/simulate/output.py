@@ -10,7 +10,7 @@ from dials_diffuse.io.atomic import (
     temporary_name,
     write_failure,
 )
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 @contextlib.contextmanager
@@ -24,13 +24,13 @@ def dataset_directory(directory):
     """
     final = Path(directory)
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise UserError(
+        raise DataError(
             f"{final}: already exists and is not an empty directory "
             "(choose another output.directory)"
         )
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():
-        raise UserError(f"{final}: parent directory {parent} does not exist")
+        raise DataError(f"{final}: parent directory {parent} does not exist")
     remove_stale_temporaries(final)
     while True:
         temporary = temporary_name(final)
@@ -49,7 +49,7 @@ def dataset_directory(directory):
         reason = write_failure(error)
         if reason is None:
             raise
-        raise UserError(f"{final}: cannot write the dataset: {reason}") from error
+        raise DataError(f"{final}: cannot write the dataset: {reason}") from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -35,7 +35,7 @@ from dials_diffuse.simulate.scattering import (
     rotation_frame_rates,
 )
 from dials_diffuse.simulate.truth import write_rotation_truth, write_truth_expt
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import ParallelMap
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ SIZES = {
 def rotation_setup(size="test", **overrides):
     """The `RotationSetup` of a size preset, with fields replaced by `overrides`."""
     if size not in SIZES:
-        raise UserError(f"unknown size '{size}': choose one of {', '.join(SIZES)}")
+        raise DataError(f"unknown size '{size}': choose one of {', '.join(SIZES)}")
     return replace(SIZES[size], **overrides)
 
 
@@ -251,19 +251,20 @@ def expected_frame(experiment, frame):
 
 
 def measured_frame(experiment, frame, expected, seed, response=None, sweep=0):
-    """Poisson counts for `expected` (ny, nx), clipped at saturation, gap filled.
+    """Poisson counts for `expected` (ny, nx), overloads marked, gap filled.
 
     The noise of each frame comes from its own stream (seed, sweep, frame), so
     frames can be made in any order or in parallel with identical results.
     `response`, if given, maps true counts to recorded values (a detector
-    non-linearity) before the clipping at saturation.
+    non-linearity); counts at or above the detector's saturation are then
+    recorded as saturation + 1 (`models.record_overloads`).
     """
     rng = np.random.default_rng([seed, 1, sweep, frame])
     counts = rng.poisson(expected)
     if response is not None:
         counts = response(counts)
-    saturation = experiment.detector[0].get_trusted_range()[1]
-    counts = np.minimum(counts, saturation)
+    saturation = int(experiment.detector[0].get_trusted_range()[1])
+    counts = models.record_overloads(counts, saturation)
     counts[experiment.gap_mask] = GAP_VALUE
     return counts.astype(np.uint16)
 
@@ -372,7 +373,7 @@ def write_rotation_files(
         exposure_s=setup.exposure_s,
         scan=experiment.scan,
         goniometer=experiment.goniometer,
-        nxmx=True,
+        geometry="nxmx",
         transmission=transmission,
     )
     data = sorted(directory.glob(f"{prefix}_data_*.h5"))

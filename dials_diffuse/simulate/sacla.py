@@ -44,7 +44,7 @@ import numpy as np
 
 from dials_diffuse.io.atomic import atomic_path
 from dials_diffuse.simulate.output import dataset_directory
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 HC_EV_ANGSTROM = 12398.419843320026  # h c in eV Å
@@ -110,7 +110,7 @@ SIZES = {
 def sacla_setup(size="test", **overrides):
     """The `SaclaSetup` of a size preset, with fields replaced by `overrides`."""
     if size not in SIZES:
-        raise UserError(f"unknown size '{size}': choose one of {', '.join(SIZES)}")
+        raise DataError(f"unknown size '{size}': choose one of {', '.join(SIZES)}")
     return replace(SIZES[size], **overrides)
 
 
@@ -190,7 +190,7 @@ def simulate_sacla(directory, size="test", seed=0, **overrides):
     """
     setup = sacla_setup(size, **overrides)
     if not 0 <= setup.dark_shots < setup.shots:
-        raise UserError(
+        raise DataError(
             f"dark_shots ({setup.dark_shots}) must be fewer than the shots "
             f"({setup.shots})"
         )

@@ -135,9 +135,25 @@ def load_reflections(path):
     try:
         return flex.reflection_table.from_file(str(path))
     except Exception as error:
+        if _starts_with(path, HDF5_SIGNATURE):
+            raise UserError(
+                f"{path}: a reflection file in the HDF5 format of newer DIALS, which "
+                "the DIALS installed here cannot read: save it as MessagePack with "
+                "the DIALS that wrote it (flex.reflection_table.from_file(...)"
+                ".as_msgpack_file(...)) or run this program there"
+            ) from error
         raise UserError(
             f"{path}: not a readable reflection file ({_short(error)})"
         ) from error
+
+
+#: The first bytes of every HDF5 file.
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _starts_with(path, signature):
+    with open(path, "rb") as handle:
+        return handle.read(len(signature)) == signature
 
 
 def import_images(paths):
@@ -171,18 +187,6 @@ def import_images(paths):
             path = experiment.imageset.get_path(0)
             raise UserError(f"{path}: the header describes no detector or beam")
     return experiments
-
-
-def _first_unreadable(paths):
-    """The first image file that fails to import on its own (to name in an error)."""
-    from dxtbx.model.experiment_list import ExperimentListFactory
-
-    for path in paths:
-        try:
-            ExperimentListFactory.from_filenames([str(path)])
-        except Exception:
-            return path
-    return paths[0]
 
 
 def load_inputs(file_names, reads_images=False):

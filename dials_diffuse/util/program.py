@@ -81,7 +81,8 @@ def build_master_phil(name, phil, parallel_work=False):
     `output` scope; `nproc` and `dask.scheduler` are added for programs that
     run chunked work in parallel.
     """
-    master = parse(phil) if isinstance(phil, str) else parse(phil.as_str())
+    text = phil if isinstance(phil, str) else phil.as_str(attributes_level=3)
+    master = parse(text, process_includes=True)
     common_output = _common_output_phil(name).objects[0]
     own_output = [obj for obj in master.objects if obj.name == "output"]
     if own_output:

@@ -6,9 +6,9 @@ import pytest
 
 from dials_diffuse.algorithms.frames.describe import describe_series
 from dials_diffuse.algorithms.frames.detrend import detrend, running_cv
-from dials_diffuse.algorithms.frames.sums import frame_range, sum_frames
+from dials_diffuse.algorithms.frames.sums import sum_frames
 from dials_diffuse.images.eiger import EigerMasterSource
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import ParallelMap
 from tests.eiger_files import drifting_series, real_master, write_series
 
@@ -87,10 +87,10 @@ def test_drift_and_cv_recovered(drifting):
     assert table.loc["CV%", "raw"] > table.loc["CV%", "detrended"] * 1.2
 
 
-def test_real_bitshuffle_and_lz4_sets_give_identical_sums(tmp_path, shared_data):
+def test_real_bitshuffle_and_lz4_sets_give_identical_sums(tmp_path, dectris_testfiles):
     results = {}
     for name in ("eiger1_bslz4", "eiger1_lz4", "eiger2_bslz4", "eiger2_lz4"):
-        source = EigerMasterSource(real_master(tmp_path, shared_data, name))
+        source = EigerMasterSource(real_master(tmp_path, dectris_testfiles, name))
         results[name] = sum_frames(source, low=1, high=500, batch_frames=3)
     assert np.array_equal(results["eiger1_bslz4"].sums, results["eiger1_lz4"].sums)
     assert np.array_equal(results["eiger2_bslz4"].sums, results["eiger2_lz4"].sums)
@@ -145,16 +145,15 @@ def test_running_cv():
     np.testing.assert_allclose(cv[5:-5], np.std([90, 110] * 5, ddof=1) / 100 * 100)
 
 
-def test_frame_range_checks():
-    assert frame_range(10) == (0, 10)
-    assert frame_range(10, (3, 5)) == (2, 5)
-    assert frame_range(10, (3, 0)) == (2, 10)
-    with pytest.raises(UserError, match="beyond the last image"):
-        frame_range(10, (1, 11))
-    with pytest.raises(UserError, match="first image after last"):
-        frame_range(10, (6, 5))
-    with pytest.raises(UserError, match="numbered from 1"):
-        frame_range(10, (0, 5))
+def test_a_last_image_of_zero_means_the_last(drifting):
+    master, frames, _, valid = drifting
+    n = len(frames)
+    result = sum_frames(EigerMasterSource(master), image_range=(45, 0))
+    np.testing.assert_array_equal(result.image_numbers, np.arange(45, n + 1))
+    sums, _ = numpy_sums(frames[44:], valid, 0, np.inf)
+    np.testing.assert_array_equal(result.sums, sums)
+    with pytest.raises(DataError, match=f"outside the images 1-{n}"):
+        sum_frames(EigerMasterSource(master), image_range=(1, n + 1))
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none", "lz4"])

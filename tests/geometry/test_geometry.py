@@ -23,22 +23,22 @@ from dials_diffuse import geometry
 
 
 @pytest.fixture(scope="module")
-def centroid_experiment(shared_data):
-    path = shared_data / "dials_centroid_test_data" / "indexed.expt"
+def centroid_experiment(dials_centroid):
+    path = dials_centroid / "indexed.expt"
     return ExperimentListFactory.from_json_file(str(path), check_format=False)[0]
 
 
 @pytest.fixture(scope="module")
-def centroid_reflections(shared_data):
-    path = shared_data / "dials_centroid_test_data" / "indexed.refl"
+def centroid_reflections(dials_centroid):
+    path = dials_centroid / "indexed.refl"
     table = flex.reflection_table.from_file(str(path))
     return table.select(table["id"] == 0)
 
 
 @pytest.fixture(scope="module")
-def cysteine_experiment(shared_data):
+def cysteine_experiment(l_cysteine):
     """Real PILATUS 2M CBF sweep: parallax-corrected px/mm strategy, Si sensor."""
-    files = sorted((shared_data / "l_cysteine_sweep1").glob("*.cbf"))
+    files = sorted(l_cysteine.glob("*.cbf"))
     return ExperimentListFactory.from_filenames([str(f) for f in files])[0]
 
 

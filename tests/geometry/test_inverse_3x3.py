@@ -25,9 +25,9 @@ def test_equals_numpy_inverse():
     )
 
 
-def test_hkl_matrices_call_no_lapack(shared_data, monkeypatch):
+def test_hkl_matrices_call_no_lapack(dials_centroid, monkeypatch):
     """The matrices every chunk asks for: same values, and numpy.linalg not used."""
-    path = shared_data / "dials_centroid_test_data" / "indexed.expt"
+    path = dials_centroid / "indexed.expt"
     experiment = ExperimentListFactory.from_json_file(str(path), check_format=False)[0]
     z = np.arange(10) + 0.5
     expected = geometry.hkl_matrices(experiment, z)

@@ -12,15 +12,15 @@ from tests.geometry.test_geometry import all_test_panels, simple_copy, tilted_de
 
 
 @pytest.fixture(scope="module")
-def centroid_experiment(shared_data):
-    path = shared_data / "dials_centroid_test_data" / "indexed.expt"
+def centroid_experiment(dials_centroid):
+    path = dials_centroid / "indexed.expt"
     return ExperimentListFactory.from_json_file(str(path), check_format=False)[0]
 
 
 @pytest.fixture(scope="module")
-def cysteine_experiment(shared_data):
+def cysteine_experiment(l_cysteine):
     """Real PILATUS 2M CBF sweep: parallax-corrected px/mm strategy, Si sensor."""
-    files = sorted((shared_data / "l_cysteine_sweep1").glob("*.cbf"))
+    files = sorted(l_cysteine.glob("*.cbf"))
     return ExperimentListFactory.from_filenames([str(f) for f in files])[0]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
 from dials_diffuse.images.source import Chunk
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from tests.eiger_files import (
     link_master,
     real_data_files,
@@ -34,11 +34,11 @@ def read_all(source):
 @pytest.mark.parametrize(
     "name", ["eiger1_bslz4", "eiger1_lz4", "eiger2_bslz4_uint8", "eiger2_bslz4_uint32"]
 )
-def test_real_sets_read_like_hdf5(tmp_path, shared_data, name):
-    master = real_master(tmp_path, shared_data, name)
+def test_real_sets_read_like_hdf5(tmp_path, dectris_testfiles, name):
+    master = real_master(tmp_path, dectris_testfiles, name)
     assert is_eiger_master(master)
     source = EigerMasterSource(master)
-    truth = h5py_frames(real_data_files(shared_data, name))
+    truth = h5py_frames(real_data_files(dectris_testfiles, name))
     assert source.n_frames == 4 and source.panel_shapes == [truth.shape[1:]]
     assert source.dtype == truth.dtype
     data, valid = read_all(source)
@@ -47,15 +47,15 @@ def test_real_sets_read_like_hdf5(tmp_path, shared_data, name):
     assert np.array_equal(valid, truth < np.iinfo(truth.dtype).max)
 
 
-def test_bitshuffle_and_lz4_sets_across_the_file_boundary(tmp_path, shared_data):
-    a = EigerMasterSource(real_master(tmp_path, shared_data, "eiger1_bslz4"))
-    b = EigerMasterSource(real_master(tmp_path, shared_data, "eiger1_lz4"))
+def test_bitshuffle_and_lz4_sets_across_the_file_boundary(tmp_path, dectris_testfiles):
+    a = EigerMasterSource(real_master(tmp_path, dectris_testfiles, "eiger1_bslz4"))
+    b = EigerMasterSource(real_master(tmp_path, dectris_testfiles, "eiger1_lz4"))
     assert a.codecs == ["bitshuffle/LZ4"] and b.codecs == ["LZ4"]
     # Frames 2-3 (0-based 1..2) come from two different data files.
     chunk = Chunk(0, slice(1, 3), slice(100, 300), slice(50, 1030))
     for source, name in ((a, "eiger1_bslz4"), (b, "eiger1_lz4")):
         data, valid = source.read(chunk)
-        truth = h5py_frames(real_data_files(shared_data, name))[1:3, 100:300, 50:]
+        truth = h5py_frames(real_data_files(dectris_testfiles, name))[1:3, 100:300, 50:]
         assert np.array_equal(data, truth)
     # The two acquisitions are not pixel-identical (a few hundred of 1.1 M
     # pixels per frame differ), but the gaps agree and the frame sums match.
@@ -68,11 +68,8 @@ def test_bitshuffle_and_lz4_sets_across_the_file_boundary(tmp_path, shared_data)
     assert np.array_equal(sums_a, sums_b)
 
 
-def test_real_master_with_pixel_mask(shared_data):
-    master = (
-        shared_data
-        / "dectris_eiger_testfiles/dataset_artificial_small_001/test_master.h5"
-    )
+def test_real_master_with_pixel_mask(dectris_testfiles):
+    master = dectris_testfiles / "dataset_artificial_small_001/test_master.h5"
     source = EigerMasterSource(master)
     with h5py.File(master, "r") as handle:
         pixel_mask = handle["/entry/instrument/detector/detectorSpecific/pixel_mask"][
@@ -138,10 +135,10 @@ def test_virtual_dataset(tmp_path):
     assert np.array_equal(read_all(source)[0], frames)
 
 
-def test_pickles_by_path(tmp_path, shared_data):
+def test_pickles_by_path(tmp_path, dectris_testfiles):
     import pickle
 
-    source = EigerMasterSource(real_master(tmp_path, shared_data, "eiger2_lz4"))
+    source = EigerMasterSource(real_master(tmp_path, dectris_testfiles, "eiger2_lz4"))
     copy = pickle.loads(pickle.dumps(source))
     assert np.array_equal(read_all(copy)[0], read_all(source)[0])
 
@@ -150,7 +147,7 @@ def test_missing_data_file_is_a_user_error(tmp_path):
     frames = np.zeros((4, 5, 5), np.uint16)
     master = write_series(tmp_path, frames, 2)
     (tmp_path / "series_data_000002.h5").unlink()
-    with pytest.raises(UserError, match="series_master.h5.*data_000002"):
+    with pytest.raises(DataError, match="series_master.h5.*data_000002"):
         EigerMasterSource(master)
 
 
@@ -162,7 +159,7 @@ def test_missing_frames_between_files(tmp_path):
     write_data_file(second, frames, first_image=5)
     master = tmp_path / "g_master.h5"
     link_master(master, [first, second], (5, 5))
-    with pytest.raises(UserError, match="images 3 to 4 are missing"):
+    with pytest.raises(DataError, match="images 3 to 4 are missing"):
         EigerMasterSource(master)
 
 
@@ -174,7 +171,7 @@ def test_not_a_master_file(tmp_path):
     assert not is_eiger_master(tmp_path / "absent.h5")
     (tmp_path / "text.h5").write_text("not hdf5")
     assert not is_eiger_master(tmp_path / "text.h5")
-    with pytest.raises(UserError, match="text.h5"):
+    with pytest.raises(DataError, match="text.h5"):
         EigerMasterSource(tmp_path / "text.h5")
 
 
@@ -187,18 +184,18 @@ def test_corrupt_chunk_names_file_and_image(tmp_path):
         _, raw = dataset.id.read_direct_chunk((1, 0, 0))
         dataset.id.write_direct_chunk((1, 0, 0), raw[:-40])
     source = EigerMasterSource(master)
-    with pytest.raises(UserError, match="image 2 is corrupt"):
+    with pytest.raises(DataError, match="image 2 is corrupt"):
         read_all(source)
 
 
-def test_read_direct_chunk_fallback(tmp_path, shared_data, monkeypatch):
+def test_read_direct_chunk_fallback(tmp_path, dectris_testfiles, monkeypatch):
     """Without os.pread (Windows) chunks come through h5py's read_direct_chunk."""
     import os
 
-    source = EigerMasterSource(real_master(tmp_path, shared_data, "eiger2_bslz4"))
+    source = EigerMasterSource(real_master(tmp_path, dectris_testfiles, "eiger2_bslz4"))
     expected = read_all(source)[0]
     monkeypatch.delattr(os, "pread")
     assert np.array_equal(read_all(source)[0], expected)
     assert np.array_equal(
-        expected, h5py_frames(real_data_files(shared_data, "eiger2_bslz4"))
+        expected, h5py_frames(real_data_files(dectris_testfiles, "eiger2_bslz4"))
     )

@@ -25,9 +25,9 @@ from dials_diffuse.images.hdf5_chunks import (
     CODEC_SHUFFLE_DEFLATE,
     ChunkedDataset,
 )
-from dials_diffuse.images.nexus_data import NexusDataSource
-from dials_diffuse.images.source import Chunk, ImageSource, read_reusing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.images.source import Chunk, read_reusing
+from dials_diffuse.io.image_series import NexusDataSource
+from dials_diffuse.util.errors import DataError
 
 SHAPE = (13, 37, 29)  # no chunk shape below divides it: edge chunks everywhere
 
@@ -286,7 +286,7 @@ def test_corrupt_chunk_is_a_user_error_naming_the_file(tmp_path):
     np.testing.assert_array_equal(
         source.read(Chunk(0, slice(0, 4), slice(0, 37), slice(0, 29)))[0], data[:4]
     )
-    with pytest.raises(UserError, match=r"data\.nxs: cannot read frames 4-7"):
+    with pytest.raises(DataError, match=r"data\.nxs: cannot read frames 4-7"):
         source.read(Chunk(0, slice(4, 8), slice(0, 37), slice(0, 29)))
 
 
@@ -297,26 +297,11 @@ def test_truncated_file_is_a_user_error(tmp_path):
         info = handle["entry/image_series/data"].id.get_chunk_info_by_coord((12, 0, 0))
     source = NexusDataSource(path)
     os.truncate(path, info.byte_offset + 5)
-    with pytest.raises(UserError, match=r"data\.nxs: cannot read frames 12-12"):
+    with pytest.raises(DataError, match=r"data\.nxs: cannot read frames 12-12"):
         source.read(Chunk(0, slice(12, 13), slice(0, 37), slice(0, 29)))
 
 
-class LegacySource(ImageSource):
-    """A source written before read() took out=."""
-
-    n_frames = 2
-    panel_shapes = [(3, 4)]
-    dtype = np.dtype(np.int32)
-
-    def static_mask(self, panel=0):
-        return np.ones((3, 4), dtype=bool)
-
-    def read(self, chunk):
-        data = np.arange(24, dtype=np.int32).reshape(2, 3, 4)[chunk.frames]
-        return data, data >= 0
-
-
-def test_read_reusing_reuses_a_thread_buffer_and_copes_with_legacy_sources(tmp_path):
+def test_read_reusing_reuses_a_thread_buffer(tmp_path):
     data = random_data("int32", np.random.default_rng(8))
     source = NexusDataSource(write_data_nxs(tmp_path / "data.nxs", data, (4, 8, 16)))
     chunks = list(source.chunks(frames=4))
@@ -333,9 +318,6 @@ def test_read_reusing_reuses_a_thread_buffer_and_copes_with_legacy_sources(tmp_p
     thread.join()
     assert other[0] is not first
     np.testing.assert_array_equal(other[0], data[:4])
-    legacy = LegacySource()
-    block, valid = read_reusing(legacy, Chunk(0, slice(1, 2), slice(0, 3), slice(0, 4)))
-    np.testing.assert_array_equal(block[0], np.arange(12, 24).reshape(3, 4))
 
 
 @pytest.mark.parametrize(

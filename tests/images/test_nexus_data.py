@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from dials_diffuse import __version__
-from dials_diffuse.images.nexus_data import NexusDataSource
 from dials_diffuse.images.source import Chunk
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.io.image_series import NexusDataSource
+from dials_diffuse.util.errors import DataError
 
 
 def write_data_nxs(path, data, phi, exposure_times):
@@ -80,21 +80,21 @@ def test_pickles_by_path_for_dask(data_nxs):
 
 
 def test_bad_files_are_user_errors(tmp_path, data_nxs):
-    with pytest.raises(UserError, match="missing.nxs: no such file"):
+    with pytest.raises(DataError, match="missing.nxs: no such file"):
         NexusDataSource(tmp_path / "missing.nxs")
     text = tmp_path / "text.nxs"
     text.write_text("not hdf5")
-    with pytest.raises(UserError, match="text.nxs: not a readable HDF5 file"):
+    with pytest.raises(DataError, match="text.nxs: not a readable HDF5 file"):
         NexusDataSource(text)
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as f:
         f["entry/data/data"] = np.zeros((2, 3, 3))
-    with pytest.raises(UserError, match="other.h5: no /entry/image_series/data"):
+    with pytest.raises(DataError, match="other.h5: no /entry/image_series/data"):
         NexusDataSource(other)
     short = tmp_path / "short.nxs"
     write_data_nxs(short, np.zeros((3, 4, 4), np.int32), np.zeros(2), np.ones(3))
     with pytest.raises(
-        UserError, match=r"short.nxs: /entry/image_series/phi has shape \(2,\)"
+        DataError, match=r"short.nxs: /entry/image_series/phi has shape \(2,\)"
     ):
         NexusDataSource(short)
 
@@ -103,7 +103,7 @@ def test_truncated_file_is_a_user_error(data_nxs, tmp_path):
     path, _, _, _ = data_nxs
     cut = tmp_path / "cut.nxs"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(UserError, match="cut.nxs"):
+    with pytest.raises(DataError, match="cut.nxs"):
         source = NexusDataSource(cut)
         for chunk in source.chunks():
             source.read(chunk)

@@ -4,11 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from dials_diffuse.images.nexus_data import NexusDataSource
-from dials_diffuse.images.source import ImageSource
-from dials_diffuse.io.image_series import write_image_series
+from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.io.image_series import NexusDataSource, write_image_series
 from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def test_table_round_trip_to_pandas(tmp_path):
@@ -37,11 +36,11 @@ def test_table_round_trip_to_pandas(tmp_path):
 def test_table_errors_name_the_file(tmp_path):
     path = tmp_path / "t.nxs"
     write_tables(path, [Table("peaks", {"a": np.arange(3)})])
-    with pytest.raises(UserError, match="t.nxs: has no table /entry/hkl_table"):
+    with pytest.raises(DataError, match="t.nxs: has no table /entry/hkl_table"):
         load_table(path)
     junk = tmp_path / "junk.nxs"
     junk.write_text("not hdf5")
-    with pytest.raises(UserError, match="junk.nxs: not a readable HDF5 file"):
+    with pytest.raises(DataError, match="junk.nxs: not a readable HDF5 file"):
         load_table(junk)
     with pytest.raises(ValueError, match="differ in length"):
         Table("x", {"a": np.arange(3), "b": np.arange(2)})
@@ -65,9 +64,11 @@ class ArraySource(ImageSource):
     def static_mask(self, panel=0):
         return self.valid[0]
 
-    def read(self, chunk):
+    def read(self, chunk, out=None):
         index = (chunk.frames, chunk.rows, chunk.columns)
-        return self.data[index], self.valid[index]
+        out = output_buffer(chunk.shape, self.dtype, out)
+        out[...] = self.data[index]
+        return out, self.valid[index]
 
 
 def test_image_series_round_trip(tmp_path):
@@ -142,5 +143,5 @@ def test_image_series_written_by_workers_reads_back_in_h5py(
 def test_image_series_reader_names_bad_file(tmp_path):
     path = tmp_path / "other.nxs"
     write_tables(path, [Table("peaks", {"a": np.arange(3)})])
-    with pytest.raises(UserError, match="other.nxs: no /entry/image_series/data"):
+    with pytest.raises(DataError, match="other.nxs: no /entry/image_series/data"):
         NexusDataSource(path)

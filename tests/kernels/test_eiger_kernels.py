@@ -26,8 +26,8 @@ def codec_of(name):
 
 
 @pytest.mark.parametrize("name", sorted(REAL_SETS))
-def test_real_chunks_decode_like_hdf5_and_the_reference(shared_data, name):
-    path = real_data_files(shared_data, name)[0]
+def test_real_chunks_decode_like_hdf5_and_the_reference(dectris_testfiles, name):
+    path = real_data_files(dectris_testfiles, name)[0]
     chunks, frames = raw_chunks(path)
     codec = codec_of(name)
     out = np.empty(frames.shape[1:], frames.dtype)
@@ -64,8 +64,8 @@ def test_odd_sizes_and_partial_blocks(tmp_path, dtype, compression):
 @pytest.mark.parametrize(
     "name", ["eiger1_bslz4", "eiger2_bslz4_uint8", "eiger2_bslz4_uint32"]
 )
-def test_fused_statistics_match_numpy(shared_data, name):
-    chunks, frames = raw_chunks(real_data_files(shared_data, name)[0])
+def test_fused_statistics_match_numpy(dectris_testfiles, name):
+    chunks, frames = raw_chunks(real_data_files(dectris_testfiles, name)[0])
     rng = np.random.default_rng(0)
     valid = rng.random(frames.shape[1:]) > 0.1
     invalid_from = float(np.iinfo(frames.dtype).max)
@@ -88,8 +88,8 @@ def test_fused_statistics_match_numpy(shared_data, name):
             np.testing.assert_array_equal(a, b)
 
 
-def test_overloads_and_gaps_counted_not_summed(shared_data):
-    chunks, frames = raw_chunks(real_data_files(shared_data, "eiger1_lz4")[0])
+def test_overloads_and_gaps_counted_not_summed(dectris_testfiles):
+    chunks, frames = raw_chunks(real_data_files(dectris_testfiles, "eiger1_lz4")[0])
     sums, used, maxima, invalid = _kernels.compressed_frame_statistics(
         chunks, 1, frames.dtype, frames[0].size, 0, 1e12, None, 65535.0
     )
@@ -117,8 +117,8 @@ def test_no_used_pixel_gives_nan_max():
     assert np.all(np.isnan(maxima))
 
 
-def test_corrupt_chunks_raise_value_error(shared_data):
-    chunks, frames = raw_chunks(real_data_files(shared_data, "eiger2_bslz4")[0])
+def test_corrupt_chunks_raise_value_error(dectris_testfiles):
+    chunks, frames = raw_chunks(real_data_files(dectris_testfiles, "eiger2_bslz4")[0])
     chunk = chunks[0]
     out = np.empty(frames.shape[1:], frames.dtype)
     bad = [

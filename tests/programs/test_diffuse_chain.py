@@ -33,10 +33,10 @@ def _dials(workdir, *args):
 
 
 @pytest.fixture(scope="session")
-def refined(shared_data, tmp_path_factory):
+def refined(l_cysteine, tmp_path_factory):
     """refined.expt/.refl of the l-cysteine sweep from real DIALS."""
     workdir = tmp_path_factory.mktemp("l_cysteine_dials")
-    images = sorted(str(p) for p in (shared_data / "l_cysteine_sweep1").glob("*.cbf"))
+    images = sorted(str(p) for p in l_cysteine.glob("*.cbf"))
     _dials(workdir, "dials.import", *images)
     _dials(workdir, "dials.find_spots", "imported.expt", "nproc=2")
     _dials(
@@ -213,7 +213,7 @@ def test_bslz4_data_nxs_integrates_like_gzip(chain, in_tmp_path):
     """compression=bslz4: the same pixels as the gzip copy, the same integration."""
     import hdf5plugin  # noqa: F401  (the bitshuffle filter for h5py)
 
-    from dials_diffuse.images.nexus_data import NexusDataSource
+    from dials_diffuse.io.image_series import NexusDataSource
 
     shutil.copy(chain / "refined.expt", in_tmp_path / "refined.expt")
     assert import_data_program.run(["refined.expt", "compression=bslz4"]) == 0

@@ -327,10 +327,9 @@ def test_process_runs_the_chain_like_the_steps(
         "map.ccp4",
     ):
         assert (in_tmp_path / name).is_file(), name
-    assert (
-        "subdivide = 4 4 4"
-        in (in_tmp_path / "dials.diffuse.process.integrate.phil").read_text()
-    )
+    # In one process: no PHIL files or per-step JSON between the steps.
+    assert not list(in_tmp_path.glob("dials.diffuse.process.*.phil"))
+    assert not (in_tmp_path / "dials.diffuse.integrate.json").exists()
     # Same data, same parameters: the same merged map as the steps run one by one.
     ours = load_table(in_tmp_path / "merged.nxs").to_frame()
     steps = load_table(truth_chain / "merged.nxs").to_frame()
@@ -346,12 +345,46 @@ def test_process_runs_the_chain_like_the_steps(
         summary["results"]["integrate"]["outputs"]["integrated table"]
         == "integrated.nxs"
     )
+    # Each step's command runs it alone with the same parameters.
+    integrate_command = summary["results"]["integrate"]["command"]
+    assert integrate_command.startswith("dials.diffuse.integrate ")
+    assert "subdivide=4,4,4" in integrate_command.split()
+    assert "mask=mask.nxs" in integrate_command.split()
+    # ... and gives the same table run alone.
+    again = [*integrate_command.split()[1:], "output.table=again.nxs"]
+    again.append("output.log=again.log")
+    assert integrate_program.run([*again, "output.plot=None"]) == 0
+    np.testing.assert_array_equal(
+        load_table(in_tmp_path / "again.nxs").to_frame().to_numpy(),
+        load_table(in_tmp_path / "integrated.nxs").to_frame().to_numpy(),
+    )
+    assert set(summary["timings"]) >= {"find_peaks", "merge", "map", "total"}
     report = (in_tmp_path / "dials.diffuse.process.html").read_text()
     plots = [p for p in in_tmp_path.glob("*.png")]
     assert len(plots) >= 6
     assert report.count("data:image/png;base64,") == len(plots)
     for step in ("find_peaks", "mask_peaks", "integrate", "correct", "merge", "map"):
         assert f"<h2>dials.diffuse.{step}</h2>" in report
+    # The log holds every step (it once stopped after the first), the report
+    # and the total time; each step's part of it is also in its own log.
+    log = (in_tmp_path / "dials.diffuse.process.log").read_text()
+    steps = ["import_data", "find_peaks", "mask_peaks", "integrate"]
+    steps += ["correct", "merge", "map"]
+    for step in steps:
+        assert f"=== {step}: dials.diffuse.{step} " in log, step
+        assert f"=== {step}:" in (in_tmp_path / f"dials.diffuse.{step}.log").read_text()
+    assert (
+        log.index("=== find_peaks:")
+        < log.index("Found ")
+        < log.index("Wrote peaks and peak model to peaks.nxs")
+    )
+    assert "Masked pixels: " in log
+    assert "Integrated " in log and "voxel observations" in log
+    assert "Corrected " in log and "Merged " in log and "Map of intensity" in log
+    assert "Wrote map (CCP4) to map.ccp4" in log
+    assert "Wrote HTML report to dials.diffuse.process.html" in log
+    assert log.rstrip().splitlines()[-1].startswith("Total time: ")
+    assert "Found " not in (in_tmp_path / "dials.diffuse.map.log").read_text()
 
 
 def test_dask_workers_give_the_same_table(simulated_rotation, truth_chain, in_tmp_path):
@@ -375,16 +408,20 @@ def test_correct_subtracts_the_binned_background(
 ):
     from command_line import bin_image_series as bin_program
     from dials_diffuse.algorithms.diffuse.background import BinnedBackground
+    from dials_diffuse.io.background_file import read_background, write_background
 
     expt = str(simulated_rotation["truth_expt"])
     args = [expt, f"mask={truth_chain / 'mask.nxs'}", "bins=10,64,64"]
     assert bin_program.run(args) == 0
-    binned = BinnedBackground.read(in_tmp_path / "background.nxs")
+    binned = read_background(in_tmp_path / "background.nxs")
     assert binned.rate.shape == (3, 4, 4)
     # A constant background of 2 counts/s per pixel.
-    BinnedBackground(
-        binned.phi, binned.iy, binned.ix, np.full(binned.rate.shape, 2.0)
-    ).write(in_tmp_path / "flat.nxs")
+    write_background(
+        in_tmp_path / "flat.nxs",
+        BinnedBackground(
+            binned.phi, binned.iy, binned.ix, np.full(binned.rate.shape, 2.0)
+        ),
+    )
     integrated = str(truth_chain / "integrated.nxs")
     assert correct_program.run([expt, integrated, "background=flat.nxs"]) == 0
     with_background = load_table(in_tmp_path / "corrected.nxs").to_frame()
@@ -416,9 +453,9 @@ def test_scale_undoes_a_known_distortion_of_the_corrected_table(
     write_tables("distorted.nxs", [table])
     args = ["distorted.nxs", "detector.enable=True", "detector.x_nodes=5"]
     assert scale_program.run([*args, "detector.y_nodes=5"]) == 0
-    from dials_diffuse.algorithms.diffuse.scale import ScaleModel
+    from dials_diffuse.io.scale_model import read_scale_model
 
-    model = ScaleModel.from_file("scale.nxs")
+    model = read_scale_model("scale.nxs")
     a, b, c, d = model.factors(table.to_frame())
     ratio = b / (1 + 0.2 * np.sin(phi / 3.0))
     # b within 2% rms (found: 1.3%), b d within 7% (found: 4.7%; the

@@ -95,10 +95,10 @@ def test_dask_local_gives_the_same_sums(in_tmp_path, series):
     np.testing.assert_array_equal(table["sum"], numpy_sums(frames, 0, np.inf))
 
 
-def test_real_bitshuffle_and_lz4_identical_sums(in_tmp_path, shared_data):
+def test_real_bitshuffle_and_lz4_identical_sums(in_tmp_path, dectris_testfiles):
     sums = {}
     for name in ("eiger2_bslz4", "eiger2_lz4", "eiger2_bslz4_uint32"):
-        master = real_master(in_tmp_path, shared_data, name)
+        master = real_master(in_tmp_path, dectris_testfiles, name)
         code = frame_statistics.run(
             [
                 str(master),
@@ -111,17 +111,17 @@ def test_real_bitshuffle_and_lz4_identical_sums(in_tmp_path, shared_data):
         sums[name] = pd.read_csv(f"{name}.csv")["sum"].to_numpy()
     assert np.array_equal(sums["eiger2_bslz4"], sums["eiger2_lz4"])
     with h5py.File(
-        shared_data / "dectris_eiger_testfiles/datasets_eiger2/"
+        dectris_testfiles / "datasets_eiger2/"
         "eiger2_simread7_2datafiles_4images_bslz4_uint32_data_000002.h5"
     ) as f:
         truth = f["/entry/data/data"][()].sum(axis=(1, 2))
     assert np.array_equal(sums["eiger2_bslz4_uint32"][2:], truth)
 
 
-def test_images_through_dxtbx(in_tmp_path, shared_data):
+def test_images_through_dxtbx(in_tmp_path, l_cysteine):
     from dxtbx.model.experiment_list import ExperimentListFactory
 
-    files = sorted((shared_data / "l_cysteine_sweep1").glob("*.cbf"))[:3]
+    files = sorted(l_cysteine.glob("*.cbf"))[:3]
     code = frame_statistics.run(
         [str(f) for f in files] + ["high=50", "output.html=None", "output.plot=None"]
     )
@@ -176,7 +176,7 @@ sys_settings:
     "args, message",
     [
         (["high=1", "low=5"], "high=1.0 is below low=5.0"),
-        (["image_range=1,99"], "beyond the last image (60)"),
+        (["image_range=1,99"], "outside the images 1-60"),
         (["mask=absent.pickle"], "absent.pickle"),
     ],
 )
@@ -375,6 +375,21 @@ def test_dials_mask_file_excludes_pixels(in_tmp_path, series):
     assert frame_statistics.run([str(master), "mask=wrong.mask"]) == 1
 
 
+def test_a_crafted_mask_is_refused_without_running(in_tmp_path, series, capsys):
+    import pickle
+
+    from tests.io.test_dials_mask import RunsCode
+
+    master, _ = series
+    marker = in_tmp_path / "ran"
+    with open("crafted.mask", "wb") as handle:
+        pickle.dump((RunsCode(marker),), handle)
+    code = frame_statistics.run([str(master), "mask=crafted.mask"])
+    assert code == 1 and not marker.exists()
+    message = capsys.readouterr().err.strip().splitlines()
+    assert len(message) == 1 and "crafted.mask: refused" in message[0]
+
+
 def test_simulated_series_recovers_truth(in_tmp_path, simulated_eiger_series):
     """The simulator's eiger_series: sums, overloads, drift and CV against its truth."""
     truth_file = simulated_eiger_series["truth"]
@@ -435,8 +450,8 @@ def test_truncated_data_file(in_tmp_path, capsys):
     assert not any((in_tmp_path / name).exists() for name in OUTPUTS)
 
 
-def test_reflection_file_is_named_in_the_error(in_tmp_path, shared_data, capsys):
-    refl = shared_data / "dials_centroid_test_data" / "indexed.refl"
+def test_reflection_file_is_named_in_the_error(in_tmp_path, dials_centroid, capsys):
+    refl = dials_centroid / "indexed.refl"
     assert frame_statistics.run([str(refl)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1

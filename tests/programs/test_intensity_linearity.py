@@ -101,16 +101,16 @@ def run_failing(args, capsys):
     return stderr
 
 
-def test_bad_input(in_tmp_path, integrated, shared_data, capsys):
+def test_bad_input(in_tmp_path, integrated, dials_centroid, capsys):
     refl, expt = integrated
-    indexed = shared_data / "dials_centroid_test_data" / "indexed.refl"
+    indexed = dials_centroid / "indexed.refl"
     assert "intensity.prf.value" in run_failing([str(indexed)], capsys)
     assert "reference=9" in run_failing([str(refl), str(expt), "reference=9"], capsys)
     assert "2 values for 5" in run_failing(
         [str(refl), str(expt), "transmission.values=1,2"], capsys
     )
     assert "integrated.refl: given twice" in run_failing([str(refl), str(refl)], capsys)
-    single = shared_data / "dials_centroid_test_data" / "integrated.refl"
+    single = dials_centroid / "integrated.refl"
     assert "matches the reference" in run_failing([str(single)], capsys)
     result = subprocess.run(  # the console script too: exit code, one line
         [console_script("dials.diffuse.intensity_linearity"), str(indexed)],

@@ -13,8 +13,8 @@ from tests.helpers import console_script
 
 
 @pytest.fixture(scope="module")
-def cbf_files(shared_data):
-    files = sorted((shared_data / "l_cysteine_sweep1").glob("*.cbf"))
+def cbf_files(l_cysteine):
+    files = sorted(l_cysteine.glob("*.cbf"))
     assert len(files) == 15
     return files
 
@@ -121,4 +121,4 @@ def test_inputs_not_modified(in_tmp_path, cbf_files):
 
 def test_image_range_outside_is_an_error(in_tmp_path, cbf_files, capsys):
     assert pixel_histogram.run([str(cbf_files[0]), "image_range=2,5"]) == 1
-    assert "outside the 1 images" in capsys.readouterr().err
+    assert "outside the images 1-1" in capsys.readouterr().err

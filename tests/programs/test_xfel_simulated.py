@@ -12,6 +12,7 @@ from dials_diffuse.command_line import (
     find_ring_center,
     polar_transform,
 )
+from dials_diffuse.io.correlation_file import read_correlation
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +59,10 @@ def test_ring_centre_speckle_symmetry_and_dark_shots(
         np.testing.assert_array_equal(f["entry/polar/dark"][()] != 0, truth["dark"])
 
     assert angular_correlation.run(["polar.h5"]) == 0
-    with h5py.File("correlation.h5", "r") as f:
-        curve = np.nanmean(f["entry/correlation/C"][()], axis=0)
-        dphi = f["entry/correlation/dphi"][()]
-        used = f["entry/pairs/used"][()]
+    correlation = read_correlation("correlation.h5")
+    curve = np.nanmean(correlation.C, axis=0)
+    dphi, used = correlation.dphi, correlation.used
+    assert correlation.source == "polar.h5"
     n = int(truth["symmetry_order"])
     spectrum = np.abs(np.fft.rfft(curve))
     # Harmonics of n only: n, 2n, 3n carry the correlation.

@@ -12,7 +12,7 @@ from dials_diffuse.simulate.rotation import (
     rotation_setup,
 )
 from dials_diffuse.simulate.scattering import DiffuseModel
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +152,10 @@ def test_same_seed_same_data_other_seed_differs(tmp_path):
 def test_refuses_a_non_empty_directory_and_leaves_it(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    with pytest.raises(UserError, match="not an empty directory"):
+    with pytest.raises(DataError, match="not an empty directory"):
         simulate_rotation(tmp_path / "out", frames=1)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
-    with pytest.raises(UserError, match="unknown size"):
+    with pytest.raises(DataError, match="unknown size"):
         simulate_rotation(tmp_path / "other", size="huge")
 
 

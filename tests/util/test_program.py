@@ -123,11 +123,9 @@ def test_failure_summary_records_the_error(in_tmp_path):
     assert summary["exit_code"] == 1 and summary["error"] == "asked to fail"
 
 
-def test_never_overwrites_an_input(in_tmp_path, shared_data, capsys):
+def test_never_overwrites_an_input(in_tmp_path, dials_centroid, capsys):
     expt = in_tmp_path / "indexed.expt"
-    expt.write_bytes(
-        (shared_data / "dials_centroid_test_data" / "indexed.expt").read_bytes()
-    )
+    expt.write_bytes((dials_centroid / "indexed.expt").read_bytes())
     before = expt.read_bytes()
     assert program.run([str(expt), f"output.text={expt}"]) == 1
     assert "refusing to overwrite an input" in capsys.readouterr().err
@@ -155,7 +153,7 @@ def test_corrupt_inputs_one_line(in_tmp_path, capsys, name, content, message):
     assert name in err and message in err
 
 
-def test_reads_images_may_depend_on_the_files(in_tmp_path, shared_data):
+def test_reads_images_may_depend_on_the_files(in_tmp_path, dials_centroid):
     """An experiment list without its images loads when the callable says so."""
     seen = []
 
@@ -173,7 +171,7 @@ def test_reads_images_may_depend_on_the_files(in_tmp_path, shared_data):
         main=count,
         reads_images=reads_images,
     )
-    data = shared_data / "dials_centroid_test_data"
+    data = dials_centroid
     expt, refl = str(data / "indexed.expt"), str(data / "indexed.refl")
     assert counting.run([expt, refl, "output.json=a.json"]) == 0
     assert json.loads((in_tmp_path / "a.json").read_text())["results"] == {

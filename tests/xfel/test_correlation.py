@@ -16,7 +16,7 @@ from dials_diffuse.algorithms.xfel.correlation import (
 )
 from dials_diffuse.algorithms.xfel.polar import normalise_rows, q_at_radius, q_polar_map
 from dials_diffuse.algorithms.xfel.shots import Shots
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import ParallelMap
 
 from .conftest import write_sacla_file
@@ -146,7 +146,7 @@ def test_pairs_consecutive_and_from_json(tmp_path):
     path.write_text(json.dumps([["tag_10", "tag_12"], [14, 16], ["tag_16", "tag_99"]]))
     assert pairs_from_json(path, tags) == [(0, 1), (2, 3)]
     path.write_text("{not json")
-    with pytest.raises(UserError, match="pairs.json"):
+    with pytest.raises(DataError, match="pairs.json"):
         pairs_from_json(path, tags)
 
 

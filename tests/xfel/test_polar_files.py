@@ -9,7 +9,7 @@ from dials_diffuse.io.polar_files import (
     compress_polar_images,
     open_polar_file,
 )
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def test_precompressed_chunks_read_back_exactly(tmp_path):
@@ -42,5 +42,5 @@ def test_not_a_polar_file(tmp_path):
     path = tmp_path / "other.h5"
     with h5py.File(path, "w") as f:
         f["entry/x"] = 1
-    with pytest.raises(UserError, match="not a polar file"):
+    with pytest.raises(DataError, match="not a polar file"):
         open_polar_file(path)

@@ -12,7 +12,7 @@ from dials_diffuse.algorithms.xfel.polar import (
     q_phi_coordinates,
     q_polar_map,
 )
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 WAVELENGTH = 1.2  # Å
 
@@ -77,7 +77,7 @@ def test_phi_runs_from_lab_x_towards_lab_y():
 def test_q_out_of_range_is_a_user_error():
     detector = _panel_detector()
     beam = Beam((0.0, 0.0, 1.0), WAVELENGTH)
-    with pytest.raises(UserError, match="q must lie"):
+    with pytest.raises(DataError, match="q must lie"):
         q_polar_map(detector, beam, [20.0], 36)
 
 

@@ -8,8 +8,8 @@ from dials_diffuse.algorithms.xfel.polar import q_phi_coordinates
 from dials_diffuse.command_line import polar_transform
 
 
-def test_nearest_polar_samples_are_the_image_pixels(shared_data, in_tmp_path):
-    frames = sorted((shared_data / "l_cysteine_sweep1").glob("*.cbf"))[:2]
+def test_nearest_polar_samples_are_the_image_pixels(l_cysteine, in_tmp_path):
+    frames = sorted(l_cysteine.glob("*.cbf"))[:2]
     code = polar_transform.run(
         [str(f) for f in frames]
         + ["interpolation=nearest", "q_range=0.2,1.2", "nq=40", "nphi=120", "nproc=1"]

@@ -5,7 +5,7 @@ import pytest
 
 from dials_diffuse.algorithms.xfel.rings import find_ring_centre, fit_circle
 from dials_diffuse.images.sacla import SACLASource
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 from .conftest import ring_image
 
@@ -68,9 +68,9 @@ def test_circle_fit_exact_points_and_an_outlier():
 
 def test_all_masked_is_a_user_error():
     image = np.ones((20, 20))
-    with pytest.raises(UserError, match="every pixel is masked"):
+    with pytest.raises(DataError, match="every pixel is masked"):
         find_ring_centre(image, np.zeros((20, 20), dtype=bool))
-    with pytest.raises(UserError, match="cannot fit a circle"):
+    with pytest.raises(DataError, match="cannot fit a circle"):
         find_ring_centre(
             np.random.default_rng(0).poisson(5.0, (60, 60)), np.ones((60, 60), bool)
         )

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dials_diffuse.images.sacla import SACLASource, is_sacla_file
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def test_metadata(sacla_file):
@@ -62,12 +62,12 @@ def test_not_sacla(tmp_path):
     with h5py.File(path, "w") as f:
         f["data"] = np.zeros(3)
     assert not is_sacla_file(path)
-    with pytest.raises(UserError, match="not a SACLA DataConvert file"):
+    with pytest.raises(DataError, match="not a SACLA DataConvert file"):
         SACLASource(path)
     text = tmp_path / "text.h5"
     text.write_text("not hdf5")
     assert not is_sacla_file(text)
-    with pytest.raises(UserError, match="text.h5"):
+    with pytest.raises(DataError, match="text.h5"):
         SACLASource(text)
 
 
@@ -77,7 +77,7 @@ def test_missing_energy_is_a_user_error(tmp_path):
         f["file_info/run_number_list"] = [5]
         d = f.create_group("run_5/detector_2d_assembled_1")
         d["tag_1/detector_data"] = np.zeros((4, 5), np.float32)
-    with pytest.raises(UserError, match="incomplete SACLA metadata"):
+    with pytest.raises(DataError, match="incomplete SACLA metadata"):
         SACLASource(path)
 
 

@@ -8,7 +8,7 @@ from dials.array_family import flex
 from dxtbx.model.experiment_list import ExperimentListFactory
 
 from dials_diffuse.algorithms.xfel.shots import Shots, load_mask_file
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,11 @@ def test_tags_dark_and_selection(shots, sacla_file):
     assert shots.select(include_dark=True) == list(range(sacla_file.n_shots))
     assert shots.select(shots=[5, 1, 3]) == [3, 5]  # dark shot 1 left out
     assert shots.select(tags=[int(sacla_file.tags[4])]) == [4]
-    with pytest.raises(UserError, match="shot 99 does not exist"):
+    with pytest.raises(DataError, match="shot 99 does not exist"):
         shots.select(shots=[99])
-    with pytest.raises(UserError, match="tag 1 is not among"):
+    with pytest.raises(DataError, match="tag 1 is not among"):
         shots.select(tags=[1])
-    with pytest.raises(UserError, match="no shots selected"):
+    with pytest.raises(DataError, match="no shots selected"):
         shots.select(shots=[0, 1])
 
 
@@ -51,10 +51,10 @@ def test_mask_files(tmp_path, sacla_file):
     for name in ("mask.npy", "mask.pickle"):
         (loaded,) = load_mask_file(tmp_path / name, [shape])
         np.testing.assert_array_equal(loaded, mask)
-    with pytest.raises(UserError, match="does not match the detector"):
+    with pytest.raises(DataError, match="does not match the detector"):
         load_mask_file(tmp_path / "mask.npy", [(5, 5)])
     (tmp_path / "junk.pickle").write_text("junk")
-    with pytest.raises(UserError, match="junk.pickle: not a readable mask"):
+    with pytest.raises(DataError, match="junk.pickle: not a readable DIALS mask"):
         load_mask_file(tmp_path / "junk.pickle", [shape])
     experiments = ExperimentListFactory.from_filenames([str(sacla_file.path)])
     masked = Shots(experiments, external_mask=[mask])

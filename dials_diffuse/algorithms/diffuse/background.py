@@ -9,21 +9,29 @@ block centres (mean phi in degrees, mean 0-based row and column index) are
 the grid on which correct interpolates the background at each voxel's mean
 (phi, iy, ix) and subtracts it from the count rate.
 
-File: ``/entry/binned_image_series`` (NXdata; signal ``rate``, axes phi, iy,
-ix).
+The file background.nxs is `dials_diffuse.io.background_file`'s.
 """
 
 import dataclasses
+import logging
 
-import h5py
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse.images.source import read_reusing
-from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
-GROUP = "entry/binned_image_series"
+logger = logging.getLogger(__name__)
+
+#: The parameters of bin_image_series (its program includes them).
+phil_scope = parse(
+    """
+bins = 10,20,20
+  .type = ints(size=3, value_min=1)
+  .help = "Frames, rows and columns per block."
+"""
+)
 
 
 @dataclasses.dataclass
@@ -53,33 +61,6 @@ class BinnedBackground:
                 rate = np.repeat(rate, 2, axis=number)
         interpolator = RegularGridInterpolator(tuple(axes), rate)
         return interpolator(np.stack(points, axis=-1))
-
-    def write(self, path):
-        with open_nexus_for_writing(path) as handle:
-            handle.attrs["default"] = "entry"
-            handle["entry"].attrs["default"] = "binned_image_series"
-            group = handle.create_group(GROUP)
-            group.attrs["NX_class"] = "NXdata"
-            group.attrs["signal"] = "rate"
-            group.attrs["axes"] = np.array(
-                ["phi", "iy", "ix"], dtype=h5py.string_dtype()
-            )
-            for index, name in enumerate(("phi", "iy", "ix")):
-                group.attrs[f"{name}_indices"] = index
-                group.create_dataset(name, data=getattr(self, name))
-            group.create_dataset("rate", data=self.rate)
-            group["rate"].attrs["units"] = "counts/s per pixel"
-
-    @classmethod
-    def read(cls, path):
-        try:
-            with h5py.File(path, "r") as handle:
-                group = handle[GROUP]
-                return cls(*(group[name][()] for name in ("phi", "iy", "ix", "rate")))
-        except (OSError, KeyError) as error:
-            raise UserError(
-                f"{path}: not a binned background (no /{GROUP}: {error})"
-            ) from error
 
 
 def _block_starts(size, step):
@@ -133,7 +114,7 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
             valid = valid & ~mask_file.read(source.image_numbers[frames]).astype(bool)
         exposure = seconds[frames].mean()
         if not exposure > 0:
-            raise UserError(
+            raise DataError(
                 f"images {source.image_numbers[frames[0]]}-{source.image_numbers[frames[-1]]} "
                 "have no exposure time: cannot make count rates"
             )
@@ -155,7 +136,7 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
     )
     rate = np.stack(rates)
     if np.all(np.isnan(rate)):
-        raise UserError("every block is masked: no background")
+        raise DataError("every block is masked: no background")
     return BinnedBackground(np.array(phis), iy, ix, _fill_empty_blocks(rate))
 
 
@@ -168,3 +149,42 @@ def _fill_empty_blocks(rate):
         return rate
     _, nearest = distance_transform_edt(empty, return_indices=True)
     return rate[tuple(nearest)]
+
+
+def do_bin_image_series(source, params, mask_file=None, frame_range=None):
+    """The binned background count rate of an image source (dials.diffuse.bin_image_series).
+
+    Parameters
+    ----------
+    source : ImageSource
+        Single-panel images (a data.nxs, an imageset).
+    params : PHIL extract with the parameters of `phil_scope`
+        bins: frames, rows and columns per block.
+    mask_file : MaskFile, optional
+        Pixels with mask 1 are left out; it must cover the images binned.
+    frame_range : (int, int), optional
+        0-based half-open frames of the source; default all.
+
+    Returns
+    -------
+    BinnedBackground
+    """
+    if len(source.panel_shapes) != 1:
+        raise DataError("only single-panel detectors are supported")
+    if params.bins is None:
+        raise DataError(
+            "bins is required: frames,rows,columns per block, e.g. bins=10,20,20"
+        )
+    first, stop = frame_range or (0, source.n_frames)
+    if mask_file is not None:
+        mask_file.check_covers(source.image_numbers[first:stop], source.panel_shapes[0])
+    background = bin_image_series(
+        source, params.bins, source.angles_deg, mask_file, (first, stop)
+    )
+    logger.info(
+        "Background on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",
+        *background.rate.shape,
+        float(np.min(background.rate)),
+        float(np.max(background.rate)),
+    )
+    return background

@@ -19,10 +19,53 @@ mdx2's definitions (with DIALS's pixel-centre convention):
   at the voxel's mean (phi, iy, ix) is subtracted from the count rate first.
 """
 
+import dataclasses
+import logging
+
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse import geometry
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of correct (dials.diffuse.correct and process include them).
+phil_scope = parse(
+    """
+attenuation = True
+  .type = bool
+  .help = "Correct for absorption in the air between sample and detector."
+efficiency = True
+  .type = bool
+  .help = "Correct for the sensor's absorption efficiency (oblique incidence)."
+polarization = True
+  .type = bool
+  .help = "Correct for the polarization of the beam."
+lorentz = False
+  .type = bool
+  .help = "Multiply intensities by rs_volume (the Lorentz correction for"
+          "integrated Bragg intensities)."
+p1 = False
+  .type = bool
+  .help = "Map to the asymmetric unit with Friedel symmetry only (P-1)"
+          "instead of the crystal's Laue group."
+"""
+)
+
+#: The columns of an integrated table that correct needs.
+INTEGRATED_COLUMNS = (
+    "h",
+    "k",
+    "l",
+    "n",
+    "counts",
+    "pixels",
+    "seconds",
+    "iy",
+    "ix",
+    "phi",
+)
 
 
 def correction_factors(experiment, iy, ix, which):
@@ -99,7 +142,7 @@ def map_to_asu(hkl, subdivide, space_group):
     scale = int(np.lcm.reduce(np.asarray(subdivide, dtype=np.int64)))
     integer = np.rint(np.asarray(hkl, dtype=np.float64) * scale).astype(np.int64)
     if np.any(np.abs(integer) > 2**31 - 1):
-        raise UserError("Miller indices too large to map to the asymmetric unit")
+        raise DataError("Miller indices too large to map to the asymmetric unit")
     symmetry = crystal.symmetry(space_group=space_group.build_derived_laue_group())
     indices = flex.miller_index(
         flex.int(integer[:, 0].astype(np.int32)),
@@ -123,7 +166,7 @@ def map_to_asu(hkl, subdivide, space_group):
         (asu * np.asarray(subdivide, dtype=np.int64)) % scale != 0, axis=1
     )
     if np.any(op < 0) or np.any(off_grid):
-        raise UserError(
+        raise DataError(
             "subdivide is not compatible with the Laue group (a symmetry operator "
             "moves voxel centres off the grid): use equal subdivide along "
             "symmetry-related axes"
@@ -184,7 +227,7 @@ def correct(
     seconds = np.asarray(table["seconds"], dtype=np.float64)
     if np.any(~(seconds > 0)):
         bad = int(np.count_nonzero(~(seconds > 0)))
-        raise UserError(
+        raise DataError(
             f"{bad} voxel(s) have zero exposure time: check the images' exposure "
             "times (dials.show) before integrating"
         )
@@ -239,3 +282,65 @@ def correct(
     attrs["lorentz"] = bool(lorentz)
     attrs["space_group"] = str(space_group.info())
     return Table("hkl_table", columns, attrs)
+
+
+@dataclasses.dataclass
+class CorrectResult:
+    """What `do_correct` made: the corrected table and the corrections applied."""
+
+    table: object
+    corrections: list
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {"voxels": len(self.table), "corrections": self.corrections}
+
+
+def do_correct(table, experiment, params, background=None, name="the table"):
+    """Count rates to corrected intensities in the asymmetric unit (dials.diffuse.correct).
+
+    Parameters
+    ----------
+    table : Table
+        The integrated table of integrate (`INTEGRATED_COLUMNS`).
+    experiment : dxtbx Experiment
+        The refined experiment (single-panel detector).
+    params : PHIL extract with the parameters of `phil_scope`
+    background : BinnedBackground, optional
+        Count rate per pixel subtracted at each voxel's mean (phi, iy, ix).
+    name : str
+        The table's file name, for messages.
+
+    Returns
+    -------
+    CorrectResult
+    """
+    missing = set(INTEGRATED_COLUMNS) - set(table.columns)
+    if missing:
+        raise DataError(
+            f"{name}: not an integrated table (no {', '.join(sorted(missing))})"
+        )
+    if len(experiment.detector) != 1:
+        raise DataError("only single-panel detectors are supported")
+    corrections = [
+        correction
+        for correction in ("attenuation", "efficiency", "polarization")
+        if getattr(params, correction)
+    ]
+    corrected = correct(
+        table,
+        experiment,
+        corrections=corrections,
+        lorentz=params.lorentz,
+        p1=params.p1,
+        background=background,
+    )
+    logger.info(
+        "Corrected %d voxel observations (%s); %d asymmetric-unit voxels; "
+        "median intensity %.4g",
+        len(corrected),
+        ", ".join(["solid angle", *corrections]),
+        len(observations_per_voxel(corrected)),
+        float(np.median(corrected["intensity"])),
+    )
+    return CorrectResult(corrected, ["solid_angle", *corrections])

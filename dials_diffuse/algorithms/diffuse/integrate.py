@@ -13,14 +13,36 @@ observation index n = floor((phi - phi_first) / max_spread). Partials with
 the same (h, k, l, n) are summed.
 """
 
+import dataclasses
+import logging
+import time
+
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse import _kernels
+from dials_diffuse.algorithms.diffuse.sweep import check_exposure_times
 from dials_diffuse.images.source import read_reusing, thread_buffer
 from dials_diffuse.io.tables import Table
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 _OFFSET = 1 << 20
+
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of integrate (dials.diffuse.integrate and process include them).
+phil_scope = parse(
+    """
+subdivide = 1,1,1
+  .type = ints(size=3, value_min=1)
+  .help = "Voxels per reciprocal lattice unit along h, k and l."
+max_spread = 1.0
+  .type = float(value_min=0, allow_none=False)
+  .help = "Degrees of rotation beyond which observations of the same voxel"
+          "are kept apart (observation index n)."
+"""
+)
 
 
 class ChunkIntegrator:
@@ -118,10 +140,10 @@ def merge_partials(partials, subdivide, max_spread, integer_counts=True):
     h, k, l, n.
     """
     if max_spread <= 0:
-        raise UserError("max_spread must be positive (degrees)")
+        raise DataError("max_spread must be positive (degrees)")
     keys = np.concatenate([_pack(p["index"]) for p in partials] or [[]])
     if len(keys) == 0:
-        raise UserError("no unmasked pixel to integrate")
+        raise DataError("no unmasked pixel to integrate")
 
     def column(name, dtype=np.float64):
         return np.concatenate([np.asarray(p[name], dtype=dtype) for p in partials])
@@ -210,7 +232,7 @@ def integrate(
     Table `hkl_table` (see `merge_partials`).
     """
     if any(int(s) < 1 for s in subdivide):
-        raise UserError("subdivide must be at least 1 along h, k and l")
+        raise DataError("subdivide must be at least 1 along h, k and l")
     if seconds is None:
         seconds = sweep.source.exposure_times
     chunks = sweep.chunks(frames_per_chunk, frame_range)
@@ -223,3 +245,80 @@ def integrate(
     partials = list(sweep.map_chunks(pmap, integrator, chunks, "integrate"))
     integer_counts = np.dtype(sweep.source.dtype).kind in "iub"
     return merge_partials(partials, subdivide, max_spread, integer_counts)
+
+
+@dataclasses.dataclass
+class IntegrateResult:
+    """What `do_integrate` binned: the voxel table and the pixel-frames per second."""
+
+    table: Table
+    pixel_frames_per_second: float
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {
+            "voxels": len(self.table),
+            "pixels": int(self.table["pixels"].sum()),
+            "counts": float(self.table["counts"].sum()),
+            "pixel_frames_per_second": self.pixel_frames_per_second,
+        }
+
+
+def do_integrate(
+    sweep, params, pmap, mask_file=None, frame_range=None, frames_per_chunk=10
+):
+    """Bin every unmasked pixel of the sweep into reciprocal-space voxels.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    params : PHIL extract with the parameters of `phil_scope`
+        subdivide and max_spread (degrees).
+    pmap : ParallelMap
+    mask_file : MaskFile, optional
+        The peak mask (1 = excluded); None: only the detector mask applies.
+    frame_range : (int, int), optional
+        0-based half-open frames of the sweep's source; default all.
+    frames_per_chunk : int
+
+    Returns
+    -------
+    IntegrateResult
+    """
+    if params.subdivide is None:
+        raise DataError(
+            "subdivide is required: voxels per r.l.u., e.g. subdivide=2,2,2"
+        )
+    if mask_file is None:
+        logger.warning(
+            "No mask given: Bragg peaks are integrated with the diffuse signal"
+        )
+    frame_range = frame_range or (0, sweep.source.n_frames)
+    frames = np.arange(*frame_range)
+    seconds = check_exposure_times(sweep, frames)
+    n_pixels = len(frames) * int(np.prod(sweep.source.panel_shapes[0]))
+    start = time.perf_counter()
+    table = integrate(
+        sweep,
+        pmap,
+        subdivide=params.subdivide,
+        max_spread=params.max_spread,
+        mask_file=mask_file,
+        seconds=seconds,
+        frames_per_chunk=frames_per_chunk,
+        frame_range=frame_range,
+    )
+    elapsed = time.perf_counter() - start
+    logger.info(
+        "Integrated %d pixels (%d counts) of %d frames into %d voxel observations "
+        "in %.1f s (%.3g pixel-frames/s)",
+        int(table["pixels"].sum()),
+        int(table["counts"].sum()),
+        len(frames),
+        len(table),
+        elapsed,
+        n_pixels / elapsed,
+    )
+    if len(table) == 0:
+        raise DataError("no pixel left to integrate: is everything masked?")
+    return IntegrateResult(table, n_pixels / elapsed)

@@ -12,14 +12,36 @@ angles, space group P1), so that map viewers show the grid with the right
 proportions in r.l.u. (not in inverse Angstrom).
 """
 
+import dataclasses
+import logging
+
 import h5py
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse.algorithms.diffuse.correct import map_to_asu
 from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 MAX_GRID_POINTS = 400_000_000
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of map (dials.diffuse.map and process include them).
+phil_scope = parse(
+    """
+column = intensity
+  .type = str
+  .help = "The table column to map (intensity, intensity_error, count, ...)."
+limits = None
+  .type = floats(size=6)
+  .help = "hmin,hmax,kmin,kmax,lmin,lmax in reciprocal lattice units."
+          "Default: every symmetry mate of the table's voxels."
+symmetry = True
+  .type = bool
+  .help = "Fill the grid by symmetry from the asymmetric unit (Laue group)."
+"""
+)
 
 
 def _packed(integer):
@@ -33,13 +55,13 @@ def map_axes(limits, subdivide):
     for axis in range(3):
         low, high = limits[2 * axis], limits[2 * axis + 1]
         if low > high:
-            raise UserError(f"limits: the minimum {low} exceeds the maximum {high}")
+            raise DataError(f"limits: the minimum {low} exceeds the maximum {high}")
         first = int(np.ceil(low * subdivide[axis] - 1e-9))
         last = int(np.floor(high * subdivide[axis] + 1e-9))
         axes.append(np.arange(first, last + 1) / subdivide[axis])
     size = int(np.prod([len(a) for a in axes]))
     if size > MAX_GRID_POINTS:
-        raise UserError(f"the map would have {size} points: narrow the limits")
+        raise DataError(f"the map would have {size} points: narrow the limits")
     return axes
 
 
@@ -68,7 +90,7 @@ def grid_from_table(table, column, subdivide, space_group, limits, symmetry=True
         Expand by the Laue group; else look the grid points up directly.
     """
     if column not in table:
-        raise UserError(f"the table has no column '{column}'")
+        raise DataError(f"the table has no column '{column}'")
     subdivide = np.asarray(subdivide, dtype=np.int64)
     axes = map_axes(limits, subdivide)
     h, k, l = np.meshgrid(*axes, indexing="ij")  # noqa: E741 - Miller index names
@@ -137,3 +159,61 @@ def write_map_ccp4(path, axes, grid, subdivide, title):
         origin_shift_grid_units=origin,
         verbose=False,
     )
+
+
+@dataclasses.dataclass
+class MapResult:
+    """What `do_map` made: the grid, its h, k, l axes (r.l.u.), the column, subdivide."""
+
+    axes: list
+    grid: np.ndarray
+    column: str
+    subdivide: np.ndarray
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {
+            "shape": [len(a) for a in self.axes],
+            "filled_fraction": float(np.isfinite(self.grid).mean()),
+        }
+
+
+def do_map(table, space_group, params, name="the table"):
+    """A 3-D map of a voxel table over limits in r.l.u. (dials.diffuse.map).
+
+    Parameters
+    ----------
+    table : Table
+        A merged (or corrected) table, `hkl_table`, with its subdivide attribute.
+    space_group : cctbx space_group
+        Whose Laue group expands the asymmetric unit.
+    params : PHIL extract with the parameters of `phil_scope`
+    name : str
+        The table's file name, for messages.
+
+    Returns
+    -------
+    MapResult
+    """
+    subdivide = np.asarray(table.attrs.get("subdivide", (1, 1, 1)), dtype=np.int64)
+    frame = table.to_frame()
+    if params.column not in frame:
+        raise DataError(f"{name}: no column '{params.column}'")
+    hkl = frame[["h", "k", "l"]].to_numpy(np.float64)
+    limits = params.limits or default_limits(hkl, space_group)
+    axes, grid = grid_from_table(
+        frame, params.column, subdivide, space_group, limits, params.symmetry
+    )
+    logger.info(
+        "Map of %s: %s points (h %g..%g, k %g..%g, l %g..%g), %.1f%% filled",
+        params.column,
+        "x".join(str(len(a)) for a in axes),
+        axes[0][0],
+        axes[0][-1],
+        axes[1][0],
+        axes[1][-1],
+        axes[2][0],
+        axes[2][-1],
+        100 * float(np.isfinite(grid).mean()),
+    )
+    return MapResult(axes, grid, params.column, subdivide)

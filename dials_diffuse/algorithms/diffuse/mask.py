@@ -15,25 +15,43 @@ ellipsoid are kept (the Bragg peaks); hot pixels and the detector mask still
 apply (a hot pixel inside a Bragg ellipsoid would bias its intensity), the
 frame-by-frame peak pixels do not (they are the Bragg peaks).
 
-The mask file follows mdx2's convention, 1 = excluded (the opposite of a
-DIALS validity mask)::
-
-    /entry/mask          NXdata; signal = "mask", axes = ["phi", "iy", "ix"]
-      mask               (frames, rows, columns) uint8, 1 = excluded; chunked, gzip
-      phi, iy, ix, image_numbers
-      hot_pixels         (rows, columns) uint8, 1 = hot pixel
+The mask is written as mask.nxs (`dials_diffuse.io.mask_file`, mdx2's
+convention: 1 = excluded, the opposite of a DIALS validity mask).
 """
 
-import h5py
+import dataclasses
+import logging
+
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse import _kernels
-from dials_diffuse.images.hdf5_chunks import ChunkedDataset, deflate_chunks
+from dials_diffuse.images.hdf5_chunks import deflate_chunks
 from dials_diffuse.images.source import thread_buffer
-from dials_diffuse.io.tables import open_nexus_for_writing
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.io.mask_file import MaskWriter
 
-GROUP = "entry/mask"
+logger = logging.getLogger(__name__)
+
+#: The parameters of mask_peaks (dials.diffuse.mask_peaks and process include them).
+phil_scope = parse(
+    """
+sigma_cutoff = 3.0
+  .type = float(value_min=0, allow_none=False)
+  .help = "Size of the masked ellipsoid around each lattice point, in"
+          "standard deviations of the peak model (Mahalanobis distance)."
+bragg = False
+  .type = bool
+  .help = "Invert the ellipsoid mask: keep only the Bragg peaks (peak and hot"
+          "pixels are then not added; the detector mask still applies)."
+hot_pixels {
+  min_fraction = 0.5
+    .type = float(value_min=0, value_max=1, allow_none=False)
+    .help = "A pixel that is a peak-model outlier (above count_threshold far"
+            "from any lattice point) in at least this fraction of the frames"
+            "(and at least 2) is hot and masked in every frame."
+}
+"""
+)
 
 
 def allowed_lattice_points(crystal, s_max):
@@ -205,7 +223,8 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
     """Compute the mask chunk by chunk and stream it into a new mask.nxs at `path`.
 
     The work chunks are aligned with the dataset's HDF5 chunks
-    (frames_per_chunk frames), so the workers compress whole HDF5 chunks.
+    (frames_per_chunk frames), so the workers compress whole HDF5 chunks;
+    the file is `dials_diffuse.io.mask_file`'s.
 
     Returns
     -------
@@ -213,52 +232,25 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
         masked_fraction (overall), masked_fraction_per_image (list), frames.
     """
     first, stop = frame_range or (0, sweep.source.n_frames)
-    rows, columns = sweep.source.panel_shapes[0]
     n_frames = stop - first
     chunks = sweep.chunks(frames_per_chunk, (first, stop))
     per_frame = np.zeros(n_frames)
-    with open_nexus_for_writing(path) as handle:
-        handle.attrs["default"] = "entry"
-        handle["entry"].attrs["default"] = "mask"
-        group = handle.create_group(GROUP)
-        group.attrs["NX_class"] = "NXdata"
-        group.attrs["signal"] = "mask"
-        group.attrs["axes"] = np.array(["phi", "iy", "ix"], dtype=h5py.string_dtype())
-        for index, axis in enumerate(("phi", "iy", "ix")):
-            group.attrs[f"{axis}_indices"] = index
-        group.attrs["meaning"] = "1 = pixel excluded (peak, hot pixel or detector mask)"
-        group.attrs["sigma_cutoff"] = masker.sigma_cutoff
-        group.attrs["bragg"] = masker.bragg
-        frames = np.arange(first, stop)
-        group.create_dataset("phi", data=sweep.phi(frames))
-        group["phi"].attrs["units"] = "deg"
-        group.create_dataset("iy", data=np.arange(rows, dtype=np.int32))
-        group.create_dataset("ix", data=np.arange(columns, dtype=np.int32))
-        group.create_dataset("image_numbers", data=sweep.source.image_numbers[frames])
-        group.create_dataset(
-            "hot_pixels", data=masker.hot.astype(np.uint8), compression="gzip"
-        )
-        chunk_shape = (
-            min(frames_per_chunk, n_frames),
-            min(256, rows),
-            min(256, columns),
-        )
-        dataset = group.create_dataset(
-            "mask",
-            shape=(n_frames, rows, columns),
-            dtype=np.uint8,
-            chunks=chunk_shape,
-            compression="gzip",
-            compression_opts=1,
-            shuffle=False,
-        )
-        work = CompressedMaskChunk(masker, chunk_shape)
+    frames = np.arange(first, stop)
+    with MaskWriter(
+        path,
+        sweep.phi(frames),
+        sweep.source.image_numbers[frames],
+        sweep.source.panel_shapes[0],
+        masker.hot,
+        {"sigma_cutoff": masker.sigma_cutoff, "bragg": masker.bragg},
+        frames_per_chunk,
+    ) as writer:
+        work = CompressedMaskChunk(masker, writer.chunk_shape)
         for chunk, (fraction, stored) in zip(
             chunks, sweep.map_chunks(pmap, work, chunks, "mask_peaks")
         ):
             start = chunk.frames.start - first
-            for (_, row, column), raw in stored:
-                dataset.id.write_direct_chunk((start, row, column), raw)
+            writer.store(start, stored)
             per_frame[start : start + len(fraction)] = fraction
     return {
         "frames": n_frames,
@@ -267,56 +259,85 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
     }
 
 
-class MaskFile:
-    """Read a mask.nxs chunk by chunk, by 1-based image number."""
+@dataclasses.dataclass
+class MaskPeaksResult:
+    """What `do_mask_peaks` masked.
 
-    def __init__(self, path):
-        self.path = str(path)
-        try:
-            with h5py.File(self.path, "r") as handle:
-                group = handle[GROUP]
-                self.shape = group["mask"].shape
-                self.image_numbers = group["image_numbers"][()]
-        except (OSError, KeyError) as error:
-            raise UserError(
-                f"{path}: not a dials-diffuse mask (no readable /{GROUP}/mask)"
-            ) from error
-        self._data = ChunkedDataset(self.path, GROUP + "/mask")
+    Attributes
+    ----------
+    image_numbers : ndarray
+        The 1-based images of the mask.
+    masked_fraction_per_image : list of float
+    hot_pixels : int
+        Pixels masked in every frame as hot.
+    """
 
-    def __getstate__(self):
-        return {"path": self.path}
+    image_numbers: np.ndarray
+    masked_fraction_per_image: list
+    hot_pixels: int
 
-    def __setstate__(self, state):
-        self.__init__(state["path"])
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {
+            "frames": len(self.masked_fraction_per_image),
+            "masked_fraction": float(np.mean(self.masked_fraction_per_image)),
+            "masked_fraction_per_image": self.masked_fraction_per_image,
+            "hot_pixels": self.hot_pixels,
+        }
 
-    def check_covers(self, images, shape):
-        """UserError unless the mask has every image in `images` and this frame shape."""
-        if tuple(self.shape[1:]) != tuple(shape):
-            raise UserError(
-                f"{self.path}: mask frames are {self.shape[1:]}, the images {tuple(shape)}"
-            )
-        missing = np.setdiff1d(images, self.image_numbers)
-        if missing.size:
-            raise UserError(
-                f"{self.path}: has no mask for image(s) {', '.join(map(str, missing[:10]))}"
-            )
 
-    def read(self, images, out=None):
-        """Mask (len(images), rows, columns) uint8 of consecutive 1-based images.
+def do_mask_peaks(
+    sweep, peaks, model, path, params, pmap, frame_range=None, frames_per_chunk=10
+):
+    """Compute the peak mask of a sweep and stream it into a new mask.nxs at `path`.
 
-        Chunks are decoded outside h5py (threads read in parallel); `out`, a
-        C-contiguous uint8 array of that shape, is filled and returned.
-        """
-        start = int(np.searchsorted(self.image_numbers, images[0]))
-        try:
-            return self._data.read(
-                slice(start, start + len(images)),
-                slice(0, self.shape[1]),
-                slice(0, self.shape[2]),
-                out=out,
-            )
-        except (OSError, ValueError) as error:
-            raise UserError(
-                f"{self.path}: cannot read the mask of images {images[0]}-{images[-1]} "
-                f"({error})"
-            ) from None
+    Parameters
+    ----------
+    sweep : Sweep
+    peaks : Table
+        The peak pixels of find_peaks (image, iy, ix, outlier).
+    model : PeakModel
+    path : Path
+        Where to write the mask (the caller chooses the name; a program
+        gives a temporary one that it renames when complete).
+    params : PHIL extract with the parameters of `phil_scope`
+    pmap : ParallelMap
+    frame_range : (int, int), optional
+        0-based half-open frames of the sweep's source; default all.
+    frames_per_chunk : int
+
+    Returns
+    -------
+    MaskPeaksResult
+    """
+    first, stop = frame_range or (0, sweep.source.n_frames)
+    hot = hot_pixels(
+        peaks,
+        sweep.source.panel_shapes[0],
+        stop - first,
+        params.hot_pixels.min_fraction,
+    )
+    logger.info(
+        "%d peak pixels, %d hot pixels; masking ellipsoids at %g sigma%s",
+        len(peaks),
+        int(hot.sum()),
+        params.sigma_cutoff,
+        " (inverted: Bragg peaks kept)" if params.bragg else "",
+    )
+    masker = PeakMasker(
+        sweep, model, params.sigma_cutoff, peaks=peaks, hot=hot, bragg=params.bragg
+    )
+    summary = write_mask(
+        path,
+        sweep,
+        masker,
+        pmap,
+        frames_per_chunk=frames_per_chunk,
+        frame_range=(first, stop),
+    )
+    logger.info("Masked pixels: %.2f%%", 100 * summary["masked_fraction"])
+    return MaskPeaksResult(
+        sweep.source.image_numbers[first:stop],
+        summary["masked_fraction_per_image"],
+        int(hot.sum()),
+    )

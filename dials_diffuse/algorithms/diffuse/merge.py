@@ -20,10 +20,53 @@ shells of s = 1/d, is CC1/2 for the random splits (the map's precision) and
 the Friedel-pair correlation for ``friedel``.
 """
 
+import dataclasses
+import logging
+
 import numpy as np
 import pandas as pd
+from libtbx.phil import parse
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.algorithms.diffuse.scale import TERMS, ScaleModel
+from dials_diffuse.io.tables import Table
+from dials_diffuse.util.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of merge (dials.diffuse.merge and process include them).
+phil_scope = parse(
+    """
+outlier = None
+  .type = float(value_min=0)
+  .help = "Reject observations more than this many standard errors above the"
+          "voxel's mean, then merge again. None: keep all."
+split = *random_half weighted_random_half friedel none
+  .type = choice
+  .help = "Also merge two halves of each voxel's observations and report their"
+          "correlation: random_half (CC1/2), weighted_random_half (halves of"
+          "equal weight), friedel (Friedel mates), none."
+seed = 0
+  .type = int(allow_none=False)
+  .help = "Seed of the random halves (the split is reproducible)."
+shells = 10
+  .type = int(value_min=1, allow_none=False)
+  .help = "Resolution shells (equal numbers of voxels) for the correlation."
+apply {
+  scaling = True
+    .type = bool
+    .help = "Apply the scaling model's b(phi), if the scale.nxs has one."
+  offset = True
+    .type = bool
+    .help = "Apply the offset c(s, phi), if the scale.nxs has one."
+  detector = True
+    .type = bool
+    .help = "Apply the detector term d(ix, iy), if the scale.nxs has one."
+  absorption = True
+    .type = bool
+    .help = "Apply the absorption term a(ix, iy, phi), if the scale.nxs has one."
+}
+"""
+)
 
 KEYS = ["h", "k", "l"]
 
@@ -100,18 +143,18 @@ def split_halves(split, group, weight, observations, seed=0, space_group=None):
         return random_halves(group, np.random.default_rng(seed), weight)
     if split == "friedel":
         if "op" not in observations or space_group is None:
-            raise UserError(
+            raise DataError(
                 "split=friedel needs the op column and space group of a corrected table"
             )
         improper = improper_operators(space_group)
         op = observations["op"].to_numpy()
         if np.any((op < 0) | (op >= len(improper))):
-            raise UserError(
+            raise DataError(
                 f"op outside 0-{len(improper) - 1}: the table was not mapped with "
                 f"space group {space_group.info()}"
             )
         return ~improper[op]
-    raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
+    raise DataError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
 
 
 def merge_observations(
@@ -145,7 +188,7 @@ def merge_observations(
     intensity = observations["intensity"].to_numpy(np.float64)
     usable = np.isfinite(intensity) & np.isfinite(error) & (error > 0)
     if not np.any(usable):
-        raise UserError("no observation with a finite intensity and a positive error")
+        raise DataError("no observation with a finite intensity and a positive error")
     observations = observations[usable]
     intensity, error = intensity[usable], error[usable]
     keys = observations[KEYS].to_numpy(np.float64)
@@ -206,7 +249,7 @@ def cc_half(merged, shells=10):
     """
     both = merged.dropna(subset=["intensity_1", "intensity_2"])
     if len(both) < 3:
-        raise UserError("fewer than 3 voxels observed in both halves: no CC1/2")
+        raise DataError("fewer than 3 voxels observed in both halves: no CC1/2")
     overall = float(np.corrcoef(both["intensity_1"], both["intensity_2"])[0, 1])
     rows = []
     if "s" in both:
@@ -223,3 +266,162 @@ def cc_half(merged, shells=10):
             )
             rows.append((edges[number], edges[number + 1], len(part), value))
     return overall, pd.DataFrame(rows, columns=["s_low", "s_high", "voxels", "cc_half"])
+
+
+@dataclasses.dataclass
+class MergeResult:
+    """What `do_merge` merged.
+
+    Attributes
+    ----------
+    merged : DataFrame
+        One row per asymmetric-unit voxel (`merge_observations`).
+    attrs : dict
+        The corrected tables' subdivide and space_group, for the merged table.
+    observations : int
+        Observations merged.
+    split : str or None
+    overall : float or None
+        The halves' correlation (CC1/2, or CC Friedel for split=friedel).
+    shells : DataFrame
+        s_low, s_high, voxels, cc_half per resolution shell (empty without a split).
+    """
+
+    merged: pd.DataFrame
+    attrs: dict
+    observations: int
+    split: str = None
+    overall: float = None
+    shells: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(
+            columns=["s_low", "s_high", "voxels", "cc_half"]
+        )
+    )
+
+    def tables(self):
+        """The merged table (`hkl_table`) and, with a split, the shells (`cc_half`)."""
+        tables = [Table.from_frame("hkl_table", self.merged, self.attrs)]
+        if self.split:
+            tables.append(
+                Table.from_frame(
+                    "cc_half",
+                    self.shells,
+                    {"overall": self.overall, "split": self.split},
+                )
+            )
+        return tables
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        summary = {
+            "observations": self.observations,
+            "voxels": len(self.merged),
+            "rejected_outliers": self.merged.attrs["rejected_outliers"],
+        }
+        if self.split:
+            key = "cc_friedel" if self.split == "friedel" else "cc_half"
+            summary[key] = self.overall
+        return summary
+
+
+def _scaled(table, model, which, name, model_name):
+    """A corrected table (pandas) with the terms `which` of a scaling model applied."""
+    frame = table.to_frame()
+    missing = {"h", "k", "l", "intensity", "intensity_error"} - set(frame)
+    if missing:
+        raise DataError(
+            f"{name}: not a corrected table (no {', '.join(sorted(missing))})"
+        )
+    if model is None:
+        return frame
+    model = ScaleModel({t: term for t, term in model.terms.items() if t in which})
+    absent = model.missing_columns(frame)
+    if absent:
+        raise DataError(
+            f"{name}: no {', '.join(absent)} column for the model of {model_name}"
+        )
+    frame["intensity"], frame["intensity_error"] = model.apply(frame)
+    logger.info(
+        "Applied %s of %s to %s", ", ".join(model.terms) or "no term", model_name, name
+    )
+    return frame
+
+
+def do_merge(tables, params, models=None, names=None, model_names=None):
+    """Merge corrected observations of one or more tables (dials.diffuse.merge).
+
+    Parameters
+    ----------
+    tables : list of Table
+        Corrected tables (`hkl_table` of correct), e.g. one per sweep.
+    params : PHIL extract with the parameters of `phil_scope`
+    models : list of ScaleModel, optional
+        One scaling model per table (from scale), applied (the terms that
+        `params.apply` selects) before merging.
+    names, model_names : list of str, optional
+        The tables' and models' file names, for messages and the log.
+
+    Returns
+    -------
+    MergeResult
+    """
+    names = names or [f"table {number}" for number in range(1, len(tables) + 1)]
+    model_names = model_names or [f"model {n}" for n in range(1, len(tables) + 1)]
+    if models and len(models) != len(tables):
+        raise DataError(
+            f"{len(models)} scaling model(s) for {len(tables)} table(s): give one "
+            "scale.nxs per corrected.nxs, in the same order, or none"
+        )
+    which = [name for name in TERMS if getattr(params.apply, name)]
+    frames = []
+    attrs = {}
+    space_groups = set()
+    for number, table in enumerate(tables):
+        model = models[number] if models else None
+        frames.append(_scaled(table, model, which, names[number], model_names[number]))
+        attrs = attrs or {
+            key: table.attrs[key]
+            for key in ("subdivide", "space_group")
+            if key in table.attrs
+        }
+        space_groups.add(table.attrs.get("space_group"))
+    observations = pd.concat(frames, ignore_index=True)
+    split = None if params.split == "none" else params.split
+    space_group = None
+    if split == "friedel":
+        if len(space_groups) != 1 or None in space_groups:
+            raise DataError(
+                "split=friedel needs tables mapped with one space group (their "
+                f"space_group attributes: {sorted(map(str, space_groups))})"
+            )
+        from cctbx import sgtbx
+
+        space_group = sgtbx.space_group_info(space_groups.pop()).group()
+    merged = merge_observations(
+        observations,
+        outlier=params.outlier,
+        split=split,
+        seed=params.seed,
+        space_group=space_group,
+    )
+    logger.info(
+        "Merged %d observations into %d asymmetric-unit voxels (%d outliers rejected)",
+        len(observations),
+        len(merged),
+        merged.attrs["rejected_outliers"],
+    )
+    result = MergeResult(merged, attrs, len(observations), split)
+    if split:
+        statistic = "CC(Friedel)" if split == "friedel" else "CC1/2"
+        result.overall, result.shells = cc_half(merged, params.shells)
+        logger.info("%s = %.4f overall (split=%s)", statistic, result.overall, split)
+        for row in result.shells.itertuples(index=False):
+            logger.info(
+                "  s %.3f-%.3f 1/A: %6d voxels, %s %.4f",
+                row.s_low,
+                row.s_high,
+                row.voxels,
+                statistic,
+                row.cc_half,
+            )
+    return result

@@ -11,13 +11,31 @@ refitted once to the rest (mdx2 does the same single clipping round).
 
 import dataclasses
 import functools
+import logging
 
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse import _kernels
 from dials_diffuse.images.source import read_reusing
 from dials_diffuse.io.tables import Table
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: The parameters of find_peaks (dials.diffuse.find_peaks and process include them).
+phil_scope = parse(
+    """
+count_threshold = None
+  .type = float
+  .help = "Pixels with counts above this value are peak pixels (required)."
+sigma_cutoff = 3.0
+  .type = float(value_min=0, allow_none=False)
+  .help = "Outlier rejection in the peak-model fit: peak pixels farther"
+          "than this many standard deviations (Mahalanobis distance) from the"
+          "model's centre are outliers."
+"""
+)
 
 
 @dataclasses.dataclass
@@ -59,7 +77,7 @@ class PeakModel:
         """Maximum-likelihood Gaussian (mean, covariance with 1/n) of offsets (n, 3)."""
         offsets = np.asarray(offsets, dtype=np.float64)
         if len(offsets) < 4:
-            raise UserError(
+            raise DataError(
                 f"only {len(offsets)} peak pixels: too few to fit a peak model "
                 "(lower count_threshold)"
             )
@@ -67,7 +85,7 @@ class PeakModel:
         deviations = offsets - centre
         covariance = deviations.T @ deviations / len(offsets)
         if np.linalg.matrix_rank(covariance) < 3:
-            raise UserError(
+            raise DataError(
                 "the peak pixels' Miller-index offsets are degenerate (a flat "
                 "peak model): lower count_threshold or check the geometry"
             )
@@ -216,3 +234,103 @@ def peaks_to_reflections(peaks, experiment, outlier):
     if identifiers and identifiers[0]:
         table.experiment_identifiers()[0] = identifiers[0]
     return table
+
+
+@dataclasses.dataclass
+class FindPeaksResult:
+    """What `do_find_peaks` found.
+
+    Attributes
+    ----------
+    peaks : Table
+        `peaks`: frame, image, phi, iy, ix, counts, h, k, l and outlier (1 for
+        the pixels the model fit rejected).
+    model : PeakModel
+    offsets : ndarray (n, 3)
+        Each peak pixel's Miller-index offset from the nearest lattice point.
+    sigma_cutoff : float
+        The fit's outlier cutoff (standard deviations).
+    """
+
+    peaks: Table
+    model: PeakModel
+    offsets: np.ndarray
+    sigma_cutoff: float
+
+    @property
+    def outlier(self):
+        """Peak pixels the model fit rejected (bool, n)."""
+        return self.peaks["outlier"].astype(bool)
+
+    def model_table(self):
+        """The model as a table (`peak_model`), with the fit's counts."""
+        n_outliers = int(self.outlier.sum())
+        return self.model.to_table(
+            self.sigma_cutoff, len(self.peaks) - n_outliers, n_outliers
+        )
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {
+            "peak_pixels": len(self.peaks),
+            "outliers": int(self.outlier.sum()),
+            "model_centre": self.model.centre,
+            "model_covariance": self.model.covariance,
+            "model_sigmas": self.model.semi_axes()[0],
+        }
+
+
+def do_find_peaks(sweep, params, pmap, frame_range=None, frames_per_chunk=10):
+    """Peak pixels above the count threshold and the Gaussian peak model fitted to them.
+
+    Parameters
+    ----------
+    sweep : Sweep
+    params : PHIL extract with the parameters of `phil_scope`
+        count_threshold (counts, required) and sigma_cutoff.
+    pmap : ParallelMap
+        Runs the chunks.
+    frame_range : (int, int), optional
+        0-based half-open frames of the sweep's source; default all.
+    frames_per_chunk : int
+
+    Returns
+    -------
+    FindPeaksResult
+    """
+    if params.count_threshold is None:
+        raise DataError("count_threshold is required, e.g. count_threshold=20")
+    frame_range = frame_range or (0, sweep.source.n_frames)
+    peaks = find_peaks(
+        sweep,
+        params.count_threshold,
+        pmap,
+        frames_per_chunk=frames_per_chunk,
+        frame_range=frame_range,
+    )
+    logger.info(
+        "Found %d peak pixels above %g counts in %d frames",
+        len(peaks),
+        params.count_threshold,
+        frame_range[1] - frame_range[0],
+    )
+    if len(peaks) == 0:
+        raise DataError(
+            f"no pixel above count_threshold={params.count_threshold:g}: lower it"
+        )
+    hkl = np.stack([peaks["h"], peaks["k"], peaks["l"]], axis=1)
+    offsets = hkl - np.round(hkl)
+    model, outlier = fit_peak_model(offsets, params.sigma_cutoff)
+    peaks.columns["outlier"] = outlier.astype(np.uint8)
+    logger.info(
+        "Peak model from %d pixels (%d outliers beyond %g sigma): centre %s r.l.u.",
+        len(peaks) - int(outlier.sum()),
+        int(outlier.sum()),
+        params.sigma_cutoff,
+        np.array2string(model.centre, precision=4),
+    )
+    logger.info(
+        "Standard deviations along the principal axes: %s r.l.u.",
+        np.array2string(model.semi_axes()[0], precision=4),
+    )
+    return FindPeaksResult(peaks, model, offsets, params.sigma_cutoff)

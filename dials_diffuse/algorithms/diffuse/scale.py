@@ -58,11 +58,11 @@ import functools
 import logging
 
 import numpy as np
+from libtbx.phil import parse
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
-from dials_diffuse.io.tables import Table, load_table, table_names
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ TERMS = {
     "detector": ("detector_model", ("ix", "iy"), "scale"),
     "absorption": ("absorption_model", ("ix", "iy", "phi"), "scale"),
 }
-MODEL_TABLES = {table: name for name, (table, _, _) in TERMS.items()}
 #: The value of an absent term.
 NEUTRAL = {"absorption": 1.0, "scaling": 1.0, "offset": 0.0, "detector": 1.0}
 
@@ -123,7 +122,7 @@ class GridTerm:
         """Sparse interpolation matrix (observations x nodes), multilinear."""
         for name, x in zip(self.axes, coordinates):
             if not np.all(np.isfinite(x)):
-                raise UserError(
+                raise DataError(
                     f"the {self.name} term needs finite {name} values: "
                     f"{np.count_nonzero(~np.isfinite(x))} are not"
                 )
@@ -147,24 +146,6 @@ class GridTerm:
     def at(self, frame):
         """The term at every row of a table (pandas) with the coordinate columns."""
         return self(*(frame[c].to_numpy(np.float64) for c in self.coordinates))
-
-    def to_table(self, attrs=None):
-        """Table `<name>_model`: one row per node, coordinate columns then the value."""
-        table_name, _, value_column = TERMS[self.name]
-        mesh = np.meshgrid(*self.axes.values(), indexing="ij")
-        columns = {c: m.ravel() for c, m in zip(self.coordinates, mesh)}
-        columns[value_column] = self.values.ravel()
-        return Table(table_name, columns, {"shape": self.shape, **(attrs or {})})
-
-    @classmethod
-    def from_table(cls, table):
-        """The term stored by `to_table` (also the older b(phi)-only scale.nxs)."""
-        name = MODEL_TABLES[table.name]
-        _, coordinates, value_column = TERMS[name]
-        axes = {c: np.unique(np.asarray(table[c], np.float64)) for c in coordinates}
-        shape = tuple(len(axis) for axis in axes.values())
-        values = np.asarray(table[value_column], np.float64).reshape(shape)
-        return cls(name, axes, values)
 
 
 def _axis_nodes(values, step=None, count=None, whole=True):
@@ -216,22 +197,135 @@ def laplacian_restraint(shape, axes):
     )
 
 
-# --- settings (mdx2 1.0.5's defaults) ---------------------------------------------
+# --- parameters (mdx2 1.0.5's defaults) ------------------------------------------
+
+_stage_phil = """
+  cycles = {cycles}
+    .type = int(value_min=1, allow_none=False)
+    .help = "At most this many alternations of merging and refining the term."
+  tolerance = {tolerance}
+    .type = float(value_min=0, allow_none=False)
+    .help = "Stop when the reduced chi-square improves by less than this."
+  outlier = {outlier}
+    .type = float(value_min=0, allow_none=False)
+    .help = "After refining, reject observations more than this many standard"
+            "errors above the model."
+"""
+
+#: The parameters of every term (the one source of their defaults): programs
+#: include this scope; `ScalingSettings` etc. are made from it.
+phil_str = (
+    """
+scaling {
+  enable = True
+    .type = bool
+    .help = "Refine b(phi), a scale against rotation angle."
+  phi_step = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Degrees between the nodes of b(phi)."
+  smoothness = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Weight of the curvature restraint along phi, relative to the data"
+            "(0: none)."
+"""
+    + _stage_phil.format(cycles=10, tolerance=1e-4, outlier=10.0)
+    + """
+}
+offset {
+  enable = False
+    .type = bool
+    .help = "Refine c(s, phi), an additive offset against resolution and angle"
+            "(with b, the two are first refined together)."
+  phi_step = 2.5
+    .type = float(value_min=0, allow_none=False)
+    .help = "Degrees between the nodes of c along phi."
+  s_nodes = 31
+    .type = int(value_min=1, allow_none=False)
+    .help = "Nodes of c along s = 1/d, from the smallest to the largest s."
+  smoothness_s = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Weight of the curvature restraint along s."
+  smoothness_phi = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Weight of the curvature restraint along phi."
+  ridge = 0.001
+    .type = float(value_min=0, allow_none=False)
+    .help = "Weight pulling the nodes towards 0 (relative to the largest"
+            "diagonal element of the normal matrix)."
+  minimum = 0.0
+    .type = float
+    .help = "The offset's smallest value over phi at each s (the data fix c"
+            "only up to a function of s, merged away). None: leave it free."
+"""
+    + _stage_phil.format(cycles=5, tolerance=1e-3, outlier=5.0)
+    + """
+}
+detector {
+  enable = False
+    .type = bool
+    .help = "Refine d(ix, iy), a smooth gain across the detector face."
+  x_nodes = 200
+    .type = int(value_min=1, allow_none=False)
+    .help = "Nodes of d across the detector's fast axis (ix)."
+  y_nodes = 200
+    .type = int(value_min=1, allow_none=False)
+    .help = "Nodes of d across the detector's slow axis (iy)."
+  smoothness = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Weight of the neighbour (Laplacian) restraint across the detector."
+"""
+    + _stage_phil.format(cycles=5, tolerance=1e-3, outlier=5.0)
+    + """
+}
+absorption {
+  enable = False
+    .type = bool
+    .help = "Refine a(ix, iy, phi), a scale against detector position and angle."
+  phi_step = 5.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Degrees between the nodes of a along phi."
+  x_nodes = 20
+    .type = int(value_min=1, allow_none=False)
+    .help = "Nodes of a across the detector's fast axis (ix)."
+  y_nodes = 20
+    .type = int(value_min=1, allow_none=False)
+    .help = "Nodes of a across the detector's slow axis (iy)."
+  smoothness_xy = 10.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Weight of the neighbour (Laplacian) restraint across the detector."
+  smoothness_phi = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "Weight of the curvature restraint along phi."
+"""
+    + _stage_phil.format(cycles=5, tolerance=1e-4, outlier=5.0)
+    + """
+}
+"""
+)
+phil_scope = parse(phil_str)
 
 
-@dataclasses.dataclass
-class ScalingSettings:
-    """b(phi): nodes every `phi_step` degrees, curvature weight `smoothness`."""
+def _settings_class(name, doc):
+    """A dataclass of one term's settings: the fields and defaults of its PHIL scope."""
+    (scope,) = phil_scope.get(name).objects
+    defaults = getattr(phil_scope.extract(), name)
+    fields = [
+        (obj.name, object, dataclasses.field(default=getattr(defaults, obj.name)))
+        for obj in scope.objects
+        if obj.name != "enable"
+    ]
+    return dataclasses.make_dataclass(
+        f"{name.capitalize()}Settings", fields, namespace={"__doc__": doc}
+    )
 
-    phi_step: float = 1.0
-    smoothness: float = 1.0
-    cycles: int = 10
-    tolerance: float = 1e-4
-    outlier: float = 10.0
 
-
-@dataclasses.dataclass
-class OffsetSettings:
+# Settings for Python callers of `refine_scale_model` (a program passes its
+# PHIL scopes, which have the same attributes).
+ScalingSettings = _settings_class(
+    "scaling", "b(phi): nodes every `phi_step` degrees, curvature weight `smoothness`."
+)
+OffsetSettings = _settings_class(
+    "offset",
     """c(s, phi): `s_nodes` nodes in s, every `phi_step` degrees in phi.
 
     `ridge` pulls nodes towards 0 (weight relative to the largest diagonal
@@ -239,51 +333,22 @@ class OffsetSettings:
     any f(s)): after each fit the offset is shifted by such a term so that
     at every s its smallest node equals `minimum` (mdx2's ``offset.min``,
     a non-negative background; None: no shift).
-    """
-
-    phi_step: float = 2.5
-    s_nodes: int = 31
-    smoothness_s: float = 1.0
-    smoothness_phi: float = 1.0
-    ridge: float = 0.001
-    minimum: float = 0.0
-    cycles: int = 5
-    tolerance: float = 1e-3
-    outlier: float = 5.0
+    """,
+)
+DetectorSettings = _settings_class(
+    "detector", "d(ix, iy): `x_nodes` x `y_nodes` nodes over the detector face."
+)
+AbsorptionSettings = _settings_class(
+    "absorption",
+    "a(ix, iy, phi): `x_nodes` x `y_nodes` nodes, every `phi_step` degrees.",
+)
 
 
-@dataclasses.dataclass
-class DetectorSettings:
-    """d(ix, iy): `x_nodes` x `y_nodes` nodes over the detector face."""
-
-    x_nodes: int = 200
-    y_nodes: int = 200
-    smoothness: float = 1.0
-    cycles: int = 5
-    tolerance: float = 1e-3
-    outlier: float = 5.0
-
-
-@dataclasses.dataclass
-class AbsorptionSettings:
-    """a(ix, iy, phi): `x_nodes` x `y_nodes` nodes, every `phi_step` degrees."""
-
-    phi_step: float = 5.0
-    x_nodes: int = 20
-    y_nodes: int = 20
-    smoothness_xy: float = 10.0
-    smoothness_phi: float = 1.0
-    cycles: int = 5
-    tolerance: float = 1e-4
-    outlier: float = 5.0
-
-
-SETTINGS = {
-    "scaling": ScalingSettings,
-    "offset": OffsetSettings,
-    "detector": DetectorSettings,
-    "absorption": AbsorptionSettings,
-}
+def enabled_terms(params):
+    """{term name: its settings} of the terms a PHIL extract enables, in `TERMS` order."""
+    return {
+        name: getattr(params, name) for name in TERMS if getattr(params, name).enable
+    }
 
 
 def _new_term(name, settings, observations):
@@ -354,29 +419,6 @@ class ScaleModel:
         """Coordinate columns the terms need that the table lacks."""
         needed = {c for term in self.terms.values() for c in term.coordinates}
         return sorted(needed - set(frame))
-
-    def to_tables(self, attrs=None):
-        """One table per term (`GridTerm.to_table`), for `write_tables`."""
-        return [term.to_table(attrs) for term in self.terms.values()]
-
-    @classmethod
-    def from_file(cls, path, which=None):
-        """The terms stored in a scale.nxs (only those named in `which`, if given)."""
-        terms = {}
-        for table_name in table_names(path):
-            name = MODEL_TABLES.get(table_name)
-            if name and (which is None or name in which):
-                terms[name] = GridTerm.from_table(
-                    load_table(path, table_name, finite=True)
-                )
-        if not terms and which is None:
-            raise UserError(f"{path}: no scaling model (/entry/*_model) in it")
-        return cls(terms)
-
-
-def is_model_file(path):
-    """True if the file holds at least one model table."""
-    return any(name in MODEL_TABLES for name in table_names(path))
 
 
 # --- refinement -------------------------------------------------------------------
@@ -564,7 +606,7 @@ class _Refinement:
             np.mean(np.broadcast_to(self.value(name), self.use.shape)[self.use])
         )
         if not mean > 0:
-            raise UserError(
+            raise DataError(
                 f"the {name} term refined to a non-positive mean: the data do not "
                 "constrain it (fewer nodes or more smoothness)"
             )
@@ -610,7 +652,7 @@ def refine_scale_model(observations, settings, progress=None):
     """
     unknown = set(settings) - set(TERMS)
     if unknown or not settings:
-        raise UserError(
+        raise DataError(
             f"choose terms among {', '.join(TERMS)} (got {sorted(settings) or 'none'})"
         )
     needed = {"h", "k", "l", "intensity", "intensity_error"}
@@ -618,12 +660,12 @@ def refine_scale_model(observations, settings, progress=None):
         needed |= set(TERMS[name][1])
     missing = needed - set(observations)
     if missing:
-        raise UserError(f"the table has no {', '.join(sorted(missing))} column")
+        raise DataError(f"the table has no {', '.join(sorted(missing))} column")
     coordinates = {c for name in settings for c in TERMS[name][1]}
     for column in sorted(coordinates):
         bad = np.count_nonzero(~np.isfinite(observations[column].to_numpy(float)))
         if bad:
-            raise UserError(f"{bad} observation(s) with a non-finite {column}")
+            raise DataError(f"{bad} observation(s) with a non-finite {column}")
     if "batch" in observations:
         batch = observations["batch"].to_numpy().astype(np.int64)
     else:
@@ -631,7 +673,7 @@ def refine_scale_model(observations, settings, progress=None):
     n_batches = int(batch.max()) + 1 if len(batch) else 1
     refinement = _Refinement(observations, batch)
     if refinement.use.sum() < 10:
-        raise UserError(
+        raise DataError(
             "fewer than 10 redundant observations: nothing to scale against"
         )
     for name in (name for name in TERMS if name in settings):
@@ -640,7 +682,7 @@ def refine_scale_model(observations, settings, progress=None):
             if number is not None:
                 rows &= batch == number
             if not rows.any():
-                raise UserError(f"batch {number} has no redundant observation to scale")
+                raise DataError(f"batch {number} has no redundant observation to scale")
             refinement.terms[(name, number)] = _new_term(
                 name, settings[name], observations[rows]
             )
@@ -693,6 +735,109 @@ def refine_phi_scale(observations, phi_step=1.0, smoothness=1.0, cycles=10):
     """
     models, history = refine_scale_model(
         observations,
-        {"scaling": ScalingSettings(phi_step, smoothness, cycles, tolerance=-np.inf)},
+        {
+            "scaling": ScalingSettings(
+                phi_step=phi_step,
+                smoothness=smoothness,
+                cycles=cycles,
+                tolerance=-np.inf,
+            )
+        },
     )
     return models[0].terms["scaling"], [entry["chi_square"] for entry in history]
+
+
+# --- the step ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ScaleResult:
+    """What `do_scale` refined.
+
+    Attributes
+    ----------
+    models : list of ScaleModel
+        One per corrected table, in the order given.
+    history : list of dict
+        stage, cycle, chi_square (and outliers after each stage), as
+        `refine_scale_model` returns it.
+    """
+
+    models: list
+    history: list
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {
+            "terms": list(self.models[0].terms),
+            "nodes": {
+                name: list(term.shape) for name, term in self.models[0].terms.items()
+            },
+            "chi_square": [entry["chi_square"] for entry in self.history],
+            "outliers": sum(entry.get("outliers", 0) for entry in self.history),
+        }
+
+
+def do_scale(tables, params, names=None):
+    """Refine the scaling model of one or more corrected tables (dials.diffuse.scale).
+
+    Parameters
+    ----------
+    tables : list of DataFrame
+        Corrected tables (one per sweep, as `load_table(...).to_frame()`):
+        h, k, l, intensity, intensity_error and the coordinates of the
+        enabled terms. Several are scaled together (mdx2's batches).
+    params : PHIL extract of `phil_scope`
+        The terms (`scaling`, `offset`, `detector`, `absorption`), each
+        with `enable` and its settings.
+    names : list of str, optional
+        The tables' file names, for messages and the log.
+
+    Returns
+    -------
+    ScaleResult
+    """
+    import pandas as pd
+
+    names = names or [f"table {number}" for number in range(1, len(tables) + 1)]
+    settings = enabled_terms(params)
+    if not settings:
+        raise DataError(
+            "no term enabled: set at least one of scaling.enable, offset.enable, "
+            "detector.enable, absorption.enable"
+        )
+    needed = {"h", "k", "l", "intensity", "intensity_error"}
+    for name in settings:
+        needed |= set(TERMS[name][1])
+    frames = []
+    for number, (name, table) in enumerate(zip(names, tables)):
+        missing = needed - set(table)
+        if missing:
+            raise DataError(
+                f"{name}: not a corrected table (no {', '.join(sorted(missing))})"
+            )
+        frames.append(table[sorted(needed)].assign(batch=number))
+    models, history = refine_scale_model(
+        pd.concat(frames, ignore_index=True),
+        settings,
+        progress=lambda stage: logger.info("Refining %s", stage),
+    )
+    for entry in history:
+        logger.info(
+            "  %-15s cycle %2d: reduced chi-square %.4f%s",
+            entry["stage"],
+            entry["cycle"],
+            entry["chi_square"],
+            f"; {entry['outliers']} outliers rejected" if "outliers" in entry else "",
+        )
+    for name, model in zip(names, models):
+        for term_name, term in model.terms.items():
+            logger.info(
+                "%s: %s term on %s nodes, %.4g to %.4g",
+                name,
+                term_name,
+                " x ".join(str(n) for n in term.shape),
+                term.values.min(),
+                term.values.max(),
+            )
+    return ScaleResult(models, history)

@@ -16,12 +16,14 @@ import functools
 import logging
 import threading
 
+import dxtbx.model  # noqa: F401  (its converters unpickle the experiment: Dask workers)
 import numpy as np
 
 from dials_diffuse import geometry
 from dials_diffuse.images.imageset import ImagesetSource
-from dials_diffuse.images.nexus_data import NexusDataSource
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.images.source import frame_range
+from dials_diffuse.io.image_series import NexusDataSource
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -136,19 +138,9 @@ class Sweep:
         )
 
     def frame_range(self, image_range=None):
-        """0-based half-open frame range of the source for a 1-based image_range."""
-        numbers = self.source.image_numbers
-        if image_range is None:
-            return 0, len(numbers)
-        first, last = image_range
-        if first > last or first < numbers[0] or last > numbers[-1]:
-            raise UserError(
-                f"image_range={first},{last} is outside the images "
-                f"{numbers[0]}-{numbers[-1]} of the data"
-            )
-        return int(np.searchsorted(numbers, first)), int(
-            np.searchsorted(numbers, last) + 1
-        )
+        """0-based half-open frame range of the source for a DIALS image_range
+        (image numbers of the sequence: `dials_diffuse.images.source.frame_range`)."""
+        return frame_range(self.source.image_numbers, image_range)
 
     def chunks(self, frames_per_chunk, frame_range=None):
         """Chunks of whole frames (all rows and columns) of panel 0."""
@@ -182,7 +174,7 @@ def check_exposure_times(sweep, frames):
     records the exposure time of the first image and zeros for the rest:
     that pattern is recognised, reported and filled with the first value (as
     mdx2 does). Any other zero or unknown exposure time among `frames` is a
-    UserError naming the images.
+    DataError naming the images.
     """
     seconds = np.array(sweep.source.exposure_times, dtype=np.float64)
     if len(seconds) > 1 and seconds[0] > 0 and not np.any(seconds[1:]):
@@ -197,7 +189,7 @@ def check_exposure_times(sweep, frames):
         images = sweep.source.image_numbers[frames][bad]
         listed = ", ".join(str(n) for n in images[:10])
         more = f" and {images.size - 10} more" if images.size > 10 else ""
-        raise UserError(
+        raise DataError(
             f"image(s) {listed}{more} have a zero or unknown exposure time: "
             "count rates would divide by zero"
         )
@@ -214,7 +206,7 @@ def readable_imageset(inputs, experiment):
     from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
 
     if experiment.imageset is None:
-        raise UserError("the experiment has no images: give data.nxs or the images")
+        raise DataError("the experiment has no images: give data.nxs or the images")
     for path in inputs.files:
         if path.suffix.lower() in EXPERIMENT_SUFFIXES:
             return load_experiments(path, check_format=True)[0].imageset
@@ -232,20 +224,20 @@ def load_sweep(inputs, data_file=None):
     """
     experiments = inputs.experiments
     if len(experiments) == 0:
-        raise UserError("no experiment given: name a refined .expt file")
+        raise DataError("no experiment given: name a refined .expt file")
     if len(experiments) > 1:
-        raise UserError(
+        raise DataError(
             f"the input holds {len(experiments)} experiments: give one sweep "
             "(dials.split_experiments makes one file per experiment)"
         )
     experiment = experiments[0]
     for model in ("crystal", "scan", "goniometer", "detector", "beam"):
         if getattr(experiment, model) is None:
-            raise UserError(
+            raise DataError(
                 f"the experiment has no {model} model: give a refined rotation sweep"
             )
     if len(experiment.detector) != 1:
-        raise UserError(
+        raise DataError(
             f"the detector has {len(experiment.detector)} panels: only "
             "single-panel detectors are supported (as mdx2)"
         )
@@ -253,14 +245,14 @@ def load_sweep(inputs, data_file=None):
         source = NexusDataSource(data_file)
         expected = tuple(reversed(experiment.detector[0].get_image_size()))
         if tuple(source.panel_shapes[0]) != expected:
-            raise UserError(
+            raise DataError(
                 f"{data_file}: images are {source.panel_shapes[0]} pixels, "
                 f"the experiment's detector {expected}"
             )
         first, last = experiment.scan.get_image_range()
         numbers = source.image_numbers
         if numbers[0] < first or numbers[-1] > last:
-            raise UserError(
+            raise DataError(
                 f"{data_file}: images {numbers[0]}-{numbers[-1]} are outside the "
                 f"experiment's scan {first}-{last}"
             )
@@ -272,7 +264,7 @@ def load_sweep(inputs, data_file=None):
 def nexus_input(inputs, group):
     """The input file among our .nxs files that holds /entry/<group>, or None.
 
-    More than one such file is a UserError.
+    More than one such file is a DataError.
     """
     import h5py
 
@@ -282,7 +274,7 @@ def nexus_input(inputs, group):
             if f"entry/{group}" in handle:
                 found.append(path)
     if len(found) > 1:
-        raise UserError(f"two files hold /entry/{group}: {found[0]} and {found[1]}")
+        raise DataError(f"two files hold /entry/{group}: {found[0]} and {found[1]}")
     return found[0] if found else None
 
 
@@ -290,10 +282,11 @@ def nexus_input(inputs, group):
 sweep_phil = """
 image_range = None
   .type = ints(size=2, value_min=1)
-  .help = "First and last image to process, 1-based and inclusive (the seed's"
-          "dials.slice_sequence step). Default: all images of the data."
+  .help = "First and last image to process, inclusive, numbered as DIALS"
+          "numbers the sequence's images (as dials.import and"
+          "dials.slice_sequence image_range=). Default: all images of the data."
 frames_per_chunk = 10
-  .type = int(value_min=1)
+  .type = int(value_min=1, allow_none=False)
   .help = "Frames per chunk of work: memory grows with it (about 30 bytes per"
           "pixel-frame), parallel work is spread over chunks."
 """

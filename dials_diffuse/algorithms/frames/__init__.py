@@ -1,1 +1,1 @@
-"""Per-frame intensity statistics of long image series (seed 004)."""
+"""Per-frame intensity statistics of long image series."""

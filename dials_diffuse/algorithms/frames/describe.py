@@ -6,7 +6,7 @@ ROWS = ("count", "mean", "std", "CV%", "min", "25%", "50%", "75%", "max")
 
 
 def describe_series(columns):
-    """A statistics table like the seed's: one column per series.
+    """A statistics table like the 2018 Eiger summing tool's: one column per series.
 
     Parameters
     ----------

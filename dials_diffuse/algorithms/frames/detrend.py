@@ -2,12 +2,12 @@
 
 The detrended series keeps the raw mean (the trend is removed, then the mean
 of the series added back), so both columns of the statistics table share a
-scale, as in the seed tool (scipy.signal.detrend plus the mean).
+scale, as in the 2018 Eiger summing tool (scipy.signal.detrend plus the mean).
 """
 
 import numpy as np
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 METHODS = ("linear", "polynomial", "moving_window", "none")
 
@@ -36,7 +36,7 @@ def fit_trend(values, method="linear", order=2, window=101):
     values = np.asarray(values, dtype=float)
     n = values.size
     if n == 0:
-        raise UserError("no frames to detrend")
+        raise DataError("no frames to detrend")
     x = np.arange(n, dtype=float)
     if method == "none" or n == 1:
         return np.full(n, values.mean())
@@ -48,7 +48,7 @@ def fit_trend(values, method="linear", order=2, window=101):
         return np.polynomial.Polynomial.fit(x, values, degree)(x)
     if method == "moving_window":
         if window < 1:
-            raise UserError(f"detrend.window={window}: must be at least 1 frame")
+            raise DataError(f"detrend.window={window}: must be at least 1 frame")
         import pandas as pd
 
         return (
@@ -57,7 +57,7 @@ def fit_trend(values, method="linear", order=2, window=101):
             .mean()
             .to_numpy()
         )
-    raise UserError(f"detrend method {method!r}: choose one of {', '.join(METHODS)}")
+    raise DataError(f"detrend method {method!r}: choose one of {', '.join(METHODS)}")
 
 
 def detrend(values, method="linear", order=2, window=101):

@@ -14,8 +14,9 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.images.eiger import CODEC_DEFLATE, EigerMasterSource
-from dials_diffuse.images.imageset import read_frame
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.images.imageset import image_numbers, read_frame
+from dials_diffuse.images.source import frame_range
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 
@@ -108,7 +109,7 @@ def _sum_eiger_batch(item):
                 )
             )
         except ValueError as error:
-            raise UserError(
+            raise DataError(
                 f"{source.path}: images {first + 1}-{first + len(payload)}: "
                 f"corrupt data ({error})"
             ) from error
@@ -157,26 +158,6 @@ def default_batch_frames(source):
     return int(min(64, max(1, BATCH_BYTES // max(frame_bytes, 1))))
 
 
-def frame_range(n_frames, image_range=None):
-    """0-based half-open frame range for a 1-based inclusive `image_range`.
-
-    A last image of 0 means the last image of the series.
-    """
-    if image_range is None:
-        return 0, n_frames
-    first, last = image_range
-    last = last or n_frames
-    if first < 1:
-        raise UserError(f"image_range={first},{last}: images are numbered from 1")
-    if first > last:
-        raise UserError(f"image_range={first},{last}: first image after last")
-    if last > n_frames:
-        raise UserError(
-            f"image_range={first},{last} goes beyond the last image ({n_frames})"
-        )
-    return first - 1, last
-
-
 def sum_frames(
     source,
     image_range=None,
@@ -192,7 +173,9 @@ def sum_frames(
     ----------
     source : EigerMasterSource or dxtbx ImageSet/ImageSequence
     image_range : (int, int), optional
-        First and last image, 1-based inclusive. Default: all.
+        First and last image number, inclusive, as DIALS numbers them (the
+        sequence's image numbers; a master file's from 1); a last image of 0
+        means the last image. Default: all.
     low, high : float
         Pixels with low <= value <= high (counts) are used; others excluded.
     mask : ndarray of bool, or list of them (one per panel), optional
@@ -209,14 +192,16 @@ def sum_frames(
     FrameSums
     """
     if high < low:
-        raise UserError(f"high={high} is below low={low}")
+        raise DataError(f"high={high} is below low={low}")
     if isinstance(source, EigerMasterSource):
-        n_frames, work = source.n_frames, _sum_eiger_batch
+        numbers, work = source.image_numbers, _sum_eiger_batch
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
     else:
-        n_frames, work = len(source), _sum_imageset_batch
-    start, stop = frame_range(n_frames, image_range)
+        numbers, work = image_numbers(source), _sum_imageset_batch
+    if image_range is not None and image_range[1] == 0:
+        image_range = (image_range[0], numbers[-1])
+    start, stop = frame_range(numbers, image_range)
     batch_frames = batch_frames or default_batch_frames(source)
     items = [
         (source, b, min(b + batch_frames, stop), float(low), float(high), mask)
@@ -232,4 +217,4 @@ def sum_frames(
             parts.append(result)
             bar.update(len(result[0]))
     sums, used, maxima, invalid = (np.concatenate(c) for c in zip(*parts))
-    return FrameSums(np.arange(start + 1, stop + 1), sums, used, maxima, invalid)
+    return FrameSums(numbers[start:stop], sums, used, maxima, invalid)

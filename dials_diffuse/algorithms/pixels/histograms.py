@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from dials_diffuse import _kernels
-from dials_diffuse.images.imageset import read_frame
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.images.imageset import image_numbers, read_frame
+from dials_diffuse.images.source import frame_range
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.progress import progress
 
 # Largest number of bins a default (unit-width) histogram may have.
@@ -150,16 +151,16 @@ class PixelHistogram:
 def default_bins(low, high, integer_data, bins=None):
     """Bins for [low, high]: `bins` if given; unit bins for integer data; else 1000.
 
-    Raises UserError for an empty range or more unit bins than MAX_DEFAULT_BINS.
+    Raises DataError for an empty range or more unit bins than MAX_DEFAULT_BINS.
     """
     if not high > low:
-        raise UserError(f"histogram range is empty: low={low} is not below high={high}")
+        raise DataError(f"histogram range is empty: low={low} is not below high={high}")
     if bins:
         return int(bins)
     if integer_data and float(low).is_integer() and float(high).is_integer():
         n = int(high - low)
         if n > MAX_DEFAULT_BINS:
-            raise UserError(
+            raise DataError(
                 f"range {low}..{high} would need {n} unit bins: set histogram.bins or a smaller range"
             )
         return n
@@ -180,8 +181,8 @@ def histogram_imageset(
     bins : int, optional
         Default: unit bins (exact for integer counts), else 1000.
     image_range : (int, int), optional
-        First and last image, 1-based and inclusive, counting within the
-        imageset (DIALS's `image_range` for a sequence that starts at 1).
+        First and last image number, inclusive, as DIALS's `image_range`
+        (the sequence's image numbers, `images.source.frame_range`).
     panels : list of int, optional
         Panels to include; default all.
 
@@ -191,21 +192,18 @@ def histogram_imageset(
         One group per panel. Pixels that the DIALS mask excludes (gaps, bad
         pixels, outside the trusted range) are counted in `masked`.
     """
-    n_images = len(imageset)
-    first, last = image_range if image_range else (1, n_images)
-    if not 1 <= first <= last <= n_images:
-        raise UserError(f"image_range={first},{last} is outside the {n_images} images")
+    start, stop = frame_range(image_numbers(imageset), image_range)
     detector = imageset.get_detector()
     panels = list(range(len(detector))) if panels is None else list(panels)
     bad = [p for p in panels if not 0 <= p < len(detector)]
     if bad:
-        raise UserError(
+        raise DataError(
             f"panel {bad[0]} does not exist (the detector has {len(detector)})"
         )
     if high is None:
         high = float(detector[panels[0]].get_trusted_range()[1])
     histogram = None
-    for index in progress(range(first - 1, last), desc="Histogram", unit="image"):
+    for index in progress(range(start, stop), desc="Histogram", unit="image"):
         data, valid = read_frame(imageset, index)
         if histogram is None:
             integer = np.issubdtype(data[panels[0]].dtype, np.integer)

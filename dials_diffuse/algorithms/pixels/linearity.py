@@ -19,8 +19,9 @@ import re
 
 import numpy as np
 import pandas as pd
+from libtbx.phil import parse
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,44 @@ DEFAULT_FILENAME_PATTERN = (
 )
 
 INTENSITY_FLAGS = {"prf": "integrated_prf", "sum": "integrated_sum"}
+
+#: The parameters of intensity_linearity (its program includes them).
+phil_scope = parse(
+    f"""
+reference = None
+  .type = int(value_min=0)
+  .help = "Experiment (0-based) whose intensities the others are divided by."
+          "Default: the one with the highest transmission, else the last."
+intensity = *prf sum
+  .type = choice
+  .help = "Profile-fitted (prf) or summation (sum) intensities."
+min_i_over_sigma = 3
+  .type = float(allow_none=False)
+  .help = "Use only reflections with I/sigma(I) at least this, in both experiments."
+match {{
+  max_separation = None
+    .type = float(value_min=0)
+    .help = "Also require the predicted positions (xyzcal.px) of a pair to be"
+            "within this distance, in pixels (one image counts as one pixel)."
+            "None: match on Miller index and entering alone."
+}}
+transmission {{
+  values = None
+    .type = floats(value_min=0)
+    .help = "Transmission of each experiment, in experiment order (fractions"
+            "or percentages: only ratios matter). Overrides the beam models and"
+            "file names."
+  filename_pattern = "{DEFAULT_FILENAME_PATTERN}"
+    .type = str
+    .help = "Regular expression finding the transmission in an image path:"
+            "group 'value' or 'after', else the first group."
+}}
+bins = 8
+  .type = int(value_min=1, allow_none=False)
+  .help = "Number of bins of reference intensity (logarithmic) for the"
+          "deviation from linearity."
+"""
+)
 
 
 def reflection_frame(table, intensity="prf", min_i_over_sigma=3.0):
@@ -65,7 +104,7 @@ def reflection_frame(table, intensity="prf", min_i_over_sigma=3.0):
     ]
     missing = [column for column in needed if column not in table]
     if missing:
-        raise UserError(
+        raise DataError(
             f"the reflections lack column(s) {', '.join(missing)}: "
             "use integrated reflections (integrated.refl)"
         )
@@ -150,7 +189,7 @@ def transmission_from_name(path, pattern=DEFAULT_FILENAME_PATTERN):
     try:
         matches = list(re.finditer(pattern, str(path), flags=re.IGNORECASE))
     except re.error as error:
-        raise UserError(f"transmission.filename_pattern: {error}") from error
+        raise DataError(f"transmission.filename_pattern: {error}") from error
     if not matches:
         return None
     match = matches[-1]
@@ -158,7 +197,7 @@ def transmission_from_name(path, pattern=DEFAULT_FILENAME_PATTERN):
     if named:
         return float(named[0])
     if match.re.groups == 0:
-        raise UserError("transmission.filename_pattern needs a group around the number")
+        raise DataError("transmission.filename_pattern needs a group around the number")
     return float(match.group(1))
 
 
@@ -181,7 +220,7 @@ def experiment_transmissions(
     n = len(experiments)
     if values:
         if len(values) != n:
-            raise UserError(
+            raise DataError(
                 f"transmission.values has {len(values)} values for {n} experiments"
             )
         return np.asarray(values, dtype=float), "parameter"
@@ -245,6 +284,58 @@ class LinearityResult:
     def to_frame(self):
         """The per-experiment table."""
         return self.experiments
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        return {
+            "reference": self.reference,
+            "transmission_source": self.transmission_source,
+            "experiments": self.experiments.to_dict(orient="records"),
+            "fit": self.fit,
+        }
+
+    def log(self):
+        """The per-experiment table and the fit, in the log."""
+        logger.info(
+            "Reference: experiment %d; transmissions from %s",
+            self.reference,
+            self.transmission_source,
+        )
+        logger.info(
+            "%4s %12s %9s %8s %8s %11s %12s %10s",
+            "expt",
+            "transmission",
+            "relative",
+            "refl",
+            "matched",
+            "mean ratio",
+            "median ratio",
+            "deviation",
+        )
+        for row in self.experiments.itertuples():
+            logger.info(
+                "%4d %12.5g %9.5g %8d %8d %11.5f %12.5f %+10.4f",
+                row.experiment,
+                row.transmission,
+                row.relative_transmission,
+                row.reflections,
+                row.matched,
+                row.mean_ratio,
+                row.median_ratio,
+                row.deviation,
+            )
+        if self.fit:
+            logger.info(
+                "Fit of mean ratio against relative transmission: slope %.5f, "
+                "intercept %+.5f, R^2 %.6f (linear: 1, 0, 1)",
+                self.fit["slope"],
+                self.fit["intercept"],
+                self.fit["r_squared"],
+            )
+        else:
+            logger.info(
+                "No fit: it needs transmissions and two experiments besides the reference"
+            )
 
 
 def _deviation_bins(pairs, expected, n_bins, edges):
@@ -316,18 +407,18 @@ def intensity_linearity(
         if transmissions:
             values, source = np.asarray(transmissions, dtype=float), "parameter"
     if values is not None and len(values) != n_experiments:
-        raise UserError(f"{len(values)} transmissions for {n_experiments} experiments")
+        raise DataError(f"{len(values)} transmissions for {n_experiments} experiments")
     if values is not None and np.any(values <= 0):
-        raise UserError("transmissions must be positive")
+        raise DataError("transmissions must be positive")
     if reference is None:
         reference = int(np.argmax(values)) if values is not None else n_experiments - 1
     if not 0 <= reference < n_experiments:
-        raise UserError(
+        raise DataError(
             f"reference={reference}: there are experiments 0 to {n_experiments - 1}"
         )
     reference_rows = frame[frame["id"] == reference]
     if len(reference_rows) == 0:
-        raise UserError(
+        raise DataError(
             f"the reference experiment {reference} has no integrated reflection "
             f"with I/sigma >= {min_i_over_sigma:g}"
         )
@@ -397,3 +488,34 @@ def intensity_linearity(
         ],
     )
     return LinearityResult(reference, source, table_out, pairs, fit, bins)
+
+
+def do_intensity_linearity(table, experiments, params):
+    """Matched intensities against a reference experiment (dials.diffuse.intensity_linearity).
+
+    Parameters
+    ----------
+    table : flex.reflection_table
+        Integrated reflections of every experiment (column `id`).
+    experiments : ExperimentList or None
+        For transmissions from the beam models or image file names.
+    params : PHIL extract with the parameters of `phil_scope`
+
+    Returns
+    -------
+    LinearityResult
+        Also written to the log (per-experiment table and fit).
+    """
+    result = intensity_linearity(
+        table,
+        experiments,
+        reference=params.reference,
+        intensity=params.intensity,
+        min_i_over_sigma=params.min_i_over_sigma,
+        transmissions=params.transmission.values,
+        filename_pattern=params.transmission.filename_pattern,
+        max_separation=params.match.max_separation,
+        n_bins=params.bins,
+    )
+    result.log()
+    return result

@@ -1,6 +1,6 @@
 """Histograms of the pixel values inside DIALS shoeboxes, per experiment.
 
-The seed's script looped over shoeboxes in Python, one `flex.histogram` each.
+Commissioning scripts looped over shoeboxes in Python, one `flex.histogram` each.
 Here the shoebox column is taken in bulk: DIALS serialises it (the same bytes
 a `.refl` file holds) to one binary blob, and the C++ kernels walk that blob
 and histogram every selected pixel of every shoebox in one call, with the GIL
@@ -19,7 +19,8 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.algorithms.pixels.histograms import PixelHistogram, default_bins
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.compat import shoeboxes_with_data
+from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import ParallelMap
 from dials_diffuse.util.progress import progress
 
@@ -87,10 +88,10 @@ def serialise_shoeboxes(shoeboxes):
     document = msgpack.unpackb(table.as_msgpack(), raw=False, strict_map_key=False)
     type_name, column = document[2]["data"]["shoebox"]
     if type_name != "Shoebox<>":
-        raise UserError(f"the shoebox column has type {type_name}, not Shoebox<>")
+        raise DataError(f"the shoebox column has type {type_name}, not Shoebox<>")
     size, blob = column  # [number of shoeboxes, the records as one binary]
     if size != len(shoeboxes):
-        raise UserError(f"the serialised shoebox column holds {size} shoeboxes")
+        raise DataError(f"the serialised shoebox column holds {size} shoeboxes")
     return np.frombuffer(blob, dtype=np.uint8)
 
 
@@ -100,28 +101,28 @@ def shoebox_chunk(shoeboxes, group):
     try:
         _, _, offset, pixels, mask_bytes = _kernels.shoebox_layout(blob, len(shoeboxes))
     except ValueError as error:
-        raise UserError(f"corrupt shoebox data: {error}") from error
+        raise DataError(f"corrupt shoebox data: {error}") from error
     return ShoeboxChunk(blob, offset, pixels, mask_bytes, group)
 
 
 def select_reflections(table, flag="indexed"):
     """Rows with `flag` set (one of FLAG_NAMES), or every row for None/'all'.
 
-    Raises UserError when the table has no shoebox column or nothing is left.
+    Raises DataError when the table has no shoebox column or nothing is left.
     """
     if "shoebox" not in table:
-        raise UserError(
+        raise DataError(
             "the reflections have no shoebox column: use indexed.refl or "
             "strong.refl, where DIALS keeps the shoebox pixels"
         )
     if flag in (None, "all"):
         return table
     if flag not in FLAG_NAMES:
-        raise UserError(f"unknown reflection flag {flag!r}: use one of {FLAG_NAMES}")
+        raise DataError(f"unknown reflection flag {flag!r}: use one of {FLAG_NAMES}")
     selection = table.get_flags(getattr(table.flags, flag))
     selected = table.select(selection)
     if selected.size() == 0:
-        raise UserError(
+        raise DataError(
             f"none of the {table.size()} reflections is flagged {flag}: "
             "choose another selection.flag (or all)"
         )
@@ -199,7 +200,7 @@ def histogram_shoeboxes(
         numbered one after the other.
     pixels : {'foreground', 'valid', 'all'}
         Valid foreground pixels (mask Foreground|Valid), every valid pixel of
-        the box, or every pixel of the box as the seed's script did.
+        the box, or every pixel of the box as commissioning scripts did.
     low, high : float, optional
         Range in counts. Default: 0 (or the lowest value if negative) to the
         highest selected value (+1 for whole numbers, so that the top value
@@ -224,12 +225,14 @@ def histogram_shoeboxes(
     if not isinstance(tables, (list, tuple)):
         tables = [tables]
     if pixels not in PIXEL_SELECTIONS:
-        raise UserError(f"unknown pixel selection {pixels!r}")
+        raise DataError(f"unknown pixel selection {pixels!r}")
     required = PIXEL_SELECTIONS[pixels]
-    with_data = sum(table["shoebox"].is_allocated().count(True) for table in tables)
+    with_data = sum(
+        int(shoeboxes_with_data(table["shoebox"]).sum()) for table in tables
+    )
     n_rows = sum(table.size() for table in tables)
     if with_data == 0:
-        raise UserError(
+        raise DataError(
             f"none of the {n_rows} selected shoeboxes holds pixel data (DIALS keeps "
             "shoebox pixels in indexed.refl and strong.refl, not after integration)"
         )
@@ -262,7 +265,7 @@ def histogram_shoeboxes(
                     cached.append(chunk)
                     cached_bytes += chunk.blob.nbytes
             if selected == 0:
-                raise UserError("the selected shoeboxes hold no selected pixel")
+                raise DataError("the selected shoeboxes hold no selected pixel")
             if low is None:
                 low = min(0.0, np.floor(lowest))
             if high is None:

@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def robust_z(values):
 
 
 def consecutive_pairs(n_shots, dark, skip_first=0):
-    """Pairs (i, j) of neighbouring usable shots: (0, 1), (1, 2), ... as in the seed.
+    """Pairs (i, j) of neighbouring usable shots: (0, 1), (1, 2), ... as in the SACLA recipe.
 
     Dark shots and the first `skip_first` shots are left out; pairs join
     neighbours in acquisition order among the shots that remain.
@@ -105,14 +105,14 @@ def pairs_from_json(path, tags):
     """Index pairs from a JSON list of [tag_a, tag_b] (tags as ints or 'tag_N').
 
     Pairs naming a tag that is not in the polar file are skipped (as in the
-    seed's recipe) and counted in the log.
+    SACLA difference-correlation recipe) and counted in the log.
     """
     try:
         with open(path) as handle:
             listed = json.load(handle)
         listed = [(_tag_value(a), _tag_value(b)) for a, b in listed]
     except (OSError, ValueError, TypeError) as error:
-        raise UserError(
+        raise DataError(
             f"{path}: not a JSON list of tag pairs [[tag_a, tag_b], ...] ({error})"
         ) from error
     position = {int(t): i for i, t in enumerate(tags)}
@@ -221,7 +221,7 @@ def mean_pair_correlation(
         Wraps an iterable in a progress bar.
     """
     if not pairs:
-        raise UserError("no shot pairs to correlate")
+        raise DataError("no shot pairs to correlate")
     wrap = progress or (lambda iterable, **_: iterable)
     cached = _ShotCache(read_shot)
     scores = np.array(
@@ -235,7 +235,7 @@ def mean_pair_correlation(
     if z_max is not None:
         accepted &= np.abs(z) <= z_max
     if not accepted.any():
-        raise UserError("every pair was rejected as an outlier")
+        raise DataError("every pair was rejected as an outlier")
     chosen = [pair for pair, ok in zip(pairs, accepted) if ok]
 
     blocks = [chosen[k : k + 16] for k in range(0, len(chosen), 16)]

@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from dials_diffuse import _kernels
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 METHODS = ("nearest", "bilinear")
 
@@ -106,7 +106,7 @@ def map_from_pixel_coordinates(fast, slow, panel, panel_shapes, method="bilinear
     method : "nearest" or "bilinear"
     """
     if method not in METHODS:
-        raise UserError(f"unknown interpolation '{method}': use one of {METHODS}")
+        raise DataError(f"unknown interpolation '{method}': use one of {METHODS}")
     fast = np.asarray(fast, dtype=np.float64)
     slow = np.asarray(slow, dtype=np.float64)
     panel = np.broadcast_to(np.asarray(panel), fast.shape)
@@ -156,7 +156,7 @@ def map_from_pixel_coordinates(fast, slow, panel, panel_shapes, method="bilinear
     counts = keep.sum(axis=1)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     if offsets[-1] > np.iinfo(np.int32).max:
-        raise UserError("the detector has too many pixels for a 32-bit pixel index")
+        raise DataError("the detector has too many pixels for a 32-bit pixel index")
     return PolarMap(
         indptr=indptr,
         indices=np.ascontiguousarray(index[keep], dtype=np.int32),
@@ -233,7 +233,7 @@ def pixel_coordinates_at(detector, beam, q, phi):
     q, phi = np.broadcast_arrays(np.asarray(q, float), np.asarray(phi, float))
     sin_theta = q * wavelength / (4.0 * np.pi)
     if np.any((sin_theta <= 0) | (sin_theta >= 1)):
-        raise UserError(
+        raise DataError(
             f"q must lie in (0, {4 * np.pi / wavelength:.3f}) Å⁻¹ at "
             f"λ = {wavelength:.4f} Å"
         )
@@ -318,7 +318,7 @@ def q_at_radius(detector, beam, radius_px, panel_id=0):
 def normalise_rows(polar, valid):
     """Divide each q row of each shot by its mean over valid phi samples.
 
-    As in the seed's difference-correlation recipe: removes shot-to-shot
+    As in the SACLA difference-correlation recipe: removes shot-to-shot
     intensity changes before shots are subtracted. Rows with no valid
     sample, or a mean of 0, become invalid. Works in place; returns
     (polar, valid).

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import optimize
 
 from dials_diffuse.algorithms.xfel.polar import phi_samples, pixel_polar_map
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def sharpest_centre(image, valid, start, search_px, radius_guess=None):
         ]
         score, radius, centre = max(scores, key=lambda s: s[0])
         if not np.isfinite(score):
-            raise UserError("no ring found: no valid pixels in the radius window")
+            raise DataError("no ring found: no valid pixels in the radius window")
         best = centre
         if step <= 0.5:
             return (float(best[0]), float(best[1])), float(radius)
@@ -269,9 +269,9 @@ def find_ring_centre(
     image = np.asarray(image)
     valid = np.asarray(valid, dtype=bool)
     if image.ndim != 2 or image.shape != valid.shape:
-        raise UserError("the ring fit needs one 2-d image and a mask of its shape")
+        raise DataError("the ring fit needs one 2-d image and a mask of its shape")
     if not valid.any():
-        raise UserError("every pixel is masked: nothing to fit a ring to")
+        raise DataError("every pixel is masked: nothing to fit a ring to")
     if start is None:
         start = (image.shape[1] / 2.0, image.shape[0] / 2.0)
     if search_px is None:
@@ -283,7 +283,7 @@ def find_ring_centre(
     for _ in range(max_iterations):
         points = ring_points(image, valid, centre, radius, half_width)
         if len(points) < 10:
-            raise UserError(
+            raise DataError(
                 f"only {len(points)} azimuth sectors show the ring at "
                 f"{radius:.1f} px: cannot fit a circle"
             )

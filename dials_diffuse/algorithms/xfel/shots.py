@@ -15,7 +15,8 @@ import logging
 import numpy as np
 
 from dials_diffuse.images.imageset import read_frame
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.io.dials_mask import read_dials_mask
+from dials_diffuse.util.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ class Shots:
 
     def __init__(self, experiments, external_mask=None):
         if len(experiments) == 0:
-            raise UserError("no shots given: name image files or an experiment list")
+            raise DataError("no shots given: name image files or an experiment list")
         first = experiments[0]
         if first.imageset is None:
-            raise UserError("the experiments carry no images")
+            raise DataError("the experiments carry no images")
         self.detector = first.detector
         self.beam = first.beam
         self.panel_shapes = [tuple(reversed(p.get_image_size())) for p in self.detector]
@@ -71,7 +72,7 @@ class Shots:
         for experiment in experiments:
             imageset = experiment.imageset
             if imageset is None:
-                raise UserError("an experiment carries no images")
+                raise DataError("an experiment carries no images")
             sacla = _is_sacla(imageset)
             for local, file_index in enumerate(imageset.indices()):
                 path = imageset.get_path(local)
@@ -108,7 +109,7 @@ class Shots:
         if len(masks) != len(self.panel_shapes) or any(
             np.shape(m) != s for m, s in zip(masks, self.panel_shapes)
         ):
-            raise UserError(
+            raise DataError(
                 f"the mask has shape {[np.shape(m) for m in masks]}, the detector "
                 f"{self.panel_shapes}"
             )
@@ -159,7 +160,7 @@ class Shots:
         if shots:
             bad = [s for s in shots if not 0 <= s < len(self)]
             if bad:
-                raise UserError(
+                raise DataError(
                     f"shot {bad[0]} does not exist: there are {len(self)} shots (0-based)"
                 )
             chosen = np.array(sorted(set(shots)), dtype=np.int64)
@@ -167,12 +168,12 @@ class Shots:
             position = {int(t): i for i, t in enumerate(self.tags)}
             missing = [t for t in tags if t not in position]
             if missing:
-                raise UserError(f"tag {missing[0]} is not among the shots")
+                raise DataError(f"tag {missing[0]} is not among the shots")
             chosen = np.intersect1d(chosen, [position[t] for t in tags])
         if not include_dark:
             chosen = chosen[~self.dark[chosen]]
         if chosen.size == 0:
-            raise UserError("no shots selected (dark shots are left out)")
+            raise DataError("no shots selected (dark shots are left out)")
         return [int(i) for i in chosen]
 
     def close(self):
@@ -181,23 +182,19 @@ class Shots:
 
 
 def load_mask_file(path, panel_shapes):
-    """A validity mask from a file: `.npy` (non-zero = valid, as the seed's
-    mask.npy) or a DIALS mask pickle (tuple of flex.bool, True = valid)."""
+    """A validity mask from a file: `.npy` (non-zero = valid, as SACLA
+    mask.npy files) or a DIALS mask pickle (tuple of flex.bool, True = valid)."""
     path = str(path)
-    try:
-        if path.endswith(".npy"):
-            masks = [np.load(path) != 0]
-        else:
-            import pickle
-
-            with open(path, "rb") as handle:
-                loaded = pickle.load(handle)
-            masks = [np.asarray(m.as_numpy_array(), dtype=bool) for m in loaded]
-    except Exception as error:
-        raise UserError(f"{path}: not a readable mask ({error})") from error
+    if path.endswith(".npy"):
+        try:
+            masks = [np.load(path, allow_pickle=False) != 0]
+        except Exception as error:
+            raise DataError(f"{path}: not a readable mask ({error})") from error
+    else:
+        masks = read_dials_mask(path)
     shapes = [m.shape for m in masks]
     if shapes != list(panel_shapes):
-        raise UserError(
+        raise DataError(
             f"{path}: mask shape {shapes} does not match the detector {list(panel_shapes)}"
         )
     return masks
@@ -233,7 +230,7 @@ def override_geometry(experiments, distance=None, wavelength=None, beam_centre=N
         return experiments
     for name, value in (("distance", distance), ("wavelength", wavelength)):
         if value is not None and not (np.isfinite(value) and value > 0):
-            raise UserError(f"geometry.{name}={value:g}: it must be positive")
+            raise DataError(f"geometry.{name}={value:g}: it must be positive")
     from dxtbx.model.detector_helpers import (
         set_detector_distance,
         set_fast_slow_beam_centre_mm,
@@ -251,7 +248,7 @@ def override_geometry(experiments, distance=None, wavelength=None, beam_centre=N
         done.add(id(detector))
         if distance is not None:
             if len(detector) != 1:
-                raise UserError("geometry.distance needs a single-panel detector")
+                raise DataError("geometry.distance needs a single-panel detector")
             set_detector_distance(detector, float(distance))
         if beam_centre is not None:
             pixel = detector[0].get_pixel_size()
@@ -284,11 +281,11 @@ def shots_from_inputs(inputs, mask_path=None, geometry=None):
         The shots and the experiments they use (with any overrides).
     """
     if inputs.nexus:
-        raise UserError(
+        raise DataError(
             f"{inputs.nexus[0]}: a dials-diffuse output file, not still images"
         )
     if len(inputs.experiments) == 0:
-        raise UserError("no shots given: name SACLA/still image files or an .expt")
+        raise DataError("no shots given: name SACLA/still image files or an .expt")
     mask = None
     if mask_path:
         inputs.protect(mask_path)

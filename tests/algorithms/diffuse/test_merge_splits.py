@@ -11,7 +11,7 @@ from dials_diffuse.algorithms.diffuse.merge import (
     merge_observations,
     random_halves,
 )
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 
 
 def test_weighted_halves_balance_weight_not_numbers():
@@ -104,15 +104,15 @@ def test_friedel_split_by_hand():
     assert merged["intensity_error_1"] == pytest.approx(1 / 2)
     assert merged["intensity_error_2"] == pytest.approx(2 / 2)
     assert merged["intensity"] == pytest.approx((4 * 10 + 4 * 20 / 4) / (4 + 1))
-    with pytest.raises(UserError, match="op column"):
+    with pytest.raises(DataError, match="op column"):
         merge_observations(
             observations.drop(columns="op"), split="friedel", space_group=group
         )
-    with pytest.raises(UserError, match="op outside"):
+    with pytest.raises(DataError, match="op outside"):
         merge_observations(
             observations.assign(op=op + 3), split="friedel", space_group=group
         )
-    with pytest.raises(UserError, match="unknown split"):
+    with pytest.raises(DataError, match="unknown split"):
         merge_observations(observations, split="halves")
 
 

@@ -12,7 +12,7 @@ from dials_diffuse.algorithms.pixels.linearity import (
     reflection_frame,
     transmission_from_name,
 )
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from tests.transmission_tables import experiments_with_names, transmission_series
 
 TRANSMISSIONS = [0.064, 0.127, 0.253, 0.503, 1.0]
@@ -76,7 +76,7 @@ def test_transmissions_from_the_beam_and_from_parameters(series, tmp_path):
     expected = np.array(TRANSMISSIONS) / TRANSMISSIONS[2]
     np.testing.assert_allclose(result.experiments["relative_transmission"], expected)
     np.testing.assert_allclose(result.experiments["mean_ratio"], expected, rtol=1e-3)
-    with pytest.raises(UserError, match="3 values for 5 experiments"):
+    with pytest.raises(DataError, match="3 values for 5 experiments"):
         experiment_transmissions(experiments, [1, 2, 3])
 
 
@@ -89,9 +89,9 @@ def test_transmission_from_file_names():
     assert transmission_from_name("/data/run_transmission_12.5/x_0001.cbf") == 12.5
     assert transmission_from_name("/data/run/x_0001.cbf") is None
     assert transmission_from_name("/d/att_0.5/x.cbf", r"att_([0-9.]+)/") == 0.5
-    with pytest.raises(UserError, match="needs a group"):
+    with pytest.raises(DataError, match="needs a group"):
         transmission_from_name("/d/att_0.5/x.cbf", r"att_[0-9.]+")
-    with pytest.raises(UserError, match="filename_pattern"):
+    with pytest.raises(DataError, match="filename_pattern"):
         transmission_from_name("/d/x.cbf", r"(unclosed")
 
 
@@ -153,16 +153,14 @@ def test_fit_line_is_exact_on_a_line():
     assert fit_line([0.1, 0.5, 1.0], [0.3, 1.1, 2.1]) == pytest.approx((2.0, 0.1, 1.0))
 
 
-def test_bad_input(series, named_experiments, shared_data):
+def test_bad_input(series, named_experiments, dials_centroid):
     from dials.array_family import flex
 
     table, _ = series
-    with pytest.raises(UserError, match="reference=7"):
+    with pytest.raises(DataError, match="reference=7"):
         intensity_linearity(table, named_experiments, reference=7)
-    with pytest.raises(UserError, match="intensity.prf.value"):
-        indexed = flex.reflection_table.from_file(
-            str(shared_data / "dials_centroid_test_data" / "indexed.refl")
-        )
+    with pytest.raises(DataError, match="intensity.prf.value"):
+        indexed = flex.reflection_table.from_file(str(dials_centroid / "indexed.refl"))
         intensity_linearity(indexed)
-    with pytest.raises(UserError, match="I/sigma >= 1e"):
+    with pytest.raises(DataError, match="I/sigma >= 1e"):
         intensity_linearity(table, named_experiments, min_i_over_sigma=1e9)

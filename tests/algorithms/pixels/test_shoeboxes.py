@@ -7,20 +7,20 @@ from dials_diffuse.algorithms.pixels.shoeboxes import (
     histogram_shoeboxes,
     select_reflections,
 )
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError
 from tests.shoebox_tables import shoebox_table
 
 
 @pytest.fixture(scope="module")
-def indexed(shared_data):
+def indexed(dials_centroid):
     from dials.array_family import flex
 
-    path = shared_data / "dials_centroid_test_data" / "indexed.refl"
+    path = dials_centroid / "indexed.refl"
     return flex.reflection_table.from_file(str(path))
 
 
 def flex_histogram_loop(table, low, high, bins):
-    """The seed's script: one flex.histogram per shoebox, accumulated."""
+    """The commissioning script: one flex.histogram per shoebox, accumulated."""
     from dials.array_family import flex
 
     total = flex.histogram(flex.double(), data_min=low, data_max=high, n_slots=bins)
@@ -123,11 +123,11 @@ def test_selection_errors(three_experiments):
     from dials.array_family import flex
 
     table, _ = three_experiments
-    with pytest.raises(UserError, match="flagged integrated"):
+    with pytest.raises(DataError, match="flagged integrated"):
         select_reflections(table, "integrated")
     without = flex.reflection_table()
     without["id"] = flex.int(3, 0)
-    with pytest.raises(UserError, match="no shoebox column"):
+    with pytest.raises(DataError, match="no shoebox column"):
         select_reflections(without, "indexed")
     assert select_reflections(table, "all").size() == table.size()
 
