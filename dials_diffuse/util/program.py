@@ -587,12 +587,18 @@ def _package_directories():
     return _PACKAGE_DIRECTORIES
 
 
-def _raised_in_our_code(error):
-    """True when the innermost frame of `error`'s traceback is dials-diffuse's."""
+#: Packages whose RuntimeError/AssertionError is a failure below a program
+#: (bad data or parameters reaching them), not a bug of ours.
+LIBRARIES = ("dxtbx", "cctbx", "scitbx", "iotbx", "libtbx", "dials", "h5py")
+
+
+def _raised_in_a_library(error):
+    """True when the innermost frame of `error`'s traceback is in one of LIBRARIES."""
     frames = traceback.extract_tb(error.__traceback__)
     if not frames:
-        return True
-    return os.path.abspath(frames[-1].filename).startswith(_package_directories())
+        return False
+    parts = Path(os.path.abspath(frames[-1].filename)).parts
+    return any(library in parts for library in LIBRARIES)
 
 
 def as_one_line(error):
@@ -618,7 +624,7 @@ def as_one_line(error):
         name = error.filename or getattr(error, "filename2", None)
         return DataError(f"{name}: {reason}" if name else reason)
     if isinstance(error, (RuntimeError, AssertionError)) and (
-        not _raised_in_our_code(error) or _LIBRARY_ASSERTION.search(str(error))
+        _raised_in_a_library(error) or _LIBRARY_ASSERTION.search(str(error))
     ):
         return DataError(_short(error) or type(error).__name__)
     return None
