@@ -1,6 +1,7 @@
 """dials.diffuse.process: the whole diffuse chain in one command."""
 
 import contextlib
+import copy
 import html
 import logging
 import sys
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 from dials_diffuse.algorithms.diffuse.correct import do_correct
+from dials_diffuse.algorithms.diffuse.crystals import check_crystals
 from dials_diffuse.algorithms.diffuse.import_data import do_import_data
 from dials_diffuse.algorithms.diffuse.integrate import do_integrate
 from dials_diffuse.algorithms.diffuse.maps import do_map
@@ -15,7 +17,13 @@ from dials_diffuse.algorithms.diffuse.mask import do_mask_peaks
 from dials_diffuse.algorithms.diffuse.merge import do_merge
 from dials_diffuse.algorithms.diffuse.peaks import do_find_peaks
 from dials_diffuse.algorithms.diffuse.scale import do_scale
-from dials_diffuse.algorithms.diffuse.sweep import load_sweep, sweep_phil
+from dials_diffuse.algorithms.diffuse.sweep import (
+    check_sweep_experiment,
+    readable_experiments,
+    sweep_from_experiment,
+    sweep_phil,
+)
+from dials_diffuse.command_line import analyse_map as analyse_map_program
 from dials_diffuse.command_line import correct as correct_program
 from dials_diffuse.command_line import find_peaks as find_peaks_program
 from dials_diffuse.command_line import integrate as integrate_program
@@ -25,6 +33,7 @@ from dials_diffuse.command_line import merge as merge_program
 from dials_diffuse.command_line import scale as scale_program
 from dials_diffuse.io.background_file import read_background
 from dials_diffuse.io.html_report import report_section, write_html_report
+from dials_diffuse.io.map_viewer import VIEWER_OUTPUT, viewer_link
 from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.plots import prefetch_matplotlib
 from dials_diffuse.util.errors import DataError, UserError
@@ -34,31 +43,40 @@ from dials_diffuse.util.program import _LOGGERS, Program, RunContext
 
 logger = logging.getLogger("dials_diffuse.command_line.process")
 
-#: The steps of the chain, in order; each one's parameters are <step>.*.
-STEPS = (
-    "import_data",
-    "find_peaks",
-    "mask_peaks",
-    "integrate",
-    "correct",
-    "scale",
-    "merge",
-    "map",
-)
+#: The steps of the chain, in order: each sweep's, then the joint ones; each
+#: one's parameters are <step>.*.
+SWEEP_STEPS = ("import_data", "find_peaks", "mask_peaks", "integrate", "correct")
+JOINT_STEPS = ("scale", "merge", "map", "analyse_map")
+STEPS = SWEEP_STEPS + JOINT_STEPS
 
 #: The chain's parameters that the steps reading images share.
 SWEEP_PARAMETERS = ("image_range", "frames_per_chunk", "nproc", "dask")
 
 help_message = """
-Run the diffuse chain on a refined sweep: import_data (optional), find_peaks,
-mask_peaks, integrate, correct, scale (optional), merge and map, one after the
-other in this process, each writing its outputs under their default names
-(as the programs dials.diffuse.<step> do) and its part of the log also to
+Run the diffuse chain on one or more refined sweeps: import_data (optional),
+find_peaks, mask_peaks, integrate and correct for each sweep, then scale
+(optional), merge, map and analyse_map (map statistics, isotropic and
+anisotropic parts, 3D-DeltaPDF and the interactive map viewer, linked from the
+report) of all sweeps together, one after the other in
+this process, each writing its outputs under their default names (as the
+programs dials.diffuse.<step> do) and its part of the log also to
 dials.diffuse.<step>.log. Every step's parameters are available as
 <step>.<parameter>; image_range, frames_per_chunk, nproc and dask.scheduler
 apply to every step. For each step, output.json and the HTML report hold the
 command that runs it alone with the same parameters, its key results, time
 and plots.
+
+Several sweeps (a multi-experiment .expt, or several .expt files; different
+crystals of one space group, each in its own cell and orientation): each
+sweep's steps write into a folder sweep_1/, sweep_2/, ... (in the order of
+the experiments) under the same names, with the sweep's experiment as
+sweep_<i>/experiment.expt; the sweeps are scaled together (each its own
+b, c and a, a shared d: scale_1.nxs, scale_2.nxs, ...) and merged into one
+merged.nxs and map. Each sweep's steps use all nproc workers, the sweeps one
+after the other. When the lattice has higher symmetry than the point group
+(e.g. P 21 21 21 with a = b), the sweeps may be indexed differently: the
+log and the report say so; make the indexing consistent (dials.cosym)
+before merging.
 
 Examples:
 
@@ -69,6 +87,8 @@ Examples:
 
   dials.diffuse.process refined.expt copy_images=False \\
       find_peaks.count_threshold=20 map.limits=-10,10,-10,10,0,0
+
+  dials.diffuse.process sweep1.expt sweep2.expt find_peaks.count_threshold=20
 """
 
 
@@ -102,17 +122,31 @@ def main(params, inputs, run):
     experiment_files = [
         path for path in inputs.files if path.suffix.lower() in EXPERIMENT_SUFFIXES
     ]
-    if len(experiment_files) != 1 or inputs.nexus or inputs.reflections:
-        raise UserError("give exactly one refined .expt (and nothing else)")
-    expt = str(experiment_files[0])
+    if not experiment_files or inputs.nexus or inputs.reflections:
+        raise UserError("give one or more refined .expt files (and nothing else)")
     if params.find_peaks.count_threshold is None:
         raise UserError(
             "find_peaks.count_threshold is required, e.g. find_peaks.count_threshold=20"
         )
+    if len(inputs.experiments) == 0:
+        raise UserError(f"{experiment_files[0]}: holds no experiment")
+    sweeps = SweepOutputs(params, inputs.experiments, experiment_files)
+    plan_outputs(run, sweeps.planned())
+    for number, experiment in enumerate(inputs.experiments):
+        try:
+            check_sweep_experiment(experiment)
+        except DataError as error:
+            raise UserError(f"{sweeps.names[number]}: {error}") from error
+    crystals = check_crystals(inputs.experiments, sweeps.names)
+    run.results["crystals"] = crystals
     prefetch_matplotlib()
     chain = Chain(params, run)
     with parallel_map_from_params(params) as pmap:
-        run_chain(params, inputs, expt, chain, pmap)
+        corrected = [
+            run_sweep(params, inputs, sweeps, number, chain, pmap)
+            for number in range(len(sweeps))
+        ]
+        run_joint(params, corrected, sweeps, chain)
     logger.info("\nThe diffuse chain finished: %s", ", ".join(chain.done))
     if params.output.report:
         with run.write(params.output.report, "HTML report") as path:
@@ -120,100 +154,317 @@ def main(params, inputs, run):
                 path,
                 "dials.diffuse.process report",
                 chain.sections,
-                preamble=f"<p>Experiment: <code>{html.escape(expt)}</code></p>",
+                preamble=report_preamble(experiment_files, sweeps, crystals)
+                + viewer_links(run.outputs),
             )
 
 
-def run_chain(params, inputs, expt, chain, pmap):
-    """Every step in turn, on the objects the previous steps made."""
+class SweepOutputs:
+    """Where each sweep's steps write, and the parameters that say so.
+
+    One sweep keeps every step's own output names (data.nxs, peaks.nxs, ...
+    in the working folder). Several sweeps each get a folder sweep_<i>/
+    (1-based, in the order of the experiments) holding their experiment
+    (experiment.expt, so that each step's command runs alone), the outputs
+    of import_data ... correct under the same names and their step logs;
+    scale, merge and map write the joint results in the working folder
+    (scale_1.nxs, scale_2.nxs, ... one model per sweep).
+    """
+
+    def __init__(self, params, experiments, experiment_files):
+        self.params = params
+        self.experiments = experiments
+        count = len(experiments)
+        self.folders = (
+            [Path(".")]
+            if count == 1
+            else [Path(f"sweep_{n}") for n in range(1, count + 1)]
+        )
+        self.labels = [None] if count == 1 else [f.name for f in self.folders]
+        sources = _experiment_sources(experiments, experiment_files)
+        self.names = [
+            f"sweep {n} ({source})" if count > 1 else str(source)
+            for n, source in enumerate(sources, start=1)
+        ]
+        self.experiment_files = (
+            [str(experiment_files[0])]
+            if count == 1
+            else [str(folder / "experiment.expt") for folder in self.folders]
+        )
+        self.steps = [
+            {name: _outputs_in(getattr(params, name), folder) for name in SWEEP_STEPS}
+            for folder in self.folders
+        ]
+
+    def __len__(self):
+        return len(self.folders)
+
+    def sweep_steps(self):
+        """The steps each sweep goes through (import_data only with copy_images)."""
+        return [n for n in SWEEP_STEPS if n != "import_data" or self.params.copy_images]
+
+    def joint_steps(self):
+        """The steps on all sweeps together (scale only with run_scale)."""
+        return [n for n in JOINT_STEPS if n != "scale" or self.params.run_scale]
+
+    def model_files(self):
+        """The scaling models, one per sweep (scale_1.nxs, ... for several)."""
+        return [
+            str(path)
+            for path in scale_program.model_paths(
+                self.params.scale.output.model, len(self)
+            )
+        ]
+
+    def planned(self):
+        """{description: path} of every file the chain will write, before any work."""
+        outputs = {}
+        for number, folder in enumerate(self.folders):
+            label = f"{self.labels[number]} " if self.labels[number] else ""
+            if self.labels[number]:
+                outputs[f"{label}experiment"] = self.experiment_files[number]
+            for name in self.sweep_steps():
+                for key, path in _output_paths(self.steps[number][name]).items():
+                    outputs[f"{label}{name}.output.{key}"] = path
+                outputs[f"{label}{name} log"] = str(
+                    folder / f"dials.diffuse.{name}.log"
+                )
+        for name in self.joint_steps():
+            for key, path in _output_paths(getattr(self.params, name)).items():
+                if name == "scale" and key == "model":
+                    for number, model in enumerate(self.model_files(), start=1):
+                        outputs[f"scale.output.model {number}"] = model
+                else:
+                    outputs[f"{name}.output.{key}"] = path
+            outputs[f"{name} log"] = f"dials.diffuse.{name}.log"
+        if self.params.output.report:
+            outputs["output.report"] = str(self.params.output.report)
+        return outputs
+
+
+def _experiment_sources(experiments, experiment_files):
+    """The file each experiment came from (the .expt files in command-line order)."""
+    from dials_diffuse.util.inputs import load_experiments
+
+    if len(experiment_files) == 1:
+        return [experiment_files[0]] * len(experiments)
+    sources = []
+    for path in experiment_files:
+        sources += [path] * len(load_experiments(path, check_format=False))
+    return sources
+
+
+def _output_paths(step):
+    """{parameter: path} of a step's `output` scope, the ones that are set."""
+    return {
+        key: str(value)
+        for key, value in vars(step.output).items()
+        if not key.startswith("_") and value is not None
+    }
+
+
+def _outputs_in(step, folder):
+    """A copy of a step's parameters with every output path inside `folder`."""
+    step = copy.deepcopy(step)
+    if folder != Path("."):
+        for key, value in _output_paths(step).items():
+            setattr(step.output, key, str(folder / value))
+    return step
+
+
+def plan_outputs(run, outputs):
+    """Check every output the chain derives, before any work.
+
+    No output may replace an input or another output (two names for one file
+    would silently keep only the last). The runner's own output plan, where
+    it has one (`RunContext.plan_outputs`), sees the same names.
+    """
+    seen = {}
+    for what, path in outputs.items():
+        if run.inputs.is_input(path):
+            raise UserError(f"{path}: refusing to overwrite an input file")
+        key = Path(path).resolve()
+        if key in seen:
+            raise UserError(f"{path}: both the {seen[key]} and the {what}")
+        seen[key] = what
+    runner_plan = getattr(run, "plan_outputs", None)
+    if runner_plan is not None:
+        runner_plan(outputs)
+
+
+def run_sweep(params, inputs, sweeps, number, chain, pmap):
+    """import_data ... correct of one sweep; return its corrected Table.
+
+    Every step uses all `nproc` workers on the chunks of this sweep; sweeps
+    go one after the other, so the workers are never oversubscribed and at
+    most one sweep's images are in flight.
+    """
+    experiment = sweeps.experiments[number]
+    folder, label = sweeps.folders[number], sweeps.labels[number]
+    steps = sweeps.steps[number]
+    expt = sweeps.experiment_files[number]
     chunking = {"frames_per_chunk": params.frames_per_chunk}
-    sweep = load_sweep(inputs)
+    if label:
+        from dxtbx.model.experiment_list import ExperimentList
+
+        _make_folder(folder)
+        logger.info("\n### %s: %s", label, sweeps.names[number])
+        with chain.run.write(expt, f"{label} experiment") as path:
+            ExperimentList([experiment]).as_json(str(path))
+
+    def step(name, files, sweep=False):
+        return chain.step(name, files, sweep=sweep, label=label, params=steps[name])
+
+    def readable():
+        return readable_experiments(inputs)[number].imageset
+
     data = []
     if params.copy_images:
-        step = params.import_data
-        with chain.step("import_data", [expt], sweep=True) as run:
-            with run.write(step.output.data, "image series") as path:
+        import_data = steps["import_data"]
+        with step("import_data", [expt], sweep=True) as run:
+            sweep = sweep_from_experiment(experiment, imageset=readable())
+            with run.write(import_data.output.data, "image series") as path:
                 result = do_import_data(
                     sweep,
                     path,
-                    step,
+                    import_data,
                     pmap,
                     sweep.frame_range(params.image_range),
                     **chunking,
                 )
             run.results.update(result.summary())
-        data = [str(step.output.data)]
-        sweep = load_sweep(inputs, step.output.data)
+        data = [str(import_data.output.data)]
+        sweep = sweep_from_experiment(experiment, data_file=import_data.output.data)
+    else:
+        sweep = sweep_from_experiment(experiment, imageset=readable())
     frame_range = sweep.frame_range(params.image_range)
 
-    step = params.find_peaks
-    with chain.step("find_peaks", [expt, *data], sweep=True) as run:
-        peaks = do_find_peaks(sweep, step, pmap, frame_range, **chunking)
-        find_peaks_program.write_outputs(peaks, sweep.experiment, step, run)
+    find_peaks = steps["find_peaks"]
+    with step("find_peaks", [expt, *data], sweep=True) as run:
+        peaks = do_find_peaks(sweep, find_peaks, pmap, frame_range, **chunking)
+        find_peaks_program.write_outputs(peaks, experiment, find_peaks, run)
 
-    step = params.mask_peaks
-    with chain.step(
-        "mask_peaks", [expt, *data, str(params.find_peaks.output.peaks)], sweep=True
+    mask_peaks = steps["mask_peaks"]
+    with step(
+        "mask_peaks", [expt, *data, str(find_peaks.output.peaks)], sweep=True
     ) as run:
-        with run.write(step.output.mask, "mask") as path:
+        with run.write(mask_peaks.output.mask, "mask") as path:
             result = do_mask_peaks(
                 sweep,
                 peaks.peaks,
                 peaks.model,
                 path,
-                step,
+                mask_peaks,
                 pmap,
                 frame_range,
                 **chunking,
             )
-        mask_peaks_program.write_outputs(result, step, run)
+        mask_peaks_program.write_outputs(result, mask_peaks, run)
 
-    step = params.integrate
-    mask = params.mask_peaks.output.mask
-    with chain.step("integrate", [expt, *data, f"mask={mask}"], sweep=True) as run:
+    integrate = steps["integrate"]
+    mask = mask_peaks.output.mask
+    with step("integrate", [expt, *data, f"mask={mask}"], sweep=True) as run:
         integrated = do_integrate(
-            sweep, step, pmap, MaskFile(mask), frame_range, **chunking
+            sweep, integrate, pmap, MaskFile(mask), frame_range, **chunking
         )
-        integrate_program.write_outputs(integrated, step, run)
+        integrate_program.write_outputs(integrated, integrate, run)
 
-    step = params.correct
-    with chain.step("correct", [expt, str(params.integrate.output.table)]) as run:
+    correct = steps["correct"]
+    with step("correct", [expt, str(integrate.output.table)]) as run:
         corrected = do_correct(
             integrated.table,
-            sweep.experiment,
-            step,
-            background=read_background(step.background) if step.background else None,
-            name=str(params.integrate.output.table),
+            experiment,
+            correct,
+            background=read_background(correct.background)
+            if correct.background
+            else None,
+            name=str(integrate.output.table),
         )
-        correct_program.write_outputs(corrected, step, run)
+        correct_program.write_outputs(corrected, correct, run)
+    return corrected.table
 
-    tables = [str(params.correct.output.table)]
+
+def run_joint(params, corrected, sweeps, chain):
+    """scale (optional), merge and map of every sweep's corrected table together."""
+    tables = [str(steps["correct"].output.table) for steps in sweeps.steps]
     models = None
     model_files = []
     if params.run_scale:
         step = params.scale
         with chain.step("scale", tables) as run:
-            scaled = do_scale([corrected.table.to_frame()], step, names=tables)
+            scaled = do_scale([table.to_frame() for table in corrected], step, tables)
             scale_program.write_outputs(scaled, step, run, tables)
         models = scaled.models
-        model_files = [str(step.output.model)]
+        model_files = sweeps.model_files()
 
     step = params.merge
     with chain.step("merge", [*tables, *model_files]) as run:
         merged = do_merge(
-            [corrected.table], step, models, names=tables, model_names=model_files
+            corrected, step, models, names=tables, model_names=model_files
         )
         merge_program.write_outputs(merged, step, run)
 
     step = params.map
+    expt = sweeps.experiment_files[0]
     with chain.step("map", [str(params.merge.output.table), expt]) as run:
         result = do_map(
             merged.tables()[0],
-            sweep.experiment.crystal.get_space_group(),
+            sweeps.experiments[0].crystal.get_space_group(),
             step,
             name=str(params.merge.output.table),
         )
         map_program.write_outputs(result, step, run)
+
+    step = params.analyse_map
+    merged_file = str(params.merge.output.table)
+    with chain.step("analyse_map", [merged_file, expt]) as run:
+        recmap = analyse_map_program.load_map(
+            step, sweeps.experiments[0].crystal, merged_file
+        )
+        # Punching by the peak ellipsoid takes the first sweep's peak model.
+        peaks = str(sweeps.steps[0]["find_peaks"].output.peaks)
+        analyse_map_program.analyse_and_write(recmap, step, peaks, run)
+
+
+def viewer_links(outputs):
+    """A link to analyse_map's interactive map viewer, if it was written (HTML)."""
+    viewer = outputs.get(VIEWER_OUTPUT)
+    return viewer_link(viewer) if viewer else ""
+
+
+def report_preamble(experiment_files, sweeps, crystals):
+    """The report's opening: the experiments, the sweeps and any indexing ambiguity."""
+    files = ", ".join(f"<code>{html.escape(str(p))}</code>" for p in experiment_files)
+    parts = [f"<p>Experiments: {files}</p>"]
+    if len(sweeps) > 1:
+        items = "".join(
+            f"<li><code>{html.escape(str(folder))}/</code>: {html.escape(name)}</li>"
+            for folder, name in zip(sweeps.folders, sweeps.names)
+        )
+        parts.append(
+            f"<p>{len(sweeps)} sweeps, each through import_data ... correct in its "
+            f"folder, then scaled, merged and mapped together:</p><ul>{items}</ul>"
+        )
+    ambiguity = crystals.get("reindexing")
+    if ambiguity:
+        parts.append(
+            '<p class="failed">Indexing ambiguity: the lattice has the symmetry '
+            f"{html.escape(ambiguity['lattice_group'])}, higher than the point "
+            f"group {html.escape(ambiguity['point_group'])}; the sweeps may be "
+            "indexed differently (related by "
+            f"{html.escape(' or '.join(ambiguity['operators']))}). The merged map "
+            "is only right if every sweep is indexed alike (dials.cosym).</p>"
+        )
+    return "".join(parts)
+
+
+def _make_folder(folder):
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"{folder}: cannot make the folder ({error.strerror})"
+        ) from error
 
 
 class Chain:
@@ -232,50 +483,68 @@ class Chain:
         self.sections = []
         self.done = []
 
-    def command(self, name, files, sweep):
+    def command(self, name, files, sweep, params=None):
         """The command line that runs the step alone with the same parameters.
 
         The files, the chain's parameters that differ from the defaults
         (`SWEEP_PARAMETERS` for the steps that read images), and the step's
-        own that differ, without the `<step>.` prefix.
+        own that differ, without the `<step>.` prefix. With `params` (a
+        sweep's copy of the step's parameters), its output names replace
+        the chain's.
         """
         diff = program.master_phil.fetch_diff(source=self.working)
         shared = SWEEP_PARAMETERS if sweep else ()
         arguments = list(files)
         for scope in [*shared, name]:
             for definition in _definitions(diff.get(scope)):
-                value = definition.extract()
-                values = value if isinstance(value, (list, tuple)) else [value]
                 key = definition.full_path()
                 if scope == name:
                     key = key.split(".", 1)[1]
-                arguments.append(f"{key}={','.join(_word(v) for v in values)}")
+                    if params is not None and key.startswith("output."):
+                        continue
+                arguments.append(f"{key}={_value(definition.extract())}")
+        if params is not None:
+            default = getattr(self.defaults, name).output
+            for key, value in vars(params.output).items():
+                if not key.startswith("_") and value != getattr(default, key):
+                    arguments.append(f"output.{key}={_value(value)}")
         return " ".join([f"dials.diffuse.{name}", *arguments])
 
     @contextlib.contextmanager
-    def step(self, name, files, sweep=False):
-        """Run one step: its header and log lines also into dials.diffuse.<step>.log."""
-        command = self.command(name, files, sweep)
+    def step(self, name, files, sweep=False, label=None, params=None):
+        """Run one step: its header and log lines also into dials.diffuse.<step>.log.
+
+        With a `label` (the sweep's folder, when there are several sweeps)
+        the step's log goes into that folder, and its results, outputs and
+        time are recorded under "<label>/<step>"; `params` are the sweep's
+        copy of the step's parameters (`SweepOutputs`).
+        """
+        command = self.command(name, files, sweep, params)
+        key = f"{label}/{name}" if label else name
+        folder = Path(label) if label else Path(".")
         run = RunContext(name, self.run.inputs, self.run.verbosity)
         start = time.perf_counter()
-        with _logging_to(f"dials.diffuse.{name}.log", self.run.verbosity):
-            logger.info("\n=== %s: %s", name, command)
+        with _logging_to(folder / f"dials.diffuse.{name}.log", self.run.verbosity):
+            logger.info("\n=== %s: %s", key, command)
             try:
                 yield run
             except DataError as error:
-                self.run.results[name] = {"command": command, "error": str(error)}
-                raise UserError(f"step {name} failed: {error}") from error
+                self.run.results[key] = {"command": command, "error": str(error)}
+                raise UserError(f"step {key} failed: {error}") from error
         seconds = time.perf_counter() - start
-        self.run.timings[name] = seconds
-        self.run.outputs.update(run.outputs)
-        self.run.results[name] = {
+        self.run.timings[key] = seconds
+        prefix = f"{label} " if label else ""
+        self.run.outputs.update(
+            {f"{prefix}{what}": path for what, path in run.outputs.items()}
+        )
+        self.run.results[key] = {
             "command": command,
             "outputs": run.outputs,
             **run.results,
         }
         self.sections.append(
             report_section(
-                title=f"dials.diffuse.{name}",
+                title=f"dials.diffuse.{name}" + (f" ({label})" if label else ""),
                 command=command,
                 results=run.results,
                 images=[
@@ -286,7 +555,13 @@ class Chain:
                 seconds=seconds,
             )
         )
-        self.done.append(name)
+        self.done.append(key)
+
+
+def _value(value):
+    """A parameter's value as typed on a command line (lists comma-separated)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return ",".join(_word(v) for v in values)
 
 
 def _word(value):

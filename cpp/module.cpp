@@ -2,9 +2,8 @@
 // Each header provides bind_<family>(module); add one line here per family.
 #include <pybind11/pybind11.h>
 
-#include "chunks.h"
+#include "bindings.h"
 #include "diffuse.h"
-#include "eiger.h"
 #include "geometry.h"
 #include "histogram.h"
 #include "peaks.h"

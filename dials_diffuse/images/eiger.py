@@ -40,6 +40,7 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
     chunk_codec,
     chunk_queries_available,
     read_raw_chunks,
+    thread_read_buffer,
 )
 from dials_diffuse.images.hdf5_sources import check_frames
 from dials_diffuse.images.source import (
@@ -487,15 +488,25 @@ class EigerMasterSource(ImageSource):
                 return block
         raise IndexError(f"frame {frame} outside 0..{self.n_frames - 1}")
 
-    def raw_frames(self, start, stop):
+    def raw_frames(self, start, stop, reuse_buffer=False):
         """Raw stored chunks of frames [start, stop), grouped by codec.
+
+        Parameters
+        ----------
+        start, stop : int
+            0-based frames, stop excluded.
+        reuse_buffer : bool
+            Read the chunks into this thread's reused buffer
+            (`thread_read_buffer`): cheaper, but a payload is valid only
+            until the next one is yielded (or this thread reads again).
 
         Yields
         ------
         (codec, first_frame, payload)
-            `payload` is a list of bytes (one chunk per frame) for the C++
-            codecs and deflate, or a decoded (frames, rows, columns) array
-            when h5py had to decode (codec None).
+            `payload` is a list of chunks (bytes, or uint8 arrays with
+            `reuse_buffer`; one per frame) for the C++ codecs and deflate,
+            or a decoded (frames, rows, columns) array when h5py had to
+            decode (codec None).
         """
         check_frames(self.path, start, stop)
         frame = start
@@ -509,7 +520,12 @@ class EigerMasterSource(ImageSource):
                     payload = None
                     if codec is not None:
                         payload = self._read_chunks(
-                            block, dataset, opened, frame + offset, end + offset
+                            block,
+                            dataset,
+                            opened,
+                            frame + offset,
+                            end + offset,
+                            reuse_buffer,
                         )
                     if payload is None:  # h5py decodes (other layouts, filters)
                         codec = None
@@ -521,11 +537,12 @@ class EigerMasterSource(ImageSource):
             yield codec, frame, payload
             frame = end
 
-    def _read_chunks(self, block, dataset, opened, first, stop):
+    def _read_chunks(self, block, dataset, opened, first, stop, reuse_buffer=False):
         """Raw chunks of dataset frames [first, stop), or None if h5py must decode.
 
         The chunks' file offsets come from HDF5 (cheap); the bytes are read
-        with os.pread, which releases the GIL, so worker threads read in
+        with os.pread (os.preadv into this thread's buffer with
+        `reuse_buffer`), which releases the GIL, so worker threads read in
         parallel. Without chunk queries (h5py < 3, HDF5 < 1.10.5) or pread
         (Windows), read_direct_chunk is used.
         """
@@ -537,9 +554,11 @@ class EigerMasterSource(ImageSource):
             dataset,
             opened.descriptor,
             [(i, 0, 0) for i in range(first, stop)],
+            thread_read_buffer if reuse_buffer else None,
         )
-        if chunks is not None and None in chunks:
-            index = first + chunks.index(None)
+        missing = [] if chunks is None else [c is None for c in chunks]
+        if any(missing):
+            index = first + missing.index(True)
             raise ValueError(f"frame {index} of {block.dataset} was never written")
         return chunks
 
@@ -569,7 +588,9 @@ class EigerMasterSource(ImageSource):
             if whole
             else np.empty((frames.stop - frames.start, *self._frame_shape), self.dtype)
         )
-        for codec, first, payload in self.raw_frames(frames.start, frames.stop):
+        for codec, first, payload in self.raw_frames(
+            frames.start, frames.stop, reuse_buffer=True
+        ):
             index = first - frames.start
             if codec is None:
                 frames_read[index : index + len(payload)] = payload

@@ -3,7 +3,8 @@
 h5py serialises every call behind one global lock, so HDF5's own filters
 (gzip, shuffle, bitshuffle) decode one chunk at a time however many threads
 ask. Here HDF5 only says where each chunk lies (`get_chunk_info_by_coord`,
-cheap); the bytes are read with `os.pread` and handed, a block of chunks at
+cheap); the bytes are read with `os.pread` (or `os.preadv` into a reused
+per-thread buffer) and handed, a block of chunks at
 a time, to the C++ `place_chunks`, which decodes them (libdeflate for gzip,
 our LZ4 codecs), undoes the shuffle filter and places them into the
 caller's buffer, optionally computing the validity mask (value >= 0) on the
@@ -40,7 +41,7 @@ FILTER_LZ4 = 32004
 FILTER_BITSHUFFLE = 32008
 BITSHUFFLE_COMPRESS_LZ4 = 2
 
-# Codecs: the C++ kernels' numbers (cpp/chunks.h; 0-2 also cpp/eiger.h).
+# Codecs: the C++ kernels' numbers (ChunkCodec in cpp/codecs.h).
 CODEC_NONE = 0
 CODEC_LZ4 = 1
 CODEC_BITSHUFFLE_LZ4 = 2
@@ -98,7 +99,7 @@ def chunk_queries_available(dataset):
     return hasattr(dataset.id, "get_chunk_info_by_coord") and hasattr(os, "pread")
 
 
-def read_raw_chunks(dataset, descriptor, coords):
+def read_raw_chunks(dataset, descriptor, coords, buffer=None):
     """The stored bytes of the chunks at `coords`, or None if h5py must decode.
 
     Parameters
@@ -108,10 +109,16 @@ def read_raw_chunks(dataset, descriptor, coords):
         An os.open descriptor of the dataset's file (os.pread releases the GIL).
     coords : list of tuple
         Element coordinates of the chunks' first elements.
+    buffer : callable, optional
+        buffer(n) gives a writable 1-d uint8 array of at least n bytes to read
+        the chunks into (e.g. `thread_read_buffer`): the chunks are then views
+        of it, valid until the caller reuses it. Reusing memory saves the
+        page faults of fresh allocations (about 2 ms of CPU per 4 MB chunk).
+        Default: a new bytes object per chunk.
 
     Returns
     -------
-    list of (bytes or None)
+    list of (bytes, uint8 array or None)
         None for a chunk never written (it reads as the fill value). The whole
         result is None when a chunk was stored with a filter skipped.
 
@@ -123,16 +130,45 @@ def read_raw_chunks(dataset, descriptor, coords):
     infos = [dataset.id.get_chunk_info_by_coord(tuple(c)) for c in coords]
     if any(info.filter_mask for info in infos if info.byte_offset is not None):
         return None
-    chunks = []
+    if buffer is not None and hasattr(os, "preadv"):
+        space = buffer(sum(info.size for info in infos if info.byte_offset is not None))
+    else:
+        space = None
+    chunks, at = [], 0
     for info in infos:
         if info.byte_offset is None:
             chunks.append(None)
             continue
-        chunk = os.pread(descriptor, info.size, info.byte_offset)
-        if len(chunk) != info.size:
-            raise ValueError("the file is truncated")
+        if space is None:
+            chunk = os.pread(descriptor, info.size, info.byte_offset)
+            if len(chunk) != info.size:
+                raise ValueError("the file is truncated")
+        else:
+            chunk = space[at : at + info.size]
+            at += info.size
+            done = 0
+            while done < info.size:  # os.preadv releases the GIL
+                n = os.preadv(descriptor, [chunk[done:]], info.byte_offset + done)
+                if n == 0:
+                    raise ValueError("the file is truncated")
+                done += n
         chunks.append(chunk)
     return chunks
+
+
+_thread_buffers = threading.local()
+
+
+def thread_read_buffer(nbytes):
+    """A uint8 array of at least `nbytes`, one per thread, reused from call to call.
+
+    For `read_raw_chunks(buffer=...)`: what was read into it is valid until
+    the same thread asks again.
+    """
+    buffer = getattr(_thread_buffers, "buffer", None)
+    if buffer is None or buffer.size < nbytes:
+        buffer = _thread_buffers.buffer = np.empty(max(nbytes, 1), np.uint8)
+    return buffer
 
 
 class ChunkedDataset:

@@ -199,3 +199,32 @@ def test_read_direct_chunk_fallback(tmp_path, dectris_testfiles, monkeypatch):
     assert np.array_equal(
         expected, h5py_frames(real_data_files(dectris_testfiles, "eiger2_bslz4"))
     )
+
+
+def test_reused_read_buffer_gives_the_stored_chunks_and_checks_truncation(tmp_path):
+    frames = np.random.default_rng(6).poisson(2.0, (5, 30, 41)).astype(np.uint16)
+    master = write_series(tmp_path, frames, 3)
+    source = EigerMasterSource(master)
+    for reuse in (False, True):  # the buffer is reused between the yields
+        chunks = [
+            bytes(chunk)
+            for _, _, payload in source.raw_frames(1, 5, reuse_buffer=reuse)
+            for chunk in payload
+        ]
+        stored = []
+        for name, frames_in_file in (("000001", range(1, 3)), ("000002", range(2))):
+            with h5py.File(tmp_path / f"series_data_{name}.h5", "r") as handle:
+                dataset = handle["/entry/data/data"]
+                stored += [
+                    dataset.id.read_direct_chunk((i, 0, 0))[1] for i in frames_in_file
+                ]
+        assert chunks == stored
+    data_file = tmp_path / "series_data_000002.h5"
+    with h5py.File(data_file, "r") as handle:
+        info = handle["/entry/data/data"].id.get_chunk_info_by_coord((1, 0, 0))
+    with open(data_file, "r+b") as handle:
+        handle.truncate(info.byte_offset + 5)
+    with pytest.raises(
+        DataError, match="series_data_000002.h5: image 4 cannot be read"
+    ):
+        next(EigerMasterSource(master).raw_frames(3, 5, reuse_buffer=True))

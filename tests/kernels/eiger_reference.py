@@ -2,14 +2,16 @@
 
 LZ4 block decoding byte by byte from the format description, bitshuffle's
 bit transpose undone with numpy.unpackbits, and the thresholded frame sums
-with numpy masks.
+with numpy masks. The encoders write the same formats from the description
+(LZ4 blocks from any list of sequences, bit-transposed blocks, whole HDF5
+chunks), independently of the LZ4 and bitshuffle libraries.
 """
 
 import numpy as np
 
 
 def lz4_decode_block(data, size):
-    """Decode one raw LZ4 block to `size` bytes."""
+    """Decode one raw LZ4 block to `size` bytes (None: whatever it decodes to)."""
     out = bytearray()
     i = 0
     while True:
@@ -41,7 +43,7 @@ def lz4_decode_block(data, size):
         start = len(out) - offset
         for k in range(length):  # byte by byte: overlapping copies repeat
             out.append(out[start + k])
-    assert len(out) == size
+    assert size is None or len(out) == size
     return bytes(out)
 
 
@@ -95,3 +97,64 @@ def frame_statistics(frames, low, high, valid=None, invalid_from=np.inf):
         maxima.append(values[use].max() if use.any() else np.nan)
         invalid.append(int(bad.sum()))
     return np.array(sums), np.array(used), np.array(maxima), np.array(invalid)
+
+
+def _length_bytes(n):
+    """LZ4's length extension: 255 while at least 255 remains, then the rest."""
+    return b"\xff" * (n // 255) + bytes([n % 255])
+
+
+def lz4_block_from_sequences(sequences, last_literals=b""):
+    """An LZ4 block of (literals, offset, match_length) sequences, then literals.
+
+    Any sequence the format allows (offset 1-65535, match_length >= 4), also
+    ones a compressor would not emit (the block need not end with 5
+    literals): for exercising a decoder.
+    """
+    out = bytearray()
+    for literals, offset, length in sequences:
+        extra = length - 4
+        out.append((min(len(literals), 15) << 4) | min(extra, 15))
+        if len(literals) >= 15:
+            out += _length_bytes(len(literals) - 15)
+        out += literals
+        out += offset.to_bytes(2, "little")
+        if extra >= 15:
+            out += _length_bytes(extra - 15)
+    out.append(min(len(last_literals), 15) << 4)
+    if len(last_literals) >= 15:
+        out += _length_bytes(len(last_literals) - 15)
+    out += last_literals
+    return bytes(out)
+
+
+def bit_transpose(block, n, elem_size):
+    """Bitshuffle's transpose of one block of n elements (n % 8 == 0), bytes -> bytes."""
+    bits = np.unpackbits(np.frombuffer(block, np.uint8), bitorder="little")
+    matrix = bits.reshape(n, 8 * elem_size).T  # row 8 j + k: bit k of byte j
+    return np.packbits(matrix, axis=-1, bitorder="little").tobytes()
+
+
+def encode_chunk(values, codec, block_bytes=8192):
+    """A raw HDF5 chunk of `values` (1-d): codec 0 none, 1 LZ4, 2 bitshuffle/LZ4.
+
+    Blocks are LZ4 blocks of literals only (LZ4 blocks of `block_bytes`
+    alternate with blocks stored as they are).
+    """
+    values = np.ascontiguousarray(values)
+    data = values.tobytes()
+    if codec == 0:
+        return data
+    size = values.dtype.itemsize
+    out = bytearray(len(data).to_bytes(8, "big") + block_bytes.to_bytes(4, "big"))
+    body = len(data) if codec == 1 else (values.size - values.size % 8) * size
+    for index, start in enumerate(range(0, body, block_bytes)):
+        block = data[start : min(start + block_bytes, body)]
+        if codec == 2:
+            block = bit_transpose(block, len(block) // size, size)
+            stored = lz4_block_from_sequences([], block)
+        else:
+            stored = block if index % 2 else lz4_block_from_sequences([], block)
+        out += len(stored).to_bytes(4, "big") + stored
+    out += data[body:]
+    return bytes(out)

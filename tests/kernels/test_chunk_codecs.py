@@ -1,4 +1,4 @@
-"""The C++ HDF5 chunk codecs (cpp/chunks.h) against zlib and numpy references.
+"""The C++ HDF5 chunk codecs (cpp/codecs.h, cpp/chunks.h) against zlib and numpy references.
 
 Reading: `place_chunks` decodes zlib streams made by Python's zlib (the
 same library HDF5's gzip filter uses) at several levels, undoes a numpy

@@ -148,7 +148,7 @@ def test_relative_paths_give_the_threaded_result(cluster, client_folder, monkeyp
 
 def test_a_file_the_worker_cannot_open_is_named(cluster, client_folder, monkeypatch):
     """The client opened it; by the time the worker reopens it, it is gone."""
-    from dials_diffuse.algorithms.diffuse.mask import MaskFile
+    from dials_diffuse.io.mask_file import MaskFile
 
     address, _ = cluster
     monkeypatch.chdir(client_folder)

@@ -4,7 +4,10 @@ A pixel of a frame is masked (excluded from the diffuse signal) when
 
 - its offset from the nearest reciprocal-lattice point allowed by the space
   group (every systematic absence, from cctbx, not only centring) lies inside
-  the peak model's ellipsoid at `sigma_cutoff` (Mahalanobis distance), or
+  the peak model's ellipsoid at `sigma_cutoff` (Mahalanobis distance); with
+  ``mask_absent`` also at points absent by screw axes and glide planes (only
+  centring absences, which are not lattice points, are left: mdx2's rule,
+  which masks every lattice point of a primitive group), or
 - it was a peak pixel (above the count threshold) in that frame (as mdx2),
   or a hot pixel (a peak-model outlier in at least a fraction of the frames,
   masked in every frame), or
@@ -43,6 +46,12 @@ bragg = False
   .type = bool
   .help = "Invert the ellipsoid mask: keep only the Bragg peaks (peak and hot"
           "pixels are then not added; the detector mask still applies)."
+mask_absent = False
+  .type = bool
+  .help = "Also mask the ellipsoids at lattice points that screw axes or glide"
+          "planes make systematically absent (only lattice-centring absences"
+          "stay unmasked), as mdx2 does: it masks every lattice point of a"
+          "primitive group. Default: absent points keep their diffuse signal."
 hot_pixels {
   min_fraction = 0.5
     .type = float(value_min=0, value_max=1, allow_none=False)
@@ -54,7 +63,7 @@ hot_pixels {
 )
 
 
-def allowed_lattice_points(crystal, s_max):
+def allowed_lattice_points(crystal, s_max, centring_only=False):
     """Lattice points that are not systematically absent, over every reachable hkl.
 
     Parameters
@@ -62,6 +71,9 @@ def allowed_lattice_points(crystal, s_max):
     crystal : dxtbx Crystal
     s_max : float
         Largest |s1 - s0| of any pixel (inverse Angstrom): |h| <= a |s|.
+    centring_only : bool
+        Only the lattice centring's absences count (h + k odd for C, ...):
+        points absent by screw axes or glide planes are allowed too.
 
     Returns
     -------
@@ -77,6 +89,13 @@ def allowed_lattice_points(crystal, s_max):
     grid = np.meshgrid(*axes, indexing="ij")
     indices = flex.miller_index(*(flex.int(g.ravel().astype(np.int32)) for g in grid))
     space_group = crystal.get_space_group()
+    if centring_only:
+        from cctbx import sgtbx
+
+        lattice = sgtbx.space_group()
+        for translation in space_group.ltr():
+            lattice.expand_ltr(translation)
+        space_group = lattice
     absent = space_group.is_sys_absent(indices).as_numpy_array()
     allowed = (~absent).reshape(grid[0].shape).astype(np.uint8)
     origin = np.array([-n for n in limits], dtype=np.int64)
@@ -126,12 +145,25 @@ class PeakMasker:
     bragg : bool
         Invert the ellipsoid mask (keep only Bragg peaks); hot pixels and the
         detector mask still apply, peak pixels are then not added.
+    mask_absent : bool
+        Also mask the ellipsoids at lattice points that screw axes or glide
+        planes make systematically absent (mdx2's rule).
     """
 
-    def __init__(self, sweep, model, sigma_cutoff, peaks=None, hot=None, bragg=False):
+    def __init__(
+        self,
+        sweep,
+        model,
+        sigma_cutoff,
+        peaks=None,
+        hot=None,
+        bragg=False,
+        mask_absent=False,
+    ):
         self.model = model
         self.sigma_cutoff = float(sigma_cutoff)
         self.bragg = bool(bragg)
+        self.mask_absent = bool(mask_absent)
         s0 = sweep.s0(np.arange(sweep.source.n_frames))
         # |s1 - s0|^2 = |s1|^2 + |s0|^2 - 2 s1.s0 <= max|s1|^2 + |s0|^2 - 2 min s1.s0:
         # an upper bound of |s| over the panel without a (rows, columns, 3)
@@ -150,7 +182,7 @@ class PeakMasker:
             for i in {0, len(s0) // 2, len(s0) - 1}
         )
         self.allowed, self.origin = allowed_lattice_points(
-            sweep.experiment.crystal, s_max
+            sweep.experiment.crystal, s_max, centring_only=self.mask_absent
         )
         shape = sweep.source.panel_shapes[0]
         self.hot = (
@@ -158,7 +190,8 @@ class PeakMasker:
             if hot is not None
             else np.zeros(shape, dtype=bool)
         )
-        self.invalid = ~sweep.detector_mask() | self.hot
+        self.detector_invalid = ~sweep.detector_mask()
+        self.invalid = self.detector_invalid | self.hot
         self.peak_image = None
         if peaks is not None and not self.bragg and len(peaks):
             order = np.argsort(peaks["image"], kind="stable")
@@ -229,7 +262,12 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
     Returns
     -------
     dict
-        masked_fraction (overall), masked_fraction_per_image (list), frames.
+        masked_fraction (overall), masked_fraction_per_image (list), frames,
+        and the overall fraction split by cause: detector_masked_fraction
+        (the detector mask: gaps, bad pixels), hot_pixel_fraction (hot pixels
+        not already in the detector mask) and bragg_masked_fraction (the
+        rest: peak ellipsoids and peak pixels; with bragg=True, everything
+        outside the ellipsoids).
     """
     first, stop = frame_range or (0, sweep.source.n_frames)
     n_frames = stop - first
@@ -252,10 +290,18 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
             start = chunk.frames.start - first
             writer.store(start, stored)
             per_frame[start : start + len(fraction)] = fraction
+    # The detector mask and hot pixels are masked in every frame: what is
+    # left of each frame's fraction is the Bragg masking.
+    detector = float(masker.detector_invalid.mean())
+    hot = float((masker.hot & ~masker.detector_invalid).mean())
+    total = float(per_frame.mean())
     return {
         "frames": n_frames,
-        "masked_fraction": float(per_frame.mean()),
+        "masked_fraction": total,
         "masked_fraction_per_image": per_frame.tolist(),
+        "detector_masked_fraction": detector,
+        "hot_pixel_fraction": hot,
+        "bragg_masked_fraction": max(0.0, total - detector - hot),
     }
 
 
@@ -270,11 +316,15 @@ class MaskPeaksResult:
     masked_fraction_per_image : list of float
     hot_pixels : int
         Pixels masked in every frame as hot.
+    fractions : dict
+        The overall masked fraction by cause (`write_mask`):
+        detector_masked_fraction, hot_pixel_fraction, bragg_masked_fraction.
     """
 
     image_numbers: np.ndarray
     masked_fraction_per_image: list
     hot_pixels: int
+    fractions: dict = dataclasses.field(default_factory=dict)
 
     def summary(self):
         """The key results for a program's JSON summary."""
@@ -283,6 +333,7 @@ class MaskPeaksResult:
             "masked_fraction": float(np.mean(self.masked_fraction_per_image)),
             "masked_fraction_per_image": self.masked_fraction_per_image,
             "hot_pixels": self.hot_pixels,
+            **self.fractions,
         }
 
 
@@ -325,7 +376,13 @@ def do_mask_peaks(
         " (inverted: Bragg peaks kept)" if params.bragg else "",
     )
     masker = PeakMasker(
-        sweep, model, params.sigma_cutoff, peaks=peaks, hot=hot, bragg=params.bragg
+        sweep,
+        model,
+        params.sigma_cutoff,
+        peaks=peaks,
+        hot=hot,
+        bragg=params.bragg,
+        mask_absent=params.mask_absent,
     )
     summary = write_mask(
         path,
@@ -335,9 +392,23 @@ def do_mask_peaks(
         frames_per_chunk=frames_per_chunk,
         frame_range=(first, stop),
     )
-    logger.info("Masked pixels: %.2f%%", 100 * summary["masked_fraction"])
+    logger.info(
+        "Masked pixels: %.2f%% (detector mask and gaps %.2f%%, hot pixels %.3f%%, "
+        "%s %.2f%%)",
+        100 * summary["masked_fraction"],
+        100 * summary["detector_masked_fraction"],
+        100 * summary["hot_pixel_fraction"],
+        "outside the Bragg peaks" if params.bragg else "Bragg peaks",
+        100 * summary["bragg_masked_fraction"],
+    )
+    fractions = (
+        "detector_masked_fraction",
+        "hot_pixel_fraction",
+        "bragg_masked_fraction",
+    )
     return MaskPeaksResult(
         sweep.source.image_numbers[first:stop],
         summary["masked_fraction_per_image"],
         int(hot.sum()),
+        {name: summary[name] for name in fractions},
     )

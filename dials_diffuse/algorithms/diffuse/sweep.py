@@ -203,14 +203,80 @@ def readable_imageset(inputs, experiment):
     replace them); without data.nxs the experiment file is loaded again with
     its images. Experiments imported from image files are already readable.
     """
-    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
-
     if experiment.imageset is None:
         raise DataError("the experiment has no images: give data.nxs or the images")
-    for path in inputs.files:
-        if path.suffix.lower() in EXPERIMENT_SUFFIXES:
-            return load_experiments(path, check_format=True)[0].imageset
-    return experiment.imageset
+    return readable_experiments(inputs)[0].imageset
+
+
+def readable_experiments(inputs):
+    """Every experiment of the inputs, with imagesets whose images can be read.
+
+    The `.expt` files loaded again with their Format classes (in command-line
+    order, as `inputs.experiments`); experiments imported from image files
+    are already readable.
+    """
+    from dxtbx.model.experiment_list import ExperimentList
+
+    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
+
+    files = [p for p in inputs.files if p.suffix.lower() in EXPERIMENT_SUFFIXES]
+    if not files:
+        return inputs.experiments
+    experiments = ExperimentList()
+    for path in files:
+        experiments.extend(load_experiments(path, check_format=True))
+    return experiments
+
+
+def check_sweep_experiment(experiment):
+    """DataError unless `experiment` is a rotation sweep on a single-panel detector."""
+    for model in ("crystal", "scan", "goniometer", "detector", "beam"):
+        if getattr(experiment, model) is None:
+            raise DataError(
+                f"the experiment has no {model} model: give a refined rotation sweep"
+            )
+    if len(experiment.detector) != 1:
+        raise DataError(
+            f"the detector has {len(experiment.detector)} panels: only "
+            "single-panel detectors are supported (as mdx2)"
+        )
+
+
+def sweep_from_experiment(experiment, imageset=None, data_file=None):
+    """A Sweep of one refined rotation experiment, its models checked.
+
+    Parameters
+    ----------
+    experiment : dxtbx Experiment
+        With crystal, scan, goniometer, beam and a single-panel detector.
+    imageset : dxtbx imageset, optional
+        Its images, readable (loaded with their Format class); default the
+        experiment's own.
+    data_file : Path, optional
+        A data.nxs of import_data to read the images from instead; it must
+        match the detector and lie within the scan.
+    """
+    check_sweep_experiment(experiment)
+    if data_file is None:
+        imageset = imageset or experiment.imageset
+        if imageset is None:
+            raise DataError("the experiment has no images: give data.nxs or the images")
+        return Sweep(experiment, ImagesetSource(imageset))
+    source = NexusDataSource(data_file)
+    expected = tuple(reversed(experiment.detector[0].get_image_size()))
+    if tuple(source.panel_shapes[0]) != expected:
+        raise DataError(
+            f"{data_file}: images are {source.panel_shapes[0]} pixels, "
+            f"the experiment's detector {expected}"
+        )
+    first, last = experiment.scan.get_image_range()
+    numbers = source.image_numbers
+    if numbers[0] < first or numbers[-1] > last:
+        raise DataError(
+            f"{data_file}: images {numbers[0]}-{numbers[-1]} are outside the "
+            f"experiment's scan {first}-{last}"
+        )
+    return Sweep(experiment, source)
 
 
 def load_sweep(inputs, data_file=None):
@@ -231,34 +297,10 @@ def load_sweep(inputs, data_file=None):
             "(dials.split_experiments makes one file per experiment)"
         )
     experiment = experiments[0]
-    for model in ("crystal", "scan", "goniometer", "detector", "beam"):
-        if getattr(experiment, model) is None:
-            raise DataError(
-                f"the experiment has no {model} model: give a refined rotation sweep"
-            )
-    if len(experiment.detector) != 1:
-        raise DataError(
-            f"the detector has {len(experiment.detector)} panels: only "
-            "single-panel detectors are supported (as mdx2)"
-        )
-    if data_file is not None:
-        source = NexusDataSource(data_file)
-        expected = tuple(reversed(experiment.detector[0].get_image_size()))
-        if tuple(source.panel_shapes[0]) != expected:
-            raise DataError(
-                f"{data_file}: images are {source.panel_shapes[0]} pixels, "
-                f"the experiment's detector {expected}"
-            )
-        first, last = experiment.scan.get_image_range()
-        numbers = source.image_numbers
-        if numbers[0] < first or numbers[-1] > last:
-            raise DataError(
-                f"{data_file}: images {numbers[0]}-{numbers[-1]} are outside the "
-                f"experiment's scan {first}-{last}"
-            )
-    else:
-        source = ImagesetSource(readable_imageset(inputs, experiment))
-    return Sweep(experiment, source)
+    imageset = None
+    if data_file is None and experiment.imageset is not None:
+        imageset = readable_imageset(inputs, experiment)
+    return sweep_from_experiment(experiment, imageset, data_file)
 
 
 def nexus_input(inputs, group):

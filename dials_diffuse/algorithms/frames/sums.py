@@ -67,14 +67,23 @@ class FrameSums:
         )
 
 
+def _eiger_valid_bits(source, mask):
+    """The valid pixels of an Eiger source (and `mask`) as packed bits.
+
+    numpy.packbits(bitorder="little") of the flattened mask: what the C++
+    kernels take (8 times smaller than a byte mask), computed once per series.
+    """
+    valid = source.static_mask() if mask is None else source.static_mask() & mask
+    return np.packbits(valid.ravel(), bitorder="little")
+
+
 def _sum_eiger_batch(item):
     """Sums of frames [start, stop) of an Eiger source (module level: Dask pickles it)."""
-    source, start, stop, low, high, mask = item
-    valid = source.static_mask() if mask is None else source.static_mask() & mask
-    flat_valid = np.ascontiguousarray(valid, dtype=np.uint8).ravel()
-    n_pixels = flat_valid.size
+    source, start, stop, low, high, valid_bits = item
+    rows, columns = source.panel_shapes[0]
+    n_pixels = rows * columns
     parts = []
-    for codec, first, payload in source.raw_frames(start, stop):
+    for codec, first, payload in source.raw_frames(start, stop, reuse_buffer=True):
         if codec is None or codec == CODEC_DEFLATE:
             # Decoded here (libdeflate) or by h5py: sum the decoded frames.
             frames = (
@@ -83,12 +92,13 @@ def _sum_eiger_batch(item):
                 else np.stack(
                     [
                         source.decode_into(
-                            codec, raw, np.empty_like(valid, source.dtype), f
+                            codec, raw, np.empty((rows, columns), source.dtype), f
                         )
                         for f, raw in enumerate(payload, start=first)
                     ]
                 )
             )
+            flat_valid = np.unpackbits(valid_bits, count=n_pixels, bitorder="little")
             parts.append(
                 _kernels.frame_statistics(
                     frames, low, high, flat_valid, source.invalid_from
@@ -104,8 +114,8 @@ def _sum_eiger_batch(item):
                     n_pixels,
                     low,
                     high,
-                    flat_valid,
-                    source.invalid_from,
+                    invalid_from=source.invalid_from,
+                    mask_bits=valid_bits,
                 )
             )
         except ValueError as error:
@@ -197,14 +207,15 @@ def sum_frames(
         numbers, work = source.image_numbers, _sum_eiger_batch
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        valid = _eiger_valid_bits(source, mask)  # once, not per batch
     else:
-        numbers, work = image_numbers(source), _sum_imageset_batch
+        numbers, work, valid = image_numbers(source), _sum_imageset_batch, mask
     if image_range is not None and image_range[1] == 0:
         image_range = (image_range[0], numbers[-1])
     start, stop = frame_range(numbers, image_range)
     batch_frames = batch_frames or default_batch_frames(source)
     items = [
-        (source, b, min(b + batch_frames, stop), float(low), float(high), mask)
+        (source, b, min(b + batch_frames, stop), float(low), float(high), valid)
         for b in range(start, stop, batch_frames)
     ]
     if pmap is None:
