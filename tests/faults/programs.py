@@ -117,6 +117,12 @@ PROGRAMS = [
         table=("merged.nxs", "hkl_table", "h"),
     ),
     ProgramCase(
+        "analyse_map",
+        _files("merged.nxs", "expt", extra=["output.viewer=None"]),
+        "output.analysis",
+        referenced="data_file",
+    ),
+    ProgramCase(
         "process",
         _files("expt", extra=["find_peaks.count_threshold=30"]),
         "find_peaks.output.peaks",
