@@ -94,7 +94,7 @@ def main(params, inputs, run):
         raise UserError(
             "no integrated table given: name the integrated.nxs of integrate"
         )
-    table = load_table(integrated, "hkl_table")
+    table = load_table(integrated, "hkl_table", finite=True)
     with run.timer("correct"):
         result = do_correct(
             table,

@@ -119,10 +119,16 @@ redis {
     .help = "Redis database number."
   password = None
     .type = str
-    .help = "Redis password (AUTH). None: no password."
+    .help = "Redis password (AUTH), never shown in the log or the summary."
+            "None: the environment variable DIALS_DIFFUSE_REDIS_PASSWORD if"
+            "set (keeps it off the command line), else no password."
   prefix = summed_eiger_frames
     .type = str
-    .help = "Key prefix: the key is <prefix>:<input file name>."
+    .help = "Key prefix: the key is <prefix>:<absolute path of the input file>,"
+            "unique per data set."
+  key = None
+    .type = str
+    .help = "The whole Redis key, instead of <prefix>:<absolute path>."
   expire_days = 1
     .type = float(value_min=0)
     .help = "Time to live of the key, in days."
@@ -333,7 +339,7 @@ def main(params, inputs, run):
 
     if params.redis.enabled:
         r = params.redis
-        key = redis_key(r.prefix, source_path)
+        key = redis_key(r.prefix, source_path, r.key)
         payload = {
             "source": str(source_path),
             "image": sums.image_numbers.tolist(),

@@ -100,15 +100,18 @@ def main(params, inputs, run):
     if result.experiments["matched"].drop(result.reference).sum() == 0:
         raise UserError("no reflection of another experiment matches the reference")
 
+    pair_files = {
+        f"pairs of experiment {number}": pair_file_path(params.output.pairs, number)
+        for number in (result.pairs if params.output.pairs else {})
+    }
+    run.plan_outputs(pair_files)
     with run.write(params.output.table, "linearity table") as path:
         result.experiments.to_csv(path, index=False)
     with run.write(params.output.bins, "deviation per intensity bin") as path:
         result.bins.to_csv(path, index=False)
-    if params.output.pairs:
-        for number, pairs in result.pairs.items():
-            target = pair_file_path(params.output.pairs, number)
-            with run.write(target, f"pairs of experiment {number}") as path:
-                write_pair_file(pairs, path)
+    for (what, target), pairs in zip(pair_files.items(), result.pairs.values()):
+        with run.write(target, what) as path:
+            write_pair_file(pairs, path)
     if params.output.scatter_plot:
         with run.write(params.output.scatter_plot, "scatter plot") as path:
             plot_scatter(result, path)

@@ -80,7 +80,12 @@ def plot_sections(axes, grid, column, path):
 def main(params, inputs, run):
     if len(inputs.nexus) != 1:
         raise UserError("give one table: the merged.nxs of merge (or a corrected.nxs)")
-    table = load_table(inputs.nexus[0], "hkl_table")
+    # NaN is "not measured" in a merged table's columns (a half-set's where
+    # the half is empty): only the Miller indices must be finite here.
+    table = load_table(inputs.nexus[0], "hkl_table", finite=("h", "k", "l"))
+    column = table.columns.get(params.column)
+    if column is not None and np.isinf(np.asarray(column, dtype=np.float64)).any():
+        raise UserError(f"{inputs.nexus[0]}: column '{params.column}' holds Inf")
     if inputs.experiments:
         space_group = inputs.experiments[0].crystal.get_space_group()
     elif "space_group" in table.attrs:

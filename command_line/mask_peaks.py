@@ -79,8 +79,8 @@ def main(params, inputs, run):
     if peaks_file is None:
         raise UserError("no peak model given: name the peaks.nxs from find_peaks")
     sweep, frame_range = load_sweep_for_program(params, inputs)
-    model = PeakModel.from_table(load_table(peaks_file, "peak_model"))
-    peaks = load_table(peaks_file, "peaks")
+    model = PeakModel.from_table(load_table(peaks_file, "peak_model", finite=True))
+    peaks = load_table(peaks_file, "peaks", finite=True)
     if params.output.plot:
         prefetch_matplotlib()
     with (

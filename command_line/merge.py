@@ -116,7 +116,7 @@ def main(params, inputs, run):
         )
     with run.timer("merge"):
         result = do_merge(
-            [load_table(path, "hkl_table") for path in tables],
+            [load_table(path, "hkl_table", finite=True) for path in tables],
             params,
             models=[read_scale_model(path) for path in models],
             names=[str(path) for path in tables],

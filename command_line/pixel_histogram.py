@@ -340,13 +340,17 @@ def main(params, inputs, run):
         label: int(row.sum()) for label, row in zip(histogram.labels, histogram.counts)
     }
 
+    groups = histogram.labels if len(histogram.labels) > 1 else []
+    group_tables = {
+        f"histogram table {label}": group_table_path(params.output.table, label)
+        for label in groups
+    }
+    run.plan_outputs(group_tables)
     with run.write(params.output.table, "histogram table") as path:
         write_two_column(histogram, path)
-    if len(histogram.labels) > 1:
-        for group, label in enumerate(histogram.labels):
-            table_path = group_table_path(params.output.table, label)
-            with run.write(table_path, f"histogram table {label}") as path:
-                write_two_column(histogram, path, group=group)
+    for group, (what, table_path) in enumerate(group_tables.items()):
+        with run.write(table_path, what) as path:
+            write_two_column(histogram, path, group=group)
     with run.write(params.output.csv, "histogram CSV") as path:
         write_csv(histogram, path)
     if per_shot is not None and params.output.shots:

@@ -131,7 +131,7 @@ def main(params, inputs, run):
     if len(inputs.experiments) == 0:
         raise UserError(f"{experiment_files[0]}: holds no experiment")
     sweeps = SweepOutputs(params, inputs.experiments, experiment_files)
-    plan_outputs(run, sweeps.planned())
+    run.plan_outputs(sweeps.planned(), folders=sweeps.folders)
     for number, experiment in enumerate(inputs.experiments):
         try:
             check_sweep_experiment(experiment)
@@ -270,26 +270,6 @@ def _outputs_in(step, folder):
         for key, value in _output_paths(step).items():
             setattr(step.output, key, str(folder / value))
     return step
-
-
-def plan_outputs(run, outputs):
-    """Check every output the chain derives, before any work.
-
-    No output may replace an input or another output (two names for one file
-    would silently keep only the last). The runner's own output plan, where
-    it has one (`RunContext.plan_outputs`), sees the same names.
-    """
-    seen = {}
-    for what, path in outputs.items():
-        if run.inputs.is_input(path):
-            raise UserError(f"{path}: refusing to overwrite an input file")
-        key = Path(path).resolve()
-        if key in seen:
-            raise UserError(f"{path}: both the {seen[key]} and the {what}")
-        seen[key] = what
-    runner_plan = getattr(run, "plan_outputs", None)
-    if runner_plan is not None:
-        runner_plan(outputs)
 
 
 def run_sweep(params, inputs, sweeps, number, chain, pmap):
@@ -522,7 +502,7 @@ class Chain:
         command = self.command(name, files, sweep, params)
         key = f"{label}/{name}" if label else name
         folder = Path(label) if label else Path(".")
-        run = RunContext(name, self.run.inputs, self.run.verbosity)
+        run = RunContext(name, self.run.inputs, self.run.verbosity, self.run.plan)
         start = time.perf_counter()
         with _logging_to(folder / f"dials.diffuse.{name}.log", self.run.verbosity):
             logger.info("\n=== %s: %s", key, command)

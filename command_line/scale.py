@@ -152,7 +152,9 @@ def main(params, inputs, run):
         raise UserError("give a corrected.nxs (the output of correct), or several")
     if len(set(inputs.nexus)) != len(inputs.nexus):
         raise UserError("the same corrected table given twice")
-    tables = [load_table(path, "hkl_table").to_frame() for path in inputs.nexus]
+    tables = [
+        load_table(path, "hkl_table", finite=True).to_frame() for path in inputs.nexus
+    ]
     with run.timer("scale"):
         result = do_scale(tables, params, names=[str(p) for p in inputs.nexus])
     write_outputs(result, params, run, inputs.nexus)
@@ -163,6 +165,9 @@ def write_outputs(result, params, run, tables):
     outputs = model_paths(params.output.model, len(result.models))
     run.results.update(result.summary())
     run.results["models"] = [str(path) for path in outputs]
+    run.plan_outputs(
+        {f"scaling model of {table}": out for out, table in zip(outputs, tables)}
+    )
     for output, model, table in zip(outputs, result.models, tables):
         with run.write(output, f"scaling model of {table}") as path:
             write_scale_model(

@@ -74,6 +74,14 @@ def main(params, inputs, run):
             f"{inputs.files[0]}: dials.diffuse.simulate takes no input files"
         )
     directory = params.output.directory or f"simulated_{params.kind}"
+    preview = params.output.preview
+    # A PNG name inside the dataset: never one of the dataset's own files.
+    if preview and (
+        Path(preview).name != str(preview) or Path(preview).suffix.lower() != ".png"
+    ):
+        raise UserError(
+            f"{preview}: output.preview is a PNG file name inside output.directory"
+        )
     logger.info(
         "Simulating %s (size=%s, seed=%d) into %s",
         params.kind,

@@ -18,10 +18,12 @@ Datasets chunked otherwise, or with other filters, are read through h5py
 (HDF5's own filters, with hdf5plugin loaded): slower, but correct.
 """
 
+import collections
 import contextlib
 import dataclasses
 import logging
 import os
+import threading
 from pathlib import Path
 
 import h5py
@@ -40,7 +42,12 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
     read_raw_chunks,
     thread_read_buffer,
 )
-from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.images.hdf5_sources import check_frames
+from dials_diffuse.images.source import (
+    ImageSource,
+    exclude_non_finite,
+    output_buffer,
+)
 from dials_diffuse.io.dectris_master import data_links, read_header
 from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import pickled_by_path
@@ -111,6 +118,116 @@ def _select_bounds(space):
     return space.get_select_bounds()
 
 
+class _MasterFile:
+    """The master file in the place of an OpenDataFile (frames stored in it)."""
+
+    def __init__(self, handle, path):
+        self.handle = handle
+        self.path = path
+        self._descriptor = None
+
+    @property
+    def descriptor(self):
+        if self._descriptor is None:
+            self._descriptor = os.open(self.path, os.O_RDONLY)
+        return self._descriptor
+
+    def close(self):
+        """Close the descriptor (the master's h5py file is the source's)."""
+        if self._descriptor is not None:
+            with contextlib.suppress(OSError, TypeError):  # TypeError: at exit
+                os.close(self._descriptor)
+            self._descriptor = None
+
+
+#: Data files kept open at once by one source (h5py handle + descriptor each).
+MAX_OPEN_DATA_FILES = 32
+
+
+class OpenDataFile:
+    """One data file of a series, opened on first use: h5py handle, descriptor."""
+
+    def __init__(self, path):
+        self.path = path
+        self.users = 0
+        self._handle = None
+        self._descriptor = None
+
+    @property
+    def handle(self):
+        if self._handle is None:
+            self._handle = h5py.File(self.path, "r")
+        return self._handle
+
+    @property
+    def descriptor(self):
+        """A descriptor for plain reads (os.pread releases the GIL)."""
+        if self._descriptor is None:
+            self._descriptor = os.open(self.path, os.O_RDONLY)
+        return self._descriptor
+
+    def close(self):
+        if self._handle is not None:
+            with contextlib.suppress(Exception):
+                self._handle.close()
+            self._handle = None
+        if self._descriptor is not None:
+            with contextlib.suppress(OSError, TypeError):  # TypeError: at exit
+                os.close(self._descriptor)
+            self._descriptor = None
+
+
+class OpenDataFiles:
+    """At most `limit` data files open at once, the least recently used closed first.
+
+    A series of thousands of data files would otherwise hold a descriptor and
+    an HDF5 file (about 0.65 MB of metadata cache) per file, and fail with
+    "Too many open files". Threads share the cache; a file a thread is
+    reading (`use`) is never closed under it.
+    """
+
+    def __init__(self, limit=MAX_OPEN_DATA_FILES):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._files = collections.OrderedDict()
+
+    @contextlib.contextmanager
+    def use(self, path):
+        """Yield the OpenDataFile of `path`, kept open until the block ends."""
+        with self._lock:
+            opened = self._files.get(path)
+            if opened is None:
+                opened = self._files[path] = OpenDataFile(path)
+            self._files.move_to_end(path)
+            opened.users += 1
+            # HDF5 calls are serialised by h5py anyway: open under the lock.
+            try:
+                opened.handle  # noqa: B018  (opens the file)
+            except BaseException:
+                opened.users -= 1
+                raise
+        try:
+            yield opened
+        finally:
+            with self._lock:
+                opened.users -= 1
+                self._evict()
+
+    def _evict(self):
+        idle = [path for path, opened in self._files.items() if opened.users == 0]
+        for path in idle[: max(0, len(self._files) - self.limit)]:
+            self._files.pop(path).close()
+
+    def __len__(self):
+        return len(self._files)
+
+    def close(self):
+        with self._lock:
+            for opened in self._files.values():
+                opened.close()
+            self._files.clear()
+
+
 class EigerMasterSource(ImageSource):
     """Frames of a DECTRIS Eiger master file, decoded by the C++ kernels.
 
@@ -129,14 +246,14 @@ class EigerMasterSource(ImageSource):
 
     def __init__(self, path):
         self.path = str(path)
-        self._handles = {}
-        self._descriptors = {}
+        self._files = OpenDataFiles()
         try:
             self._master = h5py.File(self.path, "r")
         except OSError as error:
             raise DataError(
                 f"{self.path}: not a readable HDF5 file ({error})"
             ) from error
+        self._master_file = _MasterFile(self._master, self.path)
         self._read_metadata()
         self.blocks = self._find_blocks()
 
@@ -147,20 +264,15 @@ class EigerMasterSource(ImageSource):
 
     def close(self):
         """Close the master and data files."""
-        for handle in self._handles.values():
-            handle.close()
-        self._handles.clear()
-        self._close_descriptors()
+        self._files.close()
+        self._master_file.close()
         self._master.close()
 
-    def _close_descriptors(self):
-        for descriptor in self._descriptors.values():
-            with contextlib.suppress(OSError, TypeError):  # TypeError: at exit
-                os.close(descriptor)
-        self._descriptors.clear()
-
     def __del__(self):
-        self._close_descriptors()
+        for name in ("_files", "_master_file"):
+            opened = getattr(self, name, None)
+            if opened is not None:
+                opened.close()
 
     # -- metadata ----------------------------------------------------------
 
@@ -181,29 +293,32 @@ class EigerMasterSource(ImageSource):
             return name
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), name)
 
-    def _descriptor(self, name):
-        """A file descriptor for plain reads (os.pread releases the GIL)."""
-        path = self._resolve(name)
-        if path not in self._descriptors:
-            self._descriptors[path] = os.open(path, os.O_RDONLY)
-        return self._descriptors[path]
-
+    @contextlib.contextmanager
     def _data_file(self, name):
-        """An open h5py.File for a data file name as a link or VDS gives it."""
-        if name in ("", "."):
-            return self._master
-        path = self._resolve(name)
-        if path not in self._handles:
-            try:
-                self._handles[path] = h5py.File(path, "r")
-            except OSError as error:
-                raise DataError(
-                    f"{self.path}: cannot open its data file {name} ({error})"
-                ) from error
-        return self._handles[path]
+        """The data file a link or VDS names, open for the block (OpenDataFile).
 
+        The master itself for "." (frames stored in it).
+        """
+        if name in ("", "."):
+            yield self._master_file
+            return
+        try:
+            context = self._files.use(self._resolve(name))
+            opened = context.__enter__()
+        except OSError as error:
+            raise DataError(
+                f"{self.path}: cannot open its data file {name} ({error})"
+            ) from error
+        try:
+            yield opened
+        finally:
+            context.__exit__(None, None, None)
+
+    @contextlib.contextmanager
     def _dataset(self, block):
-        return self._data_file(block.file)[block.dataset]
+        """(dataset, OpenDataFile) of a block, open for the block."""
+        with self._data_file(block.file) as opened:
+            yield opened.handle[block.dataset], opened
 
     def _find_blocks(self):
         data = self._master.get("/entry/data")
@@ -222,34 +337,32 @@ class EigerMasterSource(ImageSource):
             link = data.get(name, getlink=True)
             if isinstance(link, h5py.ExternalLink):
                 file_name, dataset_path = link.filename, link.path
-                handle = self._data_file(file_name)
-                if dataset_path not in handle:
+            else:
+                file_name, dataset_path = ".", f"/entry/data/{name}"
+            with self._data_file(file_name) as opened:
+                if dataset_path not in opened.handle:
                     raise DataError(
                         f"{self.path}: {name} links to {file_name}:{dataset_path}, "
                         "which does not exist"
                     )
-                dataset = handle[dataset_path]
-            else:
-                file_name, dataset_path = ".", f"/entry/data/{name}"
-                try:
-                    dataset = data[name]
-                except KeyError as error:
-                    raise DataError(f"{self.path}: cannot resolve {name}") from error
-            if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 3:
-                raise DataError(
-                    f"{self.path}: {name} is not a (frames, rows, columns) dataset"
-                )
-            low = dataset.attrs.get("image_nr_low")
-            first = int(low) - 1 if low is not None else next_first
-            if dataset.is_virtual:
-                blocks.extend(
-                    self._virtual_blocks(dataset, file_name, dataset_path, first)
-                )
-            else:
-                blocks.append(
-                    DataBlock(file_name, dataset_path, first, 0, dataset.shape[0], None)
-                )
-            next_first = first + dataset.shape[0]
+                dataset = opened.handle[dataset_path]
+                if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 3:
+                    raise DataError(
+                        f"{self.path}: {name} is not a (frames, rows, columns) dataset"
+                    )
+                low = dataset.attrs.get("image_nr_low")
+                first = int(low) - 1 if low is not None else next_first
+                if dataset.is_virtual:
+                    blocks.extend(
+                        self._virtual_blocks(dataset, file_name, dataset_path, first)
+                    )
+                else:
+                    blocks.append(
+                        DataBlock(
+                            file_name, dataset_path, first, 0, dataset.shape[0], None
+                        )
+                    )
+                next_first = first + dataset.shape[0]
         self._check_blocks(blocks)
         return blocks
 
@@ -288,24 +401,10 @@ class EigerMasterSource(ImageSource):
         shape = dtype = None
         expected = 0
         for block in blocks:
-            dataset = self._dataset(block)
-            if shape is None:
-                shape, dtype = dataset.shape[1:], dataset.dtype
-            if dataset.shape[1:] != shape or dataset.dtype != dtype:
-                raise DataError(
-                    f"{self.path}: {block.file} has frames of shape {dataset.shape[1:]} "
-                    f"{dataset.dtype}, the first data file {shape} {dtype}"
-                )
-            if block.first != expected:
-                raise DataError(
-                    f"{self.path}: images {expected + 1} to {block.first} are missing "
-                    "(no data file holds them)"
-                )
-            if block.source_first + block.n_frames > dataset.shape[0]:
-                raise DataError(
-                    f"{self.path}: {block.file} holds fewer frames than linked"
-                )
-            block.codec = _codec_of(dataset, shape)
+            with self._dataset(block) as (dataset, _):
+                self._check_block(block, dataset, shape, dtype, expected)
+                if shape is None:
+                    shape, dtype = dataset.shape[1:], dataset.dtype
             expected = block.first + block.n_frames
         if dtype.kind not in "uif":
             raise DataError(f"{self.path}: frames have unsupported type {dtype}")
@@ -317,6 +416,22 @@ class EigerMasterSource(ImageSource):
                 f"{self.path}: pixel_mask has shape {self._pixel_mask.shape}, "
                 f"frames {self._frame_shape}"
             )
+
+    def _check_block(self, block, dataset, shape, dtype, expected):
+        """Frames of one block: the first block's shape and type, no gap before it."""
+        if shape is not None and (dataset.shape[1:] != shape or dataset.dtype != dtype):
+            raise DataError(
+                f"{self.path}: {block.file} has frames of shape {dataset.shape[1:]} "
+                f"{dataset.dtype}, the first data file {shape} {dtype}"
+            )
+        if block.first != expected:
+            raise DataError(
+                f"{self.path}: images {expected + 1} to {block.first} are missing "
+                "(no data file holds them)"
+            )
+        if block.source_first + block.n_frames > dataset.shape[0]:
+            raise DataError(f"{self.path}: {block.file} holds fewer frames than linked")
+        block.codec = _codec_of(dataset, shape or dataset.shape[1:])
 
     # -- the ImageSource interface ------------------------------------------
 
@@ -393,30 +508,36 @@ class EigerMasterSource(ImageSource):
             or a decoded (frames, rows, columns) array when h5py had to
             decode (codec None).
         """
+        check_frames(self.path, start, stop)
         frame = start
         while frame < stop:
             block = self._locate(frame)
             end = min(stop, block.first + block.n_frames)
-            dataset = self._dataset(block)
             offset = block.source_first - block.first
             codec = block.codec
             try:
-                payload = None
-                if codec is not None:
-                    payload = self._read_chunks(
-                        block, dataset, frame + offset, end + offset, reuse_buffer
-                    )
-                if payload is None:  # h5py decodes (other layouts, skipped filters)
-                    codec = None
-                    payload = dataset[frame + offset : end + offset]
+                with self._dataset(block) as (dataset, opened):
+                    payload = None
+                    if codec is not None:
+                        payload = self._read_chunks(
+                            block,
+                            dataset,
+                            opened,
+                            frame + offset,
+                            end + offset,
+                            reuse_buffer,
+                        )
+                    if payload is None:  # h5py decodes (other layouts, filters)
+                        codec = None
+                        payload = dataset[frame + offset : end + offset]
             except (OSError, ValueError, KeyError) as error:
                 raise DataError(
-                    f"{block.file}: cannot read images {frame + 1}-{end} ({error})"
+                    f"{block.file}: image {frame + 1} cannot be read: {error}"
                 ) from error
             yield codec, frame, payload
             frame = end
 
-    def _read_chunks(self, block, dataset, first, stop, reuse_buffer=False):
+    def _read_chunks(self, block, dataset, opened, first, stop, reuse_buffer=False):
         """Raw chunks of dataset frames [first, stop), or None if h5py must decode.
 
         The chunks' file offsets come from HDF5 (cheap); the bytes are read
@@ -431,7 +552,7 @@ class EigerMasterSource(ImageSource):
             ]
         chunks = read_raw_chunks(
             dataset,
-            self._descriptor(block.file),
+            opened.descriptor,
             [(i, 0, 0) for i in range(first, stop)],
             thread_read_buffer if reuse_buffer else None,
         )
@@ -483,6 +604,7 @@ class EigerMasterSource(ImageSource):
         valid = self.static_mask()[chunk.rows, chunk.columns] & (
             data < self.invalid_from
         )
+        exclude_non_finite(data, valid, self.path)
         return data, valid
 
     def describe(self):

@@ -1,10 +1,14 @@
 """Read frames of a dxtbx imageset as numpy arrays, with the DIALS mask.
 
 `read_frame` reads one whole frame; `ImagesetSource` streams any dxtbx
-imageset as an `ImageSource`. Errors while reading (a truncated or corrupt
-image file) become a `DataError` naming the file and frame.
+imageset as an `ImageSource`. Every frame of an HDF5 (NXmx, Eiger) file is
+first checked to be readable in full (`dials_diffuse.images.hdf5_sources`:
+HDF5 would read a missing or truncated data file as zeros). Errors while
+reading (a missing, truncated or corrupt image file) become a `DataError`
+``"<file>: image N cannot be read: <reason>"``.
 """
 
+import functools
 import threading
 
 import dxtbx.model  # noqa: F401  (its converters unpickle an imageset's models: Dask workers)
@@ -12,7 +16,12 @@ import numpy as np
 from dxtbx import flumpy
 
 from dials_diffuse.geometry import rotation_angle_deg
-from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.images.hdf5_sources import check_frames, is_hdf5
+from dials_diffuse.images.source import (
+    ImageSource,
+    exclude_non_finite,
+    output_buffer,
+)
 from dials_diffuse.util.compat import within_trusted_range
 from dials_diffuse.util.errors import DataError
 
@@ -23,6 +32,27 @@ def frame_file(imageset, index):
         return imageset.get_path(index)
     except Exception:
         return "<unknown file>"
+
+
+@functools.lru_cache(maxsize=256)
+def _is_hdf5(path):
+    return is_hdf5(path)
+
+
+def check_frame(imageset, index):
+    """Raise a DataError if frame `index` of an HDF5 imageset cannot be read in full.
+
+    The frame's number in its file is the imageset's index of it (an image
+    range of an NXmx sweep starts inside the file).
+    """
+    path = frame_file(imageset, index)
+    if not _is_hdf5(path):
+        return
+    try:
+        in_file = int(imageset.indices()[index])
+    except (AttributeError, IndexError, RuntimeError):
+        in_file = index
+    check_frames(path, in_file, in_file + 1)
 
 
 def read_frame(imageset, index, static_masks=None):
@@ -48,6 +78,7 @@ def read_frame(imageset, index, static_masks=None):
         True where the pixel is valid: the format's static mask (gaps, bad
         pixels), any external mask, and the panel's trusted range.
     """
+    check_frame(imageset, index)
     try:
         raw = imageset.get_raw_data(index)
         if not isinstance(raw, tuple):
@@ -67,9 +98,11 @@ def read_frame(imageset, index, static_masks=None):
         message = str(error).strip().splitlines()
         reason = message[-1] if message else type(error).__name__
         raise DataError(
-            f"{frame_file(imageset, index)}: cannot read image {index + 1} ({reason})"
+            f"{frame_file(imageset, index)}: image {index + 1} cannot be read: {reason}"
         ) from error
     valid = [np.ascontiguousarray(panel, dtype=bool) for panel in mask]
+    for values, panel_valid in zip(data, valid):
+        exclude_non_finite(values, panel_valid, frame_file(imageset, index))
     return data, valid
 
 

@@ -34,7 +34,7 @@ import threading
 import h5py
 import numpy as np
 
-from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.images.source import ImageSource, exclude_non_finite, output_buffer
 from dials_diffuse.util.errors import DataError
 
 # h c in eV Å (CODATA 2018), as cctbx's factor_ev_angstrom.
@@ -270,8 +270,7 @@ class SACLASource(ImageSource):
                         valid[i] &= status == 0
                     elif status.size == 1 and status.ravel()[0] != 0:
                         valid[i] = False
-        if data.dtype.kind == "f":
-            valid &= np.isfinite(data)
+        exclude_non_finite(data, valid, self.path)
         return data, valid
 
     def read(self, chunk, out=None):

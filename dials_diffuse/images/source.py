@@ -15,9 +15,15 @@ Conventions
   overload values are marked invalid in the mask, never used as numbers.
 - Memory is bounded by the chunk asked for: sources never load whole data
   sets.
+- Non-finite pixel values (NaN, ±Inf in floating-point images) are excluded
+  like masked pixels, never used as numbers, and counted
+  (`exclude_non_finite`): the program runner logs the count per file at the
+  end of the run. (Non-finite model parameters and table values are a
+  `DataError` naming the file: `dials_diffuse.io.tables.load_table`.)
 """
 
 import abc
+import collections
 import dataclasses
 import threading
 
@@ -180,6 +186,46 @@ class ImageSource(abc.ABC):
                             slice(r, min(r + row_step, n_rows)),
                             slice(c, min(c + column_step, n_columns)),
                         )
+
+
+_non_finite = collections.Counter()
+_non_finite_lock = threading.Lock()
+
+
+def exclude_non_finite(data, valid, name):
+    """The pixel policy for NaN/Inf: invalid, like a masked pixel, and counted.
+
+    Parameters
+    ----------
+    data : ndarray
+        Pixel values; only floating-point data can hold non-finite values.
+    valid : ndarray of bool, the shape of `data`
+        Set False where `data` is not finite (in place).
+    name : str
+        The file the pixels come from (the count is kept per file).
+
+    Returns
+    -------
+    int
+        The number of non-finite values found.
+    """
+    if data.dtype.kind not in "fc":
+        return 0
+    finite = np.isfinite(data)
+    n = int(finite.size - np.count_nonzero(finite))
+    if n:
+        valid &= finite
+        with _non_finite_lock:
+            _non_finite[str(name)] += n
+    return n
+
+
+def take_non_finite_counts():
+    """{file: non-finite pixel values excluded} since the last call, and reset."""
+    with _non_finite_lock:
+        counts = dict(_non_finite)
+        _non_finite.clear()
+    return counts
 
 
 def output_buffer(shape, dtype, out=None):

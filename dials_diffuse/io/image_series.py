@@ -41,6 +41,7 @@ import numpy as np
 from dials_diffuse.images.hdf5_chunks import ChunkedDataset, deflate_chunks
 from dials_diffuse.images.source import (
     ImageSource,
+    exclude_non_finite,
     output_buffer,
     read_reusing,
     thread_buffer,
@@ -261,6 +262,8 @@ class NexusDataSource(ImageSource):
         data = series["data"]
         if data.ndim != 3:
             raise self._error(f"{IMAGE_SERIES}/data has {data.ndim} dimensions, not 3")
+        if data.dtype.kind not in "iuf":
+            raise self._error(f"{IMAGE_SERIES}/data holds {data.dtype}, not numbers")
         self._shape = data.shape
         self._dtype = data.dtype
         self._phi = self._axis(series, "phi", self._shape[0])
@@ -383,4 +386,5 @@ class NexusDataSource(ImageSource):
             raise self._error(
                 f"cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"
             ) from None
+        exclude_non_finite(data, valid, self.path)  # +Inf passed data >= 0
         return data, valid

@@ -26,6 +26,7 @@ import numpy as np
 
 import dials_diffuse
 from dials_diffuse.images.hdf5_chunks import deflate_chunks
+from dials_diffuse.images.source import exclude_non_finite
 from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import pickled_by_path
 
@@ -162,7 +163,9 @@ class PolarFile:
 
     def read(self, index):
         """Polar image (float64) and validity (bool) of shot `index`."""
-        return self.data[index].astype(np.float64), self.mask[index] != 0
+        data, valid = self.data[index].astype(np.float64), self.mask[index] != 0
+        exclude_non_finite(data, valid, self.path)
+        return data, valid
 
     __call__ = read
 
@@ -200,9 +203,13 @@ def open_polar_file(path):
             f"{path}: not a polar file from dials.diffuse.polar_transform "
             f"(missing {error})"
         ) from error
-    if result.data.ndim != 3 or result.data.shape != result.mask.shape:
+    except (ValueError, TypeError) as error:  # e.g. strings where numbers belong
         handle.close()
-        raise DataError(f"{path}: polar data and mask have different shapes")
+        raise DataError(f"{path}: damaged polar file ({error})") from error
+    problem = _layout_problem(result)
+    if problem:
+        handle.close()
+        raise DataError(f"{path}: {problem}")
     return result
 
 
@@ -220,3 +227,28 @@ def mean_polar_image(path):
         polar.close()
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / count, np.nan)
+
+
+def _layout_problem(polar):
+    """What is wrong with an opened polar file's layout and axes, or None."""
+    if polar.data.ndim != 3 or polar.data.shape != polar.mask.shape:
+        return "polar data and mask have different shapes"
+    if polar.data.dtype.kind not in "iuf" or polar.mask.dtype.kind not in "biu":
+        return (
+            f"polar data of type {polar.data.dtype} and mask {polar.mask.dtype}: "
+            "numbers expected"
+        )
+    shots, n_q, n_phi = polar.shape
+    for name, values, length in (
+        ("q", polar.q, n_q),
+        ("phi", polar.phi, n_phi),
+        ("tag", polar.tags, shots),
+        ("dark", polar.dark, shots),
+    ):
+        if values.shape != (length,):
+            return f"{name} has shape {values.shape}, the data {polar.shape}"
+        if values.dtype.kind not in "biuf":
+            return f"{name} of type {values.dtype}: numbers expected"
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            return f"{name} holds non-finite values"
+    return None

@@ -1,22 +1,30 @@
 """Post a per-frame series to Redis, as the 2018 Eiger summing tool did, with an expiry.
 
 The value is JSON: {"source", "image", "sum", "pixels_used", "statistics"}.
-The key is `<prefix>:<file name>`. Errors (server unreachable, wrong
-password) become a DataError with one line; callers write their files first.
+The key is `<prefix>:<absolute path of the source file>` unless given: unique
+per data set, so runs of different folders (each with its own
+``series_1_master.h5``) never overwrite each other. The password comes from
+the caller or, when it gives none, from the environment variable
+``DIALS_DIFFUSE_REDIS_PASSWORD`` (so that it need not be on a command line,
+in a log or in a summary). Errors (server unreachable, wrong password)
+become a DataError with one line; callers write their files first.
 """
 
 import json
+import os
 
 from dials_diffuse.util.errors import DataError
 
 SECONDS_PER_DAY = 86400
+#: Where the password is read from when none is given.
+PASSWORD_VARIABLE = "DIALS_DIFFUSE_REDIS_PASSWORD"
 
 
-def redis_key(prefix, source_name):
-    """The key for a source file: '<prefix>:<file name>' (no directories)."""
-    from pathlib import Path
-
-    name = Path(str(source_name)).name
+def redis_key(prefix, source_path, key=None):
+    """The key for a data set: `key` if given, else '<prefix>:<absolute path>'."""
+    if key:
+        return key
+    name = os.path.abspath(str(source_path))
     return f"{prefix}:{name}" if prefix else name
 
 
@@ -35,6 +43,7 @@ def post_series(key, payload, host, port=6379, db=0, password=None, expire_days=
             "redis.enabled needs the 'redis' package: pip install redis"
         ) from error
     seconds = max(1, int(round(float(expire_days) * SECONDS_PER_DAY)))
+    password = password or os.environ.get(PASSWORD_VARIABLE) or None
     client = redis.Redis(
         host=host,
         port=port,

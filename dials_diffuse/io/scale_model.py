@@ -59,7 +59,7 @@ def read_scale_model(path, which=None):
     for table_name in table_names(path):
         name = MODEL_TABLES.get(table_name)
         if name and (which is None or name in which):
-            terms[name] = term_from_table(load_table(path, table_name))
+            terms[name] = term_from_table(load_table(path, table_name, finite=True))
     if not terms and which is None:
         raise DataError(f"{path}: no scaling model (/entry/*_model) in it")
     return ScaleModel(terms)

@@ -114,13 +114,28 @@ def _attribute_value(value):
     return value
 
 
-def load_table(path, name="hkl_table"):
+def load_table(path, name="hkl_table", finite=False):
     """Load `/entry/<name>` of a dials-diffuse table file.
+
+    Parameters
+    ----------
+    path : str or Path
+    name : str
+        The table's group under /entry.
+    finite : bool or sequence of str
+        Columns whose values must all be finite (the non-finite policy:
+        NaN or Inf in a table a program computes with is an error naming the
+        file): True for every column (programs reading counts, exposures,
+        intensities or model parameters), a list for those columns only,
+        False (the default, for looking at a table) for none: a merged
+        table's half-set columns are NaN where a half is empty.
 
     Raises
     ------
     DataError
-        Naming the file, when it cannot be read or has no such table.
+        Naming the file: it cannot be read, has no such table, a column is
+        not a 1-D column of numbers, columns differ in length, or a column
+        that must be finite holds NaN or Inf.
     """
     try:
         handle = h5py.File(path, "r")
@@ -138,11 +153,38 @@ def load_table(path, name="hkl_table"):
             attrs.pop(key, None)
         try:
             columns = {column: group[column][()] for column in order}
-        except (KeyError, OSError) as error:
+        except (KeyError, OSError, TypeError, ValueError) as error:
             raise DataError(
                 f"{path}: table /entry/{name} is damaged ({error})"
             ) from error
+    _check_columns(path, name, columns, finite)
     return Table(name, columns, attrs)
+
+
+def _check_columns(path, name, columns, finite):
+    """DataError naming the file for columns the table loader cannot accept."""
+    where = f"{path}: table /entry/{name}"
+    for column, values in columns.items():
+        if not isinstance(values, np.ndarray) or values.ndim != 1:
+            raise DataError(f"{where}: {column} is not a 1-D column")
+        if values.dtype.kind not in "biuf":
+            raise DataError(f"{where}: {column} holds {values.dtype}, not numbers")
+    lengths = {column: len(values) for column, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(
+            f"{where}: columns differ in length "
+            f"({', '.join(f'{c} {n}' for c, n in lengths.items())})"
+        )
+    checked = columns if finite is True else (finite or ())
+    for column in checked:
+        values = columns.get(column)
+        if values is None or values.dtype.kind != "f":
+            continue
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise DataError(
+                f"{where}: {column} holds {bad} non-finite value(s) (NaN or Inf)"
+            )
 
 
 def table_names(path):

@@ -120,6 +120,12 @@ def frame_factors(setup, rng):
     z = np.clip(rng.standard_normal(setup.frames), -4.0, 4.0)
     fluctuation = 1.0 + setup.cv * z
     drift = 1.0 + setup.drift_per_frame * np.arange(setup.frames)
+    if not (setup.cv < 0.25 and drift.min() > 0):
+        raise DataError(
+            f"cv={setup.cv:g} with drift={setup.drift_per_frame:g} over "
+            f"{setup.frames} frames makes the beam intensity negative: keep cv "
+            "below 0.25 and 1 + drift x frames above 0"
+        )
     return drift * fluctuation, fluctuation
 
 

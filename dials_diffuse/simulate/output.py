@@ -3,9 +3,13 @@
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from dials_diffuse.io.atomic import (
+    remove_stale_temporaries,
+    temporary_name,
+    write_failure,
+)
 from dials_diffuse.util.errors import DataError
 
 
@@ -27,14 +31,25 @@ def dataset_directory(directory):
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():
         raise DataError(f"{final}: parent directory {parent} does not exist")
-    temporary = Path(
-        tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=parent)
-    )
+    remove_stale_temporaries(final)
+    while True:
+        temporary = temporary_name(final)
+        try:
+            temporary.mkdir()
+            break
+        except FileExistsError:
+            continue
     try:
         yield temporary
         if final.exists():
             final.rmdir()
         os.replace(temporary, final)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        reason = write_failure(error)
+        if reason is None:
+            raise
+        raise DataError(f"{final}: cannot write the dataset: {reason}") from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -187,7 +187,11 @@ def load_inputs(file_names, reads_images=False):
     nexus = []
     image_files = []
     paths = [Path(name) for name in file_names]
+    seen = {}
     for path in paths:
+        if _identity(path) in seen:
+            raise UserError(f"{path}: given twice (as {seen[_identity(path)]} before)")
+        seen[_identity(path)] = path
         if not path.exists():
             raise UserError(f"{path}: no such file")
         if path.is_dir():

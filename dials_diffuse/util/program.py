@@ -14,28 +14,43 @@ work. The runner gives every program the same behaviour:
   defaults;
 - ``output.json=`` for pipelines: inputs, outputs, parameters, key results
   and timings;
-- user errors as one line and exit code 1, usage errors exit code 2, no
-  traceback unless ``-v``; outputs written atomically, inputs never touched.
+- output planning before any work (`dials_diffuse.util.outputs`): every
+  output is checked against the inputs, the files they refer to and the
+  other outputs, and its directory, before the log file is opened;
+- one error boundary: data and user errors, and failures below the program
+  (file system errors such as a full disk or a read-only directory, HDF5
+  errors, dxtbx/cctbx assertions) end as one line naming the file and the
+  problem, exit code 1 (2 for a command line that cannot be understood), no
+  traceback unless ``-v``; the JSON summary is still written (a summary that
+  cannot be written makes the exit code non-zero);
+- outputs written atomically, inputs never touched; secrets (parameters
+  named ``password``, ``secret`` or ``token``) never appear in the log, the
+  parameters it lists or the summary.
 """
 
+import atexit
 import contextlib
 import difflib
 import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from libtbx.phil import parse
 from libtbx.utils import Sorry
 
 import dials_diffuse
-from dials_diffuse.io.atomic import atomic_path
+from dials_diffuse.images.source import take_non_finite_counts
+from dials_diffuse.io.atomic import atomic_path, write_failure
 from dials_diffuse.util import parallel
 from dials_diffuse.util.errors import DataError, UsageError, UserError
 from dials_diffuse.util.inputs import Inputs, load_inputs
+from dials_diffuse.util.outputs import OutputPlan, path_parameters, referenced_files
 
 logger = logging.getLogger("dials_diffuse")
 
@@ -92,12 +107,56 @@ def definition_paths(scope):
     return paths
 
 
+#: Parameter names whose values are never logged or summarised.
+SECRET_NAMES = ("password", "secret", "token")
+REDACTED = "<redacted>"
+
+
+def is_secret(name):
+    """True for a parameter (dotted path or leaf) whose value must not be shown."""
+    leaf = str(name).split(".")[-1].lower()
+    return any(word in leaf for word in SECRET_NAMES)
+
+
+def redact_arguments(args):
+    """Command-line arguments with the values of secret parameters replaced."""
+    return [
+        f"{arg.split('=', 1)[0]}={REDACTED}"
+        if "=" in arg and is_secret(arg.split("=", 1)[0])
+        else arg
+        for arg in args
+    ]
+
+
+def redact_phil_text(text):
+    """PHIL text with the values of secret parameters replaced."""
+    pattern = re.compile(
+        r"^(\s*)([A-Za-z0-9_.]*(?:" + "|".join(SECRET_NAMES) + r")[A-Za-z0-9_]*)"
+        r"(\s*=\s*)(.*)$",
+        re.IGNORECASE | re.MULTILINE,
+    )
+    return pattern.sub(
+        lambda m: (
+            m.group(0)
+            if m.group(4).strip() in ("None", "")
+            else f"{m.group(1)}{m.group(2)}{m.group(3)}{REDACTED}"
+        ),
+        text,
+    )
+
+
 def phil_to_dict(scope):
-    """A working PHIL scope as nested dictionaries of Python values (for JSON)."""
+    """A working PHIL scope as nested dictionaries of Python values (for JSON).
+
+    Secret parameters (see `is_secret`) that are set appear as "<redacted>".
+    """
     result = {}
     for obj in scope.objects:
         if obj.is_definition:
-            result[obj.name] = obj.extract()
+            value = obj.extract()
+            if value is not None and is_secret(obj.name):
+                value = REDACTED
+            result[obj.name] = value
         else:
             result[obj.name] = phil_to_dict(obj)
     return result
@@ -110,13 +169,35 @@ class RunContext:
     key results and timings for the summary, and knows the verbosity.
     """
 
-    def __init__(self, program_name, inputs, verbosity=0):
+    def __init__(self, program_name, inputs, verbosity=0, plan=None):
         self.program_name = program_name
         self.inputs = inputs
         self.verbosity = verbosity
+        self.plan = plan if plan is not None else OutputPlan()
         self.outputs = {}
         self.results = {}
         self.timings = {}
+
+    def plan_outputs(self, outputs, folders=()):
+        """Check outputs whose names the program derives, before writing any.
+
+        Parameters
+        ----------
+        outputs : dict
+            {description: path}, e.g. {"pairs of experiment 2": "pair2.dat"}.
+            Each is checked as the runner checks the output parameters
+            (`dials_diffuse.util.outputs.OutputPlan.add`); a refusal is a
+            UserError naming the file.
+        folders : sequence of paths
+            Folders the program makes itself before writing into them (e.g.
+            process's sweep_<i>/): outputs there are not refused for a
+            missing folder.
+        """
+        for folder in folders:
+            self.plan.will_make(folder)
+        for what, path in outputs.items():
+            if not self.plan.is_planned(path):
+                self.plan.add(what, path)
 
     @contextlib.contextmanager
     def write(self, path, what):
@@ -133,8 +214,16 @@ class RunContext:
         path = Path(path)
         if self.inputs.is_input(path):
             raise UserError(f"{path}: refusing to overwrite an input file")
-        with atomic_path(path) as temporary:
-            yield temporary
+        if not self.plan.is_planned(path):  # a name the program derived late
+            self.plan.add(what, path)
+        try:
+            with atomic_path(path) as temporary:
+                yield temporary
+        except OSError as error:
+            reason = write_failure(error)
+            if reason is None:
+                raise
+            raise DataError(f"{path}: cannot write the {what}: {reason}") from error
         self.outputs[what] = str(path)
         logger.info("Wrote %s to %s", what, path)
 
@@ -232,7 +321,15 @@ class Program:
         except (Sorry, RuntimeError, ValueError) as error:
             message = str(error).strip().splitlines()[0]
             message = message.replace(" (command line argument, line 1)", "")
-            raise UserError(f"bad parameter value: {message}") from error
+            # A value outside its allowed range is understood but unusable
+            # (exit 1); anything else (not a number, not one of the choices,
+            # the wrong number of values) cannot be understood (exit 2).
+            if "allowed value" in message:
+                raise UserError(f"bad parameter value: {message}") from error
+            number = re.match(r'Error interpreting (\S+)="(.*)" as a numeric', message)
+            if number:
+                message = f"{number.group(1)}={number.group(2)} is not a number"
+            raise UsageError(f"bad parameter value: {message}") from error
         return working, params
 
     def _usage_error_for(self, arg, error):
@@ -297,66 +394,127 @@ class Program:
                 return UsageError.exit_code
 
         start = time.perf_counter()
-        params = None
-        working = None
-        run = None
-        handlers = []
+        state = _RunState()
+        logs = _RunLogging(verbosity)
         try:
-            phil_files = [f for f in files if f.endswith(".phil")]
-            data_files = [f for f in files if not f.endswith(".phil")]
-            working, params = self._interpret_phil(assignments, phil_files)
-            handlers = _configure_logging(params.output.log, verbosity)
-            self._log_header(args, working)
-            claimed = [f for f in data_files if self.claim_file and self.claim_file(f)]
-            unclaimed = [f for f in data_files if f not in claimed]
-            reads_images = (
-                self.reads_images(unclaimed)
-                if callable(self.reads_images)
-                else self.reads_images
-            )
-            inputs = load_inputs(unclaimed, reads_images=reads_images)
-            inputs.add_claimed(claimed)
-            inputs.protect(params.output.log)
-            run = RunContext(self.name, inputs, verbosity)
-            self.main(params, inputs, run)
-        except (DataError, KeyboardInterrupt) as error:
-            if isinstance(error, KeyboardInterrupt):
-                error = UserError("interrupted")
-            if verbosity:
-                logger.exception("Traceback (shown with -v):")
-            message = f"{self.full_name}: error: {error}"
-            print(message, file=sys.stderr)
-            logging.getLogger("dials_diffuse.error").debug(message)
-            self._write_summary(params, working, run, args, start, error)
-            return error.exit_code
-        else:
-            self._write_summary(params, working, run, args, start, None)
+            try:
+                phil_files = [f for f in files if f.endswith(".phil")]
+                data_files = [f for f in files if not f.endswith(".phil")]
+                state.working, state.params = self._interpret_phil(
+                    assignments, phil_files
+                )
+                logs.buffer()
+                claimed = [
+                    f for f in data_files if self.claim_file and self.claim_file(f)
+                ]
+                unclaimed = [f for f in data_files if f not in claimed]
+                reads_images = (
+                    self.reads_images(unclaimed)
+                    if callable(self.reads_images)
+                    else self.reads_images
+                )
+                state.plan = self._protect(state.working, phil_files, data_files)
+                inputs = load_inputs(unclaimed, reads_images=reads_images)
+                inputs.add_claimed(claimed)
+                for path, description in referenced_files(inputs).items():
+                    state.plan.protect(path, description)
+                self._plan_outputs(state)
+                logs.open(state.params.output.log)
+                self._log_header(args, state.working)
+                logs.replay()
+                logs.raise_failure()  # a log that cannot be written: stop now
+                state.run = RunContext(self.name, inputs, verbosity, state.plan)
+                take_non_finite_counts()
+                self.main(state.params, inputs, state.run)
+                _report_non_finite(state.run)
+                logs.raise_failure()
+            except BaseException as error:
+                one_line = as_one_line(error)
+                if one_line is None:  # a bug: keep its traceback
+                    raise
+                return self._fail(one_line, error, verbosity, state, args, start, logs)
+            code = self._write_summary(state, args, start, None)
             logger.info("Total time: %.1f s", time.perf_counter() - start)
-            return 0
+            return _exit_code(code)
         finally:
-            # Also after an unexpected exception: a handler left behind would
-            # write to a closed stream in a later run in the same process.
-            _remove_logging(handlers)
+            logs.close()
+
+    def _fail(self, one_line, error, verbosity, state, args, start, logs):
+        """Report a failure as one line (traceback with -v); return the exit code."""
+        if verbosity:
+            if logs.opened:
+                logger.error("Traceback (shown with -v):", exc_info=error)
+            else:
+                traceback.print_exception(type(error), error, error.__traceback__)
+        message = f"{self.full_name}: error: {one_line}"
+        print(message, file=sys.stderr)
+        logs.record_error(message)
+        if write_failure(error.__cause__ or error) and "h5py" in sys.modules:
+            _keep_failed_hdf5_write(error)
+        code = self._write_summary(state, args, start, one_line)
+        return _exit_code(max(one_line.exit_code, code))
+
+    def _protect(self, working, phil_files, data_files):
+        """An OutputPlan protecting the positional, .phil and parameter input files."""
+        plan = OutputPlan()
+        for path in data_files:
+            plan.protect(path)
+        for path in phil_files:
+            plan.protect(path, "a parameter file")
+        _, parameter_inputs = path_parameters(working)
+        for key, path in parameter_inputs.items():
+            plan.protect(path, f"the file given as {key}")
+        return plan
+
+    def _plan_outputs(self, state):
+        """Check every output parameter (see `dials_diffuse.util.outputs`)."""
+        outputs, _ = path_parameters(state.working)
+        # The log and the summary first: a refusal of another output can
+        # still be recorded in the summary.
+        for key in ("output.json", "output.log"):
+            if key in outputs:
+                state.plan.add(key, outputs.pop(key))
+                state.summary_planned |= key == "output.json"
+        for key, path in outputs.items():
+            try:
+                state.plan.add(key, path)
+            except UserError:
+                if state.plan.outputs.get("output.json") == state.plan.identity(path):
+                    state.summary_refused = True  # it would be over another output
+                raise
 
     def _log_header(self, args, working):
         logger.info("%s (dials-diffuse %s)", self.full_name, dials_diffuse.__version__)
         logger.info("%s, Python %s", _dials_version(), platform.python_version())
-        logger.info("Command line: %s %s", self.full_name, " ".join(args))
+        logger.info(
+            "Command line: %s %s", self.full_name, " ".join(redact_arguments(args))
+        )
         diff = self.master_phil.fetch_diff(source=working).as_str().strip()
         if diff:
-            logger.info("The following parameters have been modified:\n%s\n", diff)
+            logger.info(
+                "The following parameters have been modified:\n%s\n",
+                redact_phil_text(diff),
+            )
 
-    def _write_summary(self, params, working, run, args, start, error):
-        if params is None or not params.output.json:
-            return
+    def _write_summary(self, state, args, start, error):
+        """Write output.json if asked for; return 0, or 1 if it cannot be written."""
+        params, run = state.params, state.run
+        if params is None or not params.output.json or state.summary_refused:
+            return 0
+        if not state.summary_planned:  # the run failed before planning it
+            try:
+                state.plan.add("output.json", params.output.json)
+            except DataError:
+                return 0  # refused (over an input, say): already reported
+            state.summary_planned = True
         summary = {
             "program": self.full_name,
             "version": dials_diffuse.__version__,
             "dials_version": _dials_version(),
-            "command_line": args,
+            "command_line": redact_arguments(args),
             "inputs": run.inputs.describe() if run else [],
             "outputs": run.outputs if run else {},
-            "parameters": phil_to_dict(working),
+            "parameters": phil_to_dict(state.working),
             "results": run.results if run else {},
             "timings": {
                 **(run.timings if run else {}),
@@ -370,14 +528,151 @@ class Program:
                 temporary.write_text(
                     json.dumps(summary, indent=2, default=_json_default)
                 )
-        except (OSError, UserError) as write_error:
+        except (OSError, DataError) as write_error:
+            reason = write_failure(write_error) or _short(write_error)
             print(
-                f"{self.full_name}: error: cannot write {params.output.json}: {write_error}",
+                f"{self.full_name}: error: {params.output.json}: cannot write the "
+                f"JSON summary: {reason}",
                 file=sys.stderr,
             )
-            return
+            return 1
         if error is None:
             logger.info("Wrote JSON summary to %s", params.output.json)
+        return 0
+
+
+def _report_non_finite(run):
+    """Log the non-finite pixel values the run excluded (the pixel policy), per file."""
+    counts = take_non_finite_counts()
+    for name, count in counts.items():
+        logger.warning(
+            "%s: %d non-finite pixel value(s) (NaN or Inf) excluded like masked pixels",
+            name,
+            count,
+        )
+    if counts:
+        run.results["non_finite_pixels"] = counts
+
+
+class _RunState:
+    """What a run has got so far (for the summary of a run that failed early)."""
+
+    def __init__(self):
+        self.params = None
+        self.working = None
+        self.run = None
+        self.plan = OutputPlan()
+        self.summary_planned = False
+        self.summary_refused = False
+
+
+# -- the error boundary --------------------------------------------------------
+
+#: Messages of C++ assertions and errors raised through Boost.Python.
+_LIBRARY_ASSERTION = re.compile(
+    r"ASSERT|Internal Error|(dxtbx|scitbx|cctbx|boost)[ _.:]|HDF5|h5py", re.IGNORECASE
+)
+_PACKAGE_DIRECTORIES = None
+
+
+def _short(error):
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
+def _package_directories():
+    """The directories of dials_diffuse and its programs (with a trailing /)."""
+    global _PACKAGE_DIRECTORIES
+    if _PACKAGE_DIRECTORIES is None:
+        import dials_diffuse.command_line
+
+        _PACKAGE_DIRECTORIES = tuple(
+            os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+            for module in (dials_diffuse, dials_diffuse.command_line)
+        )
+    return _PACKAGE_DIRECTORIES
+
+
+#: Packages whose RuntimeError/AssertionError is a failure below a program
+#: (bad data or parameters reaching them), not a bug of ours.
+LIBRARIES = ("dxtbx", "cctbx", "scitbx", "iotbx", "libtbx", "dials", "h5py")
+
+
+def _raised_in_a_library(error):
+    """True when the innermost frame of `error`'s traceback is in one of LIBRARIES."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    parts = Path(os.path.abspath(frames[-1].filename)).parts
+    return any(library in parts for library in LIBRARIES)
+
+
+def as_one_line(error):
+    """The DataError to report for `error`, or None for a bug (keep the traceback).
+
+    - DataError (and UserError, UsageError): as they are;
+    - Ctrl-C: "interrupted";
+    - OSError (the file system, HDF5 through h5py): the file and the reason;
+    - MemoryError: out of memory;
+    - RuntimeError/AssertionError raised below dials-diffuse (dxtbx, cctbx,
+      HDF5 through Boost.Python or h5py): the library's message.
+    """
+    if isinstance(error, DataError):
+        return error
+    if isinstance(error, KeyboardInterrupt):
+        return UserError("interrupted")
+    if isinstance(error, MemoryError):
+        return DataError(
+            "out of memory: use fewer worker threads (nproc) or smaller chunks"
+        )
+    if isinstance(error, OSError):
+        reason = write_failure(error) or error.strerror or _short(error)
+        name = error.filename or getattr(error, "filename2", None)
+        return DataError(f"{name}: {reason}" if name else reason)
+    if isinstance(error, (RuntimeError, AssertionError)) and (
+        _raised_in_a_library(error) or _LIBRARY_ASSERTION.search(str(error))
+    ):
+        return DataError(_short(error) or type(error).__name__)
+    return None
+
+
+# HDF5 1.10 crashes (a segmentation fault in H5F__close_cb) when Python frees
+# an h5py file whose close failed because the disk was full. The failed
+# write's exception holds the file through its traceback: it is kept here,
+# never freed, and a program run from the command line ends with os._exit
+# (its log and outputs flushed) instead of the interpreter's final cleanup.
+_FAILED_HDF5_WRITES = []
+_LAST_EXIT_CODE = [0]
+
+
+def _exit_code(code):
+    _LAST_EXIT_CODE[0] = code
+    return code
+
+
+def _run_from_the_command_line():
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(script)
+    return name.startswith("dials.diffuse.") or script.startswith(
+        _package_directories()
+    )
+
+
+def _keep_failed_hdf5_write(error):
+    if not _FAILED_HDF5_WRITES and _run_from_the_command_line():
+        atexit.register(_exit_without_freeing)
+    _FAILED_HDF5_WRITES.append(error)
+
+
+def _exit_without_freeing():
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(_LAST_EXIT_CODE[0])
+
+
+# -- logging -------------------------------------------------------------------
 
 
 def _json_default(value):
@@ -406,48 +701,141 @@ class _TerminalFormatter(logging.Formatter):
         return message
 
 
-def _configure_logging(logfile, verbosity):
-    """Send our, DIALS's and dxtbx's log to stdout and `logfile`; return the handlers."""
-    level = logging.DEBUG if verbosity else logging.INFO
-    console = logging.StreamHandler(sys.stdout)
-    console.setLevel(level)
-    console.setFormatter(_TerminalFormatter("%(message)s"))
-    handlers = [console]
-    if logfile:
+class _BufferHandler(logging.Handler):
+    """Keeps records until the log file may be opened (after output planning)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+class _LogFileHandler(logging.FileHandler):
+    """The log file; a failed write (full disk) is recorded, not printed.
+
+    logging's default prints a traceback to stderr for every failed record;
+    here the first failure is kept (the runner reports it as one line) and
+    the file gets nothing more.
+    """
+
+    def __init__(self, path):
+        super().__init__(path, mode="w", encoding="utf-8")
+        self.error = None
+
+    def handleError(self, record):
+        if self.error is None:
+            self.error = sys.exc_info()[1]
+        self.setLevel(logging.CRITICAL + 1)
+
+    def flush(self):
         try:
-            file_handler = logging.FileHandler(logfile, mode="w", encoding="utf-8")
+            super().flush()
         except OSError as error:
-            raise UserError(
-                f"{logfile}: cannot write the log file ({error.strerror})"
-            ) from error
-        file_handler.setLevel(logging.DEBUG if verbosity else logging.INFO)
-        file_handler.setFormatter(logging.Formatter("%(message)s"))
-        handlers.append(file_handler)
-    for name in _LOGGERS:
-        named = logging.getLogger(name)
-        # Restored by _remove_logging, so that a program run inside a longer
-        # process (a script, a test session) leaves its loggers as they were.
-        _SAVED_LOGGER_STATE.setdefault(name, (named.level, named.propagate))
-        named.setLevel(level)
-        named.propagate = False
-        for handler in handlers:
+            if self.error is None:
+                self.error = error
+
+
+class _RunLogging:
+    """Our, DIALS's and dxtbx's log to stdout and the log file, for one run.
+
+    Records are buffered from `buffer()` until `open()` (the log file is an
+    output, opened only once output planning has accepted it), then replayed.
+    `close()` restores the loggers as they were, so that a program run inside
+    a longer process (a script, a test session) leaves them unchanged.
+    """
+
+    def __init__(self, verbosity):
+        self.level = logging.DEBUG if verbosity else logging.INFO
+        self.handlers = []
+        self.saved = {}
+        self.buffered = None
+        self.opened = False
+        self.logfile = None
+
+    def _attach(self, handler):
+        for name in _LOGGERS:
+            named = logging.getLogger(name)
+            if name not in self.saved:
+                self.saved[name] = (named.level, named.propagate)
+            named.setLevel(self.level)
+            named.propagate = False
             named.addHandler(handler)
-    return handlers
+        self.handlers.append(handler)
 
+    def _detach(self, handler):
+        for name in _LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
+        self.handlers.remove(handler)
+        with contextlib.suppress(OSError):  # a full disk: reported by failure()
+            handler.close()
 
-_SAVED_LOGGER_STATE = {}
+    def buffer(self):
+        self.buffered = _BufferHandler()
+        self._attach(self.buffered)
 
+    def open(self, logfile):
+        if self.buffered is not None:  # kept for replay()
+            self._detach(self.buffered)
+        console = logging.StreamHandler(sys.stdout)
+        console.setLevel(self.level)
+        console.setFormatter(_TerminalFormatter("%(message)s"))
+        self._attach(console)
+        if logfile:
+            try:
+                file_handler = _LogFileHandler(logfile)
+            except OSError as error:
+                reason = write_failure(error) or error.strerror
+                raise UserError(
+                    f"{logfile}: cannot write the log file ({reason})"
+                ) from error
+            file_handler.setLevel(self.level)
+            file_handler.setFormatter(logging.Formatter("%(message)s"))
+            self._attach(file_handler)
+            self.logfile = logfile
+        self.opened = True
 
-def _remove_logging(handlers):
-    for name in _LOGGERS:
-        named = logging.getLogger(name)
-        for handler in handlers:
-            named.removeHandler(handler)
-        if name in _SAVED_LOGGER_STATE:
-            level, named.propagate = _SAVED_LOGGER_STATE.pop(name)
+    def replay(self):
+        """Send the records kept before the log file was opened to the handlers."""
+        if self.buffered is None:
+            return
+        records = self.buffered.records
+        self.buffered = None
+        for record in records:
+            for handler in self.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+    def record_error(self, message):
+        """Write the run's one-line error to the log file (the terminal has it)."""
+        for handler in self.handlers:
+            if isinstance(handler, _LogFileHandler):
+                handler.handle(
+                    logging.LogRecord(
+                        "dials_diffuse.error", logging.ERROR, "", 0, message, None, None
+                    )
+                )
+
+    def raise_failure(self):
+        """Raise a DataError if the log file could not be written (a full disk)."""
+        for handler in self.handlers:
+            if isinstance(handler, _LogFileHandler):
+                handler.flush()
+                if handler.error is not None:
+                    reason = write_failure(handler.error) or _short(handler.error)
+                    raise DataError(
+                        f"{self.logfile}: cannot write the log file ({reason})"
+                    )
+
+    def close(self):
+        for handler in list(self.handlers):
+            self._detach(handler)
+        for name, (level, propagate) in self.saved.items():
+            named = logging.getLogger(name)
             named.setLevel(level)
-    for handler in handlers:
-        handler.close()
+            named.propagate = propagate
+        self.saved = {}
 
 
 __all__ = ["Inputs", "Program", "RunContext", "UserError", "UsageError"]

@@ -225,6 +225,6 @@ def test_reused_read_buffer_gives_the_stored_chunks_and_checks_truncation(tmp_pa
     with open(data_file, "r+b") as handle:
         handle.truncate(info.byte_offset + 5)
     with pytest.raises(
-        DataError, match="series_data_000002.h5: cannot read images 4-5"
+        DataError, match="series_data_000002.h5: image 4 cannot be read"
     ):
         next(EigerMasterSource(master).raw_frames(3, 5, reuse_buffer=True))

@@ -91,7 +91,7 @@ def test_external_mask_is_used(l_cysteine):
     assert not valid[0, 1, 1] and valid[0, 0, 0]
 
 
-def test_unreadable_image_is_a_user_error(l_cysteine, tmp_path):
+def test_unreadable_image_is_a_data_error(l_cysteine, tmp_path):
     for path in sorted(l_cysteine.glob("*.cbf"))[:2]:
         shutil.copy(path, tmp_path)
     imageset = load_sweep(tmp_path)
@@ -99,7 +99,7 @@ def test_unreadable_image_is_a_user_error(l_cysteine, tmp_path):
     broken.write_bytes(broken.read_bytes()[:5000])  # header intact, data cut
     source = ImagesetSource(imageset)
     source.read(Chunk(0, slice(0, 1), slice(0, 10), slice(0, 10)))
-    with pytest.raises(DataError, match="l-cyst_01_00002.cbf: cannot read image 2"):
+    with pytest.raises(DataError, match="l-cyst_01_00002.cbf: image 2 cannot be read"):
         source.read(Chunk(0, slice(1, 2), slice(0, 10), slice(0, 10)))
 
 

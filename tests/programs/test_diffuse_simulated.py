@@ -161,6 +161,38 @@ def test_merged_map_matches_truth(truth_chain, simulated_rotation, scale_constan
     assert halves["voxels"].sum() > 1000
 
 
+def test_bragg_mask_keeps_hot_pixels_and_gap_masked(truth_chain, simulated_rotation):
+    """bragg=True inverts the ellipsoids only: a hot pixel inside a peak stays out."""
+    with h5py.File(simulated_rotation["truth"], "r") as truth:
+        hot = truth["hot_pixels/position"][()]
+        gap = truth["mask/gap"][()]
+    with h5py.File(truth_chain / "bragg.nxs", "r") as handle:
+        mask = handle["entry/mask/mask"][()].astype(bool)
+    assert np.all(mask[:, hot[:, 0], hot[:, 1]])
+    assert np.all(mask[:, gap])
+
+
+def test_bragg_mask_keeps_a_hot_pixel_inside_a_peak_masked(
+    truth_chain, simulated_rotation
+):
+    """A hot pixel inside a Bragg ellipsoid (as in the demo data) stays masked."""
+    from dials_diffuse.algorithms.diffuse.mask import PeakMasker
+    from dials_diffuse.algorithms.diffuse.peaks import PeakModel
+    from dials_diffuse.algorithms.diffuse.sweep import load_sweep
+    from dials_diffuse.util.inputs import load_inputs
+
+    sweep = load_sweep(load_inputs([str(simulated_rotation["truth_expt"])], True))
+    model = PeakModel.from_table(load_table(truth_chain / "peaks.nxs", "peak_model"))
+    (chunk,) = sweep.chunks(sweep.source.n_frames)
+    kept = ~PeakMasker(sweep, model, 3.0, bragg=True)(sweep, chunk).astype(bool)
+    rows, columns = np.nonzero(kept.any(axis=0))  # inside a peak in some frame
+    hot = np.zeros(kept.shape[1:], dtype=bool)
+    hot[rows[::7], columns[::7]] = True
+    mask = PeakMasker(sweep, model, 3.0, hot=hot, bragg=True)(sweep, chunk)
+    assert hot.sum() > 5 and np.all(mask[:, hot])
+    np.testing.assert_array_equal(mask[:, ~hot], ~kept[:, ~hot])
+
+
 def test_bragg_intensities_with_bragg_mask(truth_chain, simulated_rotation):
     with h5py.File(truth_chain / "bragg.nxs", "r") as handle:
         kept = 1 - handle["entry/mask/mask"][()].mean()

@@ -1,6 +1,7 @@
 """dials.diffuse.frame_statistics end to end: files, truth, bad input, config.yaml, Redis."""
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -282,13 +283,45 @@ def test_redis_key_value_and_expiry(in_tmp_path, series, redis_server):
         ]
     )
     assert code == 0
-    key = f"test_sums:{master.name}"
+    key = f"test_sums:{os.path.abspath(master)}"  # unique per data set
     value = json.loads(client.get(key))
     assert value["sum"] == numpy_sums(frames, 0, np.inf).tolist()
     assert value["image"] == list(range(1, 61))
     assert value["statistics"]["raw"]["count"] == 60
     ttl = client.ttl(key)
     assert 2 * 86400 - 60 < ttl <= 2 * 86400
+
+
+def test_redis_password_never_shown(
+    in_tmp_path, series, redis_server, capsys, monkeypatch
+):
+    """On the command line or from the environment, the password stays secret."""
+    client, port = redis_server
+    master, _ = series
+    common = [
+        str(master),
+        "redis.enabled=True",
+        f"redis.port={port}",
+        "redis.db=2",
+        "output.html=None",
+        "output.plot=None",
+        "output.json=summary.json",
+    ]
+    assert frame_statistics.run([*common, "redis.password=s3cret", "redis.key=k1"]) == 0
+    texts = [(in_tmp_path / "dials.diffuse.frame_statistics.log").read_text()]
+    summary = json.loads((in_tmp_path / "summary.json").read_text())
+    assert summary["parameters"]["redis"]["password"] == "<redacted>"
+    assert "redis.password=<redacted>" in summary["command_line"]
+    texts.append(json.dumps(summary))
+    monkeypatch.setenv("DIALS_DIFFUSE_REDIS_PASSWORD", "s3cret")
+    assert frame_statistics.run([*common, "redis.key=k2"]) == 0
+    assert client.get("k1") == client.get("k2") is not None  # settable keys
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err]
+    for text in texts:
+        assert "s3cret" not in text
+    monkeypatch.delenv("DIALS_DIFFUSE_REDIS_PASSWORD")
+    assert frame_statistics.run([*common, "redis.key=k3"]) == 1  # no password
 
 
 def test_unreachable_redis_keeps_the_files(in_tmp_path, series, capsys):

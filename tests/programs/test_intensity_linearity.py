@@ -109,9 +109,7 @@ def test_bad_input(in_tmp_path, integrated, dials_centroid, capsys):
     assert "2 values for 5" in run_failing(
         [str(refl), str(expt), "transmission.values=1,2"], capsys
     )
-    assert "one integrated reflection file" in run_failing(
-        [str(refl), str(refl)], capsys
-    )
+    assert "integrated.refl: given twice" in run_failing([str(refl), str(refl)], capsys)
     single = dials_centroid / "integrated.refl"
     assert "matches the reference" in run_failing([str(single)], capsys)
     result = subprocess.run(  # the console script too: exit code, one line

@@ -74,7 +74,7 @@ def test_rotation_and_transmission_series(in_tmp_path):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["kind=powder"], 1, "powder"),
+        (["kind=powder"], 2, "powder"),  # not one of the choices
         (["sed=1"], 2, "unknown parameter 'sed'"),
         (
             ["transmission_series.transmissions=0,1", "kind=transmission_series"],

@@ -84,8 +84,8 @@ def test_unknown_parameter_suggests_near_matches(in_tmp_path, capsys):
     assert not (in_tmp_path / "doubled.txt").exists()
 
 
-def test_bad_value_is_a_user_error(in_tmp_path, capsys):
-    assert program.run(["repeat=abc"]) == 1
+def test_bad_value_is_a_usage_or_user_error(in_tmp_path, capsys):
+    assert program.run(["repeat=abc"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error" in err
     assert program.run(["scale=-1"]) == 1

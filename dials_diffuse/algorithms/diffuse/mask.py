@@ -14,7 +14,9 @@ A pixel of a frame is masked (excluded from the diffuse signal) when
 - the detector mask excludes it (gaps, bad pixels).
 
 With ``bragg=True`` the ellipsoid part is inverted: only pixels inside an
-ellipsoid are kept (the Bragg peaks), the detector mask still applies.
+ellipsoid are kept (the Bragg peaks); hot pixels and the detector mask still
+apply (a hot pixel inside a Bragg ellipsoid would bias its intensity), the
+frame-by-frame peak pixels do not (they are the Bragg peaks).
 
 The mask is written as mask.nxs (`dials_diffuse.io.mask_file`, mdx2's
 convention: 1 = excluded, the opposite of a DIALS validity mask).
@@ -141,8 +143,8 @@ class PeakMasker:
         Peak pixels (columns image, iy, ix) to mask frame by frame.
     hot : ndarray bool (rows, columns) or None
     bragg : bool
-        Invert the ellipsoid mask (keep only Bragg peaks); peak and hot
-        pixels are then not added.
+        Invert the ellipsoid mask (keep only Bragg peaks); hot pixels and the
+        detector mask still apply, peak pixels are then not added.
     mask_absent : bool
         Also mask the ellipsoids at lattice points that screw axes or glide
         planes make systematically absent (mdx2's rule).
@@ -185,7 +187,7 @@ class PeakMasker:
         shape = sweep.source.panel_shapes[0]
         self.hot = (
             np.asarray(hot, dtype=bool)
-            if hot is not None and not self.bragg
+            if hot is not None
             else np.zeros(shape, dtype=bool)
         )
         self.detector_invalid = ~sweep.detector_mask()

@@ -228,6 +228,9 @@ def override_geometry(experiments, distance=None, wavelength=None, beam_centre=N
     """
     if distance is None and wavelength is None and beam_centre is None:
         return experiments
+    for name, value in (("distance", distance), ("wavelength", wavelength)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise DataError(f"geometry.{name}={value:g}: it must be positive")
     from dxtbx.model.detector_helpers import (
         set_detector_distance,
         set_fast_slow_beam_centre_mm,
