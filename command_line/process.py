@@ -233,7 +233,8 @@ class SweepOutputs:
             for key, path in _output_paths(getattr(self.params, name)).items():
                 if name == "scale" and key == "model":
                     for number, model in enumerate(self.model_files(), start=1):
-                        outputs[f"scale.output.model {number}"] = model
+                        suffix = f" {number}" if len(self) > 1 else ""
+                        outputs[f"scale.output.model{suffix}"] = model
                 else:
                     outputs[f"{name}.output.{key}"] = path
             outputs[f"{name} log"] = f"dials.diffuse.{name}.log"

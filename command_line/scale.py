@@ -165,9 +165,10 @@ def write_outputs(result, params, run, tables):
     outputs = model_paths(params.output.model, len(result.models))
     run.results.update(result.summary())
     run.results["models"] = [str(path) for path in outputs]
-    run.plan_outputs(
-        {f"scaling model of {table}": out for out, table in zip(outputs, tables)}
-    )
+    if len(outputs) > 1:  # one model is output.model itself, planned already
+        run.plan_outputs(
+            {f"scaling model of {table}": out for out, table in zip(outputs, tables)}
+        )
     for output, model, table in zip(outputs, result.models, tables):
         with run.write(output, f"scaling model of {table}") as path:
             write_scale_model(

@@ -88,6 +88,8 @@ class OutputPlan:
         self._inodes = {}
         self._folders = set()
         self.outputs = {}
+        #: Keys of the outputs planned as derived names (RunContext.plan_outputs).
+        self.derived = set()
         for path, description in (protected or {}).items():
             self.protect(path, description)
 
@@ -153,6 +155,14 @@ class OutputPlan:
             )
         self.outputs[key] = identity
         remove_stale_temporaries(path)
+
+    def key_of(self, path):
+        """The key under which `path` is planned, or None."""
+        identity = _identity(path)
+        for key, planned in self.outputs.items():
+            if planned == identity:
+                return key
+        return None
 
     def is_planned(self, path):
         return _identity(path) in self.outputs.values()

@@ -185,6 +185,9 @@ class RunContext:
         ----------
         outputs : dict
             {description: path}, e.g. {"pairs of experiment 2": "pair2.dat"}.
+            A derived name that is an output parameter's value is refused
+            (unless described by that parameter's full name, e.g.
+            "output.model"); one planned by an earlier call is accepted.
             Each is checked as the runner checks the output parameters
             (`dials_diffuse.util.outputs.OutputPlan.add`); a refusal is a
             UserError naming the file.
@@ -195,9 +198,13 @@ class RunContext:
         """
         for folder in folders:
             self.plan.will_make(folder)
+        derived = self.plan.derived
         for what, path in outputs.items():
-            if not self.plan.is_planned(path):
+            planned_as = self.plan.key_of(path)
+            if planned_as is None or planned_as not in derived:
+                # New, or an output parameter's value: a clash unless the same key.
                 self.plan.add(what, path)
+                derived.add(what)
 
     @contextlib.contextmanager
     def write(self, path, what):

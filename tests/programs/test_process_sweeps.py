@@ -176,14 +176,23 @@ def test_every_output_is_checked_before_any_work(
         )
     )
     both.as_json("both.expt")
+    # The merged table named as the second sweep's scaling model (a name
+    # process derives): refused before any work, naming both.
     args = [
         "both.expt",
         "find_peaks.count_threshold=30",
-        "merge.output.table=sweep_2/corrected.nxs",
+        "merge.output.table=scale_2.nxs",
     ]
     assert process_program.run(args) == 1
     error = capsys.readouterr().err
-    assert "sweep_2/corrected.nxs: both the sweep_2 correct.output.table and " in error
+    assert "scale_2.nxs: both merge.output.table and scale.output.model 2" in error
+    assert not (in_tmp_path / "sweep_1").exists()
+    # An output inside a sweep folder process has not made yet: refused too.
+    args[-1] = "merge.output.table=sweep_2/corrected.nxs"
+    assert process_program.run(args) == 1
+    assert "sweep_2/corrected.nxs: output directory sweep_2 does not exist" in (
+        capsys.readouterr().err
+    )
     assert not (in_tmp_path / "sweep_1").exists()
     args = ["both.expt", "find_peaks.count_threshold=30", "map.output.map=both.expt"]
     assert process_program.run(args) == 1
