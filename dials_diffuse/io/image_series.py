@@ -182,7 +182,9 @@ def write_image_series(
     """
     if len(source.panel_shapes) != 1:
         raise DataError(
-            f"data.nxs holds single-panel detectors; this one has {len(source.panel_shapes)} panels"
+            f"data.nxs holds single-panel detectors; this one has "
+            f"{len(source.panel_shapes)} panels: run the chain on the images "
+            "themselves (without import_data)"
         )
     first, stop = frame_range or (0, source.n_frames)
     n_frames = stop - first

@@ -170,3 +170,32 @@ def test_corrected_intensities_match_single_panel_and_truth(chains, simulated_ro
     assert np.corrcoef(recovered, expected)[0, 1] == pytest.approx(
         np.corrcoef(reference, expected)[0, 1], abs=0.01
     )
+
+
+def test_correction_factors_on_each_panel_equal_the_flat_panels(
+    chains, simulated_rotation
+):
+    """Each factor at a panel's pixel equals the flat panel's at the same pixel."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    from dials_diffuse.algorithms.diffuse.correct import correction_factors
+    from dials_diffuse.simulate.rotation import rotation_setup
+
+    multi, _, _ = chains
+
+    def load(path):
+        return ExperimentListFactory.from_json_file(str(path), check_format=False)[0]
+
+    flat, modules = load(simulated_rotation["truth_expt"]), load(multi["truth_expt"])
+    tiles = np.array(rotation_setup("test", modules=MODULES).module_tiles)
+    rng = np.random.default_rng(1)
+    panels = rng.integers(0, len(tiles), 500)
+    iy = rng.uniform(0, 1, 500) * (tiles[panels, 2] - 1)
+    ix = rng.uniform(0, 1, 500) * (tiles[panels, 3] - 1)
+    which = ("solid_angle", "attenuation", "efficiency", "polarization", "d3s")
+    ours = correction_factors(modules, iy, ix, which, panels=panels)
+    reference = correction_factors(
+        flat, iy + tiles[panels, 0], ix + tiles[panels, 1], which
+    )
+    for name in which:
+        assert np.allclose(ours[name], reference[name], rtol=1e-9, atol=0), name

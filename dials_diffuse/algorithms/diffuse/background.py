@@ -170,7 +170,10 @@ def do_bin_image_series(source, params, mask_file=None, frame_range=None):
     BinnedBackground
     """
     if len(source.panel_shapes) != 1:
-        raise DataError("only single-panel detectors are supported")
+        raise DataError(
+            f"bin_image_series works on single-panel detectors; this one has "
+            f"{len(source.panel_shapes)} panels (correct without a background)"
+        )
     if params.bins is None:
         raise DataError(
             "bins is required: frames,rows,columns per block, e.g. bins=10,20,20"
