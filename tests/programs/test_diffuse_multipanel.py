@@ -199,3 +199,64 @@ def test_correction_factors_on_each_panel_equal_the_flat_panels(
     )
     for name in which:
         assert np.allclose(ours[name], reference[name], rtol=1e-9, atol=0), name
+
+
+def test_background_per_panel_and_its_subtraction(chains, simulated_rotation):
+    """bin_image_series bins each panel; correct subtracts each voxel's panel's rate."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    from dials_diffuse.command_line import bin_image_series as bin_program
+    from dials_diffuse.io.background_file import read_background
+    from dials_diffuse.simulate.rotation import rotation_setup
+
+    multi, single_dir, multi_dir = chains
+    expt = str(multi["truth_expt"])
+    previous = os.getcwd()
+    os.chdir(multi_dir)
+    try:
+        # One block per panel and 10 frames: the mean unmasked count rate.
+        assert bin_program.run([expt, "mask=mask.nxs", "bins=10,1000,1000"]) == 0
+        assert (
+            correct_program.run(
+                [
+                    expt,
+                    "integrated.nxs",
+                    "background=background.nxs",
+                    "output.table=corrected_bg.nxs",
+                ]
+            )
+            == 0
+        )
+    finally:
+        os.chdir(previous)
+    background = read_background(multi_dir / "background.nxs")
+    assert len(background) == 8
+    # Independent reference: the single panel's frames (dxtbx) and mask, per tile.
+    imageset = ExperimentListFactory.from_json_file(
+        str(simulated_rotation["truth_expt"])
+    )[0].imageset
+    frames = np.stack(
+        [imageset.get_raw_data(i)[0].as_numpy_array() for i in range(10)]
+    ).astype(np.float64)
+    with h5py.File(single_dir / "mask.nxs", "r") as handle:
+        keep = handle["entry/mask/mask"][:10] == 0
+    exposure = rotation_setup("test").exposure_s
+    tiles = rotation_setup("test", modules=MODULES).module_tiles
+    for panel, (row, column, rows, columns) in zip(background, tiles):
+        window = (slice(None), slice(row, row + rows), slice(column, column + columns))
+        expected = frames[window][keep[window]].mean() / exposure
+        assert panel.rate[0, 0, 0] == pytest.approx(expected, rel=1e-9)
+        assert panel.iy[0] == pytest.approx((rows - 1) / 2)
+    plain = load_table(multi_dir / "corrected.nxs")
+    subtracted = load_table(multi_dir / "corrected_bg.nxs")
+    rate = np.asarray(plain["counts"]) / np.asarray(plain["seconds"])
+    with np.errstate(invalid="ignore", divide="ignore"):  # voxels without counts
+        scale = rate / np.asarray(plain["intensity"], dtype=np.float64)
+    removed = background(plain["phi"], plain["iy"], plain["ix"], plain["panel"])
+    ok = np.isfinite(scale)
+    assert np.allclose(
+        np.asarray(subtracted["intensity"], dtype=np.float64)[ok],
+        ((rate - removed) / scale)[ok],
+        rtol=1e-4,
+        atol=1e-3 * np.median(plain["intensity"]),
+    )

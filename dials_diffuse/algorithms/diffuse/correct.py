@@ -232,8 +232,9 @@ def correct(
         Multiply intensities by rs_volume.
     p1 : bool
         Map with Friedel symmetry only (P-1) instead of the Laue group.
-    background : BinnedBackground, optional
-        Count rate per pixel subtracted at each voxel's mean (phi, iy, ix).
+    background : BinnedBackground or PanelBackgrounds, optional
+        Count rate per pixel subtracted at each voxel's mean (phi, iy, ix)
+        (on its panel).
 
     Returns
     -------
@@ -261,11 +262,18 @@ def correct(
         sgtbx.space_group_info("P -1").group() if p1 else crystal.get_space_group()
     )
     asu, op = map_to_asu(hkl, subdivide, space_group)
+    from dials_diffuse.algorithms.diffuse.background import PanelBackgrounds
+
     panels = table["panel"] if "panel" in table.columns else None
-    if panels is not None and background is not None:
-        raise DataError(
-            "background subtraction is not available for multi-panel detectors yet"
+    if background is not None:
+        n_background = (
+            len(background) if isinstance(background, PanelBackgrounds) else 1
         )
+        if n_background != len(experiment.detector):
+            raise DataError(
+                f"the background has {n_background} panel(s), the detector "
+                f"{len(experiment.detector)}"
+            )
     if panels is None and len(experiment.detector) != 1:
         raise DataError(
             f"the detector has {len(experiment.detector)} panels but the table "
@@ -284,7 +292,10 @@ def correct(
     # that inverse-variance weights stay finite (mdx2 gives it zero).
     count_rate_error = np.sqrt(np.maximum(counts, 1.0)) / seconds
     if background is not None:
-        count_rate = count_rate - background(table["phi"], table["iy"], table["ix"])
+        where = (table["phi"], table["iy"], table["ix"])
+        if panels is not None:
+            where = (*where, panels)
+        count_rate = count_rate - background(*where)
     scale = factors["solid_angle"].copy()
     for name in corrections:
         scale *= factors[name]
