@@ -78,8 +78,7 @@ phil_scope = (
 copy_images = True
   .type = bool
   .help = "Run import_data first: copy the images to data.nxs (faster when"
-          "three steps read them); False reads the .expt's images in every step"
-          "(as multi-panel detectors always do)."
+          "three steps read them); False reads the .expt's images in every step."
 run_scale = True
   .type = bool
   .help = "Refine the scaling model (scale.*: b(phi) by default) and apply it"
@@ -130,13 +129,7 @@ def run_chain(params, inputs, expt, chain, pmap):
     chunking = {"frames_per_chunk": params.frames_per_chunk}
     sweep = load_sweep(inputs)
     data = []
-    if params.copy_images and sweep.n_panels > 1:
-        logger.info(
-            "The detector has %d panels: reading the images directly (data.nxs "
-            "holds single-panel detectors)",
-            sweep.n_panels,
-        )
-    elif params.copy_images:
+    if params.copy_images:
         step = params.import_data
         with chain.step("import_data", [expt], sweep=True) as run:
             with run.write(step.output.data, "image series") as path:

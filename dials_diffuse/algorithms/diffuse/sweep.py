@@ -2,7 +2,7 @@
 
 Every diffuse step works on one experiment (crystal, scan, detector of one
 or more panels) and its images, from the `.expt`'s own image files or from a
-data.nxs copy (single-panel detectors). `Sweep` bundles them with the
+data.nxs copy. `Sweep` bundles them with the
 per-pixel s1 of every panel and the per-frame matrices the kernels need, and
 runs a function over chunks of frames in parallel; a chunk is a block of
 frames of one panel, so the kernels run panel by panel on that panel's s1.
@@ -247,18 +247,16 @@ def load_sweep(inputs, data_file=None):
                 f"the experiment has no {model} model: give a refined rotation sweep"
             )
     if data_file is not None:
-        if len(experiment.detector) != 1:
-            raise DataError(
-                f"{data_file}: data.nxs holds single-panel detectors, the "
-                f"experiment's has {len(experiment.detector)} panels: read the "
-                "images themselves (leave data.nxs out)"
-            )
         source = NexusDataSource(data_file)
-        expected = tuple(reversed(experiment.detector[0].get_image_size()))
-        if tuple(source.panel_shapes[0]) != expected:
+        expected = [
+            tuple(reversed(panel.get_image_size())) for panel in experiment.detector
+        ]
+        found = [tuple(shape) for shape in source.panel_shapes]
+        if found != expected:
             raise DataError(
-                f"{data_file}: images are {source.panel_shapes[0]} pixels, "
-                f"the experiment's detector {expected}"
+                f"{data_file}: images are {found[0] if len(found) == 1 else found} "
+                f"pixels, the experiment's detector "
+                f"{expected[0] if len(expected) == 1 else expected}"
             )
         first, last = experiment.scan.get_image_range()
         numbers = source.image_numbers
