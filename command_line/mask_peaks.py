@@ -24,7 +24,8 @@ help_message = """
 Make the pixel mask for diffuse scattering: every pixel whose Miller-index
 offset from the nearest reciprocal-lattice point lies inside the peak
 model's ellipsoid at sigma_cutoff standard deviations (for every lattice
-point the space group allows: all systematic absences are left unmasked),
+point the space group allows: all systematic absences are left unmasked;
+mask_absent=True masks those of screw axes and glide planes too, as mdx2),
 plus the peak pixels find_peaks found (in their frames), plus hot pixels
 (peak-model outliers in at least hot_pixels.min_fraction of the frames,
 masked in every frame), plus the detector mask (gaps, bad pixels).

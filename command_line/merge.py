@@ -47,6 +47,14 @@ Examples:
   dials.diffuse.merge corrected.nxs split=friedel
 
   dials.diffuse.merge corrected.nxs scale.nxs apply.offset=False
+
+  dials.diffuse.merge corrected.nxs output.mtz=merged.mtz output.csv=merged.csv
+
+MTZ and CSV export: voxels at fractional h, k, l (multiples of 1/subdivide)
+become integer indices H = h n_a, K = k n_b, L = l n_c of the supercell
+(a n_a, b n_b, c n_c), so Phenix, Coot, gemmi and CCP4 programs read the map;
+the space group is the crystal's point group without screw axes or centring
+(P 2 2 2 for P 21 21 21: a diffuse map has intensity at every voxel).
 """
 
 # The step's own parameters (dials.diffuse.process nests them).
@@ -59,6 +67,18 @@ output {
   plot = merge.png
     .type = path
     .help = "Mean intensity and the halves' correlation against s. None: no plot."
+  mtz = None
+    .type = path
+    .help = "Also write the merged map as MTZ (e.g. merged.mtz): integer indices"
+            "of the supercell (cell x subdivide), columns I, SIGI, COUNT (and"
+            "the split's halves I_HALF1, SIGI_HALF1, I_HALF2, SIGI_HALF2), the"
+            "crystal's point group (P 1 if the subdivide breaks it). None: not"
+            "written."
+  csv = None
+    .type = path
+    .help = "Also write the merged map as a CSV table (e.g. merged.csv): h, k, l"
+            "(fractional), H, K, L (supercell), intensity, intensity_error,"
+            "count, s. None: not written."
 }
 """
 
@@ -102,17 +122,74 @@ def main(params, inputs, run):
             names=[str(path) for path in tables],
             model_names=[str(path) for path in models],
         )
-    write_outputs(result, params, run)
+    write_outputs(result, params, run, inputs.experiments)
 
 
-def write_outputs(result, params, run):
-    """Write the merged table and the plot; record the results."""
+def write_outputs(result, params, run, experiments=None):
+    """Write the merged table, the plot and the exports; record the results.
+
+    `experiments` (optional) give the crystal's cell and space group to a
+    table that does not record them (written by an older correct).
+    """
     run.results.update(result.summary())
     with run.write(params.output.table, "merged table") as path:
         write_tables(path, result.tables())
     if params.output.plot:
         with run.write(params.output.plot, "merge plot") as path:
             plot_merged(result.merged, result.shells, path)
+    if params.output.mtz or params.output.csv:
+        export_map(result, params, run, experiments)
+
+
+def export_map(result, params, run, experiments=None):
+    """Write output.mtz and output.csv (dials_diffuse.io.mtz, io.hkl_csv)."""
+    from dials_diffuse.io.hkl_csv import write_hkl_csv
+
+    attrs = result.attrs
+    subdivide = tuple(int(n) for n in attrs.get("subdivide", (1, 1, 1)))
+    if params.output.csv:
+        with run.write(params.output.csv, "merged map (CSV)") as path:
+            run.results["csv_rows"] = write_hkl_csv(path, result.merged, subdivide)
+    if not params.output.mtz:
+        return
+    from cctbx import sgtbx
+
+    from dials_diffuse.io.mtz import write_mtz
+
+    if experiments:
+        crystal = experiments[0].crystal
+        unit_cell = crystal.get_unit_cell().parameters()
+        space_group = crystal.get_space_group()
+    elif "unit_cell" in attrs and "space_group" in attrs:
+        unit_cell = attrs["unit_cell"]
+        space_group = sgtbx.space_group_info(str(attrs["space_group"])).group()
+    else:
+        raise UserError(
+            "output.mtz needs the crystal's cell and space group: the tables do "
+            "not record them (written by an older correct); give the refined "
+            ".expt too"
+        )
+    with run.write(params.output.mtz, "merged map (MTZ)") as path:
+        written = write_mtz(
+            path,
+            result.merged,
+            unit_cell,
+            space_group,
+            subdivide,
+            attrs.get("wavelength"),
+        )
+    logger.info(
+        "MTZ: %d voxels as integer indices of the supercell %s (cell x %s), "
+        "space group %s%s",
+        written["reflections"],
+        " ".join(f"{v:.3f}" for v in written["supercell"]),
+        ",".join(map(str, subdivide)),
+        written["space_group"],
+        " (expanded: the subdivide breaks the point group)"
+        if written["expanded"]
+        else "",
+    )
+    run.results["mtz"] = written
 
 
 program = Program(name="merge", phil=phil_scope, help=help_message, main=main)

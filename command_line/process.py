@@ -16,6 +16,7 @@ from dials_diffuse.algorithms.diffuse.merge import do_merge
 from dials_diffuse.algorithms.diffuse.peaks import do_find_peaks
 from dials_diffuse.algorithms.diffuse.scale import do_scale
 from dials_diffuse.algorithms.diffuse.sweep import load_sweep, sweep_phil
+from dials_diffuse.command_line import analyse_map as analyse_map_program
 from dials_diffuse.command_line import correct as correct_program
 from dials_diffuse.command_line import find_peaks as find_peaks_program
 from dials_diffuse.command_line import integrate as integrate_program
@@ -25,6 +26,7 @@ from dials_diffuse.command_line import merge as merge_program
 from dials_diffuse.command_line import scale as scale_program
 from dials_diffuse.io.background_file import read_background
 from dials_diffuse.io.html_report import report_section, write_html_report
+from dials_diffuse.io.map_viewer import VIEWER_OUTPUT, viewer_link
 from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.plots import prefetch_matplotlib
 from dials_diffuse.util.errors import DataError, UserError
@@ -44,6 +46,7 @@ STEPS = (
     "scale",
     "merge",
     "map",
+    "analyse_map",
 )
 
 #: The chain's parameters that the steps reading images share.
@@ -51,8 +54,9 @@ SWEEP_PARAMETERS = ("image_range", "frames_per_chunk", "nproc", "dask")
 
 help_message = """
 Run the diffuse chain on a refined sweep: import_data (optional), find_peaks,
-mask_peaks, integrate, correct, scale (optional), merge and map, one after the
-other in this process, each writing its outputs under their default names
+mask_peaks, integrate, correct, scale (optional), merge, map and analyse_map
+(map statistics, isotropic/anisotropic parts, 3D-DeltaPDF and the interactive
+map viewer, linked from the report), one after the other in this process, each writing its outputs under their default names
 (as the programs dials.diffuse.<step> do) and its part of the log also to
 dials.diffuse.<step>.log. Every step's parameters are available as
 <step>.<parameter>; image_range, frames_per_chunk, nproc and dask.scheduler
@@ -120,8 +124,15 @@ def main(params, inputs, run):
                 path,
                 "dials.diffuse.process report",
                 chain.sections,
-                preamble=f"<p>Experiment: <code>{html.escape(expt)}</code></p>",
+                preamble=f"<p>Experiment: <code>{html.escape(expt)}</code></p>"
+                + viewer_links(run.outputs),
             )
+
+
+def viewer_links(outputs):
+    """A link to analyse_map's interactive map viewer, if it was written (HTML)."""
+    viewer = outputs.get(VIEWER_OUTPUT)
+    return viewer_link(viewer) if viewer else ""
 
 
 def run_chain(params, inputs, expt, chain, pmap):
@@ -214,6 +225,16 @@ def run_chain(params, inputs, expt, chain, pmap):
             name=str(params.merge.output.table),
         )
         map_program.write_outputs(result, step, run)
+
+    step = params.analyse_map
+    merged_file = str(params.merge.output.table)
+    with chain.step("analyse_map", [merged_file, expt]) as run:
+        recmap = analyse_map_program.load_map(
+            step, sweep.experiment.crystal, merged_file
+        )
+        analyse_map_program.analyse_and_write(
+            recmap, step, str(params.find_peaks.output.peaks), run
+        )
 
 
 class Chain:

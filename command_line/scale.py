@@ -32,6 +32,17 @@ squares with smoothness restraints (mdx2 1.0.5's defaults), in mdx2's order
 are normalised to a mean of 1. merge applies the model (give scale.nxs with
 the corrected.nxs): I / (a b d) - c / b.
 
+Only what the data determine is refined (auto_nodes=True): each node needs
+min_observations redundant observations, b(phi) has one node per sweep
+narrower than its phi_step, and a term left constant is not refined; every
+change is logged. Then the model is checked (validation): refined on a
+random half of the voxels, it must not lower CC1/2 nor raise the
+chi-square of the other half's merge, and b(phi) must not vary more than
+the frame totals allow. A model that fails is replaced by b(phi) linear
+over each sweep, or by no scaling at all (a neutral scale.nxs: merge then
+gives the unscaled map), with a warning saying why; validation.action=warn
+keeps it. mdx2's behaviour: auto_nodes=False validation.enable=False.
+
 Several corrected tables (sweeps of the same crystal form) are scaled
 together, their voxels merged across tables: each table gets its own b, c
 and a (on one common scale), all share d, and each its own output file
@@ -154,7 +165,9 @@ def write_outputs(result, params, run, tables):
     run.results["models"] = [str(path) for path in outputs]
     for output, model, table in zip(outputs, result.models, tables):
         with run.write(output, f"scaling model of {table}") as path:
-            write_scale_model(path, model, {"table": str(table)})
+            write_scale_model(
+                path, model, {"table": str(table), "model_used": result.model_used}
+            )
     if params.output.plot:
         with run.write(params.output.plot, "scale plot") as path:
             plot_models(result.models, path)

@@ -9,27 +9,26 @@ knows the exact histogram.
 
 import numpy as np
 
+from dials_diffuse.util.compat import allocate_shoebox, set_shoebox_mask
+
 VALID, BACKGROUND, FOREGROUND = 1, 2, 4
 
 
 def make_shoebox(panel, bbox, data, mask):
     """A DIALS Shoebox with `data` (float) and `mask` (int) of shape (z, y, x).
 
-    The mask keeps the type the installed DIALS allocates (int in DIALS 3.12).
+    The mask is stored in the type the installed DIALS uses (int before 3.29,
+    one byte since).
     """
     from dials.array_family import flex
     from dials.model.data import Shoebox
 
     shoebox = Shoebox(panel, bbox)
-    shoebox.allocate()
-    grid = shoebox.data.accessor()
+    allocate_shoebox(shoebox)
     values = flex.float(np.ascontiguousarray(data, dtype=np.float32).ravel())
-    values.reshape(grid)
+    values.reshape(shoebox.data.accessor())
     shoebox.data = values
-    mask_dtype = shoebox.mask.as_numpy_array().dtype
-    codes = type(shoebox.mask)(np.ascontiguousarray(mask, dtype=mask_dtype).ravel())
-    codes.reshape(grid)
-    shoebox.mask = codes
+    set_shoebox_mask(shoebox, mask)
     return shoebox
 
 

@@ -53,13 +53,13 @@ from dxtbx.format.FormatPilatusHelpers import determine_eiger_mask
 from dxtbx.model import Detector, ParallaxCorrectedPxMmStrategy
 
 from dials_diffuse.format.placeholders import Placeholder, report
-from dials_diffuse.images.imageset import trusted_range_is_inclusive
 from dials_diffuse.io.dectris_master import (
     DETECTOR,
     data_links,
     is_flat_dectris_master,
     read_header,
 )
+from dials_diffuse.util.compat import trusted_range_between
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +99,6 @@ def _ours(handle):
         return True
     header = read_header(handle)
     return header.image_size is None or _eiger_gaps(header.image_size) is None
-
-
-def compatible_trusted_range(low, high):
-    """dxtbx trusted range that accepts exactly the values low < v < high,
-    whether the installed dxtbx treats the range as exclusive (3.12) or
-    inclusive (later versions)."""
-    return (low + 1, high - 1) if trusted_range_is_inclusive() else (low, high)
 
 
 class FormatEigerFilewriter(FormatHDF5):
@@ -197,7 +190,7 @@ class FormatEigerFilewriter(FormatHDF5):
                 if self._data_dtype.kind in "ui"
                 else 1e300
             )
-        trusted_range = compatible_trusted_range(-1, float(cutoff))
+        trusted_range = trusted_range_between(-1, float(cutoff))
 
         material = _sensor_symbol(header.sensor_material)
         thickness = header.sensor_thickness_m

@@ -42,6 +42,7 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
 from dials_diffuse.images.source import ImageSource, output_buffer
 from dials_diffuse.io.dectris_master import data_links, read_header
 from dials_diffuse.util.errors import DataError
+from dials_diffuse.util.parallel import pickled_by_path
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +141,8 @@ class EigerMasterSource(ImageSource):
 
     # -- pickling (Dask workers reopen the file) -----------------------------
 
-    def __getstate__(self):
-        return {"path": self.path}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"])
+    def __reduce__(self):
+        return pickled_by_path(EigerMasterSource, self.path)
 
     def close(self):
         """Close the master and data files."""

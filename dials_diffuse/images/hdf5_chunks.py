@@ -32,6 +32,7 @@ import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 HDF5 filters)
 import numpy as np
 
 from dials_diffuse import _kernels
+from dials_diffuse.util.parallel import pickled_by_path
 
 FILTER_DEFLATE = 1
 FILTER_SHUFFLE = 2
@@ -165,11 +166,8 @@ class ChunkedDataset:
             else None
         )
 
-    def __getstate__(self):
-        return {"path": self.path, "name": self.name}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"], state["name"])
+    def __reduce__(self):
+        return pickled_by_path(ChunkedDataset, self.path, self.name)
 
     @property
     def dataset(self):

@@ -5,16 +5,15 @@ imageset as an `ImageSource`. Errors while reading (a truncated or corrupt
 image file) become a `DataError` naming the file and frame.
 """
 
-import functools
 import threading
 
+import dxtbx.model  # noqa: F401  (its converters unpickle an imageset's models: Dask workers)
 import numpy as np
 from dxtbx import flumpy
-from dxtbx.model import Panel
-from scitbx.array_family import flex
 
 from dials_diffuse.geometry import rotation_angle_deg
 from dials_diffuse.images.source import ImageSource, output_buffer
+from dials_diffuse.util.compat import within_trusted_range
 from dials_diffuse.util.errors import DataError
 
 
@@ -24,28 +23,6 @@ def frame_file(imageset, index):
         return imageset.get_path(index)
     except Exception:
         return "<unknown file>"
-
-
-@functools.cache
-def trusted_range_is_inclusive():
-    """Whether the installed dxtbx trusts values equal to the range's ends.
-
-    dxtbx 3.12 treats ``trusted_range`` as exclusive (low < v < high); later
-    versions as inclusive. Asked of dxtbx itself, with a one-pixel panel.
-    """
-    panel = Panel()
-    panel.set_image_size((1, 1))
-    panel.set_trusted_range((0, 10))
-    return bool(panel.get_trusted_range_mask(flex.int(flex.grid(1, 1), 0))[0])
-
-
-def within_trusted_range(panel, values):
-    """numpy bool array: values inside the panel's trusted range, as dxtbx decides."""
-    low, high = panel.get_trusted_range()
-    inclusive = trusted_range_is_inclusive()
-    valid = (np.greater_equal if inclusive else np.greater)(values, low)
-    valid &= (np.less_equal if inclusive else np.less)(values, high)
-    return valid
 
 
 def read_frame(imageset, index, static_masks=None):

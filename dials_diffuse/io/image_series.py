@@ -50,6 +50,7 @@ from dials_diffuse.images.source import (
 )
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import DataError
+from dials_diffuse.util.parallel import pickled_by_path
 from dials_diffuse.util.progress import progress
 
 MASKED = -1
@@ -355,10 +356,8 @@ class NexusDataSource(ImageSource):
             )
         return values
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_file"] = None
-        return state
+    def __reduce__(self):
+        return pickled_by_path(NexusDataSource, self.path)
 
     def close(self):
         """Close the file (it reopens on the next read)."""

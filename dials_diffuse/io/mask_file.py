@@ -29,6 +29,7 @@ from dials_diffuse.images.hdf5_chunks import ChunkedDataset
 from dials_diffuse.io.image_series import create_stack
 from dials_diffuse.io.tables import open_nexus_for_writing
 from dials_diffuse.util.errors import DataError
+from dials_diffuse.util.parallel import pickled_by_path
 
 GROUP = "entry/mask"
 
@@ -139,11 +140,8 @@ class MaskFile:
         self.shape = self.shapes[0]
         self._data = [ChunkedDataset(self.path, group + "/mask") for group in groups]
 
-    def __getstate__(self):
-        return {"path": self.path}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"])
+    def __reduce__(self):
+        return pickled_by_path(MaskFile, self.path)
 
     def check_covers(self, images, shapes):
         """DataError unless the mask has every image in `images` and these panel shapes.

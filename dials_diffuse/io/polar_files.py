@@ -27,6 +27,7 @@ import numpy as np
 import dials_diffuse
 from dials_diffuse.images.hdf5_chunks import deflate_chunks
 from dials_diffuse.util.errors import DataError
+from dials_diffuse.util.parallel import pickled_by_path
 
 CREATOR = f"dials-diffuse {dials_diffuse.__version__}"
 DEFLATE_LEVEL = 1
@@ -143,8 +144,9 @@ class PolarFile:
     normalised : bool
     shape : (shots, n_q, n_phi)
 
-    Calling it (or `read`) reads one shot; it pickles without its file
-    handle and reopens the file where it is unpickled (Dask workers).
+    Calling it (or `read`) reads one shot; it pickles as its absolute path
+    and reopens the file where it is unpickled (Dask workers,
+    `pickled_by_path`).
     """
 
     path: str
@@ -160,18 +162,12 @@ class PolarFile:
 
     def read(self, index):
         """Polar image (float64) and validity (bool) of shot `index`."""
-        if self.handle is None:  # unpickled in a Dask worker: reopen
-            self.handle = h5py.File(self.path, "r")
-            self.data = self.handle["entry/polar/data"]
-            self.mask = self.handle["entry/polar/mask"]
         return self.data[index].astype(np.float64), self.mask[index] != 0
 
     __call__ = read
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.update(handle=None, data=None, mask=None)
-        return state
+    def __reduce__(self):
+        return pickled_by_path(open_polar_file, self.path)
 
     def close(self):
         if self.handle is not None:

@@ -50,7 +50,9 @@ transmission_series {
             "(a gain-switch notch in the pixel histogram)."
   saturation = 4000
     .type = int(value_min=2)
-    .help = "Counts above this are recorded as this value (pile-up)."
+    .help = "The detector's saturation value (NXmx saturation_value): true"
+            "counts at or above it are recorded as this value + 1, the"
+            "overload value (a pile-up that DIALS masks)."
 }
 eiger_series {
   cv = 0.02

@@ -2,12 +2,17 @@
 
 The simulator is the independent "truth" path: it builds its own dxtbx
 Beam, Detector, Goniometer, Scan and Crystal and evaluates the geometry with
-its own vectorised numpy formulas (`pixel_s1`, `rotated_hkl`), written
-directly from the dxtbx conventions and checked against the models' own
-methods in the tests:
+its own vectorised numpy formulas (`pixel_lab_mm`, `pixel_s1`,
+`reciprocal_to_hkl_matrix`), written directly from the dxtbx conventions and
+checked against the models' own methods in the tests:
 
-- pixel centres at (i + 0.5) px; lab coordinate of a pixel centre
-  ``origin + fast * (x + 0.5) * px_fast + slow * (y + 0.5) * px_slow`` (mm);
+- pixel centres at (i + 0.5) px; the surface point whose rays a pixel
+  records: ``origin + fast * x_mm + slow * y_mm`` with ``(x_mm, y_mm)`` the
+  pixel centre ``((x + 0.5) px_fast, (y + 0.5) px_slow)`` moved back along
+  the ray by the mean absorption depth of the sensor (parallax: a ray that
+  enters the silicon at an angle is absorbed, on average, further out;
+  dxtbx's ``ParallaxCorrectedPxMmStrategy``, which ``dials.import`` uses for
+  the sensor our NXmx files declare);
 - ``s0 = -direction / wavelength`` (Å⁻¹), ``s1 = |s0| * unit(lab)``;
 - ``rlp = F⁻¹ R(axis, -phi) S⁻¹ (s1 - s0)``, ``hkl = A⁻¹ rlp`` with ``A = U B``.
 """
@@ -43,7 +48,9 @@ class DetectorLayout:
     thickness_mm : float
         Silicon sensor thickness (mm).
     saturation : int
-        Largest trusted count (the NXmx `saturation_value`).
+        The NXmx ``saturation_value`` (dxtbx's trusted maximum). The detector
+        records true counts at or above it as ``saturation + 1`` (see
+        `record_overloads`).
     """
 
     nx: int
@@ -53,6 +60,18 @@ class DetectorLayout:
     beam_px: tuple
     thickness_mm: float = 0.45
     saturation: int = 60000
+
+
+def record_overloads(counts, saturation):
+    """Recorded values of true `counts`: those >= `saturation` become `saturation + 1`.
+
+    The overload value ``saturation + 1`` piles up at the top of the pixel
+    histogram, and the value ``saturation`` itself never occurs, so that
+    dxtbx's trusted range ``(.., saturation)`` means the same under both of
+    its rules (exclusive, low < v < high, up to dxtbx 3.11; inclusive since
+    3.12): every recorded count below `saturation` trusted, the overloads not.
+    """
+    return np.where(counts >= saturation, saturation + 1, counts)
 
 
 def silicon_mu_per_mm(wavelength):
@@ -79,9 +98,15 @@ def make_beam(wavelength, polarization_fraction=0.999):
 def make_detector(layout, wavelength):
     """The dxtbx detector for `layout`: fast +x, slow -y, normal along the beam.
 
-    Uses the simple (no parallax) pixel-to-mm strategy: the forward model puts
-    all signal at the pixel centre.
+    A silicon sensor `layout.thickness_mm` thick with dxtbx's parallax
+    correction (``ParallaxCorrectedPxMmStrategy``), as ``dials.import`` makes
+    it from the NXmx file we write (which declares the sensor): the forward
+    model (`pixel_lab_mm`) applies the same parallax, so the data, the file
+    and the truth agree.
     """
+    from dxtbx.model import ParallaxCorrectedPxMmStrategy
+
+    mu = silicon_mu_per_mm(wavelength)
     origin = (
         -layout.beam_px[0] * layout.pixel_mm,
         layout.beam_px[1] * layout.pixel_mm,
@@ -97,8 +122,9 @@ def make_detector(layout, wavelength):
         (-1.0, float(layout.saturation)),
         name="/entry/instrument/detector/module",
         thickness=layout.thickness_mm,
+        px_mm=ParallaxCorrectedPxMmStrategy(mu, layout.thickness_mm),
         material="Si",
-        mu=silicon_mu_per_mm(wavelength),
+        mu=mu,
     )
 
 
@@ -162,20 +188,49 @@ def random_rotation(rng):
     )
 
 
+def mean_absorption_depth(mu, thickness, cos_incidence):
+    """Mean path (mm) of the absorbed photons in a sensor, along the ray.
+
+    For attenuation `mu` (mm⁻¹), `thickness` t (mm) and incidence cosine c
+    (to the panel normal): the mean of the path p over 0..t/c weighted by
+    mu exp(-mu p), not normalised by the absorbed fraction (dxtbx's
+    ``attenuation_length``): ``1/mu - (t/c + 1/mu) exp(-mu t / c)``.
+    """
+    path = thickness / cos_incidence
+    return 1.0 / mu - (path + 1.0 / mu) * np.exp(-mu * path)
+
+
 def pixel_lab_mm(panel):
-    """Lab coordinates (mm) of every pixel centre, shape (ny, nx, 3)."""
+    """Lab coordinates (mm) of the point each pixel's centre sees, (ny, nx, 3).
+
+    The pixel centre on the panel, moved back towards the beam along its ray
+    by the sensor's mean absorption depth when the panel has a sensor
+    (thickness and mu > 0): photons that enter the sensor at an angle are
+    absorbed, on average, that far along the ray, so a pixel records the rays
+    that enter the surface closer to the beam (parallax). The same first-order
+    correction as dxtbx's ``ParallaxCorrectedPxMmStrategy.to_millimeter``.
+    """
     nx, ny = panel.get_image_size()
     px_fast, px_slow = panel.get_pixel_size()
     origin = np.array(panel.get_origin())
     fast = np.array(panel.get_fast_axis())
     slow = np.array(panel.get_slow_axis())
-    x = (np.arange(nx) + 0.5) * px_fast
-    y = (np.arange(ny) + 0.5) * px_slow
-    return (
-        origin[None, None, :]
-        + x[None, :, None] * fast[None, None, :]
-        + y[:, None, None] * slow[None, None, :]
-    )
+    x = np.broadcast_to((np.arange(nx) + 0.5) * px_fast, (ny, nx))
+    y = np.broadcast_to(((np.arange(ny) + 0.5) * px_slow)[:, None], (ny, nx))
+
+    def lab(x, y):
+        return origin + x[..., None] * fast + y[..., None] * slow
+
+    mu, thickness = panel.get_mu(), panel.get_thickness()
+    if mu > 0 and thickness > 0:
+        centre = lab(x, y)
+        ray = centre / np.linalg.norm(centre, axis=-1, keepdims=True)
+        normal = np.cross(fast, slow)
+        normal = normal if origin @ normal > 0 else -normal
+        depth = mean_absorption_depth(mu, thickness, ray @ normal)
+        x = x - (ray @ fast) * depth
+        y = y - (ray @ slow) * depth
+    return lab(x, y)
 
 
 def pixel_s1(panel, beam):

@@ -61,16 +61,15 @@ def preview_transmission_series(paths, png):
     with h5py.File(paths["truth"], "r") as truth:
         low, high = truth.attrs["notch_low"], truth.attrs["notch_high"]
         saturation = int(truth.attrs["saturation"])
+    top = saturation + 1  # the overload value, where the pile-up is
     figure, axes = new_figure(10, 5)
     for sweep in paths["sweeps"]:
-        counts = np.zeros(saturation + 1, dtype=np.int64)
+        counts = np.zeros(top + 1, dtype=np.int64)
         with h5py.File(sweep["master"], "r") as handle:
             data = handle["/entry/data/data"]
             for index in range(data.shape[0]):
                 frame = data[index]
-                counts += np.bincount(
-                    frame[frame <= saturation], minlength=saturation + 1
-                )
+                counts += np.bincount(frame[frame <= top], minlength=top + 1)
         occupied = np.flatnonzero(counts)
         axes.step(
             occupied,

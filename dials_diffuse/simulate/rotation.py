@@ -74,6 +74,17 @@ class RotationSetup:
     corrections: Corrections = field(default_factory=Corrections)
     substep_deg: float = 0.1
     frames_per_file: int = 100
+    #: Multiplies the scattered signal (Bragg, diffuse, background; not the
+    #: hot pixels): a sweep's overall scale, e.g. beam intensity.
+    scale: float = 1.0
+    #: Seeds the crystal's orientation U instead of `seed` (None: `seed`):
+    #: the same crystal (cell, intensities) mounted differently.
+    orientation_seed: int = None
+    #: False: counts are the expected counts rounded (noise-free twin of a
+    #: sweep, for truth comparisons), not Poisson draws.
+    poisson_noise: bool = True
+    #: (rows, columns) of NXmx detector modules, one DIALS panel each
+    #: (`module_tiles`); None: one panel.
     modules: tuple = None
 
     @property
@@ -181,9 +192,12 @@ def build_experiment(setup, seed):
     scan = models.make_scan(
         setup.frames, setup.start_deg, setup.width_deg, setup.exposure_s
     )
-    crystal = models.make_crystal(
-        setup.unit_cell, setup.space_group, int(streams[0].generate_state(1)[0])
+    orientation = (
+        int(streams[0].generate_state(1)[0])
+        if setup.orientation_seed is None
+        else int(setup.orientation_seed)
     )
+    crystal = models.make_crystal(setup.unit_cell, setup.space_group, orientation)
     panel = detector[0]
     s1 = models.pixel_s1(panel, beam)
     s0 = np.array(beam.get_s0())
@@ -275,7 +289,7 @@ def expected_frame(experiment, frame):
         setup.diffuse,
         setup.background,
     )
-    scale = setup.exposure_s * experiment.corrections["total"]
+    scale = setup.scale * setup.exposure_s * experiment.corrections["total"]
     counts = {name: scale * rate for name, rate in rates.items()}
     hot = np.zeros_like(scale)
     hot[experiment.hot_pixels[:, 0], experiment.hot_pixels[:, 1]] = (
@@ -287,24 +301,28 @@ def expected_frame(experiment, frame):
 
 
 def measured_frame(experiment, frame, expected, seed, response=None, sweep=0):
-    """Poisson counts for `expected` (ny, nx), clipped at saturation, gap filled.
+    """Poisson counts for `expected` (ny, nx), overloads marked, gap filled.
 
     The noise of each frame comes from its own stream (seed, sweep, frame), so
     frames can be made in any order or in parallel with identical results.
     `response`, if given, maps true counts to recorded values (a detector
-    non-linearity) before the clipping at saturation.
+    non-linearity); counts at or above the detector's saturation are then
+    recorded as saturation + 1 (`models.record_overloads`).
     """
-    rng = np.random.default_rng([seed, 1, sweep, frame])
-    counts = rng.poisson(expected)
+    if experiment.setup.poisson_noise:
+        rng = np.random.default_rng([seed, 1, sweep, frame])
+        counts = rng.poisson(expected)
+    else:
+        counts = np.rint(expected).astype(np.int64)
     if response is not None:
         counts = response(counts)
-    saturation = experiment.detector[0].get_trusted_range()[1]
-    counts = np.minimum(counts, saturation)
+    saturation = int(experiment.detector[0].get_trusted_range()[1])
+    counts = models.record_overloads(counts, saturation)
     counts[experiment.gap_mask] = GAP_VALUE
     return counts.astype(np.uint16)
 
 
-def simulate_rotation(directory, size="test", seed=0, **overrides):
+def simulate_rotation(directory, size="test", seed=0, sweep=0, **overrides):
     """Simulate an NXmx Eiger rotation sweep with known truth into `directory`.
 
     Parameters
@@ -316,8 +334,12 @@ def simulate_rotation(directory, size="test", seed=0, **overrides):
         512 x 512 px (0.075 mm), 90 frames of 0.5°.
     seed : int
         Seeds everything (orientation, intensities, hot pixels, noise).
+    sweep : int
+        Selects an independent noise stream: sweeps of one crystal (the same
+        `seed`, e.g. other ``start_deg``) with independent noise.
     **overrides
-        Fields of `RotationSetup` to change (e.g. ``frames=10``, or
+        Fields of `RotationSetup` to change (e.g. ``frames=10``,
+        ``start_deg=90``, ``scale=1.3``, ``orientation_seed=7``, or
         ``modules=(4, 2)`` for a detector of 4 x 2 modules, one panel each).
 
     Returns
@@ -330,7 +352,7 @@ def simulate_rotation(directory, size="test", seed=0, **overrides):
     experiment = build_experiment(setup, seed)
     directory = Path(directory)
     with dataset_directory(directory) as work:
-        paths = write_rotation_files(experiment, work, seed)
+        paths = write_rotation_files(experiment, work, seed, sweep=sweep)
     paths = {key: _moved(value, work, directory) for key, value in paths.items()}
     paths["truth_expt"] = write_truth_expt(
         experiment, paths["master"], directory / "truth.expt"

@@ -7,8 +7,11 @@ detector with a known non-linearity (`DetectorResponse`):
 - a notch: true counts in ``[notch_low, notch_high)`` are recorded as
   ``notch_high`` (as a gain switch does), leaving a gap in the histogram of
   pixel values and a spike just above it;
-- pile-up at saturation: every true count above ``saturation`` is recorded
-  as ``saturation`` (a spike at the top of the histogram).
+- pile-up at saturation: every true count at or above ``saturation`` (the
+  NXmx ``saturation_value``) is recorded as ``saturation + 1``, the
+  overload value (a spike at the top of the histogram, which DIALS masks as
+  overloaded under either of dxtbx's trusted-range rules; see
+  `models.record_overloads`).
 
 Each sweep ``sweep_<i>/`` (1-based, in the order of the transmissions) is a
 complete rotation dataset (`dials_diffuse.simulate.rotation`):
@@ -20,7 +23,8 @@ the transmission; hot pixels do not. The noise of each sweep is independent.
 
 The top-level ``truth.h5`` has root attributes ``kind =
 "transmission_series"``, ``seed``, ``transmissions`` (fractions),
-``notch_low``, ``notch_high``, ``saturation`` (counts), ``exposure_s``, and
+``notch_low``, ``notch_high``, ``saturation`` and ``overload_value`` (counts;
+the recorded pile-up value, saturation + 1), ``exposure_s``, and
 ``/sweeps`` (the sweep directory names).
 """
 
@@ -30,6 +34,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dials_diffuse.simulate.models import record_overloads
 from dials_diffuse.simulate.output import dataset_directory
 from dials_diffuse.simulate.rotation import (
     build_experiment,
@@ -44,7 +49,11 @@ DEFAULT_TRANSMISSIONS = (0.064, 0.127, 0.253, 0.503, 1.0)
 
 @dataclass(frozen=True)
 class DetectorResponse:
-    """A notch (gain switch) and pile-up at saturation, in counts."""
+    """A notch (gain switch) and pile-up at saturation, in counts.
+
+    True counts in [notch_low, notch_high) are recorded as notch_high; true
+    counts at or above `saturation` as saturation + 1 (the overload value).
+    """
 
     notch_low: int = 200
     notch_high: int = 212
@@ -57,7 +66,7 @@ class DetectorResponse:
             self.notch_high,
             counts,
         )
-        return np.minimum(recorded, self.saturation)
+        return record_overloads(recorded, self.saturation)
 
 
 SWEEP_OVERRIDES = {
@@ -140,6 +149,7 @@ def simulate_transmission_series(
                     "notch_low": response.notch_low,
                     "notch_high": response.notch_high,
                     "saturation": response.saturation,
+                    "overload_value": response.saturation + 1,
                     "exposure_s": setup.exposure_s,
                 }
             )

@@ -6,17 +6,25 @@ same work goes to a Dask cluster (`dask.scheduler=tcp://host:8786`), or to a
 LocalCluster of worker processes (`dask.scheduler=local`). Results come back
 in the order of the inputs either way, with a bounded number of chunks in
 flight so that memory does not grow with the length of the data set.
+
+Work sent to Dask is pickled here, on the client, and unpickled by workers
+that may run in another folder or on another machine. Every object that
+holds an open file (image sources, masks) pickles through
+`pickled_by_path`: as its absolute path (resolved against the client's
+folder) and what reopens it, so that workers open the same file, at the same
+path, whatever their own folder; a worker that cannot open it says so.
 """
 
 import collections
 import contextlib
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from libtbx import Auto
 from libtbx.phil import parse
 
-from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.errors import DataError, UserError
 
 phil_scope = parse(
     """
@@ -43,6 +51,34 @@ def resolve_nproc(nproc):
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def pickled_by_path(opener, path, *args):
+    """What `__reduce__` returns for an object that holds an open file.
+
+    Unpickling (in a Dask worker) calls ``opener(path, *args)``, with `path`
+    made absolute now, on the client: workers need the same files at the same
+    paths, not the client's working folder. Before reopening, the worker
+    checks that it can open the file (`check_worker_can_open`).
+    """
+    return (_reopen_on_worker, (opener, os.path.abspath(os.fspath(path)), args))
+
+
+def _reopen_on_worker(opener, path, args):
+    check_worker_can_open(path)
+    return opener(path, *args)
+
+
+def check_worker_can_open(path):
+    """DataError "worker on HOST cannot open PATH: reason" unless `path` opens for reading."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise DataError(
+            f"worker on {socket.gethostname()} cannot open {path}: {reason}"
+        ) from None
 
 
 class _ThreadBackend:

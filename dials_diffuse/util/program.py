@@ -328,12 +328,15 @@ class Program:
             print(message, file=sys.stderr)
             logging.getLogger("dials_diffuse.error").debug(message)
             self._write_summary(params, working, run, args, start, error)
-            _remove_logging(handlers)
             return error.exit_code
-        self._write_summary(params, working, run, args, start, None)
-        logger.info("Total time: %.1f s", time.perf_counter() - start)
-        _remove_logging(handlers)
-        return 0
+        else:
+            self._write_summary(params, working, run, args, start, None)
+            logger.info("Total time: %.1f s", time.perf_counter() - start)
+            return 0
+        finally:
+            # Also after an unexpected exception: a handler left behind would
+            # write to a closed stream in a later run in the same process.
+            _remove_logging(handlers)
 
     def _log_header(self, args, working):
         logger.info("%s (dials-diffuse %s)", self.full_name, dials_diffuse.__version__)

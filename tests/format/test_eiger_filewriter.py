@@ -10,10 +10,7 @@ from dxtbx.format.FormatHDF5EigerNearlyNexus import FormatHDF5EigerNearlyNexus
 from dxtbx.format.Registry import get_format_class_for_file
 from dxtbx.model.experiment_list import ExperimentListFactory
 
-from dials_diffuse.format.FormatEigerFilewriter import (
-    FormatEigerFilewriter,
-    compatible_trusted_range,
-)
+from dials_diffuse.format.FormatEigerFilewriter import FormatEigerFilewriter
 from dials_diffuse.simulate.eiger_files import write_dectris_files
 
 SHAPE = (1065, 1030)  # EIGER 1M: two 514-row modules and a 37-row gap
@@ -233,21 +230,6 @@ def test_leaves_files_dxtbx_reads_to_dxtbx(bare_series, tmp_path):
     assert not FormatEigerFilewriter.understand(str(copy))
 
 
-def test_trusted_range_semantics_probe():
-    """The compat function gives a range that excludes -1 and the cutoff on this dxtbx."""
-    from dxtbx.model import Panel
-    from scitbx.array_family import flex
-
-    low, high = compatible_trusted_range(-1, 100)
-    panel = Panel()
-    panel.set_image_size((4, 1))
-    panel.set_trusted_range((low, high))
-    values = flex.int(flex.grid(1, 4), 0)
-    for i, v in enumerate((-1, 0, 99, 100)):
-        values[i] = v
-    assert list(panel.get_trusted_range_mask(values)) == [False, True, True, False]
-
-
 @pytest.mark.slow
 def test_dials_import_and_find_spots(bare_series, tmp_path):
     """The real programs: import picks our class; find_spots finds the true spots."""
@@ -273,7 +255,9 @@ def test_dials_import_and_find_spots(bare_series, tmp_path):
     assert (intensity > 1000).sum() == len(truth)
     assert intensity[intensity <= 1000].max() < 200
     # Nothing from the gap rows (2^16 - 1) or the dead pixel: masks respected.
-    assert not ((y > 513) & (y < 552)).any()
+    # A centroid (pixel-corner coordinates) of pixels outside the gap lies
+    # below row 513.5 or from row 551.5 on, so none is in [514, 551).
+    assert not ((y >= GAP_ROWS.start) & (y < GAP_ROWS.stop)).any()
     assert np.hypot(x - 200.5, y - 700.5).min() > 2
 
 

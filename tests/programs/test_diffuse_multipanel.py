@@ -305,3 +305,17 @@ def test_data_nxs_holds_every_panel_and_integrates_the_same(chains, simulated_ro
     assert list(direct.columns) == list(from_data.columns)
     for name in direct.columns:
         assert np.array_equal(direct[name], from_data[name]), name
+
+
+def test_scale_refuses_terms_across_one_panel_on_a_multi_panel_table(chains):
+    """d(ix, iy) over pixel indices would mix panels: a clear error, not a wrong model."""
+    from dials_diffuse.algorithms.diffuse.scale import do_scale, phil_scope
+    from dials_diffuse.util.errors import DataError
+
+    _, _, multi_dir = chains
+    table = load_table(multi_dir / "corrected.nxs").to_frame()
+    from libtbx.phil import parse
+
+    params = phil_scope.fetch(parse("detector.enable=True")).extract()
+    with pytest.raises(DataError, match="multi-panel"):
+        do_scale([table], params, names=["corrected.nxs"])

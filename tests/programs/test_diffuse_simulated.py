@@ -15,6 +15,7 @@ import os
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
 from dials_diffuse.command_line import correct as correct_program
@@ -353,6 +354,10 @@ def test_process_runs_the_chain_like_the_steps(
     assert "Wrote HTML report to dials.diffuse.process.html" in log
     assert log.rstrip().splitlines()[-1].startswith("Total time: ")
     assert "Found " not in (in_tmp_path / "dials.diffuse.map.log").read_text()
+    # analyse_map's viewer, linked from the report; CC1/2 of merge's halves.
+    assert '<a href="map_viewer.html">' in report
+    assert (in_tmp_path / "map_viewer.html").is_file()
+    assert summary["results"]["analyse_map"]["cc_half"] > 0.5
 
 
 def test_dask_workers_give_the_same_table(simulated_rotation, truth_chain, in_tmp_path):
@@ -442,3 +447,93 @@ def test_scale_undoes_a_known_distortion_of_the_corrected_table(
     ratio = both["scaled"] / both["plain"]
     assert np.std(ratio) / np.mean(ratio) < 0.08
     assert np.corrcoef(both["scaled"], both["plain"])[0, 1] > 0.98
+
+
+def test_analysed_map_matches_the_simulated_truth(
+    truth_chain, simulated_rotation, scale_constant, in_tmp_path
+):
+    """merged.nxs of the chain against the simulator's diffuse grid (truth.h5)."""
+    from dials_diffuse.algorithms.maps.grid import ReciprocalMap
+    from dials_diffuse.command_line import analyse_map, compare_maps
+    from dials_diffuse.io.map_files import write_map_layers
+
+    with h5py.File(simulated_rotation["truth"], "r") as truth:
+        grid = truth["diffuse/grid"][()].astype(np.float64)
+        axes = [truth[f"diffuse/{a}"][()] for a in "hkl"]
+        subdivide = int(truth["diffuse"].attrs["subdivide"])
+        cell = tuple(truth["models"].attrs["unit_cell"])
+        ring_s = float(truth["diffuse"].attrs["ring_s"])
+        background = json.loads(truth.attrs["setup"])["background"]
+    model = ReciprocalMap(
+        axes, {"intensity": grid}, [subdivide] * 3, cell, "P 21 21 21"
+    )
+    write_map_layers("truth_map.nxs", model, ["intensity"], "intensity")
+    expt = str(simulated_rotation["truth_expt"])
+    merged = str(truth_chain / "merged.nxs")
+    assert compare_maps.run([merged, "truth_map.nxs", expt]) == 0
+    overall = json.loads((in_tmp_path / "compare_maps.json").read_text())["overall"]
+    assert overall["cc_total"] > 0.85
+    # merged = K (diffuse + background): the fitted scale and offset.
+    assert overall["scale"] == pytest.approx(scale_constant, rel=0.05)
+    assert overall["offset"] == pytest.approx(scale_constant * background, rel=0.1)
+    args = [merged, expt, "output.viewer=None", "output.json=analyse.json"]
+    assert analyse_map.run(args) == 0
+    profile = pd.read_csv(in_tmp_path / "isotropic.csv")
+    usable = profile[profile["voxels"] >= 100]
+    peak = usable["s_mean"].to_numpy()[np.argmax(usable["mean"].to_numpy())]
+    assert peak == pytest.approx(ring_s, abs=0.015)
+    results = json.loads((in_tmp_path / "analyse.json").read_text())["results"]
+    assert results["cc_half"] > 0.5
+    # The correlation with the truth at the noise limit: near CC* = sqrt(2
+    # CC1/2 / (1 + CC1/2)) of the halves (Karplus & Diederichs), total and
+    # anisotropic (the voxels average the sharp halos: a little below).
+    for name in ("", "_anisotropic"):
+        half = results[f"cc_half{name}"]
+        star = np.sqrt(2 * half / (1 + half))
+        assert 0.75 * star < overall[f"cc_{name[1:] or 'total'}"] < star + 0.02
+
+
+def test_mask_absent_masks_screw_absences_and_fractions_by_cause(
+    simulated_rotation, truth_chain, in_tmp_path
+):
+    """mask_absent=True (mdx2's rule) adds the ellipsoids at h00, 0k0, 00l odd
+    (P 21 21 21's screw absences) and nothing else; the masked fraction is
+    split into detector mask, hot pixels and Bragg masking."""
+    from dxtbx.model.experiment_list import ExperimentListFactory
+
+    from dials_diffuse import geometry
+
+    expt = str(simulated_rotation["truth_expt"])
+    peaks = str(truth_chain / "peaks.nxs")
+    args = [expt, peaks, "sigma_cutoff=3", "mask_absent=True", "output.json=m.json"]
+    assert mask_peaks_program.run(args) == 0
+    with (
+        h5py.File("mask.nxs", "r") as m,
+        h5py.File(truth_chain / "mask.nxs", "r") as d,
+        h5py.File(simulated_rotation["truth"], "r") as truth,
+    ):
+        with_absent = m["entry/mask/mask"][()].astype(bool)
+        default = d["entry/mask/mask"][()].astype(bool)
+        gap = truth["mask/gap"][()]
+        hot = truth["hot_pixels/position"][()]
+    assert np.all(with_absent[default])
+    extra = with_absent & ~default
+    assert extra.sum() > 0
+    experiment = ExperimentListFactory.from_json_file(expt, check_format=False)[0]
+    s1 = geometry.pixel_s1(experiment.detector[0], experiment.beam)
+    frames = np.unique(np.nonzero(extra)[0])
+    for frame in frames[:: max(1, len(frames) // 5)]:
+        hkl = geometry.fractional_hkl(experiment, s1[extra[frame]], frame + 0.5)
+        nearest = np.rint(hkl).astype(int)
+        # Two indices zero, the third odd: h00, 0k0 or 00l absences only.
+        assert np.all((nearest == 0).sum(axis=1) == 2)
+        assert np.all(nearest.sum(axis=1) % 2 == 1)
+    results = json.loads(open("m.json").read())["results"]
+    assert results["masked_fraction"] == pytest.approx(with_absent.mean())
+    assert results["detector_masked_fraction"] == pytest.approx(gap.mean())
+    assert results["hot_pixel_fraction"] == pytest.approx(len(hot) / gap.size)
+    outside = ~gap
+    outside[hot[:, 0], hot[:, 1]] = False
+    assert results["bragg_masked_fraction"] == pytest.approx(
+        with_absent[:, outside].sum() / with_absent.size
+    )

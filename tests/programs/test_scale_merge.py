@@ -17,12 +17,19 @@ from tests.algorithms.diffuse.test_scale_model import (
     true_d,
 )
 
+CELL = (34.0, 41.0, 52.0, 90.0, 90.0, 90.0)
 
-def write_corrected(path, frame, space_group="P 21 21 21"):
+
+def write_corrected(path, frame, space_group="P 21 21 21", subdivide=(1, 1, 1)):
     """A corrected.nxs as correct writes it (the columns scale and merge read)."""
     columns = {c: frame[c].to_numpy() for c in frame.columns}
     columns["op"] = np.zeros(len(frame), dtype=np.int32)
-    attrs = {"subdivide": (1, 1, 1), "space_group": space_group}
+    attrs = {
+        "subdivide": subdivide,
+        "space_group": space_group,
+        "unit_cell": CELL,
+        "wavelength": 0.9,
+    }
     write_tables(path, [Table("hkl_table", columns, attrs)])
 
 
@@ -164,3 +171,50 @@ def test_two_sweeps_scaled_together(in_tmp_path):
     assert merged_against_truth("merged.nxs", truth) < 0.015
     # The same table twice is refused.
     assert scale_program.run(["first.nxs", "first.nxs"]) == 1
+
+
+def test_merge_exports_mtz_and_csv(in_tmp_path, capsys):
+    """output.mtz/output.csv: the merged table, read back by gemmi and pandas."""
+    gemmi = pytest.importorskip("gemmi")
+    import pandas as pd
+
+    frame, _, _ = simulate(b=true_b)
+    # Voxels at multiples of 1/2 r.l.u. along h and 1/4 along k: subdivide 2,4,1.
+    frame["k"] = (frame["h"] % 7) / 4.0
+    frame["h"] = (frame["h"] // 7) / 2.0
+    write_corrected("corrected.nxs", frame, subdivide=(2, 4, 1))
+    args = ["corrected.nxs", "output.mtz=merged.mtz", "output.csv=merged.csv"]
+    assert merge_program.run([*args, "output.json=m.json"]) == 0
+    merged = load_table("merged.nxs").to_frame()
+    merged = merged.sort_values(["h", "k", "l"]).reset_index(drop=True)
+    mtz = gemmi.read_mtz_file("merged.mtz")
+    assert mtz.spacegroup.hm == "P 2 2 2"
+    assert mtz.cell.parameters == pytest.approx((68.0, 164.0, 52.0, 90, 90, 90))
+    data = pd.DataFrame(np.array(mtz, copy=False), columns=mtz.column_labels())
+    data = data.sort_values(["H", "K", "L"]).reset_index(drop=True)
+    np.testing.assert_array_equal(data["H"], merged["h"] * 2)
+    np.testing.assert_array_equal(data["K"], merged["k"] * 4)
+    np.testing.assert_allclose(data["I"], merged["intensity"], rtol=1e-6)
+    np.testing.assert_allclose(data["SIGI"], merged["intensity_error"], rtol=1e-6)
+    np.testing.assert_array_equal(data["COUNT"], merged["count"])
+    # The random halves (split=random_half), for CC1/2 in other programs.
+    assert mtz.column_labels()[6:] == [
+        "I_HALF1", "SIGI_HALF1", "I_HALF2", "SIGI_HALF2",
+    ]  # fmt: skip
+    np.testing.assert_allclose(data["I_HALF1"], merged["intensity_1"], rtol=1e-6)
+    np.testing.assert_allclose(
+        data["SIGI_HALF2"], merged["intensity_error_2"], rtol=1e-6
+    )
+    csv = pd.read_csv("merged.csv").sort_values(["h", "k", "l"])
+    np.testing.assert_allclose(csv["intensity"], merged["intensity"], rtol=1e-7)
+    np.testing.assert_array_equal(csv["K"], merged["k"] * 4)
+    results = json.loads(open("m.json").read())["results"]
+    assert results["mtz"]["space_group"] == "P 2 2 2"
+    assert results["csv_rows"] == len(merged)
+    # A table without its cell (an older correct): a one-line error, no MTZ.
+    table = load_table("corrected.nxs")
+    table.attrs.pop("unit_cell")
+    write_tables("old.nxs", [table])
+    code = merge_program.run(["old.nxs", "output.mtz=old.mtz"])
+    assert code == 1 and "give the refined .expt too" in capsys.readouterr().err
+    assert not (in_tmp_path / "old.mtz").exists()

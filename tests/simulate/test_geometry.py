@@ -20,11 +20,49 @@ def experiment():
 
 
 def test_pixel_lab_coordinates_match_dxtbx(experiment):
+    """Every pixel: dxtbx's parallax-corrected lab coordinate (the NXmx's sensor)."""
     panel = experiment.detector[0]
+    strategy = panel.get_px_mm_strategy()
+    assert strategy.name() == "ParallaxCorrectedPxMmStrategy"
+    assert strategy.t0() == pytest.approx(0.45)
+    assert strategy.mu() == pytest.approx(models.silicon_mu_per_mm(1.0))
     lab = models.pixel_lab_mm(panel)
-    for x, y in [(0, 0), (17, 200), (255, 255), (128, 3)]:
-        expected = panel.get_pixel_lab_coord((x + 0.5, y + 0.5))
-        assert lab[y, x] == pytest.approx(expected, abs=1e-9)
+    nx, ny = panel.get_image_size()
+    from dials.array_family import flex
+
+    y, x = np.mgrid[0:ny, 0:nx]
+    centres = flex.vec2_double(
+        flex.double((x.ravel() + 0.5).astype(float)),
+        flex.double((y.ravel() + 0.5).astype(float)),
+    )
+    mm = panel.pixel_to_millimeter(centres)
+    expected = np.array(panel.get_lab_coord(mm)).reshape(ny, nx, 3)
+    np.testing.assert_allclose(lab, expected, rtol=0, atol=1e-9)
+    # Parallax moves the corner pixels inwards by about 60 micrometres (0.4 px
+    # of 0.15 mm: ~0.15 mm mean depth in 0.45 mm Si at 1 A, 24 degrees off
+    # the normal), the pixels at the beam not at all.
+    simple = (
+        panel.get_origin()
+        + np.einsum("ij,k->ijk", (x + 0.5) * 0.15, panel.get_fast_axis())
+        + np.einsum("ij,k->ijk", (y + 0.5) * 0.15, panel.get_slow_axis())
+    )
+    shift = np.linalg.norm(lab - simple, axis=-1)
+    assert 0.03 < shift[0, 0] < 0.1
+    assert shift.min() < 1e-3
+    # Inwards: a corner pixel sees a point closer to the beam.
+    assert np.hypot(*lab[0, 0, :2]) < np.hypot(*simple[0, 0, :2])
+
+
+def test_simulated_s1_is_what_dials_diffuse_geometry_computes(experiment):
+    """The forward model's rays are those of the chain's own geometry (parallax)."""
+    from dials_diffuse import geometry
+
+    np.testing.assert_allclose(
+        experiment.s1,
+        geometry.pixel_s1(experiment.detector[0], experiment.beam),
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 def test_beam_centre_pixel_has_s1_along_s0(experiment):

@@ -50,6 +50,12 @@ def test_dxtbx_reads_the_sweep_with_the_true_models(simulated_rotation):
     assert got.get_fast_axis() == pytest.approx(want.get_fast_axis())
     assert got.get_slow_axis() == pytest.approx(want.get_slow_axis())
     assert got.get_pixel_size() == pytest.approx(want.get_pixel_size())
+    # The sensor the file declares: dials.import's parallax correction is the
+    # one the forward model applied (tests/simulate/test_geometry.py).
+    got_px_mm, want_px_mm = got.get_px_mm_strategy(), want.get_px_mm_strategy()
+    assert got_px_mm.name() == want_px_mm.name() == "ParallaxCorrectedPxMmStrategy"
+    assert got_px_mm.mu() == pytest.approx(want_px_mm.mu(), rel=1e-6)
+    assert got_px_mm.t0() == pytest.approx(want_px_mm.t0(), rel=1e-6)
     assert imported[0].beam.get_wavelength() == pytest.approx(
         truth[0].beam.get_wavelength()
     )
@@ -191,3 +197,36 @@ def test_several_data_files_through_the_virtual_dataset(tmp_path):
     valid = last != GAP_VALUE
     assert np.array_equal(raw[valid], last[valid].astype(raw.dtype))
     assert np.all(raw[~valid] == -1)  # gap pixels read as masked
+
+
+def test_scale_orientation_and_noise_free_overrides():
+    from dials_diffuse.simulate.rotation import expected_frame, measured_frame
+
+    base = build_experiment(rotation_setup("test", frames=4), seed=3)
+    brighter = build_experiment(rotation_setup("test", frames=4, scale=1.3), seed=3)
+    one, other = expected_frame(base, 2), expected_frame(brighter, 2)
+    for name in ("bragg", "diffuse", "background"):
+        np.testing.assert_allclose(other[name], 1.3 * one[name])
+    np.testing.assert_allclose(other["hot"], one["hot"], rtol=1e-12)
+    # Remounted: another U, the same crystal (cell and intensities).
+    remounted = build_experiment(
+        rotation_setup("test", frames=4, orientation_seed=99), seed=3
+    )
+    assert not np.allclose(remounted.crystal.get_U(), base.crystal.get_U())
+    assert remounted.crystal.get_unit_cell().parameters() == pytest.approx(
+        base.crystal.get_unit_cell().parameters()
+    )
+    np.testing.assert_allclose(remounted.intensities, base.intensities, rtol=1e-12)
+    # Noise-free: the expected counts, rounded; Poisson otherwise, per sweep.
+    quiet = build_experiment(
+        rotation_setup("test", frames=4, poisson_noise=False), seed=3
+    )
+    expected = expected_frame(quiet, 1)["total"]
+    counts = measured_frame(quiet, 1, expected, seed=3)
+    valid = ~quiet.gap_mask
+    saturation = quiet.detector[0].get_trusted_range()[1]
+    np.testing.assert_array_equal(
+        counts[valid], np.minimum(np.rint(expected), saturation)[valid]
+    )
+    noisy = [measured_frame(base, 1, expected, seed=3, sweep=k) for k in (0, 1)]
+    assert not np.array_equal(noisy[0], noisy[1])

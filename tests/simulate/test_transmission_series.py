@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from dials_diffuse.simulate.transmission_series import DetectorResponse
+from dials_diffuse.util.compat import within_trusted_range
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +39,23 @@ def test_truth_lists_the_series(series):
         212,
         4000,
     )
+    assert truth["overload_value"] == 4001
 
 
 def test_notch_and_pile_up_in_the_pixel_histogram(series):
     truth, sweeps = series
     values = np.concatenate([s["images"][:, ~s["gap"]].ravel() for s in sweeps])
-    histogram = np.bincount(values, minlength=truth["saturation"] + 1)
     low, high, saturation = truth["notch_low"], truth["notch_high"], truth["saturation"]
+    overload = truth["overload_value"]
+    histogram = np.bincount(values, minlength=overload + 1)
     assert histogram[low:high].sum() == 0  # the notch is empty
     assert histogram[high] > 5 * histogram[high + 1]  # its counts piled up above it
     assert histogram[low - 5 : low].sum() > 0  # values on both sides exist
-    assert histogram[saturation] > 0 and values.max() == saturation
-    assert histogram[saturation] > 10 * histogram[saturation - 20 : saturation].mean()
+    # True counts >= saturation pile up at the overload value; the saturation
+    # value itself never occurs (both dxtbx trusted-range rules agree).
+    assert values.max() == overload and histogram[saturation] == 0
+    assert histogram[overload] > 10 * histogram[saturation - 20 : saturation].mean()
+    assert histogram[saturation - 20 : saturation].sum() > 0
 
 
 def test_frame_sums_scale_with_transmission(series):
@@ -74,7 +80,7 @@ def test_response_function():
     counts = np.arange(25)
     recorded = response(counts)
     assert list(recorded[9:15]) == [9, 13, 13, 13, 13, 14]
-    assert list(recorded[19:]) == [19, 20, 20, 20, 20, 20]
+    assert list(recorded[18:]) == [18, 19, 21, 21, 21, 21, 21]
 
 
 def test_sweeps_record_transmission_and_saturation(simulated_transmission_series):
@@ -90,5 +96,11 @@ def test_sweeps_record_transmission_and_saturation(simulated_transmission_series
     imported = ExperimentListFactory.from_filenames(
         [str(simulated_transmission_series["sweeps"][0]["master"])]
     )
-    # DIALS treats piled-up pixels (at saturation) as the detector's overload.
-    assert imported[0].detector[0].get_trusted_range()[1] == 4000
+    # The file declares the saturation; DIALS masks the pile-up above it, and
+    # trusts every count below it, whichever trusted-range rule dxtbx has.
+    panel = imported[0].detector[0]
+    assert panel.get_trusted_range()[1] == 4000
+    values = np.array([0, 3998, 3999, 4001])
+    np.testing.assert_array_equal(
+        within_trusted_range(panel, values), [True, True, True, False]
+    )

@@ -328,6 +328,10 @@ def correct(
     attrs["corrections"] = ",".join(["solid_angle", *corrections])
     attrs["lorentz"] = bool(lorentz)
     attrs["space_group"] = str(space_group.info())
+    # The cell and wavelength go with the table (merge exports the map on the
+    # supercell: dials_diffuse.io.mtz).
+    attrs["unit_cell"] = tuple(crystal.get_unit_cell().parameters())
+    attrs["wavelength"] = float(experiment.beam.get_wavelength())
     return Table("hkl_table", columns, attrs)
 
 

@@ -89,11 +89,26 @@ def grid_from_table(table, column, subdivide, space_group, limits, symmetry=True
     symmetry : bool
         Expand by the Laue group; else look the grid points up directly.
     """
-    if column not in table:
-        raise DataError(f"the table has no column '{column}'")
+    axes, grids = grids_from_table(
+        table, [column], subdivide, space_group, limits, symmetry
+    )
+    return axes, grids[column]
+
+
+def grids_from_table(table, columns, subdivide, space_group, limits, symmetry=True):
+    """As `grid_from_table` for several columns, mapping to the asymmetric unit once.
+
+    Returns
+    -------
+    axes : list of three arrays
+    grids : dict of column -> ndarray (nh, nk, nl)
+    """
+    for column in columns:
+        if column not in table:
+            raise DataError(f"the table has no column '{column}'")
     subdivide = np.asarray(subdivide, dtype=np.int64)
     axes = map_axes(limits, subdivide)
-    h, k, l = np.meshgrid(*axes, indexing="ij")  # noqa: E741 - Miller index names
+    h, k, l = np.meshgrid(*axes, indexing="ij")  # noqa: E741 - Miller index name
     points = np.stack([h.ravel(), k.ravel(), l.ravel()], axis=1)
     if symmetry:
         points, _ = map_to_asu(points, subdivide, space_group)
@@ -104,9 +119,13 @@ def grid_from_table(table, column, subdivide, space_group, limits, symmetry=True
     sorted_keys = table_keys[order]
     position = np.clip(np.searchsorted(sorted_keys, keys), 0, len(sorted_keys) - 1)
     found = sorted_keys[position] == keys
-    values = table[column].to_numpy(np.float64)[order][position]
-    grid = np.where(found, values, np.nan).reshape(h.shape)
-    return axes, grid
+    grids = {
+        column: np.where(
+            found, table[column].to_numpy(np.float64)[order][position], np.nan
+        ).reshape(h.shape)
+        for column in columns
+    }
+    return axes, grids
 
 
 def write_map_nexus(path, axes, grid, column, attrs=None):

@@ -4,7 +4,10 @@ A pixel of a frame is masked (excluded from the diffuse signal) when
 
 - its offset from the nearest reciprocal-lattice point allowed by the space
   group (every systematic absence, from cctbx, not only centring) lies inside
-  the peak model's ellipsoid at `sigma_cutoff` (Mahalanobis distance), or
+  the peak model's ellipsoid at `sigma_cutoff` (Mahalanobis distance); with
+  ``mask_absent`` also at points absent by screw axes and glide planes (only
+  centring absences, which are not lattice points, are left: mdx2's rule,
+  which masks every lattice point of a primitive group), or
 - it was a peak pixel (above the count threshold) in that frame (as mdx2),
   or a hot pixel (a peak-model outlier in at least a fraction of the frames,
   masked in every frame), or
@@ -41,6 +44,12 @@ bragg = False
   .type = bool
   .help = "Invert the ellipsoid mask: keep only the Bragg peaks (peak and hot"
           "pixels are then not added; the detector mask still applies)."
+mask_absent = False
+  .type = bool
+  .help = "Also mask the ellipsoids at lattice points that screw axes or glide"
+          "planes make systematically absent (only lattice-centring absences"
+          "stay unmasked), as mdx2 does: it masks every lattice point of a"
+          "primitive group. Default: absent points keep their diffuse signal."
 hot_pixels {
   min_fraction = 0.5
     .type = float(value_min=0, value_max=1, allow_none=False)
@@ -52,7 +61,7 @@ hot_pixels {
 )
 
 
-def allowed_lattice_points(crystal, s_max):
+def allowed_lattice_points(crystal, s_max, centring_only=False):
     """Lattice points that are not systematically absent, over every reachable hkl.
 
     Parameters
@@ -60,6 +69,9 @@ def allowed_lattice_points(crystal, s_max):
     crystal : dxtbx Crystal
     s_max : float
         Largest |s1 - s0| of any pixel (inverse Angstrom): |h| <= a |s|.
+    centring_only : bool
+        Only the lattice centring's absences count (h + k odd for C, ...):
+        points absent by screw axes or glide planes are allowed too.
 
     Returns
     -------
@@ -75,6 +87,13 @@ def allowed_lattice_points(crystal, s_max):
     grid = np.meshgrid(*axes, indexing="ij")
     indices = flex.miller_index(*(flex.int(g.ravel().astype(np.int32)) for g in grid))
     space_group = crystal.get_space_group()
+    if centring_only:
+        from cctbx import sgtbx
+
+        lattice = sgtbx.space_group()
+        for translation in space_group.ltr():
+            lattice.expand_ltr(translation)
+        space_group = lattice
     absent = space_group.is_sys_absent(indices).as_numpy_array()
     allowed = (~absent).reshape(grid[0].shape).astype(np.uint8)
     origin = np.array([-n for n in limits], dtype=np.int64)
@@ -138,12 +157,25 @@ class PeakMasker:
     bragg : bool
         Invert the ellipsoid mask (keep only Bragg peaks); peak and hot
         pixels are then not added.
+    mask_absent : bool
+        Also mask the ellipsoids at lattice points that screw axes or glide
+        planes make systematically absent (mdx2's rule).
     """
 
-    def __init__(self, sweep, model, sigma_cutoff, peaks=None, hot=None, bragg=False):
+    def __init__(
+        self,
+        sweep,
+        model,
+        sigma_cutoff,
+        peaks=None,
+        hot=None,
+        bragg=False,
+        mask_absent=False,
+    ):
         self.model = model
         self.sigma_cutoff = float(sigma_cutoff)
         self.bragg = bool(bragg)
+        self.mask_absent = bool(mask_absent)
         s0 = sweep.s0(np.arange(sweep.source.n_frames))
         # |s1 - s0|^2 = |s1|^2 + |s0|^2 - 2 s1.s0 <= max|s1|^2 + |s0|^2 - 2 min s1.s0:
         # an upper bound of |s| over each panel without a (rows, columns, 3)
@@ -167,7 +199,7 @@ class PeakMasker:
                 ),
             )
         self.allowed, self.origin = allowed_lattice_points(
-            sweep.experiment.crystal, s_max
+            sweep.experiment.crystal, s_max, centring_only=self.mask_absent
         )
         shapes = sweep.source.panel_shapes
         self.hot = [
@@ -176,9 +208,11 @@ class PeakMasker:
             else np.zeros(shape, dtype=bool)
             for panel, shape in enumerate(shapes)
         ]
+        self.detector_invalid = [
+            ~sweep.detector_mask(panel) for panel in range(len(shapes))
+        ]
         self.invalid = [
-            ~sweep.detector_mask(panel) | self.hot[panel]
-            for panel in range(len(shapes))
+            invalid | hot for invalid, hot in zip(self.detector_invalid, self.hot)
         ]
         self.peak_image = None
         if peaks is not None and not self.bragg and len(peaks):
@@ -265,7 +299,12 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
     Returns
     -------
     dict
-        masked_fraction (overall), masked_fraction_per_image (list), frames.
+        masked_fraction (overall), masked_fraction_per_image (list), frames,
+        and the overall fraction split by cause: detector_masked_fraction
+        (the detector mask: gaps, bad pixels), hot_pixel_fraction (hot pixels
+        not already in the detector mask) and bragg_masked_fraction (the
+        rest: peak ellipsoids and peak pixels; with bragg=True, everything
+        outside the ellipsoids).
     """
     first, stop = frame_range or (0, sweep.source.n_frames)
     n_frames = stop - first
@@ -289,11 +328,23 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
             start = chunk.frames.start - first
             writer.store(start, stored, chunk.panel)
             masked[start : start + len(count)] += count
-    per_frame = masked / sum(int(np.prod(shape)) for shape in shapes)
+    pixels = sum(int(np.prod(shape)) for shape in shapes)
+    per_frame = masked / pixels
+    # The detector mask and hot pixels are masked in every frame: what is
+    # left of each frame's fraction is the Bragg masking.
+    detector = sum(int(d.sum()) for d in masker.detector_invalid) / pixels
+    hot = (
+        sum(int((h & ~d).sum()) for h, d in zip(masker.hot, masker.detector_invalid))
+        / pixels
+    )
+    total = float(per_frame.mean())
     return {
         "frames": n_frames,
-        "masked_fraction": float(per_frame.mean()),
+        "masked_fraction": total,
         "masked_fraction_per_image": per_frame.tolist(),
+        "detector_masked_fraction": detector,
+        "hot_pixel_fraction": hot,
+        "bragg_masked_fraction": max(0.0, total - detector - hot),
     }
 
 
@@ -308,11 +359,15 @@ class MaskPeaksResult:
     masked_fraction_per_image : list of float
     hot_pixels : int
         Pixels masked in every frame as hot.
+    fractions : dict
+        The overall masked fraction by cause (`write_mask`):
+        detector_masked_fraction, hot_pixel_fraction, bragg_masked_fraction.
     """
 
     image_numbers: np.ndarray
     masked_fraction_per_image: list
     hot_pixels: int
+    fractions: dict = dataclasses.field(default_factory=dict)
 
     def summary(self):
         """The key results for a program's JSON summary."""
@@ -321,6 +376,7 @@ class MaskPeaksResult:
             "masked_fraction": float(np.mean(self.masked_fraction_per_image)),
             "masked_fraction_per_image": self.masked_fraction_per_image,
             "hot_pixels": self.hot_pixels,
+            **self.fractions,
         }
 
 
@@ -364,7 +420,13 @@ def do_mask_peaks(
         " (inverted: Bragg peaks kept)" if params.bragg else "",
     )
     masker = PeakMasker(
-        sweep, model, params.sigma_cutoff, peaks=peaks, hot=hot, bragg=params.bragg
+        sweep,
+        model,
+        params.sigma_cutoff,
+        peaks=peaks,
+        hot=hot,
+        bragg=params.bragg,
+        mask_absent=params.mask_absent,
     )
     summary = write_mask(
         path,
@@ -374,9 +436,23 @@ def do_mask_peaks(
         frames_per_chunk=frames_per_chunk,
         frame_range=(first, stop),
     )
-    logger.info("Masked pixels: %.2f%%", 100 * summary["masked_fraction"])
+    logger.info(
+        "Masked pixels: %.2f%% (detector mask and gaps %.2f%%, hot pixels %.3f%%, "
+        "%s %.2f%%)",
+        100 * summary["masked_fraction"],
+        100 * summary["detector_masked_fraction"],
+        100 * summary["hot_pixel_fraction"],
+        "outside the Bragg peaks" if params.bragg else "Bragg peaks",
+        100 * summary["bragg_masked_fraction"],
+    )
+    fractions = (
+        "detector_masked_fraction",
+        "hot_pixel_fraction",
+        "bragg_masked_fraction",
+    )
     return MaskPeaksResult(
         sweep.source.image_numbers[first:stop],
         summary["masked_fraction_per_image"],
         n_hot,
+        {name: summary[name] for name in fractions},
     )

@@ -277,7 +277,8 @@ class MergeResult:
     merged : DataFrame
         One row per asymmetric-unit voxel (`merge_observations`).
     attrs : dict
-        The corrected tables' subdivide and space_group, for the merged table.
+        The corrected tables' subdivide, space_group, wavelength and (mean)
+        unit_cell, for the merged table and its export.
     observations : int
         Observations merged.
     split : str or None
@@ -376,15 +377,20 @@ def do_merge(tables, params, models=None, names=None, model_names=None):
     frames = []
     attrs = {}
     space_groups = set()
+    cells = []
     for number, table in enumerate(tables):
         model = models[number] if models else None
         frames.append(_scaled(table, model, which, names[number], model_names[number]))
         attrs = attrs or {
             key: table.attrs[key]
-            for key in ("subdivide", "space_group")
+            for key in ("subdivide", "space_group", "unit_cell", "wavelength")
             if key in table.attrs
         }
         space_groups.add(table.attrs.get("space_group"))
+        cells.append(table.attrs.get("unit_cell"))
+    if all(cell is not None for cell in cells):
+        # Several sweeps: their mean cell (they differ by refinement noise).
+        attrs["unit_cell"] = tuple(np.mean(np.asarray(cells, float), axis=0))
     observations = pd.concat(frames, ignore_index=True)
     split = None if params.split == "none" else params.split
     space_group = None
@@ -396,7 +402,7 @@ def do_merge(tables, params, models=None, names=None, model_names=None):
             )
         from cctbx import sgtbx
 
-        space_group = sgtbx.space_group_info(space_groups.pop()).group()
+        space_group = sgtbx.space_group_info(next(iter(space_groups))).group()
     merged = merge_observations(
         observations,
         outlier=params.outlier,

@@ -300,6 +300,36 @@ absorption {
     + _stage_phil.format(cycles=5, tolerance=1e-4, outlier=5.0)
     + """
 }
+auto_nodes = True
+  .type = bool
+  .help = "Give each term only as many nodes as the data determine: every node"
+          "needs min_observations redundant observations (per sweep), b(phi)"
+          "gets one node per sweep narrower than its phi_step; a term left"
+          "with one node on a single sweep is not refined. Each change is"
+          "logged with its reason. False: the nodes exactly as given (mdx2)."
+min_observations = 20
+  .type = int(value_min=1, allow_none=False)
+  .help = "Redundant observations (of voxels seen at least twice) each node"
+          "needs, with auto_nodes."
+validation {
+  enable = True
+    .type = bool
+    .help = "After refinement, check the model: refined on a random half of"
+            "the voxels, merge the other half with and without it (CC1/2 of"
+            "random halves, reduced chi-square about the voxels' means), and"
+            "compare b(phi) with the variation of the sweep's frame totals. It"
+            "passes if CC1/2 is not lower, chi-square not higher, and b varies"
+            "no more than 1.5 x the frame totals + 2%."
+  action = *fallback warn
+    .type = choice
+    .help = "When the model fails: fallback tries b(phi) alone, linear over"
+            "each sweep, then no scaling (the model written with neutral"
+            "values, so merge gives the unscaled map); warn keeps the model."
+            "Either way the log, the JSON summary and the report say why."
+  seed = 0
+    .type = int(allow_none=False)
+    .help = "Seed of the random halves for CC1/2."
+}
 """
 )
 phil_scope = parse(phil_str)
@@ -351,10 +381,159 @@ def enabled_terms(params):
     }
 
 
-def _new_term(name, settings, observations):
-    """A term of neutral values (1, or 0 for the offset) with nodes covering the data."""
+SETTINGS_CLASSES = {
+    "scaling": ScalingSettings,
+    "offset": OffsetSettings,
+    "detector": DetectorSettings,
+    "absorption": AbsorptionSettings,
+}
+
+
+def settings_copy(name, settings, **changes):
+    """A term's settings (a PHIL extract or a dataclass) as a new dataclass."""
+    cls = SETTINGS_CLASSES[name]
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)}
+    values.update(changes)
+    return cls(**values)
+
+
+def redundant_rows(observations):
+    """True for usable observations of voxels seen at least twice (what scaling uses)."""
+    intensity = observations["intensity"].to_numpy(np.float64)
+    sigma = observations["intensity_error"].to_numpy(np.float64)
+    usable = np.isfinite(intensity) & np.isfinite(sigma) & (sigma > 0)
+    group = observations.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
+    multiplicity = np.bincount(group[usable], minlength=int(group.max()) + 1)
+    return usable & (multiplicity[group] >= 2)
+
+
+def _shrunk(name, settings, factor):
+    """`settings` with about `factor` (< 1) times the nodes along every axis."""
+    changes = {}
+    if hasattr(settings, "phi_step"):
+        changes["phi_step"] = settings.phi_step / factor
+    for field in ("s_nodes", "x_nodes", "y_nodes"):
+        if hasattr(settings, field):
+            changes[field] = max(1, int(getattr(settings, field) * factor))
+    return settings_copy(name, settings, **changes)
+
+
+def _most_demanding(name, settings, subsets):
+    """(nodes, observations, shape) of the batch with the fewest observations per node."""
+    counts = []
+    for subset in subsets:
+        if len(subset):
+            shape = _new_term(name, settings, subset).shape
+            counts.append((int(np.prod(shape)), len(subset), shape))
+    if not counts:
+        raise DataError("no voxel is seen twice: nothing to scale against")
+    return min(counts, key=lambda count: count[1] / count[0])
+
+
+def choose_nodes(observations, settings, min_observations):
+    """The nodes each term can afford from the data; (settings, notes).
+
+    Parameters
+    ----------
+    observations : DataFrame
+        As `refine_scale_model` takes them (with an optional batch column).
+    settings : dict of str -> settings
+        The enabled terms.
+    min_observations : int
+        Redundant observations each node needs (in every batch it applies to).
+
+    Returns
+    -------
+    settings : dict
+        The terms to refine, some with fewer nodes (wider phi steps, fewer
+        s/x/y nodes), some left out.
+    notes : list of str
+        One line per change, saying why (for the log and the summary).
+
+    Rules: b(phi) gets a single node (phi_step infinite) when the redundant
+    observations of every sweep span less than its phi_step: it then fits
+    one scale per sweep. Every term keeps at most n / min_observations nodes
+    for the n redundant observations of its smallest sweep (all sweeps for
+    the shared detector term), thinning every axis alike. A term left with a
+    single node on a single sweep is a constant, which the normalisation
+    (a, b, d) or the offset's floor (c) removes: it is not refined. When
+    only some sweeps are narrower than b's phi_step, those get one node (the
+    attribute ``one_node_batches`` of the scaling settings, which
+    `refine_scale_model` honours).
+    """
+    if "batch" in observations:
+        batch = observations["batch"].to_numpy().astype(np.int64)
+    else:
+        batch = np.zeros(len(observations), dtype=np.int64)
+    n_batches = int(batch.max()) + 1 if len(batch) else 1
+    redundant = redundant_rows(observations)
+    chosen, notes = {}, []
+    for name, term_settings in settings.items():
+        current = settings_copy(name, term_settings)
+        batches = [None] if name == "detector" else range(n_batches)
+        subsets = [
+            observations[
+                redundant & ((batch == number) if number is not None else True)
+            ]
+            for number in batches
+        ]
+        if hasattr(current, "phi_step") and name == "scaling":
+            widths = [float(np.ptp(p["phi"])) if len(p) else 0.0 for p in subsets]
+            narrow = tuple(i for i, w in enumerate(widths) if w < current.phi_step)
+            if len(narrow) == len(widths):
+                notes.append(
+                    f"scaling: the redundant observations span {max(widths):.2f} "
+                    f"degrees, less than phi_step = {current.phi_step:g}: one b "
+                    "per sweep (b cannot vary within the sweep)"
+                )
+                current = settings_copy(name, current, phi_step=np.inf)
+            for number in narrow if len(narrow) < len(widths) else ():
+                notes.append(
+                    f"scaling: sweep {number + 1} spans {widths[number]:.2f} "
+                    f"degrees, less than phi_step = {current.phi_step:g}: one b "
+                    "for it (its overall scale)"
+                )
+
+        original = _most_demanding(name, current, subsets)
+        nodes, available, shape = original
+        for _ in range(40):
+            if available >= min_observations * nodes or nodes == 1:
+                break
+            factor = min(0.9, (available / (min_observations * nodes)) ** 0.5)
+            current = _shrunk(name, current, max(factor, 0.25))
+            nodes, available, shape = _most_demanding(name, current, subsets)
+        if shape != original[2]:
+            notes.append(
+                f"{name}: {' x '.join(map(str, shape))} nodes instead of "
+                f"{' x '.join(map(str, original[2]))}: {available} redundant "
+                f"observations, at least {min_observations} per node"
+            )
+        if nodes == 1 and (name != "scaling" or n_batches == 1):
+            notes.append(
+                f"{name}: not refined: with one node it is a constant, which "
+                + (
+                    "the offset's floor removes"
+                    if name == "offset"
+                    else "the merged intensities absorb"
+                )
+            )
+            continue
+        if name == "scaling" and 0 < len(narrow) < len(widths):
+            current.one_node_batches = narrow
+        chosen[name] = current
+    return chosen, notes
+
+
+def _new_term(name, settings, observations, batch=None):
+    """A term of neutral values (1, or 0 for the offset) with nodes covering the data.
+
+    b(phi) of a batch listed in the settings' ``one_node_batches`` (see
+    `choose_nodes`) has a single node.
+    """
     column = {c: observations[c].to_numpy(np.float64) for c in TERMS[name][1]}
-    if name == "scaling":
+    if name == "scaling" and batch in getattr(settings, "one_node_batches", ()):
+        axes = {"phi": np.array([float(np.mean(column["phi"]))])}
+    elif name == "scaling":
         axes = {"phi": _axis_nodes(column["phi"], step=settings.phi_step)}
     elif name == "offset":
         axes = {
@@ -684,7 +863,7 @@ def refine_scale_model(observations, settings, progress=None):
             if not rows.any():
                 raise DataError(f"batch {number} has no redundant observation to scale")
             refinement.terms[(name, number)] = _new_term(
-                name, settings[name], observations[rows]
+                name, settings[name], observations[rows], number
             )
     stages = [
         ("scaling", ["scaling"]),
@@ -747,6 +926,227 @@ def refine_phi_scale(observations, phi_step=1.0, smoothness=1.0, cycles=10):
     return models[0].terms["scaling"], [entry["chi_square"] for entry in history]
 
 
+# --- does the model help? ------------------------------------------------------------
+
+
+def _chi_square_about_means(intensity, sigma, group):
+    """Reduced chi-square of observations about their voxel's weighted mean.
+
+    Over the voxels seen at least twice: sum((I - M)^2 / sigma^2) / (n - voxels).
+    """
+    n_groups = int(group.max()) + 1
+    weight = 1.0 / sigma**2
+    total = np.bincount(group, weights=weight, minlength=n_groups)
+    mean = np.bincount(group, weights=weight * intensity, minlength=n_groups) / total
+    count = np.bincount(group, minlength=n_groups)
+    keep = count[group] >= 2
+    degrees = keep.sum() - np.count_nonzero(count >= 2)
+    if degrees <= 0:
+        return float("nan")
+    return float(np.sum(((intensity - mean[group]) / sigma)[keep] ** 2) / degrees)
+
+
+def _spread(values):
+    """Half the range relative to the mean: (max - min) / (2 mean)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float((values.max() - values.min()) / (2 * values.mean()))
+
+
+def frame_total_spread(observations, phi_step):
+    """How much the corrected signal per pixel varies along phi, as `_spread`.
+
+    The observations are binned in phi (bins of `phi_step` degrees, the
+    scale's node spacing: what b could follow; at least two, and wider to
+    hold at least 200 observations each); in each bin the mean
+    corrected intensity per pixel, sum(I pixels) / sum(pixels), is the
+    frame total b would have to follow. Bins with less than a tenth of the
+    average number of pixels are left out. None without a pixels column or
+    with fewer than 400 observations.
+    """
+    if "pixels" not in observations or len(observations) == 0:
+        return None
+    phi = observations["phi"].to_numpy(np.float64)
+    pixels = observations["pixels"].to_numpy(np.float64)
+    intensity = observations["intensity"].to_numpy(np.float64)
+    # At least two bins (a linear b follows the halves), each of at least
+    # 200 observations, so that their means are not noise.
+    n_bins = max(2, int(np.ceil(np.ptp(phi) / phi_step)))
+    n_bins = min(n_bins, len(phi) // 200)
+    if n_bins < 2:
+        return None
+    edges = np.linspace(phi.min(), phi.max(), n_bins + 1)
+    signal, _ = np.histogram(phi, edges, weights=intensity * pixels)
+    weight, _ = np.histogram(phi, edges, weights=pixels)
+    full = weight > 0.1 * weight.mean()
+    if full.sum() < 2:
+        return None
+    return _spread(signal[full] / weight[full])
+
+
+def compare_merges(observations, models, seed=0):
+    """Merge with and without the models: CC1/2 and chi-square of both.
+
+    Parameters
+    ----------
+    observations : DataFrame
+        As `refine_scale_model` takes them (with the batch column if
+        several).
+    models : list of ScaleModel
+        One per batch.
+    seed : int
+        Of the random halves (the same split with and without the model).
+
+    Returns
+    -------
+    dict
+        cc_half_unscaled, cc_half_scaled (random halves),
+        chi_square_unscaled, chi_square_scaled (`_chi_square_about_means`),
+        over the voxels seen at least twice; reasons (list of str) if the
+        model makes either worse.
+    """
+    from dials_diffuse.algorithms.diffuse.merge import cc_half, merge_observations
+
+    batch = _batches(observations)
+    intensity = observations["intensity"].to_numpy(np.float64).copy()
+    sigma = observations["intensity_error"].to_numpy(np.float64).copy()
+    for number, model in enumerate(models):
+        rows = batch == number
+        intensity[rows], sigma[rows] = model.apply(observations[rows])
+    usable = redundant_rows(observations)
+    usable &= np.isfinite(intensity) & np.isfinite(sigma) & (sigma > 0)
+    frame = observations.loc[usable, ["h", "k", "l"]]
+    group = frame.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
+    result = {}
+    for label, values, errors in (
+        (
+            "unscaled",
+            observations["intensity"].to_numpy(np.float64),
+            observations["intensity_error"].to_numpy(np.float64),
+        ),
+        ("scaled", intensity, sigma),
+    ):
+        halves = merge_observations(
+            frame.assign(intensity=values[usable], intensity_error=errors[usable]),
+            split="random_half",
+            seed=seed,
+        )
+        try:
+            result[f"cc_half_{label}"] = cc_half(halves, shells=1)[0]
+        except DataError:
+            result[f"cc_half_{label}"] = float("nan")
+        result[f"chi_square_{label}"] = _chi_square_about_means(
+            values[usable], errors[usable], group
+        )
+    reasons = []
+    if result["cc_half_scaled"] < result["cc_half_unscaled"]:
+        reasons.append(
+            f"CC1/2 {result['cc_half_scaled']:.4f} with the model, "
+            f"{result['cc_half_unscaled']:.4f} without"
+        )
+    if result["chi_square_scaled"] > result["chi_square_unscaled"]:
+        reasons.append(
+            f"chi-square {result['chi_square_scaled']:.4g} with the model, "
+            f"{result['chi_square_unscaled']:.4g} without"
+        )
+    result["reasons"] = reasons
+    return result
+
+
+def b_against_frame_totals(observations, models):
+    """Does b(phi) vary more than the frame totals allow?
+
+    Returns a dict: b_spread (`_spread` of b(phi) over each batch's
+    observations), frame_total_spread (`frame_total_spread` at b's node
+    spacing, None where it cannot be measured) and reasons, one per batch
+    whose b_spread exceeds 1.5 x its frame totals' + 0.02 (b scales all of a
+    frame's signal, so the frame totals must follow it, up to changes of
+    what the frame sees: hence the margin).
+    """
+    batch = _batches(observations)
+    result = {"b_spread": [], "frame_total_spread": [], "reasons": []}
+    for number, model in enumerate(models):
+        term = model.terms.get("scaling")
+        rows = batch == number
+        if term is None or not rows.any():
+            continue
+        b_spread = _spread(term.at(observations[rows]))
+        step = float(np.diff(term.axes["phi"])[0]) if term.shape[0] > 1 else np.inf
+        allowed = frame_total_spread(observations[rows], step)
+        result["b_spread"].append(b_spread)
+        result["frame_total_spread"].append(allowed)
+        if allowed is not None and b_spread > 1.5 * allowed + 0.02:
+            result["reasons"].append(
+                f"b(phi) of sweep {number + 1} varies by +-{100 * b_spread:.1f}%, "
+                f"its frame totals by +-{100 * allowed:.1f}%"
+            )
+    return result
+
+
+def check_model(observations, settings, models, seed=0):
+    """Does the model help? Judged on voxels it was not refined on.
+
+    The voxels are dealt at random into two halves; the model is refined
+    (with `settings`) on the first half's observations and the merges of
+    the second half compared with and without it (`compare_merges`): a
+    model that fits noise improves its own data's agreement, not that of
+    other voxels. b(phi) of `models` (refined on all) is compared with the
+    frame totals (`b_against_frame_totals`).
+
+    Returns
+    -------
+    dict
+        The two checks' results (the CC1/2 and chi-square ones of the
+        held-out voxels), passed (bool) and reasons.
+    """
+    batch = _batches(observations)
+    group = observations.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
+    first = np.random.default_rng(seed).random(int(group.max()) + 1) < 0.5
+    train = first[group]
+    result = {}
+    try:
+        if len(np.unique(batch[train])) != len(models):
+            raise DataError("a sweep has no observation in one half of the voxels")
+        trained, _ = refine_scale_model(observations[train], settings)
+        result.update(compare_merges(observations[~train], trained, seed))
+    except DataError as error:
+        result.update(
+            {
+                key: float("nan")
+                for key in (
+                    "cc_half_unscaled",
+                    "cc_half_scaled",
+                    "chi_square_unscaled",
+                    "chi_square_scaled",
+                )
+            }
+        )
+        result["reasons"] = [f"cannot be checked on half of the voxels: {error}"]
+    frame_totals = b_against_frame_totals(observations, models)
+    result["reasons"] = result["reasons"] + frame_totals.pop("reasons")
+    result.update(frame_totals)
+    result["passed"] = not result["reasons"]
+    return result
+
+
+def _batches(observations):
+    if "batch" in observations:
+        return observations["batch"].to_numpy().astype(np.int64)
+    return np.zeros(len(observations), dtype=np.int64)
+
+
+def neutral_models(models):
+    """The same terms and nodes with neutral values (1; 0 for the offset)."""
+    return [
+        ScaleModel(
+            {
+                name: GridTerm(name, term.axes, np.full(term.shape, NEUTRAL[name]))
+                for name, term in model.terms.items()
+            }
+        )
+        for model in models
+    ]
+
+
 # --- the step ----------------------------------------------------------------------
 
 
@@ -761,10 +1161,21 @@ class ScaleResult:
     history : list of dict
         stage, cycle, chi_square (and outliers after each stage), as
         `refine_scale_model` returns it.
+    notes : list of str
+        What `choose_nodes` changed, and why.
+    validation : list of dict
+        `check_model` of every model tried, in order, each with the
+        model's description (`model`).
+    model_used : str
+        "as refined", "b(phi) linear over each sweep" or "none (unscaled)":
+        which model `models` is.
     """
 
     models: list
     history: list
+    notes: list = dataclasses.field(default_factory=list)
+    validation: list = dataclasses.field(default_factory=list)
+    model_used: str = "as refined"
 
     def summary(self):
         """The key results for a program's JSON summary."""
@@ -775,7 +1186,27 @@ class ScaleResult:
             },
             "chi_square": [entry["chi_square"] for entry in self.history],
             "outliers": sum(entry.get("outliers", 0) for entry in self.history),
+            "notes": list(self.notes),
+            "validation": self.validation,
+            "model_used": self.model_used,
+            "check": self.check_text(),
         }
+
+    def check_text(self):
+        """One line per model tried: the checks and why it failed (for reports)."""
+        lines = []
+        for check in self.validation:
+            line = (
+                f"{check['model']}: CC1/2 {check['cc_half_scaled']:.4f} "
+                f"(unscaled {check['cc_half_unscaled']:.4f}), chi-square "
+                f"{check['chi_square_scaled']:.4g} "
+                f"(unscaled {check['chi_square_unscaled']:.4g})"
+            )
+            if check["reasons"]:
+                line += ": worse (" + "; ".join(check["reasons"]) + ")"
+            lines.append(line)
+        lines.append(f"model written: {self.model_used}")
+        return "; ".join(lines)
 
 
 def do_scale(tables, params, names=None):
@@ -816,12 +1247,113 @@ def do_scale(tables, params, names=None):
             raise DataError(
                 f"{name}: not a corrected table (no {', '.join(sorted(missing))})"
             )
-        frames.append(table[sorted(needed)].assign(batch=number))
+        across = sorted({"detector", "absorption"} & set(settings))
+        if across and "panel" in table and table["panel"].nunique() > 1:
+            raise DataError(
+                f"{name}: a multi-panel detector's table: the {' and '.join(across)} "
+                "term(s) take pixel indices across one panel (disable them)"
+            )
+        columns = sorted(needed | ({"phi", "pixels"} & set(table)))
+        frames.append(table[columns].assign(batch=number))
+    observations = pd.concat(frames, ignore_index=True)
+    notes = []
+    if params.auto_nodes:
+        settings, notes = choose_nodes(observations, settings, params.min_observations)
+        for note in notes:
+            logger.info("%s", note)
+    if not settings:
+        # Nothing the data determine: a neutral b(phi) (the unscaled map).
+        settings = {"scaling": settings_copy("scaling", params.scaling, cycles=1)}
+        models, history = refine_scale_model(observations, settings)
+        result = ScaleResult(neutral_models(models), history, notes)
+        result.model_used = "none (unscaled)"
+        logger.info("No term refined: the model written is neutral (unscaled)")
+        return result
     models, history = refine_scale_model(
-        pd.concat(frames, ignore_index=True),
+        observations,
         settings,
         progress=lambda stage: logger.info("Refining %s", stage),
     )
+    result = ScaleResult(models, history, notes)
+    if params.validation.enable:
+        _validate(result, observations, settings, params)
+    _log_models(result, names)
+    return result
+
+
+def _validate(result, observations, settings, params):
+    """Check the refined model; with action=fallback, restrain it or drop it."""
+    check = check_model(observations, settings, result.models, params.validation.seed)
+    check["model"] = "as refined"
+    result.validation.append(check)
+    _log_check(check)
+    if check["passed"] or params.validation.action == "warn":
+        if not check["passed"]:
+            logger.warning(
+                "The scaling model makes the merged data worse (%s); "
+                "kept because validation.action=warn",
+                "; ".join(check["reasons"]),
+            )
+        return
+    fallback = neutral_models(result.models)
+    if "scaling" in settings and (
+        set(settings) != {"scaling"}
+        or max(model.terms["scaling"].shape[0] for model in result.models) > 2
+    ):
+        # b(phi) alone, two nodes per sweep (its ends): linear.
+        width = max(
+            float(np.ptp(model.terms["scaling"].axes["phi"])) for model in result.models
+        )
+        linear = {
+            "scaling": settings_copy(
+                "scaling",
+                settings["scaling"],
+                phi_step=width if width > 0 else np.inf,
+            )
+        }
+        models, history = refine_scale_model(observations, linear)
+        restrained = check_model(observations, linear, models, params.validation.seed)
+        restrained["model"] = "b(phi) linear over each sweep"
+        result.validation.append(restrained)
+        _log_check(restrained)
+        if restrained["passed"]:
+            logger.warning(
+                "The scaling model as refined makes the merged data worse "
+                "(%s): b(phi) linear over each sweep used instead",
+                "; ".join(check["reasons"]),
+            )
+            result.models, result.history = models, result.history + history
+            result.model_used = restrained["model"]
+            return
+        fallback = neutral_models(models)
+    logger.warning(
+        "The scaling model makes the merged data worse (%s): not "
+        "applied (the model written is neutral, merge gives the unscaled map)",
+        "; ".join(check["reasons"]),
+    )
+    result.models = fallback
+    result.model_used = "none (unscaled)"
+
+
+def _log_check(check):
+    logger.info(
+        "Model %s, on voxels it was not refined on: CC1/2 %.4f (unscaled %.4f), "
+        "chi-square %.4g (unscaled %.4g)%s",
+        check["model"],
+        check["cc_half_scaled"],
+        check["cc_half_unscaled"],
+        check["chi_square_scaled"],
+        check["chi_square_unscaled"],
+        "".join(
+            f"; b(phi) +-{100 * b:.1f}%"
+            + (f", frame totals +-{100 * t:.1f}%" if t is not None else "")
+            for b, t in zip(check["b_spread"], check["frame_total_spread"])
+        ),
+    )
+
+
+def _log_models(result, names):
+    history = result.history
     for entry in history:
         logger.info(
             "  %-15s cycle %2d: reduced chi-square %.4f%s",
@@ -830,7 +1362,7 @@ def do_scale(tables, params, names=None):
             entry["chi_square"],
             f"; {entry['outliers']} outliers rejected" if "outliers" in entry else "",
         )
-    for name, model in zip(names, models):
+    for name, model in zip(names, result.models):
         for term_name, term in model.terms.items():
             logger.info(
                 "%s: %s term on %s nodes, %.4g to %.4g",
@@ -840,4 +1372,3 @@ def do_scale(tables, params, names=None):
                 term.values.min(),
                 term.values.max(),
             )
-    return ScaleResult(models, history)

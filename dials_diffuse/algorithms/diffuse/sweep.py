@@ -17,6 +17,7 @@ import functools
 import logging
 import threading
 
+import dxtbx.model  # noqa: F401  (its converters unpickle the experiment: Dask workers)
 import numpy as np
 
 from dials_diffuse import geometry

@@ -19,6 +19,7 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.algorithms.pixels.histograms import PixelHistogram, default_bins
+from dials_diffuse.util.compat import shoeboxes_with_data
 from dials_diffuse.util.errors import DataError
 from dials_diffuse.util.parallel import ParallelMap
 from dials_diffuse.util.progress import progress
@@ -226,7 +227,9 @@ def histogram_shoeboxes(
     if pixels not in PIXEL_SELECTIONS:
         raise DataError(f"unknown pixel selection {pixels!r}")
     required = PIXEL_SELECTIONS[pixels]
-    with_data = sum(table["shoebox"].is_allocated().count(True) for table in tables)
+    with_data = sum(
+        int(shoeboxes_with_data(table["shoebox"]).sum()) for table in tables
+    )
     n_rows = sum(table.size() for table in tables)
     if with_data == 0:
         raise DataError(

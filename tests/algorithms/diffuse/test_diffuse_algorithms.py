@@ -368,3 +368,41 @@ def test_binned_background_of_a_known_rate_field(tmp_path):
     write_background(tmp_path / "background.nxs", background)
     again = read_background(tmp_path / "background.nxs")
     np.testing.assert_array_equal(again.rate, background.rate)
+
+
+@pytest.mark.parametrize(
+    "symbol, cell",
+    [
+        ("P 21 21 21", (5.4, 8.1, 12.0, 90, 90, 90)),
+        ("C 2 2 21", (20.0, 30.0, 40.0, 90, 90, 90)),
+        ("I 41 2 2", (30.0, 30.0, 40.0, 90, 90, 90)),
+    ],
+)
+def test_allowed_lattice_points_with_and_without_screw_absences(symbol, cell):
+    """Default: every absence is left unmasked; centring_only: only centring's."""
+    from cctbx import sgtbx, uctbx
+    from dxtbx.model import Crystal
+
+    from dials_diffuse.algorithms.diffuse.mask import allowed_lattice_points
+
+    unit_cell = uctbx.unit_cell(cell)
+    real = np.array(unit_cell.orthogonalization_matrix()).reshape(3, 3).T
+    crystal = Crystal(*real, space_group=sgtbx.space_group_info(symbol).group())
+    strict, origin = allowed_lattice_points(crystal, 0.3)
+    lattice, same_origin = allowed_lattice_points(crystal, 0.3, centring_only=True)
+    assert np.array_equal(origin, same_origin)
+
+    def at(table, hkl):
+        return bool(table[tuple(np.asarray(hkl) - origin)])
+
+    # 00l with l odd: a screw absence (21 or 41 along c), a lattice point.
+    assert not at(strict, (0, 0, 1)) and at(lattice, (0, 0, 2))
+    centring = {"P": None, "C": (1, 0, 2), "I": (1, 0, 2)}[symbol[0]]
+    assert at(lattice, (0, 0, 1)) == (symbol[0] != "I")  # I: h+k+l odd
+    if centring is not None:
+        # Centring absences are not lattice points: never allowed.
+        assert not at(strict, centring) and not at(lattice, centring)
+    # Everything allowed by the space group is allowed by its lattice.
+    assert np.all(lattice >= strict)
+    if symbol[0] == "P":
+        assert lattice.all()
