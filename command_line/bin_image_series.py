@@ -67,7 +67,10 @@ def main(params, inputs, run):
             MaskFile(params.mask) if params.mask else None,
             frame_range(numbers, params.image_range),
         )
-    run.results["shape"] = list(background.rate.shape)
+    if isinstance(background, list):  # one per panel
+        run.results["shape"] = [list(panel.rate.shape) for panel in background]
+    else:
+        run.results["shape"] = list(background.rate.shape)
     with run.write(params.output.background, "binned background") as path:
         write_background(path, background)
 

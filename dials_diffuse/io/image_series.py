@@ -15,7 +15,10 @@ plots it), which NeXpy and h5py open::
       image_numbers         (frames,) DIALS image numbers (optional when
                             reading; default 1 .. frames)
 
-Single-panel detectors only (as mdx2). The mask file mask.nxs
+A multi-panel detector has one such NXdata stack per panel (each its own
+rows and columns) under ``/entry/image_series/panel_00``, ``panel_01``, ...
+(DIALS's panel numbers); ``/entry/image_series`` is then an NXcollection
+with the attribute ``panels``. The mask file mask.nxs
 (`dials_diffuse.io.mask_file`) is a stack of the same layout
 (`create_stack`). Every later step can read data.nxs instead of the
 original images (`read_image_series`, a `NexusDataSource`): its chunks are
@@ -158,7 +161,7 @@ def write_image_series(
     compression="gzip",
     pmap=None,
 ):
-    """Copy an ImageSource (panel 0) into a new data.nxs at `path`.
+    """Copy an ImageSource (every panel) into a new data.nxs at `path`.
 
     Parameters
     ----------
@@ -166,7 +169,7 @@ def write_image_series(
     phi : ndarray
         Rotation angle (degrees) at the centre of every frame of `source`.
     chunks : (int, int, int), optional
-        HDF5 chunk shape; default `default_chunks`.
+        HDF5 chunk shape (cut to each panel's size); default `default_chunks`.
     frame_range : (int, int), optional
         0-based half-open range of the source's frames to copy.
     compression_level : int
@@ -182,58 +185,96 @@ def write_image_series(
     dict
         frames, masked_pixel_frames (pixel-frames stored as -1).
     """
-    if len(source.panel_shapes) != 1:
-        raise DataError(
-            f"data.nxs holds single-panel detectors; this one has {len(source.panel_shapes)} panels"
-        )
     first, stop = frame_range or (0, source.n_frames)
     n_frames = stop - first
-    rows, columns = source.panel_shapes[0]
-    chunks = tuple(chunks or default_chunks(n_frames, (rows, columns)))
-    chunks = (min(chunks[0], n_frames), min(chunks[1], rows), min(chunks[2], columns))
-    dtype = stored_dtype(source.dtype)
+    n_panels = len(source.panel_shapes)
     masked = 0
     with open_nexus_for_writing(path) as handle:
-        group = create_stack(
-            handle,
-            "image_series",
-            "data",
-            np.asarray(phi, dtype=np.float64)[first:stop],
-            (rows, columns),
-            np.asarray(source.image_numbers)[first:stop],
-        )
-        data = group.create_dataset(
-            "data",
-            shape=(n_frames, rows, columns),
-            dtype=dtype,
-            chunks=chunks,
-            fillvalue=MASKED,
-            **compression_options(compression, compression_level),
-        )
-        data.attrs["masked_value"] = MASKED
-        group.create_dataset(
-            "exposure_times", data=np.asarray(source.exposure_times)[first:stop]
-        )
-        group["exposure_times"].attrs["units"] = "s"
-        blocks = list(source.chunks(frames=chunks[0], frame_range=(first, stop)))
-        encoder = BlockEncoder(source, dtype, chunks, compression, compression_level)
-        encoded = (
-            map(encoder, blocks)
-            if pmap is None
-            else pmap(encoder, blocks, in_flight=pmap.workers + 1)
-        )
-        for chunk, (n_masked, stored) in zip(
-            blocks,
-            progress(encoded, total=len(blocks), desc="import_data", unit="chunk"),
-        ):
-            start = chunk.frames.start - first
-            if compression == "gzip":
-                for (_, row, column), raw in stored:
-                    data.id.write_direct_chunk((start, row, column), raw)
-            else:
-                data[start : start + stored.shape[0]] = stored
-            masked += n_masked
+        if n_panels > 1:
+            top = handle.create_group(GROUP)
+            top.attrs["NX_class"] = "NXcollection"
+            top.attrs["panels"] = n_panels
+        for panel, (rows, columns) in enumerate(source.panel_shapes):
+            panel_chunks = tuple(chunks or default_chunks(n_frames, (rows, columns)))
+            panel_chunks = (
+                min(panel_chunks[0], n_frames),
+                min(panel_chunks[1], rows),
+                min(panel_chunks[2], columns),
+            )
+            masked += _write_panel(
+                handle,
+                _panel_group(panel, n_panels)[len("entry/") :],
+                source,
+                panel,
+                phi,
+                panel_chunks,
+                (first, stop),
+                compression,
+                compression_level,
+                pmap,
+            )
+        if n_panels > 1:
+            handle["entry"].attrs["default"] = "image_series"
+            handle[GROUP].attrs["default"] = "panel_00"
     return {"frames": n_frames, "masked_pixel_frames": masked}
+
+
+def _panel_group(panel, n_panels):
+    """Where one panel's stack lives: entry/image_series, or .../panel_NN."""
+    return GROUP if n_panels == 1 else f"{GROUP}/panel_{panel:02d}"
+
+
+def _write_panel(
+    handle, name, source, panel, phi, chunks, frame_range, compression, level, pmap
+):
+    """One panel's stack /entry/<name> of data.nxs; returns its masked pixel-frames."""
+    first, stop = frame_range
+    n_frames = stop - first
+    rows, columns = source.panel_shapes[panel]
+    dtype = stored_dtype(source.dtype)
+    group = create_stack(
+        handle,
+        name,
+        "data",
+        np.asarray(phi, dtype=np.float64)[first:stop],
+        (rows, columns),
+        np.asarray(source.image_numbers)[first:stop],
+    )
+    data = group.create_dataset(
+        "data",
+        shape=(n_frames, rows, columns),
+        dtype=dtype,
+        chunks=chunks,
+        fillvalue=MASKED,
+        **compression_options(compression, level),
+    )
+    data.attrs["masked_value"] = MASKED
+    group.create_dataset(
+        "exposure_times", data=np.asarray(source.exposure_times)[first:stop]
+    )
+    group["exposure_times"].attrs["units"] = "s"
+    blocks = list(
+        source.chunks(frames=chunks[0], frame_range=(first, stop), panels=[panel])
+    )
+    encoder = BlockEncoder(source, dtype, chunks, compression, level)
+    encoded = (
+        map(encoder, blocks)
+        if pmap is None
+        else pmap(encoder, blocks, in_flight=pmap.workers + 1)
+    )
+    desc = "import_data" if len(source.panel_shapes) == 1 else f"panel {panel}"
+    masked = 0
+    for chunk, (n_masked, stored) in zip(
+        blocks, progress(encoded, total=len(blocks), desc=desc, unit="chunk")
+    ):
+        start = chunk.frames.start - first
+        if compression == "gzip":
+            for (_, row, column), raw in stored:
+                data.id.write_direct_chunk((start, row, column), raw)
+        else:
+            data[start : start + stored.shape[0]] = stored
+        masked += n_masked
+    return masked
 
 
 def read_image_series(path):
@@ -258,18 +299,32 @@ class NexusDataSource(ImageSource):
     def __init__(self, path):
         self.path = Path(path)
         self._file = None
-        series = self._series()
+        top = self._series()
+        n_panels = int(top.attrs.get("panels", 1))
+        self._groups = [_panel_group(panel, n_panels) for panel in range(n_panels)]
+        self._shapes = []
+        for group in self._groups:
+            data = self._file.get(group + "/data")
+            if data is None:
+                raise self._error(f"no /{group}/data")
+            if data.ndim != 3:
+                raise self._error(f"/{group}/data has {data.ndim} dimensions, not 3")
+            if data.dtype.kind not in "iuf":
+                raise self._error(f"/{group}/data holds {data.dtype}, not numbers")
+            if self._shapes and data.shape[0] != self._shapes[0][0]:
+                raise self._error(f"/{group}/data has another number of frames")
+            self._shapes.append(data.shape)
+        series = self._file[self._groups[0]]
         data = series["data"]
-        if data.ndim != 3:
-            raise self._error(f"{IMAGE_SERIES}/data has {data.ndim} dimensions, not 3")
-        if data.dtype.kind not in "iuf":
-            raise self._error(f"{IMAGE_SERIES}/data holds {data.dtype}, not numbers")
         self._shape = data.shape
         self._dtype = data.dtype
         self._phi = self._axis(series, "phi", self._shape[0])
         self._exposure_times = self._axis(series, "exposure_times", self._shape[0])
         self._chunk_shape = data.chunks
-        self._data = ChunkedDataset(self.path, IMAGE_SERIES + "/data")
+        self._data_sets = [
+            ChunkedDataset(self.path, "/" + group + "/data") for group in self._groups
+        ]
+        self._data = self._data_sets[0]
         self._image_numbers = (
             self._axis(series, "image_numbers", self._shape[0]).astype(int)
             if "image_numbers" in series
@@ -288,7 +343,9 @@ class NexusDataSource(ImageSource):
             except OSError as error:
                 raise self._error(f"not a readable HDF5 file ({error})") from None
         series = self._file.get(IMAGE_SERIES)
-        if not isinstance(series, h5py.Group) or "data" not in series:
+        if not isinstance(series, h5py.Group) or (
+            "data" not in series and "panels" not in series.attrs
+        ):
             raise self._error(f"no {IMAGE_SERIES}/data: not a dials-diffuse data.nxs")
         return series
 
@@ -310,7 +367,8 @@ class NexusDataSource(ImageSource):
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._data.close()
+        for data in self._data_sets:
+            data.close()
 
     def __enter__(self):
         return self
@@ -324,7 +382,7 @@ class NexusDataSource(ImageSource):
 
     @property
     def panel_shapes(self):
-        return [tuple(self._shape[1:])]
+        return [tuple(shape[1:]) for shape in self._shapes]
 
     @property
     def dtype(self):
@@ -352,11 +410,13 @@ class NexusDataSource(ImageSource):
 
     def static_mask(self, panel=0):
         self._check_panel(panel)
-        return np.ones(self._shape[1:], dtype=bool)
+        return np.ones(self._shapes[panel][1:], dtype=bool)
 
     def _check_panel(self, panel):
-        if panel != 0:
-            raise ValueError(f"{self.path} has one panel, not panel {panel}")
+        if not 0 <= panel < len(self._shapes):
+            raise ValueError(
+                f"{self.path} has {len(self._shapes)} panel(s), not panel {panel}"
+            )
 
     @property
     def codec_name(self):
@@ -367,7 +427,9 @@ class NexusDataSource(ImageSource):
         self._check_panel(chunk.panel)
         frames, rows, columns = (
             slice(*axis.indices(n)[:2])
-            for axis, n in zip((chunk.frames, chunk.rows, chunk.columns), self._shape)
+            for axis, n in zip(
+                (chunk.frames, chunk.rows, chunk.columns), self._shapes[chunk.panel]
+            )
         )
         shape = tuple(axis.stop - axis.start for axis in (frames, rows, columns))
         # With `out` the caller reuses buffers: the validity mask is this
@@ -381,7 +443,9 @@ class NexusDataSource(ImageSource):
         try:
             # valid = data >= 0, computed while placing: -1 (masked) and NaN
             # are invalid.
-            data = self._data.read(frames, rows, columns, out=out, valid=valid)
+            data = self._data_sets[chunk.panel].read(
+                frames, rows, columns, out=out, valid=valid
+            )
         except (OSError, ValueError) as error:
             raise self._error(
                 f"cannot read frames {chunk.frames.start}-{chunk.frames.stop - 1} ({error})"

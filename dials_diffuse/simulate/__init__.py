@@ -33,6 +33,13 @@ frames = None
   .type = int(value_min=1)
   .help = "Number of frames (rotation: per sweep; sacla: shots). Default: the"
           "size preset's."
+rotation {
+  modules = None
+    .type = ints(size=2, value_min=1)
+    .help = "Write the detector as this many modules (rows, columns), one"
+            "NXmx detector module and DIALS panel each, e.g. 4,2; the gap rows"
+            "lie between module rows. Default: one panel."
+}
 transmission_series {
   transmissions = 0.064 0.127 0.253 0.503 1.0
     .type = floats(value_min=0)
@@ -87,7 +94,9 @@ def do_simulate(directory, params):
     """
     frames = {"frames": params.frames} if params.frames else {}
     if params.kind == "rotation":
-        return simulate_rotation(directory, params.size, params.seed, **frames)
+        modules = params.rotation.modules
+        extra = {"modules": tuple(modules)} if modules else {}
+        return simulate_rotation(directory, params.size, params.seed, **frames, **extra)
     if params.kind == "transmission_series":
         t = params.transmission_series
         return simulate_transmission_series(

@@ -183,6 +183,7 @@ def write_master(
     definition=None,
     transmission=None,
     omit=(),
+    modules=None,
 ):
     """Write the master file that describes the data files.
 
@@ -215,7 +216,18 @@ def write_master(
         Beam transmission (fraction, 0..1) in ``attenuator_transmission``.
     omit : iterable of str
         Keys of OPTIONAL_HEADER to leave out of the header.
+    modules : list of (int, int, int, int), optional
+        NXmx only: the image cut into detector modules (one
+        ``NXdetector_module`` each, a panel each in DIALS), as (first row,
+        first column, rows, columns) tiles of the frame; each module lies
+        where its pixels lie on the flat `detector`. Rows or columns left
+        out between tiles are gaps between modules. Default one module.
+        With several modules no ``pixel_mask`` is written: DIALS 3.12's
+        FormatNXmx cannot cut it into modules narrower than the frame
+        (non-contiguous slices); the gaps are outside every module anyway.
     """
+    if modules is not None and len(modules) > 1:
+        pixel_mask = None
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry must be one of {GEOMETRIES}, not {geometry}")
     unknown = set(omit) - set(OPTIONAL_HEADER)
@@ -311,7 +323,9 @@ def write_master(
 
         if nxmx:
             _value(det, "saturation_value", cutoff, dtype="i4")
-            _nxmx_detector_geometry(det, panel, shape, distance_mm, pixel_mm)
+            _nxmx_detector_geometry(
+                det, panel, modules or [(0, 0, *shape)], distance_mm, pixel_mm
+            )
             axis = (
                 (1.0, 0.0, 0.0)
                 if goniometer is None
@@ -327,8 +341,14 @@ def write_master(
                 del entry[OPTIONAL_HEADER[key]]
 
 
-def _nxmx_detector_geometry(det, panel, shape, distance_mm, pixel_mm):
-    """NXmx transformations and the one NXdetector_module of a flat panel."""
+def _nxmx_detector_geometry(det, panel, tiles, distance_mm, pixel_mm):
+    """NXmx transformations and the NXdetector_modules of a flat panel.
+
+    One module per tile (first row, first column, rows, columns) of the
+    frame, each placed where its pixels lie on `panel`; modules are named
+    ``module`` (one) or ``module_00``, ``module_01``, ... (HDF5 order, the
+    panel order dxtbx gives).
+    """
     transformations = _group(det, "transformations", "NXtransformations")
     _axis(
         transformations,
@@ -340,35 +360,40 @@ def _nxmx_detector_geometry(det, panel, shape, distance_mm, pixel_mm):
         "mm",
     )
     _string(det, "depends_on", "/entry/instrument/detector/transformations/translation")
-    module = _group(det, "module", "NXdetector_module")
-    _value(module, "data_origin", [0, 0], dtype="i4")
-    _value(module, "data_size", list(shape), dtype="i4")
-    offset_mcstas = MCSTAS_FROM_IMGCIF @ np.array(panel.get_origin())
-    offset_mcstas[2] = 0.0  # the distance is the detector translation
-    offset_length = float(np.linalg.norm(offset_mcstas))
-    _axis(
-        module,
-        "module_offset",
-        offset_length,
-        offset_mcstas / offset_length,
-        "translation",
-        "/entry/instrument/detector/transformations/translation",
-        "mm",
-    )
-    for name, axis in (
-        ("fast_pixel_direction", panel.get_fast_axis()),
-        ("slow_pixel_direction", panel.get_slow_axis()),
-    ):
+    fast_mcstas = MCSTAS_FROM_IMGCIF @ np.array(panel.get_fast_axis())
+    slow_mcstas = MCSTAS_FROM_IMGCIF @ np.array(panel.get_slow_axis())
+    for number, (row, column, rows, columns) in enumerate(tiles):
+        name = "module" if len(tiles) == 1 else f"module_{number:02d}"
+        module = _group(det, name, "NXdetector_module")
+        _value(module, "data_origin", [row, column], dtype="i4")
+        _value(module, "data_size", [rows, columns], dtype="i4")
+        offset_mcstas = MCSTAS_FROM_IMGCIF @ np.array(panel.get_origin())
+        offset_mcstas += pixel_mm * (column * fast_mcstas + row * slow_mcstas)
+        offset_mcstas[2] = 0.0  # the distance is the detector translation
+        offset_length = float(np.linalg.norm(offset_mcstas))
         _axis(
             module,
-            name,
-            pixel_mm,
-            MCSTAS_FROM_IMGCIF @ np.array(axis),
+            "module_offset",
+            offset_length,
+            offset_mcstas / offset_length,
             "translation",
-            "/entry/instrument/detector/module/module_offset",
+            "/entry/instrument/detector/transformations/translation",
             "mm",
-            offset=np.zeros(3),
         )
+        for axis_name, axis in (
+            ("fast_pixel_direction", fast_mcstas),
+            ("slow_pixel_direction", slow_mcstas),
+        ):
+            _axis(
+                module,
+                axis_name,
+                pixel_mm,
+                axis,
+                "translation",
+                f"/entry/instrument/detector/{name}/module_offset",
+                "mm",
+                offset=np.zeros(3),
+            )
 
 
 def _nxmx_sample_geometry(sample, omega, increment, axis):

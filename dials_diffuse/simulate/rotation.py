@@ -83,6 +83,9 @@ class RotationSetup:
     #: False: counts are the expected counts rounded (noise-free twin of a
     #: sweep, for truth comparisons), not Poisson draws.
     poisson_noise: bool = True
+    #: (rows, columns) of NXmx detector modules, one DIALS panel each
+    #: (`module_tiles`); None: one panel.
+    modules: tuple = None
 
     @property
     def layout(self):
@@ -102,6 +105,41 @@ class RotationSetup:
         """Rows (slow) of the module gap: a band about 70% down the detector."""
         first = int(0.7 * self.ny)
         return slice(first, first + self.gap_rows)
+
+    @property
+    def module_tiles(self):
+        """The detector modules (first row, first column, rows, columns), or None.
+
+        With ``modules = (n_slow, n_fast)`` the frame is cut into that many
+        modules, each a panel of its own in the NXmx file: the gap rows
+        separate the modules above them from those below (they are left out
+        of every module, a real gap between modules), the rows on each side
+        and the columns are shared out evenly. The pixels stay where they are
+        on the flat detector, so the truth is the single-panel one.
+        """
+        if self.modules is None:
+            return None
+        n_slow, n_fast = self.modules
+        gap = self.gap_slice
+        above = min(max(round(n_slow * gap.start / self.ny), 1), n_slow - 1)
+        if n_slow == 1 or self.gap_rows == 0:
+            bands = [np.linspace(0, self.ny, n_slow + 1)]
+        else:
+            bands = [
+                np.linspace(0, gap.start, above + 1),
+                np.linspace(gap.stop, self.ny, n_slow - above + 1),
+            ]
+        rows = [
+            (int(band[i]), int(band[i + 1]) - int(band[i]))
+            for band in bands
+            for i in range(len(band) - 1)
+        ]
+        edges = np.linspace(0, self.nx, n_fast + 1).astype(int)
+        return [
+            (first_row, int(edges[j]), n_rows, int(edges[j + 1] - edges[j]))
+            for first_row, n_rows in rows
+            for j in range(n_fast)
+        ]
 
 
 # Same physical detector (38.4 mm square at 60 mm); the test size has
@@ -301,7 +339,8 @@ def simulate_rotation(directory, size="test", seed=0, sweep=0, **overrides):
         `seed`, e.g. other ``start_deg``) with independent noise.
     **overrides
         Fields of `RotationSetup` to change (e.g. ``frames=10``,
-        ``start_deg=90``, ``scale=1.3``, ``orientation_seed=7``).
+        ``start_deg=90``, ``scale=1.3``, ``orientation_seed=7``, or
+        ``modules=(4, 2)`` for a detector of 4 x 2 modules, one panel each).
 
     Returns
     -------
@@ -394,6 +433,7 @@ def write_rotation_files(
         goniometer=experiment.goniometer,
         geometry="nxmx",
         transmission=transmission,
+        modules=setup.module_tiles,
     )
     data = sorted(directory.glob(f"{prefix}_data_*.h5"))
     truth = write_rotation_truth(

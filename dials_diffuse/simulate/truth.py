@@ -173,17 +173,27 @@ def diffuse_grid(experiment):
 
 
 def write_truth_expt(experiment, master, path):
-    """Write the exact models (with the crystal) as a DIALS experiment list."""
+    """Write the exact models (with the crystal) as a DIALS experiment list.
+
+    A detector of several modules (`RotationSetup.modules`) is the imported
+    one (the same pixels as the flat model, one panel per module), with the
+    flat model's mapping of pixels to millimetres (no parallax).
+    """
     from dxtbx.model import Experiment, ExperimentList
     from dxtbx.model.experiment_list import ExperimentListFactory
 
     imported = ExperimentListFactory.from_filenames([str(master)])
+    detector = experiment.detector
+    if experiment.setup.modules is not None:
+        detector = imported[0].detector
+        for panel in detector:
+            panel.set_px_mm_strategy(experiment.detector[0].get_px_mm_strategy())
     truth = ExperimentList(
         [
             Experiment(
                 imageset=imported[0].imageset,
                 beam=experiment.beam,
-                detector=experiment.detector,
+                detector=detector,
                 goniometer=experiment.goniometer,
                 scan=experiment.scan,
                 crystal=experiment.crystal,

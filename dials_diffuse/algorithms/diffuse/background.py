@@ -9,6 +9,10 @@ block centres (mean phi in degrees, mean 0-based row and column index) are
 the grid on which correct interpolates the background at each voxel's mean
 (phi, iy, ix) and subtracts it from the count rate.
 
+On a multi-panel detector every panel is binned on its own (iy, ix within
+the panel): a `PanelBackgrounds`, one `BinnedBackground` per panel, which
+correct evaluates on each voxel's panel.
+
 The file background.nxs is `dials_diffuse.io.background_file`'s.
 """
 
@@ -63,6 +67,19 @@ class BinnedBackground:
         return interpolator(np.stack(points, axis=-1))
 
 
+class PanelBackgrounds(list):
+    """One `BinnedBackground` per detector panel (a multi-panel detector)."""
+
+    def __call__(self, phi, iy, ix, panels):
+        """Each point's panel's background count rate (counts/s per pixel)."""
+        phi, iy, ix, panels = (np.asarray(v) for v in (phi, iy, ix, panels))
+        rate = np.empty(len(panels))
+        for number in np.unique(panels):
+            rows = panels == number
+            rate[rows] = self[int(number)](phi[rows], iy[rows], ix[rows])
+        return rate
+
+
 def _block_starts(size, step):
     return np.arange(0, size, step)
 
@@ -87,8 +104,8 @@ def bin_chunk(data, valid, row_step, column_step):
     return counts, pixels
 
 
-def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
-    """Bin an ImageSource (panel 0) into a BinnedBackground.
+def bin_image_series(source, bins, phi, mask_file=None, frame_range=None, panel=0):
+    """Bin one panel of an ImageSource into a BinnedBackground.
 
     Parameters
     ----------
@@ -100,18 +117,25 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None):
     mask_file : MaskFile, optional
         Pixels with mask 1 are left out.
     frame_range : (int, int), optional
+    panel : int
+        The panel (iy, ix of the result are within it).
     """
     first, stop = frame_range or (0, source.n_frames)
-    rows, columns = source.panel_shapes[0]
+    rows, columns = source.panel_shapes[panel]
     frames_step, row_step, column_step = (int(b) for b in bins)
     seconds = np.asarray(source.exposure_times, dtype=np.float64)
     rates, phis = [], []
-    chunks = list(source.chunks(frames=frames_step, frame_range=(first, stop)))
-    for chunk in progress(chunks, desc="bin_image_series", unit="chunk"):
+    chunks = list(
+        source.chunks(frames=frames_step, frame_range=(first, stop), panels=[panel])
+    )
+    desc = "bin_image_series" if len(source.panel_shapes) == 1 else f"panel {panel}"
+    for chunk in progress(chunks, desc=desc, unit="chunk"):
         data, valid = read_reusing(source, chunk)
         frames = np.arange(chunk.frames.start, chunk.frames.stop)
         if mask_file is not None:
-            valid = valid & ~mask_file.read(source.image_numbers[frames]).astype(bool)
+            valid = valid & ~mask_file.read(
+                source.image_numbers[frames], panel=panel
+            ).astype(bool)
         exposure = seconds[frames].mean()
         if not exposure > 0:
             raise DataError(
@@ -157,7 +181,7 @@ def do_bin_image_series(source, params, mask_file=None, frame_range=None):
     Parameters
     ----------
     source : ImageSource
-        Single-panel images (a data.nxs, an imageset).
+        The images (a data.nxs, an imageset); every panel is binned.
     params : PHIL extract with the parameters of `phil_scope`
         bins: frames, rows and columns per block.
     mask_file : MaskFile, optional
@@ -167,24 +191,27 @@ def do_bin_image_series(source, params, mask_file=None, frame_range=None):
 
     Returns
     -------
-    BinnedBackground
+    BinnedBackground, or PanelBackgrounds (one per panel) for a multi-panel detector
     """
-    if len(source.panel_shapes) != 1:
-        raise DataError("only single-panel detectors are supported")
     if params.bins is None:
         raise DataError(
             "bins is required: frames,rows,columns per block, e.g. bins=10,20,20"
         )
     first, stop = frame_range or (0, source.n_frames)
     if mask_file is not None:
-        mask_file.check_covers(source.image_numbers[first:stop], source.panel_shapes[0])
-    background = bin_image_series(
-        source, params.bins, source.angles_deg, mask_file, (first, stop)
-    )
-    logger.info(
-        "Background on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",
-        *background.rate.shape,
-        float(np.min(background.rate)),
-        float(np.max(background.rate)),
-    )
-    return background
+        mask_file.check_covers(source.image_numbers[first:stop], source.panel_shapes)
+    panels = [
+        bin_image_series(
+            source, params.bins, source.angles_deg, mask_file, (first, stop), panel
+        )
+        for panel in range(len(source.panel_shapes))
+    ]
+    for number, background in enumerate(panels):
+        logger.info(
+            "Background%s on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",
+            f" of panel {number}" if len(panels) > 1 else "",
+            *background.rate.shape,
+            float(np.min(background.rate)),
+            float(np.max(background.rate)),
+        )
+    return panels[0] if len(panels) == 1 else PanelBackgrounds(panels)

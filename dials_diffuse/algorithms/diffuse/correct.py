@@ -68,24 +68,43 @@ INTEGRATED_COLUMNS = (
 )
 
 
-def correction_factors(experiment, iy, ix, which):
+def correction_factors(experiment, iy, ix, which, panels=None):
     """Correction factors at mean pixel positions (exact, not interpolated).
 
     Parameters
     ----------
     experiment : dxtbx Experiment
     iy, ix : ndarray
-        0-based pixel indices (fractional means); the position used is
-        index + 0.5 in DIALS pixel coordinates (the pixel centre).
+        0-based pixel indices within the panel (fractional means); the
+        position used is index + 0.5 in DIALS pixel coordinates (the pixel
+        centre).
     which : iterable of str
         Any of "solid_angle", "attenuation", "efficiency", "polarization",
         "d3s".
+    panels : ndarray of int, optional
+        The panel of each position; default panel 0 for all.
 
     Returns
     -------
     dict of name -> ndarray
     """
-    panel, beam = experiment.detector[0], experiment.beam
+    if panels is None:
+        return _panel_correction_factors(experiment, 0, iy, ix, which)
+    panels = np.asarray(panels)
+    iy, ix = np.asarray(iy), np.asarray(ix)
+    factors = {name: np.empty(len(panels)) for name in which}
+    for number in np.unique(panels):
+        rows = panels == number
+        for name, values in _panel_correction_factors(
+            experiment, int(number), iy[rows], ix[rows], which
+        ).items():
+            factors[name][rows] = values
+    return factors
+
+
+def _panel_correction_factors(experiment, number, iy, ix, which):
+    """`correction_factors` of positions on one panel."""
+    panel, beam = experiment.detector[number], experiment.beam
     lab = geometry.lab_coordinates(
         panel, np.asarray(ix, np.float64) + 0.5, np.asarray(iy, np.float64) + 0.5
     )
@@ -203,7 +222,8 @@ def correct(
     Parameters
     ----------
     table : Table
-        From integrate: h, k, l, n, counts, pixels, seconds, phi, iy, ix.
+        From integrate: h, k, l, n, counts, pixels, seconds, phi, iy, ix
+        (and panel, for a multi-panel detector).
     experiment : dxtbx Experiment
     corrections : iterable of str
         Factors divided out besides the solid angle: any of "attenuation",
@@ -212,13 +232,15 @@ def correct(
         Multiply intensities by rs_volume.
     p1 : bool
         Map with Friedel symmetry only (P-1) instead of the Laue group.
-    background : BinnedBackground, optional
-        Count rate per pixel subtracted at each voxel's mean (phi, iy, ix).
+    background : BinnedBackground or PanelBackgrounds, optional
+        Count rate per pixel subtracted at each voxel's mean (phi, iy, ix)
+        (on its panel).
 
     Returns
     -------
-    Table `hkl_table`: h, k, l (ASU), op, n, phi, iy, ix, s, rs_volume,
-    counts, pixels, seconds, intensity, intensity_error.
+    Table `hkl_table`: h, k, l (ASU), op, n, panel (multi-panel detectors),
+    phi, iy, ix, s, rs_volume, counts, pixels, seconds, intensity,
+    intensity_error.
     """
     from cctbx import sgtbx
 
@@ -240,8 +262,29 @@ def correct(
         sgtbx.space_group_info("P -1").group() if p1 else crystal.get_space_group()
     )
     asu, op = map_to_asu(hkl, subdivide, space_group)
+    from dials_diffuse.algorithms.diffuse.background import PanelBackgrounds
+
+    panels = table["panel"] if "panel" in table.columns else None
+    if background is not None:
+        n_background = (
+            len(background) if isinstance(background, PanelBackgrounds) else 1
+        )
+        if n_background != len(experiment.detector):
+            raise DataError(
+                f"the background has {n_background} panel(s), the detector "
+                f"{len(experiment.detector)}"
+            )
+    if panels is None and len(experiment.detector) != 1:
+        raise DataError(
+            f"the detector has {len(experiment.detector)} panels but the table "
+            "has no panel column: integrate it again with this experiment"
+        )
     factors = correction_factors(
-        experiment, table["iy"], table["ix"], ("solid_angle", "d3s", *corrections)
+        experiment,
+        table["iy"],
+        table["ix"],
+        ("solid_angle", "d3s", *corrections),
+        panels=panels,
     )
     counts = np.asarray(table["counts"], dtype=np.float64)
     count_rate = counts / seconds
@@ -249,7 +292,10 @@ def correct(
     # that inverse-variance weights stay finite (mdx2 gives it zero).
     count_rate_error = np.sqrt(np.maximum(counts, 1.0)) / seconds
     if background is not None:
-        count_rate = count_rate - background(table["phi"], table["iy"], table["ix"])
+        where = (table["phi"], table["iy"], table["ix"])
+        if panels is not None:
+            where = (*where, panels)
+        count_rate = count_rate - background(*where)
     scale = factors["solid_angle"].copy()
     for name in corrections:
         scale *= factors[name]
@@ -266,6 +312,7 @@ def correct(
         "l": asu[:, 2].astype(np.float32),
         "op": op,
         "n": np.asarray(table["n"], dtype=np.int32),
+        **({} if panels is None else {"panel": np.asarray(panels, dtype=np.int32)}),
         "phi": table["phi"],
         "iy": table["iy"],
         "ix": table["ix"],
@@ -308,7 +355,7 @@ def do_correct(table, experiment, params, background=None, name="the table"):
     table : Table
         The integrated table of integrate (`INTEGRATED_COLUMNS`).
     experiment : dxtbx Experiment
-        The refined experiment (single-panel detector).
+        The refined experiment (a detector of one or more panels).
     params : PHIL extract with the parameters of `phil_scope`
     background : BinnedBackground, optional
         Count rate per pixel subtracted at each voxel's mean (phi, iy, ix).
@@ -324,8 +371,6 @@ def do_correct(table, experiment, params, background=None, name="the table"):
         raise DataError(
             f"{name}: not an integrated table (no {', '.join(sorted(missing))})"
         )
-    if len(experiment.detector) != 1:
-        raise DataError("only single-panel detectors are supported")
     corrections = [
         correction
         for correction in ("attenuation", "efficiency", "polarization")

@@ -79,13 +79,13 @@ def do_import_data(sweep, path, params, pmap, frame_range=None, frames_per_chunk
     """
     frame_range = frame_range or (0, sweep.source.n_frames)
     n_frames = frame_range[1] - frame_range[0]
-    chunks = params.chunks or default_chunks(
-        n_frames, sweep.source.panel_shapes[0], frames_per_chunk
-    )
+    shapes = sweep.source.panel_shapes
+    largest = tuple(int(n) for n in np.max(shapes, axis=0))  # cut to each panel
+    chunks = params.chunks or default_chunks(n_frames, largest, frames_per_chunk)
     logger.info(
-        "Copying %d frames of %d x %d pixels in chunks of %s",
+        "Copying %d frames of %s pixels in chunks of %s",
         n_frames,
-        *sweep.source.panel_shapes[0],
+        " + ".join(f"{rows} x {columns}" for rows, columns in shapes),
         "x".join(map(str, chunks)),
     )
     summary = write_image_series(

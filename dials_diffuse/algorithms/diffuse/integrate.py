@@ -11,6 +11,11 @@ partial sum of a voxel has a mean phi; partials whose mean phi lies
 `max_spread` degrees or more beyond the voxel's first partial get a higher
 observation index n = floor((phi - phi_first) / max_spread). Partials with
 the same (h, k, l, n) are summed.
+
+On a multi-panel detector each chunk is a block of frames of one panel and
+the kernel runs on that panel's s1; a voxel's observation is then also kept
+apart per panel (a `panel` column; iy, ix are within that panel), so that
+correct evaluates every factor on the panel the pixels lie on.
 """
 
 import dataclasses
@@ -71,10 +76,11 @@ class ChunkIntegrator:
             exclude = self.mask_file.read(
                 sweep.source.image_numbers[frames],
                 out=thread_buffer(chunk.shape, np.uint8, "mask"),
+                panel=chunk.panel,
             )
         return _kernels.integrate_voxels(
             np.ascontiguousarray(data),
-            sweep.s1_planes,
+            sweep.panel_s1_planes(chunk.panel),
             sweep.s0(frames),
             sweep.matrices(frames),
             self.subdivide,
@@ -201,6 +207,47 @@ def merge_partials(partials, subdivide, max_spread, integer_counts=True):
     return Table("hkl_table", columns, attrs)
 
 
+def merge_panel_partials(partials, panels, subdivide, max_spread, integer_counts):
+    """`merge_partials` panel by panel, for a multi-panel detector.
+
+    Parameters
+    ----------
+    partials : list of dict
+        Outputs of the integrate_voxels kernel, one per chunk.
+    panels : list of int
+        The panel of each chunk.
+
+    Returns
+    -------
+    Table `hkl_table` as `merge_partials`'s with a `panel` column after n
+    (iy, ix within that panel), sorted by h, k, l, n, panel.
+    """
+    panels = np.asarray(panels)
+    tables = []
+    for panel in np.unique(panels):
+        own = [partials[i] for i in np.flatnonzero(panels == panel)]
+        if sum(len(p["pixels"]) for p in own) == 0:
+            continue  # every pixel of this panel masked
+        table = merge_partials(own, subdivide, max_spread, integer_counts)
+        tables.append((int(panel), table))
+    if not tables:
+        raise DataError("no unmasked pixel to integrate")
+    names = list(tables[0][1].columns)
+    columns = {
+        name: np.concatenate([table[name] for _, table in tables]) for name in names
+    }
+    panel = np.concatenate(
+        [np.full(len(table), number, dtype=np.int32) for number, table in tables]
+    )
+    order = np.lexsort((panel, columns["n"], columns["l"], columns["k"], columns["h"]))
+    ordered = {}
+    for name in names:
+        ordered[name] = columns[name][order]
+        if name == "n":
+            ordered["panel"] = panel[order]
+    return Table("hkl_table", ordered, dict(tables[0][1].attrs))
+
+
 def integrate(
     sweep,
     pmap,
@@ -229,7 +276,8 @@ def integrate(
 
     Returns
     -------
-    Table `hkl_table` (see `merge_partials`).
+    Table `hkl_table` (see `merge_partials`; with a `panel` column for a
+    multi-panel detector, `merge_panel_partials`).
     """
     if any(int(s) < 1 for s in subdivide):
         raise DataError("subdivide must be at least 1 along h, k and l")
@@ -239,12 +287,20 @@ def integrate(
     if mask_file is not None:
         first, stop = frame_range or (0, sweep.source.n_frames)
         mask_file.check_covers(
-            sweep.source.image_numbers[first:stop], sweep.source.panel_shapes[0]
+            sweep.source.image_numbers[first:stop], sweep.source.panel_shapes
         )
     integrator = ChunkIntegrator(subdivide, seconds, mask_file)
     partials = list(sweep.map_chunks(pmap, integrator, chunks, "integrate"))
     integer_counts = np.dtype(sweep.source.dtype).kind in "iub"
-    return merge_partials(partials, subdivide, max_spread, integer_counts)
+    if sweep.n_panels == 1:
+        return merge_partials(partials, subdivide, max_spread, integer_counts)
+    return merge_panel_partials(
+        partials,
+        [chunk.panel for chunk in chunks],
+        subdivide,
+        max_spread,
+        integer_counts,
+    )
 
 
 @dataclasses.dataclass
@@ -296,7 +352,9 @@ def do_integrate(
     frame_range = frame_range or (0, sweep.source.n_frames)
     frames = np.arange(*frame_range)
     seconds = check_exposure_times(sweep, frames)
-    n_pixels = len(frames) * int(np.prod(sweep.source.panel_shapes[0]))
+    n_pixels = len(frames) * sum(
+        int(np.prod(shape)) for shape in sweep.source.panel_shapes
+    )
     start = time.perf_counter()
     table = integrate(
         sweep,

@@ -102,7 +102,7 @@ def allowed_lattice_points(crystal, s_max, centring_only=False):
     return np.ascontiguousarray(allowed), origin
 
 
-def hot_pixels(peaks, shape, n_frames, min_fraction):
+def hot_pixels(peaks, shape, n_frames, min_fraction, panel=None):
     """Pixels that are peak-model outliers in at least `min_fraction` of the frames.
 
     A hot pixel is above the threshold in frame after frame while the
@@ -113,21 +113,34 @@ def hot_pixels(peaks, shape, n_frames, min_fraction):
     Parameters
     ----------
     peaks : Table
-        Peak pixels with columns iy, ix and outlier (from find_peaks).
+        Peak pixels with columns iy, ix and outlier (from find_peaks), and
+        panel for a multi-panel detector.
     shape : (int, int)
         Panel (rows, columns).
     n_frames : int
         Frames searched for peaks.
     min_fraction : float
+    panel : int, optional
+        Only the peak pixels of this panel (those with this `panel` value).
 
     Returns
     -------
     ndarray bool (rows, columns)
     """
     outlier = np.asarray(peaks["outlier"], dtype=bool)
+    if panel is not None and "panel" in peaks.columns:
+        outlier = outlier & (np.asarray(peaks["panel"]) == panel)
     times = np.zeros(shape, dtype=np.int64)
     np.add.at(times, (peaks["iy"][outlier], peaks["ix"][outlier]), 1)
     return times >= max(2, int(np.ceil(min_fraction * n_frames)))
+
+
+def panel_hot_pixels(peaks, panel_shapes, n_frames, min_fraction):
+    """`hot_pixels` of every panel: a list of bool arrays (rows, columns)."""
+    return [
+        hot_pixels(peaks, shape, n_frames, min_fraction, panel=panel)
+        for panel, shape in enumerate(panel_shapes)
+    ]
 
 
 class PeakMasker:
@@ -140,8 +153,9 @@ class PeakMasker:
     sigma_cutoff : float
         Ellipsoid size in standard deviations of the peak model.
     peaks : Table or None
-        Peak pixels (columns image, iy, ix) to mask frame by frame.
-    hot : ndarray bool (rows, columns) or None
+        Peak pixels (columns image, iy, ix, and panel for a multi-panel
+        detector) to mask frame by frame.
+    hot : list of ndarray bool (rows, columns), one per panel, or None
     bragg : bool
         Invert the ellipsoid mask (keep only Bragg peaks); hot pixels and the
         detector mask still apply, peak pixels are then not added.
@@ -166,41 +180,57 @@ class PeakMasker:
         self.mask_absent = bool(mask_absent)
         s0 = sweep.s0(np.arange(sweep.source.n_frames))
         # |s1 - s0|^2 = |s1|^2 + |s0|^2 - 2 s1.s0 <= max|s1|^2 + |s0|^2 - 2 min s1.s0:
-        # an upper bound of |s| over the panel without a (rows, columns, 3)
+        # an upper bound of |s| over each panel without a (rows, columns, 3)
         # temporary per frame (the lattice table only needs to be big enough).
-        x, y, z = sweep.s1_planes
-        s1_squared = float(np.max(x * x + y * y + z * z))
-        s_max = max(
-            np.sqrt(
-                max(
-                    0.0,
-                    s1_squared
-                    + s0[i] @ s0[i]
-                    - 2 * np.min(s0[i, 0] * x + s0[i, 1] * y + s0[i, 2] * z),
-                )
+        s_max = 0.0
+        for panel in range(sweep.n_panels):
+            x, y, z = sweep.panel_s1_planes(panel)
+            s1_squared = float(np.max(x * x + y * y + z * z))
+            s_max = max(
+                s_max,
+                *(
+                    np.sqrt(
+                        max(
+                            0.0,
+                            s1_squared
+                            + s0[i] @ s0[i]
+                            - 2 * np.min(s0[i, 0] * x + s0[i, 1] * y + s0[i, 2] * z),
+                        )
+                    )
+                    for i in {0, len(s0) // 2, len(s0) - 1}
+                ),
             )
-            for i in {0, len(s0) // 2, len(s0) - 1}
-        )
         self.allowed, self.origin = allowed_lattice_points(
             sweep.experiment.crystal, s_max, centring_only=self.mask_absent
         )
-        shape = sweep.source.panel_shapes[0]
-        self.hot = (
-            np.asarray(hot, dtype=bool)
+        shapes = sweep.source.panel_shapes
+        self.hot = [
+            np.asarray(hot[panel], dtype=bool)
             if hot is not None
             else np.zeros(shape, dtype=bool)
-        )
-        self.detector_invalid = ~sweep.detector_mask()
-        self.invalid = self.detector_invalid | self.hot
+            for panel, shape in enumerate(shapes)
+        ]
+        self.detector_invalid = [
+            ~sweep.detector_mask(panel) for panel in range(len(shapes))
+        ]
+        self.invalid = [
+            invalid | hot for invalid, hot in zip(self.detector_invalid, self.hot)
+        ]
         self.peak_image = None
         if peaks is not None and not self.bragg and len(peaks):
-            order = np.argsort(peaks["image"], kind="stable")
+            panel = (
+                np.asarray(peaks["panel"])
+                if "panel" in peaks.columns
+                else np.zeros(len(peaks), dtype=np.int32)
+            )
+            order = np.lexsort((peaks["image"], panel))
+            self.peak_panel = panel[order]
             self.peak_image = np.asarray(peaks["image"])[order]
             self.peak_iy = np.asarray(peaks["iy"])[order]
             self.peak_ix = np.asarray(peaks["ix"])[order]
 
     def __call__(self, sweep, chunk, out=None):
-        """The mask of a chunk of whole frames: uint8, 1 = excluded.
+        """The mask of a chunk of whole frames of one panel: uint8, 1 = excluded.
 
         Ellipsoids (inverted with bragg), detector mask and hot pixels in one
         kernel pass, then the chunk's peak pixels. `out`, a C-contiguous
@@ -208,7 +238,7 @@ class PeakMasker:
         """
         frames = np.arange(chunk.frames.start, chunk.frames.stop)
         mask = _kernels.mask_peak_ellipsoids(
-            sweep.s1_planes,
+            sweep.panel_s1_planes(chunk.panel),
             sweep.s0(frames),
             sweep.matrices(frames),
             np.ascontiguousarray(self.model.centre, dtype=np.float64),
@@ -216,40 +246,49 @@ class PeakMasker:
             self.sigma_cutoff,
             self.allowed,
             self.origin,
-            invalid=self.invalid,
+            invalid=self.invalid[chunk.panel],
             invert=self.bragg,
             out=out,
         )
         if self.peak_image is not None:
             images = sweep.source.image_numbers[frames]
-            low, high = np.searchsorted(self.peak_image, [images[0], images[-1] + 1])
+            first, last = np.searchsorted(
+                self.peak_panel, [chunk.panel, chunk.panel + 1]
+            )
+            low, high = first + np.searchsorted(
+                self.peak_image[first:last], [images[0], images[-1] + 1]
+            )
             frame = self.peak_image[low:high] - images[0]
             mask[frame, self.peak_iy[low:high], self.peak_ix[low:high]] = 1
         return mask
 
 
 class CompressedMaskChunk:
-    """A chunk's mask as stored HDF5 chunks, with its masked fraction per frame.
+    """A chunk's mask as stored HDF5 chunks, with its masked pixels per frame.
 
-    Runs in the workers: the mask kernel, the per-frame fractions and the
+    Runs in the workers: the mask kernel, the per-frame counts and the
     gzip compression all happen in parallel; the writer only stores bytes.
     The chunks are coded as runs and repeats of the row above
     (`deflate_chunks(runs=True)`): standard gzip, several times faster than
     general deflate on masks and about as small.
+
+    Parameters
+    ----------
+    masker : PeakMasker
+    chunk_shapes : list of (int, int, int)
+        The HDF5 chunk shape of each panel's mask dataset.
     """
 
-    def __init__(self, masker, chunk_shape):
+    def __init__(self, masker, chunk_shapes):
         self.masker = masker
-        self.chunk_shape = tuple(chunk_shape)
+        self.chunk_shapes = [tuple(shape) for shape in chunk_shapes]
 
     def __call__(self, sweep, chunk):
         mask = self.masker(
             sweep, chunk, out=thread_buffer(chunk.shape, np.uint8, "mask")
         )
-        fraction = np.count_nonzero(mask.reshape(len(mask), -1), axis=1) / (
-            mask[0].size
-        )
-        return fraction, deflate_chunks(mask, self.chunk_shape, runs=True)
+        masked = np.count_nonzero(mask.reshape(len(mask), -1), axis=1)
+        return masked, deflate_chunks(mask, self.chunk_shapes[chunk.panel], runs=True)
 
 
 def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None):
@@ -272,28 +311,34 @@ def write_mask(path, sweep, masker, pmap, frames_per_chunk=10, frame_range=None)
     first, stop = frame_range or (0, sweep.source.n_frames)
     n_frames = stop - first
     chunks = sweep.chunks(frames_per_chunk, (first, stop))
-    per_frame = np.zeros(n_frames)
+    masked = np.zeros(n_frames, dtype=np.int64)
     frames = np.arange(first, stop)
+    shapes = sweep.source.panel_shapes
     with MaskWriter(
         path,
         sweep.phi(frames),
         sweep.source.image_numbers[frames],
-        sweep.source.panel_shapes[0],
+        shapes,
         masker.hot,
         {"sigma_cutoff": masker.sigma_cutoff, "bragg": masker.bragg},
         frames_per_chunk,
     ) as writer:
-        work = CompressedMaskChunk(masker, writer.chunk_shape)
-        for chunk, (fraction, stored) in zip(
+        work = CompressedMaskChunk(masker, writer.chunk_shapes)
+        for chunk, (count, stored) in zip(
             chunks, sweep.map_chunks(pmap, work, chunks, "mask_peaks")
         ):
             start = chunk.frames.start - first
-            writer.store(start, stored)
-            per_frame[start : start + len(fraction)] = fraction
+            writer.store(start, stored, chunk.panel)
+            masked[start : start + len(count)] += count
+    pixels = sum(int(np.prod(shape)) for shape in shapes)
+    per_frame = masked / pixels
     # The detector mask and hot pixels are masked in every frame: what is
     # left of each frame's fraction is the Bragg masking.
-    detector = float(masker.detector_invalid.mean())
-    hot = float((masker.hot & ~masker.detector_invalid).mean())
+    detector = sum(int(d.sum()) for d in masker.detector_invalid) / pixels
+    hot = (
+        sum(int((h & ~d).sum()) for h, d in zip(masker.hot, masker.detector_invalid))
+        / pixels
+    )
     total = float(per_frame.mean())
     return {
         "frames": n_frames,
@@ -362,16 +407,17 @@ def do_mask_peaks(
     MaskPeaksResult
     """
     first, stop = frame_range or (0, sweep.source.n_frames)
-    hot = hot_pixels(
+    hot = panel_hot_pixels(
         peaks,
-        sweep.source.panel_shapes[0],
+        sweep.source.panel_shapes,
         stop - first,
         params.hot_pixels.min_fraction,
     )
+    n_hot = int(sum(panel.sum() for panel in hot))
     logger.info(
         "%d peak pixels, %d hot pixels; masking ellipsoids at %g sigma%s",
         len(peaks),
-        int(hot.sum()),
+        n_hot,
         params.sigma_cutoff,
         " (inverted: Bragg peaks kept)" if params.bragg else "",
     )
@@ -409,6 +455,6 @@ def do_mask_peaks(
     return MaskPeaksResult(
         sweep.source.image_numbers[first:stop],
         summary["masked_fraction_per_image"],
-        int(hot.sum()),
+        n_hot,
         {name: summary[name] for name in fractions},
     )

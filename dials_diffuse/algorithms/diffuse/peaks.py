@@ -137,8 +137,9 @@ def peak_pixels_in_chunk(sweep, chunk, count_threshold):
     Returns
     -------
     dict of 1-D arrays
-        frame (0-based in the source), iy, ix (0-based pixel indices), counts,
-        h, k, l (fractional).
+        frame (0-based in the source), panel (multi-panel detectors only),
+        iy, ix (0-based pixel indices within the panel), counts, h, k, l
+        (fractional).
     """
     data, valid = read_reusing(sweep.source, chunk)
     flat = _kernels.pixels_above(
@@ -151,10 +152,17 @@ def peak_pixels_in_chunk(sweep, chunk, count_threshold):
     frame = frame + chunk.frames.start
     frames = np.arange(chunk.frames.start, chunk.frames.stop)
     matrices = sweep.matrices(frames)
-    delta = sweep.s1_at(row, column) - sweep.s0(frames)[frame - chunk.frames.start]
+    delta = (
+        sweep.s1_at(row, column, chunk.panel)
+        - sweep.s0(frames)[frame - chunk.frames.start]
+    )
     hkl = np.einsum("nij,nj->ni", matrices[frame - chunk.frames.start], delta)
+    panel = {}
+    if sweep.n_panels > 1:
+        panel = {"panel": np.full(len(flat), chunk.panel, dtype=np.int32)}
     return {
         "frame": frame.astype(np.int32),
+        **panel,
         "iy": row.astype(np.int32),
         "ix": column.astype(np.int32),
         "counts": counts.astype(np.float64),
@@ -167,7 +175,8 @@ def peak_pixels_in_chunk(sweep, chunk, count_threshold):
 def find_peaks(sweep, count_threshold, pmap, frames_per_chunk=10, frame_range=None):
     """All peak pixels of a sweep as a Table (`peaks`), streamed over chunks.
 
-    Columns: frame, image (1-based), phi (degrees), iy, ix, counts, h, k, l.
+    Columns: frame, image (1-based), phi (degrees), panel (multi-panel
+    detectors only), iy, ix (within the panel), counts, h, k, l.
     """
     chunks = sweep.chunks(frames_per_chunk, frame_range)
     parts = list(
@@ -226,7 +235,10 @@ def peaks_to_reflections(peaks, experiment, outlier):
         flex.int(rounded[:, 2].astype(np.int32)),
     )
     table["intensity.sum.value"] = flex.double(peaks["counts"])
-    table["panel"] = flex.size_t(n, 0)
+    if "panel" in peaks.columns:
+        table["panel"] = flex.size_t(peaks["panel"].astype(np.uint64))
+    else:
+        table["panel"] = flex.size_t(n, 0)
     table["id"] = flex.int(n, 0)
     table["is_outlier"] = flex.bool(np.asarray(outlier, dtype=bool))
     table.set_flags(flex.bool(n, True), table.flags.strong)
@@ -243,8 +255,8 @@ class FindPeaksResult:
     Attributes
     ----------
     peaks : Table
-        `peaks`: frame, image, phi, iy, ix, counts, h, k, l and outlier (1 for
-        the pixels the model fit rejected).
+        `peaks`: frame, image, phi, panel (multi-panel detectors), iy, ix,
+        counts, h, k, l and outlier (1 for the pixels the model fit rejected).
     model : PeakModel
     offsets : ndarray (n, 3)
         Each peak pixel's Miller-index offset from the nearest lattice point.

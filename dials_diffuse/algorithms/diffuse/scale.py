@@ -1247,6 +1247,12 @@ def do_scale(tables, params, names=None):
             raise DataError(
                 f"{name}: not a corrected table (no {', '.join(sorted(missing))})"
             )
+        across = sorted({"detector", "absorption"} & set(settings))
+        if across and "panel" in table and table["panel"].nunique() > 1:
+            raise DataError(
+                f"{name}: a multi-panel detector's table: the {' and '.join(across)} "
+                "term(s) take pixel indices across one panel (disable them)"
+            )
         columns = sorted(needed | ({"phi", "pixels"} & set(table)))
         frames.append(table[columns].assign(batch=number))
     observations = pd.concat(frames, ignore_index=True)

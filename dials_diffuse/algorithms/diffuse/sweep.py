@@ -1,10 +1,11 @@
 """A rotation sweep ready for per-pixel work: experiment, images and geometry.
 
-Every diffuse step works on one experiment (crystal, scan, single-panel
-detector) and its images, from the `.expt`'s own image files or from a
-data.nxs copy. `Sweep` bundles them with the per-pixel s1 and the per-frame
-matrices the kernels need, and runs a function over chunks of frames in
-parallel.
+Every diffuse step works on one experiment (crystal, scan, detector of one
+or more panels) and its images, from the `.expt`'s own image files or from a
+data.nxs copy. `Sweep` bundles them with the
+per-pixel s1 of every panel and the per-frame matrices the kernels need, and
+runs a function over chunks of frames in parallel; a chunk is a block of
+frames of one panel, so the kernels run panel by panel on that panel's s1.
 
 Frame conventions: frames are numbered 0.. within the image source; the
 frame with 1-based image number n spans array indices [n - 1, n], and its
@@ -34,16 +35,17 @@ _S1_CACHE = {}
 _S1_LOCK = threading.Lock()
 
 
-def _pixel_s1_planes_cached(experiment):
-    """s1 of the panel's pixel centres as x, y, z planes (3, rows, columns)."""
+def _pixel_s1_planes_cached(experiment, panel=0):
+    """s1 of a panel's pixel centres as x, y, z planes (3, rows, columns)."""
     key = (
-        str(experiment.detector[0].to_dict()),
+        str(experiment.detector[panel].to_dict()),
         tuple(experiment.beam.get_s0()),
     )
     with _S1_LOCK:
         if key not in _S1_CACHE:
-            _S1_CACHE.clear()
-            s1 = geometry.panel_pixel_s1(experiment.detector[0], experiment.beam)
+            if len(_S1_CACHE) >= len(experiment.detector):
+                _S1_CACHE.clear()
+            s1 = geometry.panel_pixel_s1(experiment.detector[panel], experiment.beam)
             _S1_CACHE[key] = np.ascontiguousarray(np.moveaxis(s1, -1, 0))
         return _S1_CACHE[key]
 
@@ -54,15 +56,15 @@ class Sweep:
     Parameters
     ----------
     experiment : dxtbx Experiment
-        With crystal, scan, goniometer and a single-panel detector.
+        With crystal, scan, goniometer and a detector of one or more panels.
     source : ImageSource
-        Its images (frames in scan order).
+        Its images (frames in scan order), one array per panel.
     """
 
     def __init__(self, experiment, source):
         self.experiment = experiment
         self.source = source
-        self._s1_planes = None
+        self._s1_planes = {}
 
     def __getstate__(self):
         return {"experiment": self.experiment, "source": self.source}
@@ -72,33 +74,42 @@ class Sweep:
 
     @property
     def shape(self):
-        """(frames, rows, columns) of the image source."""
+        """(frames, rows, columns) of the image source (panel 0)."""
         return (self.source.n_frames, *self.source.panel_shapes[0])
 
     @property
-    def s1_planes(self):
-        """s1 of every pixel centre as x, y, z planes (3, rows, columns), inverse Angstrom.
+    def n_panels(self):
+        """Number of detector panels."""
+        return len(self.source.panel_shapes)
 
-        The layout the kernels take; computed once per process and geometry.
+    @property
+    def s1_planes(self):
+        """s1 of panel 0's pixel centres as x, y, z planes (3, rows, columns), inverse Angstrom."""
+        return self.panel_s1_planes(0)
+
+    def panel_s1_planes(self, panel):
+        """s1 of a panel's pixel centres as x, y, z planes (3, rows, columns), inverse Angstrom.
+
+        The layout the kernels take; computed once per process, geometry and panel.
         """
-        if self._s1_planes is None:
-            self._s1_planes = _pixel_s1_planes_cached(self.experiment)
-        return self._s1_planes
+        if panel not in self._s1_planes:
+            self._s1_planes[panel] = _pixel_s1_planes_cached(self.experiment, panel)
+        return self._s1_planes[panel]
 
     @property
     def s1(self):
-        """s1 (rows, columns, 3) of every pixel centre, inverse Angstrom (a view of the planes)."""
+        """s1 (rows, columns, 3) of panel 0's pixel centres, inverse Angstrom (a view of the planes)."""
         return np.moveaxis(self.s1_planes, 0, -1)
 
-    def s1_at(self, rows, columns):
-        """s1 (n, 3) of the centres of pixels (rows, columns), inverse Angstrom.
+    def s1_at(self, rows, columns, panel=0):
+        """s1 (n, 3) of the centres of pixels (rows, columns) of a panel, inverse Angstrom.
 
         The full-panel array when it is already computed, else only these
         pixels (a few peak pixels need not cost the whole panel's geometry).
         """
-        if self._s1_planes is not None:
-            return self.s1[rows, columns]
-        panel = self.experiment.detector[0]
+        if panel in self._s1_planes:
+            return np.moveaxis(self._s1_planes[panel], 0, -1)[rows, columns]
+        panel = self.experiment.detector[panel]
         lab = geometry.lab_coordinates(
             panel, np.asarray(columns) + 0.5, np.asarray(rows) + 0.5
         )
@@ -111,15 +122,15 @@ class Sweep:
             dtype=np.float64,
         )
 
-    def detector_mask(self):
-        """Valid pixels of the first frame (rows, columns): static mask and gaps.
+    def detector_mask(self, panel=0):
+        """Valid pixels of a panel in the first frame (rows, columns): static mask and gaps.
 
         From a data.nxs the masked pixels (-1) of the first frame; from the
         images the format's and external masks and the trusted range.
         """
-        chunk = next(self.source.chunks(frames=1))
+        chunk = next(self.source.chunks(frames=1, panels=[panel]))
         _, valid = self.source.read(chunk)
-        return np.asarray(self.source.static_mask(0), dtype=bool) & valid[0]
+        return np.asarray(self.source.static_mask(panel), dtype=bool) & valid[0]
 
     def frame_centres(self, frames):
         """Array index z of the centre of each frame (0-based within the source)."""
@@ -143,7 +154,7 @@ class Sweep:
         return frame_range(self.source.image_numbers, image_range)
 
     def chunks(self, frames_per_chunk, frame_range=None):
-        """Chunks of whole frames (all rows and columns) of panel 0."""
+        """Chunks of whole frames (all rows and columns), panel by panel."""
         return list(
             self.source.chunks(frames=frames_per_chunk, frame_range=frame_range)
         )
@@ -229,17 +240,12 @@ def readable_experiments(inputs):
 
 
 def check_sweep_experiment(experiment):
-    """DataError unless `experiment` is a rotation sweep on a single-panel detector."""
+    """DataError unless `experiment` is a rotation sweep (any number of panels)."""
     for model in ("crystal", "scan", "goniometer", "detector", "beam"):
         if getattr(experiment, model) is None:
             raise DataError(
                 f"the experiment has no {model} model: give a refined rotation sweep"
             )
-    if len(experiment.detector) != 1:
-        raise DataError(
-            f"the detector has {len(experiment.detector)} panels: only "
-            "single-panel detectors are supported (as mdx2)"
-        )
 
 
 def sweep_from_experiment(experiment, imageset=None, data_file=None):
@@ -248,7 +254,7 @@ def sweep_from_experiment(experiment, imageset=None, data_file=None):
     Parameters
     ----------
     experiment : dxtbx Experiment
-        With crystal, scan, goniometer, beam and a single-panel detector.
+        With crystal, scan, goniometer, beam and a detector of one or more panels.
     imageset : dxtbx imageset, optional
         Its images, readable (loaded with their Format class); default the
         experiment's own.
@@ -263,11 +269,15 @@ def sweep_from_experiment(experiment, imageset=None, data_file=None):
             raise DataError("the experiment has no images: give data.nxs or the images")
         return Sweep(experiment, ImagesetSource(imageset))
     source = NexusDataSource(data_file)
-    expected = tuple(reversed(experiment.detector[0].get_image_size()))
-    if tuple(source.panel_shapes[0]) != expected:
+    expected = [
+        tuple(reversed(panel.get_image_size())) for panel in experiment.detector
+    ]
+    found = [tuple(shape) for shape in source.panel_shapes]
+    if found != expected:
         raise DataError(
-            f"{data_file}: images are {source.panel_shapes[0]} pixels, "
-            f"the experiment's detector {expected}"
+            f"{data_file}: images are {found[0] if len(found) == 1 else found} "
+            f"pixels, the experiment's detector "
+            f"{expected[0] if len(expected) == 1 else expected}"
         )
     first, last = experiment.scan.get_image_range()
     numbers = source.image_numbers
