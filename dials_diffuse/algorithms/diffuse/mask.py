@@ -156,6 +156,7 @@ class PeakMasker:
         Peak pixels (columns image, iy, ix, and panel for a multi-panel
         detector) to mask frame by frame.
     hot : list of ndarray bool (rows, columns), one per panel, or None
+        (one array for a single-panel detector)
     bragg : bool
         Invert the ellipsoid mask (keep only Bragg peaks); hot pixels and the
         detector mask still apply, peak pixels are then not added.
@@ -204,6 +205,8 @@ class PeakMasker:
             sweep.experiment.crystal, s_max, centring_only=self.mask_absent
         )
         shapes = sweep.source.panel_shapes
+        if isinstance(hot, np.ndarray):
+            hot = [hot]  # the one panel's
         self.hot = [
             np.asarray(hot[panel], dtype=bool)
             if hot is not None
