@@ -73,6 +73,7 @@ def world(
         "corrected.nxs",
         "scale.nxs",
         "merged.nxs",
+        "map.nxs",
         "ring_center.expt",
         "polar.h5",
         "integrated.refl",

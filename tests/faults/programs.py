@@ -123,6 +123,18 @@ PROGRAMS = [
         referenced="data_file",
     ),
     ProgramCase(
+        "compare_maps",
+        _files("merged.nxs", "map.nxs", "expt"),
+        "output.table",
+        referenced="data_file",
+    ),
+    ProgramCase(
+        "reintegrate",
+        _files("expt", "data.nxs", "mask.nxs", "scale.nxs", extra=["subdivide=2,2,2"]),
+        "output.table",
+        referenced="data_file",
+    ),
+    ProgramCase(
         "process",
         _files("expt", extra=["find_peaks.count_threshold=30"]),
         "find_peaks.output.peaks",
