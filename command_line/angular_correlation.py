@@ -55,7 +55,7 @@ pairs = consecutive
   .help = "'consecutive' for neighbouring shots, or a JSON file of tag pairs"
           "[[tag_a, tag_b], ...]."
 skip_dark = 0
-  .type = int(value_min=0)
+  .type = int(value_min=0, allow_none=False)
   .help = "Leave out the first N shots as dark, besides the shots flagged"
           "dark (shutter closed) in the polar file."
 outliers {
@@ -65,11 +65,11 @@ outliers {
             "exceeds this. None: keep every pair."
 }
 min_overlap = 4
-  .type = int(value_min=1)
+  .type = int(value_min=1, allow_none=False)
   .help = "Fewest valid phi sample pairs for a lag to count in one pair."
 plot {
   exclude_dphi = 5
-    .type = float(value_min=0)
+    .type = float(value_min=0, allow_none=False)
     .help = "Leave out lags within this many degrees of 0 and 360 in the plot"
             "(the self-correlation peak)."
 }
@@ -97,14 +97,14 @@ def main(params, inputs, run):
     try:
         if params.pairs == "consecutive":
             dark = polar.dark.copy()
-            pairs = consecutive_pairs(len(polar.tags), dark, params.skip_dark or 0)
+            pairs = consecutive_pairs(len(polar.tags), dark, params.skip_dark)
         else:
             if not Path(params.pairs).is_file():
                 raise UserError(f"{params.pairs}: no such pair file")
             inputs.protect(params.pairs)
             pairs = pairs_from_json(params.pairs, polar.tags)
             excluded = polar.dark.copy()
-            excluded[: params.skip_dark or 0] = True
+            excluded[: params.skip_dark] = True
             before = len(pairs)
             pairs = [(a, b) for a, b in pairs if not (excluded[a] or excluded[b])]
             if len(pairs) < before:
@@ -117,7 +117,7 @@ def main(params, inputs, run):
                 polar,
                 pairs,
                 z_max=params.outliers.z_max,
-                min_overlap=params.min_overlap or 1,
+                min_overlap=params.min_overlap,
                 pmap=pmap,
                 progress=progress,
             )
@@ -145,7 +145,7 @@ def main(params, inputs, run):
     if params.output.plot:
         with run.write(params.output.plot, "correlation plot") as path:
             plot_correlation(
-                result.correlation, q, dphi, params.plot.exclude_dphi or 0, path
+                result.correlation, q, dphi, params.plot.exclude_dphi, path
             )
 
 

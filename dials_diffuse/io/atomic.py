@@ -61,9 +61,9 @@ def atomic_path(path):
     final = Path(path)
     directory = final.parent if str(final.parent) else Path(".")
     if not directory.is_dir():
-        from dials_diffuse.util.errors import UserError
+        from dials_diffuse.util.errors import DataError
 
-        raise UserError(f"{final}: output directory {directory} does not exist")
+        raise DataError(f"{final}: output directory {directory} does not exist")
     temporary = _create_temporary(final)
     try:
         yield temporary
