@@ -325,10 +325,7 @@ program = Program(
     claim_file=map_files.is_map_file,
 )
 
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    return program.run(args)
+run = program.run
 
 
 if __name__ == "__main__":
