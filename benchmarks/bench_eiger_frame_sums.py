@@ -108,7 +108,7 @@ def write_series(directory, detector, n_frames):
         detector=models.make_detector(layout, 1.0),
         pixel_mask=np.where(gap, GAP_BIT, 0).astype(np.uint32),
         exposure_s=0.01,
-        nxmx=False,
+        geometry="flat",
     )
 
 
