@@ -105,23 +105,6 @@ output {
 )
 
 
-def load_map(params, crystal, path):
-    """The map at `path`, with cell and space group from `input.unit_cell` and
-    `input.space_group`, else from `crystal` (a dxtbx crystal, or None)."""
-    unit_cell = params.input.unit_cell
-    space_group = params.input.space_group
-    if crystal is not None:
-        unit_cell = unit_cell or crystal.get_unit_cell().parameters()
-        space_group = space_group or str(crystal.get_space_group().info())
-    return map_files.read_map(
-        path,
-        column=params.input.column,
-        unit_cell=unit_cell,
-        space_group=space_group,
-        subdivide=params.input.subdivide,
-    )
-
-
 def split_inputs(inputs):
     """The map files and the peak model (peaks.nxs) among the claimed files."""
     maps, peaks = [], None
@@ -153,7 +136,7 @@ def main(params, inputs, run):
                 "delta_pdf.punch.shape=ellipsoid needs the peaks.nxs of find_peaks"
             )
     crystal = inputs.experiments[0].crystal if inputs.experiments else None
-    recmap = load_map(params, crystal, maps[0])
+    recmap = map_files.read_map_as_given(maps[0], params.input, crystal)
     logger.info(
         "Map %s: %s grid points, %s per r.l.u., cell %s, space group %s",
         recmap.source,

@@ -61,20 +61,9 @@ def main(params, inputs, run):
         raise UserError(
             f"give two maps to compare ({len(inputs.claimed)} given), and the .expt"
         )
-    unit_cell = params.input.unit_cell
-    space_group = params.input.space_group
-    if inputs.experiments:
-        crystal = inputs.experiments[0].crystal
-        unit_cell = unit_cell or crystal.get_unit_cell().parameters()
-        space_group = space_group or str(crystal.get_space_group().info())
+    crystal = inputs.experiments[0].crystal if inputs.experiments else None
     maps = [
-        map_files.read_map(
-            path,
-            column=params.input.column,
-            unit_cell=unit_cell,
-            space_group=space_group,
-            subdivide=params.input.subdivide,
-        )
+        map_files.read_map_as_given(path, params.input, crystal)
         for path in inputs.claimed
     ]
     if all(m.unit_cell is None for m in maps):

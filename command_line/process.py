@@ -33,6 +33,7 @@ from dials_diffuse.command_line import merge as merge_program
 from dials_diffuse.command_line import scale as scale_program
 from dials_diffuse.io.background_file import read_background
 from dials_diffuse.io.html_report import report_section, write_html_report
+from dials_diffuse.io.map_files import read_map_as_given
 from dials_diffuse.io.map_viewer import VIEWER_OUTPUT, viewer_link
 from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.plots import prefetch_matplotlib
@@ -399,8 +400,8 @@ def run_joint(params, corrected, sweeps, chain):
     step = params.analyse_map
     merged_file = str(params.merge.output.table)
     with chain.step("analyse_map", [merged_file, expt]) as run:
-        recmap = analyse_map_program.load_map(
-            step, sweeps.experiments[0].crystal, merged_file
+        recmap = read_map_as_given(
+            merged_file, step.input, sweeps.experiments[0].crystal
         )
         # Punching by the peak ellipsoid takes the first sweep's peak model.
         peaks = str(sweeps.steps[0]["find_peaks"].output.peaks)

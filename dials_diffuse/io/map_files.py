@@ -65,6 +65,26 @@ input {
 """
 
 
+def read_map_as_given(path, input_params, crystal=None):
+    """`read_map` with the `input` scope of `input_phil_str` (`input_params`).
+
+    The cell and space group are the parameters' where given, else those of
+    `crystal` (a dxtbx crystal, e.g. of the refined .expt; None: the map's own).
+    """
+    unit_cell = input_params.unit_cell
+    space_group = input_params.space_group
+    if crystal is not None:
+        unit_cell = unit_cell or crystal.get_unit_cell().parameters()
+        space_group = space_group or str(crystal.get_space_group().info())
+    return read_map(
+        path,
+        column=input_params.column,
+        unit_cell=unit_cell,
+        space_group=space_group,
+        subdivide=input_params.subdivide,
+    )
+
+
 def is_map_file(path):
     """True for a file name that `read_map` may read (by suffix)."""
     return Path(path).suffix.lower() in MAP_SUFFIXES
