@@ -41,7 +41,6 @@ import numpy as np
 
 from dials_diffuse import _kernels
 from dials_diffuse.algorithms.diffuse.integrate import merge_partials
-from dials_diffuse.algorithms.diffuse.sweep import load_sweep
 from dials_diffuse.images.hdf5_chunks import (
     CODEC_SHUFFLE_DEFLATE,
     ChunkedDataset,
@@ -52,7 +51,7 @@ from dials_diffuse.images.source import read_reusing, thread_buffer
 from dials_diffuse.io.image_series import IMAGE_SERIES, compression_options
 from dials_diffuse.io.mask_file import GROUP as MASK_GROUP
 from dials_diffuse.io.mask_file import MaskFile
-from dials_diffuse.util.inputs import load_inputs
+from dials_diffuse.util.inputs import load_inputs, load_sweep
 
 DATASETS = {"data.nxs": IMAGE_SERIES + "/data", "mask.nxs": MASK_GROUP + "/mask"}
 

@@ -120,8 +120,7 @@ def kernel_rates(expt, data_file, repeats=3):
 
     from dials_diffuse import _kernels
     from dials_diffuse.algorithms.diffuse.mask import allowed_lattice_points
-    from dials_diffuse.algorithms.diffuse.sweep import load_sweep
-    from dials_diffuse.util.inputs import load_inputs
+    from dials_diffuse.util.inputs import load_inputs, load_sweep
 
     sweep = load_sweep(load_inputs([str(expt)]), data_file)
     with h5py.File(data_file, "r") as handle:
@@ -188,11 +187,10 @@ def steady_rates(ours_dir, nproc=1, repeats=2):
     from dials_diffuse.algorithms.diffuse.integrate import integrate
     from dials_diffuse.algorithms.diffuse.mask import PeakMasker
     from dials_diffuse.algorithms.diffuse.peaks import PeakModel
-    from dials_diffuse.algorithms.diffuse.sweep import load_sweep
     from dials_diffuse.images.source import thread_buffer
     from dials_diffuse.io.mask_file import MaskFile
     from dials_diffuse.io.tables import load_table
-    from dials_diffuse.util.inputs import load_inputs
+    from dials_diffuse.util.inputs import load_inputs, load_sweep
     from dials_diffuse.util.parallel import ParallelMap
 
     sweep = load_sweep(

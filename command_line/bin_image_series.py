@@ -4,13 +4,13 @@ import logging
 import sys
 
 from dials_diffuse.algorithms.diffuse.background import do_bin_image_series
-from dials_diffuse.algorithms.diffuse.sweep import nexus_input, readable_imageset
 from dials_diffuse.images.imageset import ImagesetSource
 from dials_diffuse.images.source import frame_range
 from dials_diffuse.io.background_file import write_background
 from dials_diffuse.io.image_series import NexusDataSource
 from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.inputs import nexus_input, readable_imageset
 from dials_diffuse.util.program import Program
 
 logger = logging.getLogger("dials_diffuse.command_line.bin_image_series")

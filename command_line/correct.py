@@ -6,11 +6,11 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.correct import do_correct, observations_per_voxel
-from dials_diffuse.algorithms.diffuse.sweep import nexus_input
 from dials_diffuse.io.background_file import read_background
 from dials_diffuse.io.plots import histogram, new_figure, save_png
 from dials_diffuse.io.tables import load_table, write_tables
 from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.inputs import nexus_input
 from dials_diffuse.util.program import Program
 
 logger = logging.getLogger("dials_diffuse.command_line.correct")

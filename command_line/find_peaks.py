@@ -6,9 +6,10 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.peaks import do_find_peaks, peaks_to_reflections
-from dials_diffuse.algorithms.diffuse.sweep import load_sweep_for_program, sweep_phil
+from dials_diffuse.algorithms.diffuse.sweep import sweep_phil
 from dials_diffuse.io.plots import histogram, new_figure, prefetch_matplotlib, save_png
 from dials_diffuse.io.tables import write_tables
+from dials_diffuse.util.inputs import load_sweep_for_program
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 

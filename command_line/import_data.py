@@ -4,7 +4,8 @@ import logging
 import sys
 
 from dials_diffuse.algorithms.diffuse.import_data import do_import_data
-from dials_diffuse.algorithms.diffuse.sweep import load_sweep, sweep_phil
+from dials_diffuse.algorithms.diffuse.sweep import sweep_phil
+from dials_diffuse.util.inputs import load_sweep
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 

@@ -6,11 +6,7 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.diffuse.integrate import do_integrate
-from dials_diffuse.algorithms.diffuse.sweep import (
-    load_sweep_for_program,
-    nexus_input,
-    sweep_phil,
-)
+from dials_diffuse.algorithms.diffuse.sweep import sweep_phil
 from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.plots import (
     histogram,
@@ -20,6 +16,7 @@ from dials_diffuse.io.plots import (
     save_png,
 )
 from dials_diffuse.io.tables import write_tables
+from dials_diffuse.util.inputs import load_sweep_for_program, nexus_input
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 

@@ -7,14 +7,11 @@ import numpy as np
 
 from dials_diffuse.algorithms.diffuse.mask import do_mask_peaks
 from dials_diffuse.algorithms.diffuse.peaks import PeakModel
-from dials_diffuse.algorithms.diffuse.sweep import (
-    load_sweep_for_program,
-    nexus_input,
-    sweep_phil,
-)
+from dials_diffuse.algorithms.diffuse.sweep import sweep_phil
 from dials_diffuse.io.plots import new_figure, prefetch_matplotlib, save_png
 from dials_diffuse.io.tables import load_table
 from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.inputs import load_sweep_for_program, nexus_input
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 

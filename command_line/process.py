@@ -19,7 +19,6 @@ from dials_diffuse.algorithms.diffuse.peaks import do_find_peaks
 from dials_diffuse.algorithms.diffuse.scale import do_scale
 from dials_diffuse.algorithms.diffuse.sweep import (
     check_sweep_experiment,
-    readable_experiments,
     sweep_from_experiment,
     sweep_phil,
 )
@@ -38,7 +37,7 @@ from dials_diffuse.io.map_viewer import VIEWER_OUTPUT, viewer_link
 from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.plots import prefetch_matplotlib
 from dials_diffuse.util.errors import DataError, UserError
-from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES
+from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, readable_experiments
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import _LOGGERS, Program, RunContext
 

@@ -7,7 +7,6 @@ import h5py
 
 from dials_diffuse.algorithms.diffuse.reintegrate import do_reintegrate
 from dials_diffuse.algorithms.diffuse.sweep import (
-    readable_experiments,
     sweep_from_experiment,
     sweep_phil,
 )
@@ -15,6 +14,7 @@ from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.scale_model import is_scale_model_file, read_scale_model
 from dials_diffuse.io.tables import write_tables
 from dials_diffuse.util.errors import UserError
+from dials_diffuse.util.inputs import readable_experiments
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 

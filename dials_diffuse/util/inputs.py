@@ -8,6 +8,11 @@
 
 Each problem (missing, unreadable, corrupt or truncated file, a file no
 Format class understands) is a `UserError` that names the file.
+
+Then what programs make of them: the experiments with readable images
+(`readable_experiments`), the input .nxs holding a given group
+(`nexus_input`), and the one rotation sweep of a diffuse-chain program
+(`load_sweep`, `load_sweep_for_program`: images from data.nxs or the .expt).
 """
 
 import logging
@@ -221,6 +226,89 @@ def load_inputs(file_names, reads_images=False):
         n_images = sum(len(e.imageset) for e in imported)
         logger.info("Imported %d image(s) from %d file(s)", n_images, len(image_files))
     return Inputs(experiments, reflections, nexus, paths)
+
+
+def readable_experiments(inputs):
+    """Every experiment of the inputs, with imagesets whose images can be read.
+
+    The `.expt` files loaded again with their Format classes (in command-line
+    order, as `inputs.experiments`); experiments imported from image files
+    are already readable.
+    """
+    from dxtbx.model.experiment_list import ExperimentList
+
+    files = [p for p in inputs.files if p.suffix.lower() in EXPERIMENT_SUFFIXES]
+    if not files:
+        return inputs.experiments
+    experiments = ExperimentList()
+    for path in files:
+        experiments.extend(load_experiments(path, check_format=True))
+    return experiments
+
+
+def readable_imageset(inputs, experiment):
+    """The experiment's imageset with its Format class (images checked readable).
+
+    Programs load experiment files without opening the images (data.nxs may
+    replace them); without data.nxs the experiment file is loaded again with
+    its images. Experiments imported from image files are already readable.
+    """
+    if experiment.imageset is None:
+        raise UserError("the experiment has no images: give data.nxs or the images")
+    return readable_experiments(inputs)[0].imageset
+
+
+def nexus_input(inputs, group):
+    """The input file among our .nxs files that holds /entry/<group>, or None.
+
+    More than one such file is a UserError.
+    """
+    import h5py
+
+    found = []
+    for path in inputs.nexus:
+        with h5py.File(path, "r") as handle:
+            if f"entry/{group}" in handle:
+                found.append(path)
+    if len(found) > 1:
+        raise UserError(f"two files hold /entry/{group}: {found[0]} and {found[1]}")
+    return found[0] if found else None
+
+
+def load_sweep(inputs, data_file=None):
+    """The Sweep of a program's inputs: one experiment, images from data.nxs or the .expt.
+
+    Parameters
+    ----------
+    inputs : Inputs
+    data_file : Path, optional
+        A data.nxs to read the images from; default the experiment's images.
+    """
+    from dials_diffuse.algorithms.diffuse.sweep import sweep_from_experiment
+
+    experiments = inputs.experiments
+    if len(experiments) == 0:
+        raise UserError("no experiment given: name a refined .expt file")
+    if len(experiments) > 1:
+        raise UserError(
+            f"the input holds {len(experiments)} experiments: give one sweep "
+            "(dials.split_experiments makes one file per experiment)"
+        )
+    experiment = experiments[0]
+    imageset = None
+    if data_file is None and experiment.imageset is not None:
+        imageset = readable_imageset(inputs, experiment)
+    return sweep_from_experiment(experiment, imageset, data_file)
+
+
+def load_sweep_for_program(params, inputs):
+    """The Sweep and frame range a diffuse program works on (images from data.nxs if given).
+
+    `params.image_range` (`dials_diffuse.algorithms.diffuse.sweep.sweep_phil`)
+    selects the frames.
+    """
+    sweep = load_sweep(inputs, nexus_input(inputs, "image_series"))
+    return sweep, sweep.frame_range(params.image_range)
 
 
 def _readable(path):

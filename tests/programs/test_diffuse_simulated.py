@@ -178,8 +178,7 @@ def test_bragg_mask_keeps_a_hot_pixel_inside_a_peak_masked(
     """A hot pixel inside a Bragg ellipsoid (as in the demo data) stays masked."""
     from dials_diffuse.algorithms.diffuse.mask import PeakMasker
     from dials_diffuse.algorithms.diffuse.peaks import PeakModel
-    from dials_diffuse.algorithms.diffuse.sweep import load_sweep
-    from dials_diffuse.util.inputs import load_inputs
+    from dials_diffuse.util.inputs import load_inputs, load_sweep
 
     sweep = load_sweep(load_inputs([str(simulated_rotation["truth_expt"])], True))
     model = PeakModel.from_table(load_table(truth_chain / "peaks.nxs", "peak_model"))

@@ -207,38 +207,6 @@ def check_exposure_times(sweep, frames):
     return seconds
 
 
-def readable_imageset(inputs, experiment):
-    """The experiment's imageset with its Format class (images checked readable).
-
-    Programs load experiment files without opening the images (data.nxs may
-    replace them); without data.nxs the experiment file is loaded again with
-    its images. Experiments imported from image files are already readable.
-    """
-    if experiment.imageset is None:
-        raise DataError("the experiment has no images: give data.nxs or the images")
-    return readable_experiments(inputs)[0].imageset
-
-
-def readable_experiments(inputs):
-    """Every experiment of the inputs, with imagesets whose images can be read.
-
-    The `.expt` files loaded again with their Format classes (in command-line
-    order, as `inputs.experiments`); experiments imported from image files
-    are already readable.
-    """
-    from dxtbx.model.experiment_list import ExperimentList
-
-    from dials_diffuse.util.inputs import EXPERIMENT_SUFFIXES, load_experiments
-
-    files = [p for p in inputs.files if p.suffix.lower() in EXPERIMENT_SUFFIXES]
-    if not files:
-        return inputs.experiments
-    experiments = ExperimentList()
-    for path in files:
-        experiments.extend(load_experiments(path, check_format=True))
-    return experiments
-
-
 def check_sweep_experiment(experiment):
     """DataError unless `experiment` is a rotation sweep (any number of panels)."""
     for model in ("crystal", "scan", "goniometer", "detector", "beam"):
@@ -289,47 +257,6 @@ def sweep_from_experiment(experiment, imageset=None, data_file=None):
     return Sweep(experiment, source)
 
 
-def load_sweep(inputs, data_file=None):
-    """The Sweep of a program's inputs: one experiment, images from data.nxs or the .expt.
-
-    Parameters
-    ----------
-    inputs : dials_diffuse.util.inputs.Inputs
-    data_file : Path, optional
-        A data.nxs to read the images from; default the experiment's images.
-    """
-    experiments = inputs.experiments
-    if len(experiments) == 0:
-        raise DataError("no experiment given: name a refined .expt file")
-    if len(experiments) > 1:
-        raise DataError(
-            f"the input holds {len(experiments)} experiments: give one sweep "
-            "(dials.split_experiments makes one file per experiment)"
-        )
-    experiment = experiments[0]
-    imageset = None
-    if data_file is None and experiment.imageset is not None:
-        imageset = readable_imageset(inputs, experiment)
-    return sweep_from_experiment(experiment, imageset, data_file)
-
-
-def nexus_input(inputs, group):
-    """The input file among our .nxs files that holds /entry/<group>, or None.
-
-    More than one such file is a DataError.
-    """
-    import h5py
-
-    found = []
-    for path in inputs.nexus:
-        with h5py.File(path, "r") as handle:
-            if f"entry/{group}" in handle:
-                found.append(path)
-    if len(found) > 1:
-        raise DataError(f"two files hold /entry/{group}: {found[0]} and {found[1]}")
-    return found[0] if found else None
-
-
 # PHIL shared by every program of the diffuse chain.
 sweep_phil = """
 image_range = None
@@ -342,9 +269,3 @@ frames_per_chunk = 10
   .help = "Frames per chunk of work: memory grows with it (about 30 bytes per"
           "pixel-frame), parallel work is spread over chunks."
 """
-
-
-def load_sweep_for_program(params, inputs):
-    """The Sweep and frame range a diffuse program works on (images from data.nxs if given)."""
-    sweep = load_sweep(inputs, nexus_input(inputs, "image_series"))
-    return sweep, sweep.frame_range(params.image_range)
