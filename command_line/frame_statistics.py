@@ -6,15 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dials_diffuse.algorithms.frames.describe import describe_series
-from dials_diffuse.algorithms.frames.detrend import detrend, running_cv
-from dials_diffuse.algorithms.frames.sums import FrameSums, sum_frames
+from dials_diffuse.algorithms.frames.statistics import do_frame_statistics
 from dials_diffuse.images.eiger import EigerMasterSource, is_eiger_master
 from dials_diffuse.images.shots import ShotReader
 from dials_diffuse.io.dials_mask import read_dials_mask
 from dials_diffuse.io.frame_plots import write_html, write_png
 from dials_diffuse.io.redis_store import post_series, redis_key
-from dials_diffuse.io.seed_config import arguments_from_seed_config
+from dials_diffuse.io.seed_config import expand_config_files
 from dials_diffuse.util.errors import DataError, UserError
 from dials_diffuse.util.inputs import REFLECTION_SUFFIXES
 from dials_diffuse.util.parallel import parallel_map_from_params
@@ -63,40 +61,11 @@ Examples:
 """
 
 phil_scope = """
-image_range = None
-  .type = ints(size=2, value_min=0)
-  .help = "First and last image to sum, inclusive, numbered as DIALS numbers"
-          "the sequence's images (a master file's from 1); a last image of 0"
-          "means the last image of the series. Default: all."
-low = 0
-  .type = float
-  .help = "Pixels below this value (counts) are excluded from the sums."
-high = None
-  .type = float
-  .help = "Pixels above this value (counts) are excluded from the sums. Default:"
-          "no upper threshold (overloads and gap values are always excluded)."
+include scope dials_diffuse.algorithms.frames.statistics.phil_scope
 mask = None
   .type = path
   .help = "A DIALS mask file (mask.pickle, from dials.generate_mask): pixels it"
           "marks False are excluded, besides the detector's own mask."
-batch_frames = Auto
-  .type = int(value_min=1)
-  .help = "Frames summed per parallel task. Memory holds about nproc x 2 batches"
-          "of compressed frames. Auto: about 64 MB of pixels per batch (1 to 64"
-          "frames)."
-detrend {
-  method = *linear polynomial moving_window none
-    .type = choice
-    .help = "How the slow trend is removed: a least-squares line, a polynomial"
-            "of degree detrend.order, a centred moving mean over detrend.window"
-            "frames, or nothing. The detrended series keeps the raw mean."
-  order = 2
-    .type = int(value_min=0)
-    .help = "Polynomial degree for detrend.method=polynomial."
-  window = 101
-    .type = int(value_min=1)
-    .help = "Window length (frames) for detrend.method=moving_window."
-}
 plot {
   cv_window = None
     .type = int(value_min=2)
@@ -191,137 +160,33 @@ def open_sources(inputs):
     return [reader], Path(reader.path(reader.shots()[0]))
 
 
-def check_mask(mask, source):
-    if mask is None:
-        return None
-    shapes = source.panel_shapes
-    if [m.shape for m in mask] != [tuple(s) for s in shapes]:
-        raise UserError(
-            f"mask has panel shapes {[m.shape for m in mask]}, the images {shapes}"
-        )
-    return mask
-
-
-def concatenate_sums(parts):
-    """One FrameSums of the frames of several Eiger series, with the series
-    (imageset) of each frame."""
-    if len(parts) == 1:
-        return parts[0]
-    return FrameSums(
-        image_numbers=np.concatenate([p.image_numbers for p in parts]),
-        sums=np.concatenate([p.sums for p in parts]),
-        used=np.concatenate([p.used for p in parts]),
-        maxima=np.concatenate([p.maxima for p in parts]),
-        invalid=np.concatenate([p.invalid for p in parts]),
-        imagesets=np.concatenate(
-            [np.full(p.sums.size, i) for i, p in enumerate(parts)]
-        ),
-        experiments=np.concatenate(
-            [np.full(p.sums.size, i) for i, p in enumerate(parts)]
-        ),
-    )
-
-
 def main(params, inputs, run):
     sources, source_path = open_sources(inputs)
     mask = read_dials_mask(params.mask) if params.mask else None
-    for source in sources:
-        check_mask(mask, source)
-    high = np.inf if params.high is None else params.high
     with run.timer("sum frames"), parallel_map_from_params(params) as pmap:
-        logger.info(
-            "Summing pixels within [%g, %g] on %d worker(s)",
-            params.low,
-            high,
-            pmap.workers,
-        )
-        sums = concatenate_sums(
-            [
-                sum_frames(
-                    source,
-                    image_range=params.image_range,
-                    low=params.low,
-                    high=high,
-                    mask=mask,
-                    pmap=pmap,
-                    batch_frames=params.batch_frames
-                    if isinstance(params.batch_frames, int)
-                    else None,
-                )
-                for source in sources
-            ]
-        )
-    n = sums.sums.size
-    seconds = run.timings["sum frames"]
-    logger.info(
-        "Summed %d frames in %.2f s (%.1f frames/s); %.0f pixels used per frame on average",
-        n,
-        seconds,
-        n / seconds if seconds else np.inf,
-        sums.used.mean(),
-    )
-    if sums.invalid.any():
-        logger.info(
-            "Excluded overloaded/gap values (not in the static mask): %.1f pixels per "
-            "frame on average, at most %d in one frame",
-            sums.invalid.mean(),
-            sums.invalid.max(),
-        )
-    if np.any(sums.used == 0):
-        logger.warning(
-            "%d frame(s) have no pixel within [%g, %g]",
-            int(np.sum(sums.used == 0)),
-            params.low,
-            high,
-        )
-    d = params.detrend
-    detrended, trend = detrend(sums.sums, d.method, d.order, d.window)
-    table = describe_series({"raw": sums.sums, "detrended": detrended})
-    logger.info(
-        "Descriptive statistics of the frame sums (detrend: %s):\n%s",
-        d.method,
-        table.to_string(float_format=lambda v: f"{v:.6e}"),
-    )
-    statistics = {
-        column: {row: float(table.loc[row, column]) for row in table.index}
-        for column in table.columns
-    }
-    run.results.update(
-        {
-            "frames": int(n),
-            "image_sets": int(np.unique(sums.imagesets).size)
-            if sums.imagesets is not None
-            else 1,
-            "first_image": int(sums.image_numbers[0]),
-            "last_image": int(sums.image_numbers[-1]),
-            "low": params.low,
-            "high": None if params.high is None else params.high,
-            "detrend": d.method,
-            "statistics": statistics,
-            "frames_per_second": n / seconds if seconds else None,
-            "invalid_pixels_per_frame": float(sums.invalid.mean()),
-        }
-    )
-    series = sums.to_frame()
-    series["trend"] = trend
-    series["detrended"] = detrended
+        result = do_frame_statistics(sources, params, pmap, mask)
+    write_outputs(result, params, run, source_path)
 
+
+def write_outputs(result, params, run, source_path):
+    """Write the tables and plots, post to Redis if asked; record the results."""
+    run.results.update(result.summary())
+    sums = result.sums
     if params.output.series:
         with run.write(params.output.series, "per-frame series") as path:
-            series.to_csv(path, index=False)
+            result.series().to_csv(path, index=False)
     if sums.panels is not None and params.output.panels:
         with run.write(params.output.panels, "per-panel sums") as path:
             sums.panels.to_csv(path, index=False)
     with run.write(params.output.statistics, "statistics table") as path:
-        table.to_csv(path, index_label="statistic")
-    window = params.plot.cv_window or max(10, n // 10)
-    cv_raw, cv_detrended = running_cv(sums.sums, window), running_cv(detrended, window)
+        result.table.to_csv(path, index_label="statistic")
+    window, cv_raw, cv_detrended = result.running_cv(params.plot.cv_window)
     several = sums.imagesets is not None and np.unique(sums.imagesets).size > 1
     plot_args = (
-        np.arange(1, n + 1) if several else sums.image_numbers,
+        np.arange(1, sums.sums.size + 1) if several else sums.image_numbers,
         sums.sums,
-        trend,
-        detrended,
+        result.trend,
+        result.detrended,
         cv_raw,
         cv_detrended,
         window,
@@ -346,8 +211,8 @@ def main(params, inputs, run):
             "sum": sums.sums.tolist(),
             "pixels_used": sums.used.tolist(),
             "low": params.low,
-            "high": None if params.high is None else params.high,
-            "statistics": statistics,
+            "high": params.high,
+            "statistics": result.statistics,
         }
         try:
             expiry = post_series(
@@ -361,17 +226,6 @@ def main(params, inputs, run):
         logger.info("Posted the series to Redis key %s (expires in %d s)", key, expiry)
 
 
-def expand_config_files(args):
-    """Replace a config.yaml argument (of the 2018 Eiger summing tool) by the arguments it stands for."""
-    expanded = []
-    for arg in args:
-        if arg.lower().endswith((".yaml", ".yml")) and "=" not in arg:
-            expanded.extend(arguments_from_seed_config(arg))
-        else:
-            expanded.append(arg)
-    return expanded
-
-
 program = Program(
     name="frame_statistics",
     phil=phil_scope,
@@ -380,19 +234,9 @@ program = Program(
     parallel_work=True,
     reads_images=True,
     claim_file=is_eiger_master,
+    expand_args=expand_config_files,
 )
-
-
-def run(args=None):
-    """Entry point: run the program, return its exit code."""
-    args = list(sys.argv[1:] if args is None else args)
-    try:
-        args = expand_config_files(args)
-    except DataError as error:
-        print(f"{program.full_name}: error: {error}", file=sys.stderr)
-        return error.exit_code
-    return program.run(args)
-
+run = program.run
 
 if __name__ == "__main__":
     sys.exit(run())

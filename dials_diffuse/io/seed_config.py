@@ -96,3 +96,16 @@ def arguments_from_seed_config(path):
     if system.get("threads"):
         args.append(f"nproc={int(system['threads'])}")
     return args
+
+
+def expand_config_files(args):
+    """The command line with each config.yaml argument replaced by the
+    arguments it stands for (`arguments_from_seed_config`); arguments after
+    it override its settings."""
+    expanded = []
+    for arg in args:
+        if arg.lower().endswith((".yaml", ".yml")) and "=" not in arg:
+            expanded.extend(arguments_from_seed_config(arg))
+        else:
+            expanded.append(arg)
+    return expanded

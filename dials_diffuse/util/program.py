@@ -23,6 +23,9 @@ work. The runner gives every program the same behaviour:
   problem, exit code 1 (2 for a command line that cannot be understood), no
   traceback unless ``-v``; the JSON summary is still written (a summary that
   cannot be written makes the exit code non-zero);
+- ``run(args, return_results=True)`` for a script or pipeline in one
+  process (as DIALS's programs): the run's key results instead of the exit
+  code, a failure raised instead of returned;
 - outputs written atomically, inputs never touched; secrets (parameters
   named ``password``, ``secret`` or ``token``) never appear in the log, the
   parameters it lists or the summary.
@@ -272,6 +275,10 @@ class Program:
         ``claim_file(path) -> bool``: positional files it claims are not
         imported through dxtbx but listed in ``inputs.claimed`` for the
         program to open itself (e.g. Eiger master files for a fast path).
+    expand_args : callable, optional
+        ``expand_args(args) -> args``: the command line with arguments that
+        stand for others replaced, before anything else (e.g. a config file
+        of an older tool); a DataError it raises is reported as one line.
     """
 
     def __init__(
@@ -283,9 +290,11 @@ class Program:
         parallel_work=False,
         reads_images=False,
         claim_file=None,
+        expand_args=None,
     ):
         self.name = name
         self.claim_file = claim_file
+        self.expand_args = expand_args
         self.full_name = f"dials.diffuse.{name}"
         self.help = help
         self.main = main
@@ -378,26 +387,44 @@ class Program:
 
     # -- running ----------------------------------------------------------
 
-    def run(self, args=None):
-        """Run the program on `args` (default sys.argv[1:]); return the exit code."""
+    def run(self, args=None, return_results=False):
+        """Run the program on `args` (default sys.argv[1:]); return the exit code.
+
+        With `return_results` (for use in a script or a pipeline in one
+        process, as DIALS's ``run(args, return_results=True)``): return the
+        run's key results (`RunContext.results`, the "results" of the JSON
+        summary; None for -h, -c and --version) and raise a failure (the
+        exception itself, after the same one-line report, log and summary)
+        instead of returning its exit code.
+        """
         args = list(sys.argv[1:] if args is None else args)
+        if self.expand_args is not None:
+            try:
+                args = self.expand_args(args)
+            except DataError as error:
+                print(f"{self.full_name}: error: {error}", file=sys.stderr)
+                if return_results:
+                    raise
+                return error.exit_code
         flags, files, assignments = self._split_arguments(args)
         verbosity = 0
         for flag in flags:
             if flag in ("-h", "--help"):
                 self._print_help()
-                return 0
+                return None if return_results else 0
             if flag in ("-c", "--show-config"):
                 self._print_help(attributes_level=2)
-                return 0
+                return None if return_results else 0
             if flag == "--version":
                 print(f"{self.full_name} (dials-diffuse {dials_diffuse.__version__})")
-                return 0
+                return None if return_results else 0
             if flag.startswith("-v") and set(flag[1:]) == {"v"}:
                 verbosity += len(flag) - 1
             else:
                 print(f"{self.full_name}: unknown option {flag}", file=sys.stderr)
                 print(self.usage(), file=sys.stderr)
+                if return_results:
+                    raise UsageError(f"unknown option {flag}")
                 return UsageError.exit_code
 
         start = time.perf_counter()
@@ -439,10 +466,17 @@ class Program:
                 one_line = as_one_line(error)
                 if one_line is None:  # a bug: keep its traceback
                     raise
-                return self._fail(one_line, error, verbosity, state, args, start, logs)
-            code = self._write_summary(state, args, start, None)
+                code = self._fail(one_line, error, verbosity, state, args, start, logs)
+                if return_results:
+                    raise
+                return code
+            summary_error = self._write_summary(state, args, start, None)
             logger.info("Total time: %.1f s", time.perf_counter() - start)
-            return _exit_code(code)
+            if return_results:
+                if summary_error:
+                    raise summary_error
+                return state.run.results
+            return _exit_code(summary_error.exit_code if summary_error else 0)
         finally:
             logs.close()
 
@@ -458,7 +492,8 @@ class Program:
         logs.record_error(message)
         if write_failure(error.__cause__ or error) and "h5py" in sys.modules:
             _keep_failed_hdf5_write(error)
-        code = self._write_summary(state, args, start, one_line)
+        summary_error = self._write_summary(state, args, start, one_line)
+        code = summary_error.exit_code if summary_error else 0
         return _exit_code(max(one_line.exit_code, code))
 
     def _protect(self, working, phil_files, data_files):
@@ -504,15 +539,16 @@ class Program:
             )
 
     def _write_summary(self, state, args, start, error):
-        """Write output.json if asked for; return 0, or 1 if it cannot be written."""
+        """Write output.json if asked for; return None, or the DataError (already
+        printed) if it cannot be written."""
         params, run = state.params, state.run
         if params is None or not params.output.json or state.summary_refused:
-            return 0
+            return None
         if not state.summary_planned:  # the run failed before planning it
             try:
                 state.plan.add("output.json", params.output.json)
             except DataError:
-                return 0  # refused (over an input, say): already reported
+                return None  # refused (over an input, say): already reported
             state.summary_planned = True
         summary = {
             "program": self.full_name,
@@ -537,15 +573,14 @@ class Program:
                 )
         except (OSError, DataError) as write_error:
             reason = write_failure(write_error) or _short(write_error)
-            print(
-                f"{self.full_name}: error: {params.output.json}: cannot write the "
-                f"JSON summary: {reason}",
-                file=sys.stderr,
+            failure = DataError(
+                f"{params.output.json}: cannot write the JSON summary: {reason}"
             )
-            return 1
+            print(f"{self.full_name}: error: {failure}", file=sys.stderr)
+            return failure
         if error is None:
             logger.info("Wrote JSON summary to %s", params.output.json)
-        return 0
+        return None
 
 
 def _report_non_finite(run):

@@ -61,6 +61,26 @@ class FrameSums:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.used > 0, self.sums / np.maximum(self.used, 1), np.nan)
 
+    @classmethod
+    def concatenate(cls, parts):
+        """The frames of several Eiger series, one after the other, with the
+        series (imageset and experiment) of each frame; one part as it is."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            image_numbers=np.concatenate([p.image_numbers for p in parts]),
+            sums=np.concatenate([p.sums for p in parts]),
+            used=np.concatenate([p.used for p in parts]),
+            maxima=np.concatenate([p.maxima for p in parts]),
+            invalid=np.concatenate([p.invalid for p in parts]),
+            imagesets=np.concatenate(
+                [np.full(p.sums.size, i) for i, p in enumerate(parts)]
+            ),
+            experiments=np.concatenate(
+                [np.full(p.sums.size, i) for i, p in enumerate(parts)]
+            ),
+        )
+
     def to_frame(self):
         """The series as a pandas DataFrame, one row per frame."""
         import pandas as pd
@@ -196,6 +216,15 @@ def default_batch_frames(source):
     return int(min(64, max(1, BATCH_BYTES // max(frame_bytes, 1))))
 
 
+def to_the_end(image_range, numbers):
+    """`image_range` with a last image of 0 (the 2018 Eiger summing tool's
+    `end: 0`) meaning the last image of the series: the largest of the image
+    numbers of every series (`numbers`, one sequence per series)."""
+    if image_range is not None and image_range[1] == 0:
+        return (image_range[0], max(int(n[-1]) for n in numbers if len(n)))
+    return image_range
+
+
 def sum_frames(
     source,
     image_range=None,
@@ -243,9 +272,7 @@ def sum_frames(
         mask = mask[0]
     numbers = source.image_numbers
     valid = _eiger_valid_bits(source, mask)  # once, not per batch
-    if image_range is not None and image_range[1] == 0:
-        image_range = (image_range[0], numbers[-1])
-    start, stop = frame_range(numbers, image_range)
+    start, stop = frame_range(numbers, to_the_end(image_range, [numbers]))
     items = [
         (source, b, min(b + batch_frames, stop), float(low), float(high), valid)
         for b in range(start, stop, batch_frames)
@@ -268,10 +295,8 @@ def _sum_shots(reader, image_range, low, high, mask, pmap, batch_frames):
 
     from dials_diffuse.images.shots import map_shots
 
-    if image_range is not None and image_range[1] == 0:
-        last = max(int(s.image_numbers[-1]) for s in reader.sources)
-        image_range = (image_range[0], last)
-    shots = reader.shots(image_range)
+    numbers = [s.image_numbers for s in reader.sources]
+    shots = reader.shots(to_the_end(image_range, numbers))
     work = functools.partial(
         _sum_shots_batch, low=float(low), high=float(high), mask=mask
     )
