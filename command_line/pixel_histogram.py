@@ -1,42 +1,21 @@
 """dials.diffuse.pixel_histogram: histograms of raw or shoebox pixel values."""
 
-import logging
 import sys
 
-import numpy as np
-import pandas as pd
-
-from dials_diffuse.algorithms.pixels.anomalies import find_histogram_anomalies
-from dials_diffuse.algorithms.pixels.histograms import histogram_shots
-from dials_diffuse.algorithms.pixels.shoeboxes import (
-    DEFAULT_CHUNK_SIZE,
-    experiment_groups,
-    histogram_shoeboxes,
-    select_reflections,
+from dials_diffuse.algorithms.pixels.pixel_histogram import (
+    do_image_histogram,
+    do_shoebox_histogram,
 )
-from dials_diffuse.images.shots import ShotReader
 from dials_diffuse.io.histogram_files import (
     group_table_path,
     plot_histogram,
+    write_anomaly_table,
     write_csv,
     write_two_column,
 )
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
-
-logger = logging.getLogger("dials_diffuse.command_line.pixel_histogram")
-
-ANOMALY_COLUMNS = [
-    "group",
-    "kind",
-    "low",
-    "high",
-    "observed",
-    "expected",
-    "ratio",
-    "significance",
-]
 
 help_message = """
 Histogram pixel values to look at a detector's response: a notch (a gain
@@ -45,7 +24,7 @@ switching artefact), pile-up where the pixels are full, the background level.
 From reflections (indexed.refl, integrated.refl, strong.refl): the pixels
 inside the reflections' shoeboxes, one histogram per experiment (for example
 one per sweep of a transmission series), all shoeboxes at once by a C++
-kernel. selection.flag picks the reflections (indexed by default),
+kernel on nproc threads (dask.scheduler is for images only). selection.flag picks the reflections (indexed by default),
 selection.pixels the pixels: the valid foreground of each shoebox (default),
 every valid pixel of the box, or every pixel as a per-shoebox flex.histogram
 loop would. An experiment list may be given too; it is not needed.
@@ -90,73 +69,15 @@ Examples:
       histogram.bins=12000 plot.zoom=0,50 output.json=histogram.json
 """
 
-phil_scope = f"""
-selection {{
-  flag = *indexed integrated strong all
-    .type = choice
-    .help = "Reflections whose shoeboxes are histogrammed: those with this"
-            "flag, or all."
-  pixels = *foreground valid all
-    .type = choice
-    .help = "Pixels of each shoebox: the valid foreground (mask"
-            "Foreground|Valid), every valid pixel of the box, or every pixel"
-            "of the box (valid or not)."
-  nproc = Auto
-    .type = int(value_min=1)
-    .help = "Threads histogramming chunks of shoeboxes (the kernels release"
-            "the GIL). Auto: every core."
-  chunk_size = {DEFAULT_CHUNK_SIZE}
-    .type = int(value_min=1)
-    .help = "Reflections serialised and histogrammed at once: bounds the"
-            "memory used (small chunks are also the fastest)."
-}}
-image_range = None
-  .type = ints(size=2, value_min=1)
-  .help = "Images only: first and last image to include, inclusive, numbered"
-          "as DIALS numbers the sequence's images (stills: 1, 2, ... in their"
-          "files), in every image set. Default: all."
-panel = None
-  .type = ints(value_min=0)
-  .help = "Images only: detector panels to include (0-based). Default: all."
-histogram {{
-  low = None
-    .type = float
-    .help = "Lower edge of the first bin, in counts. Valid pixels below it are"
-            "counted as underflow. Default: 0 (or the lowest shoebox value when"
-            "that is negative)."
-  high = None
-    .type = float
-    .help = "Upper edge of the last bin (inclusive), in counts. Default: for"
-            "shoeboxes, just above the highest value counted; for images, the"
-            "detector's upper trusted value (overload)."
-  bins = None
-    .type = int(value_min=1)
-    .help = "Number of equal bins. Default: one per whole number (exact) for"
-            "whole-number data, else 1000."
-}}
-anomalies {{
-  significance = 5
-    .type = float(value_min=0)
-    .help = "Poisson significance (standard deviations) a notch or pile-up"
-            "must reach, counting the uncertainty of its expected value."
-  min_deviation = 0.3
-    .type = float(value_min=0)
-    .help = "Relative deviation from the expected count it must reach"
-            "(0.3: 30% missing or in excess)."
-  min_pixels = 20
-    .type = float(value_min=0)
-    .help = "Pixels it must miss or have in excess."
-  top_fraction = 0.01
-    .type = float(value_min=0, value_max=1)
-    .help = "Pile-ups are looked for among this highest fraction of the pixels."
-}}
-plot {{
+phil_scope = """
+include scope dials_diffuse.algorithms.pixels.pixel_histogram.phil_scope
+plot {
   zoom = None
     .type = floats(size=2)
     .help = "x range of the plot, e.g. 0,50 for the low-count region. Default:"
             "the occupied bins."
-}}
-output {{
+}
+output {
   table = pixel_histogram.hist
     .type = path
     .help = "Two-column text: bin centre and count per line, summed over"
@@ -177,7 +98,7 @@ output {{
     .help = "The notches and pile-ups found: group, kind, pixel values low"
             "and high, observed and expected pixels, ratio, significance."
             "None: not written."
-}}
+}
 """
 
 
@@ -186,160 +107,29 @@ def reads_images(file_names):
     return not any(str(name).endswith(".refl") for name in file_names)
 
 
-def histogram_reflections(params, inputs):
-    """The shoebox histogram of the reflection files, and legend texts."""
-    tables = [
-        select_reflections(table, params.selection.flag) for table in inputs.reflections
-    ]
-    n_reflections = sum(table.size() for table in tables)
-    logger.info(
-        "Histogramming the pixels (%s) of %d shoeboxes (reflections: %s)",
-        params.selection.pixels,
-        n_reflections,
-        params.selection.flag,
-    )
-    h = params.histogram
-    histogram = histogram_shoeboxes(
-        tables,
-        pixels=params.selection.pixels,
-        low=h.low,
-        high=h.high,
-        bins=h.bins,
-        chunk_size=params.selection.chunk_size,
-        nproc=params.selection.nproc,
-    )
-    # The legend names each experiment's first image file, when known.
-    numbers, _ = experiment_groups(tables)
-    legend = list(histogram.labels)
-    experiments = inputs.experiments
-    for index, number in enumerate(numbers):
-        if 0 <= number < len(experiments) and experiments[number].imageset:
-            paths = experiments[number].imageset.paths()
-            if paths:
-                legend[index] += f" ({paths[0].rsplit('/', 1)[-1]})"
-    return histogram, legend, n_reflections
-
-
-def histogram_images(params, inputs, pmap):
-    """The per-panel histogram of the images, per-shot rows, and the reader."""
-    if len(inputs.experiments) == 0:
-        raise UserError(
-            "nothing to histogram: name reflection files, image files or an "
-            "experiment list"
-        )
-    reader = ShotReader(inputs.experiments)
-    shots = reader.shots(params.image_range)
-    logger.info(
-        "Histogramming %d image(s) of %d image set(s), %d panel(s)",
-        len(shots),
-        len(reader.sources),
-        len(reader.panel_shapes) if params.panel is None else len(params.panel),
-    )
-    h = params.histogram
-    histogram, per_shot = histogram_shots(
-        reader,
-        shots,
-        low=0 if h.low is None else h.low,
-        high=h.high,
-        bins=h.bins,
-        panels=params.panel,
-        pmap=pmap,
-    )
-    return histogram, per_shot, reader
-
-
-def log_per_shot(per_shot, reader):
-    """Summarise the per-shot table: the spread of the shots' mean values."""
-    frame = per_shot.assign(total=(per_shot["mean"] * per_shot["pixels"]).fillna(0))
-    shots = frame.groupby(["imageset", "image"], sort=False)[["total", "pixels"]].sum()
-    counted = shots["pixels"]
-    means = (shots["total"] / counted.where(counted > 0)).dropna()
-    if means.empty:
-        return
-    logger.info(
-        "Per shot (%d shots of %d image set(s)): mean pixel value %.4g (median), "
-        "%.4g to %.4g; pixels counted %d to %d",
-        len(counted),
-        len(reader.sources),
-        means.median(),
-        means.min(),
-        means.max(),
-        counted.min(),
-        counted.max(),
-    )
-    empty = int((counted == 0).sum())
-    if empty:
-        logger.warning("%d shot(s) have no pixel inside the histogram range", empty)
-
-
 def main(params, inputs, run):
-    per_shot = None
     with run.timer("histogram"):
         if inputs.reflections:
-            histogram, legend, n_reflections = histogram_reflections(params, inputs)
-            run.results["reflections"] = n_reflections
-            title = f"Shoebox pixel values ({params.selection.pixels})"
+            result = do_shoebox_histogram(
+                inputs.reflections, inputs.experiments, params, nproc=params.nproc
+            )
         else:
-            with parallel_map_from_params(params) as pmap:
-                histogram, per_shot, reader = histogram_images(params, inputs, pmap)
-            run.results["images"] = int(per_shot.groupby(["imageset", "image"]).ngroups)
-            run.results["image_sets"] = len(reader.sources)
-            legend = None
-            title = "Pixel values"
-    summary = histogram.summary()
-    run.results.update(summary)
-    logger.info(
-        "Histogram of %d pixels in %d bins from %g to %g; excluded by the mask %d, "
-        "below range %d, above range %d, NaN %d",
-        summary["pixels_counted"],
-        summary["bins"],
-        summary["low"],
-        summary["high"],
-        summary["masked"],
-        summary["underflow"],
-        summary["overflow"],
-        summary["nan"],
-    )
-    if summary["pixels_counted"] == 0:
-        raise UserError("no selected pixel falls inside the histogram range")
-    if len(histogram.labels) > 1:
-        centres = histogram.centres
-        for label, counts in zip(histogram.labels, histogram.counts):
-            occupied = np.flatnonzero(counts)
-            if occupied.size:
-                logger.info(
-                    "  %s: %d pixels, mean %.4g, from %g to %g",
-                    label,
-                    counts.sum(),
-                    (centres * counts).sum() / counts.sum(),
-                    histogram.edges[occupied[0]],
-                    histogram.edges[occupied[-1]],
+            if len(inputs.experiments) == 0:
+                raise UserError(
+                    "nothing to histogram: name reflection files, image files or an "
+                    "experiment list"
                 )
+            with parallel_map_from_params(params) as pmap:
+                result = do_image_histogram(inputs.experiments, params, pmap)
+    run.results.update(result.summary())
+    if result.empty:
+        raise UserError("no selected pixel falls inside the histogram range")
+    write_outputs(result, params, run)
 
-    if per_shot is not None:
-        log_per_shot(per_shot, reader)
 
-    with run.timer("anomalies"):
-        a = params.anomalies
-        anomalies = find_histogram_anomalies(
-            histogram,
-            significance=a.significance,
-            min_deviation=a.min_deviation,
-            min_pixels=a.min_pixels,
-            top_fraction=a.top_fraction,
-        )
-    if anomalies:
-        logger.info("Anomalies found:")
-        for anomaly in anomalies:
-            logger.info("  %s", anomaly.describe())
-    else:
-        logger.info("No notch or pile-up found.")
-    rows = [{**vars(anomaly), "ratio": anomaly.ratio} for anomaly in anomalies]
-    run.results["anomalies"] = rows
-    run.results["groups"] = {
-        label: int(row.sum()) for label, row in zip(histogram.labels, histogram.counts)
-    }
-
+def write_outputs(result, params, run):
+    """Write the tables (one per group too), the anomalies and the plot."""
+    histogram = result.histogram
     groups = histogram.labels if len(histogram.labels) > 1 else []
     group_tables = {
         f"histogram table {label}": group_table_path(params.output.table, label)
@@ -353,21 +143,21 @@ def main(params, inputs, run):
             write_two_column(histogram, path, group=group)
     with run.write(params.output.csv, "histogram CSV") as path:
         write_csv(histogram, path)
-    if per_shot is not None and params.output.shots:
+    if result.per_shot is not None and params.output.shots:
         with run.write(params.output.shots, "per-shot table") as path:
-            per_shot.to_csv(path, index=False)
+            result.per_shot.to_csv(path, index=False)
     if params.output.anomalies:
         with run.write(params.output.anomalies, "anomaly table") as path:
-            pd.DataFrame(rows, columns=ANOMALY_COLUMNS).to_csv(path, index=False)
+            write_anomaly_table(result.anomaly_rows(), path)
     if params.output.plot:
         with run.write(params.output.plot, "histogram plot") as path:
             plot_histogram(
                 histogram,
                 path,
                 zoom=params.plot.zoom,
-                title=title,
-                legend=legend,
-                anomalies=anomalies,
+                title=result.title,
+                legend=result.legend,
+                anomalies=result.anomalies,
             )
 
 

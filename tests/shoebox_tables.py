@@ -80,3 +80,22 @@ def shoebox_table(foreground, background, ids, invalid_fraction=0.0, seed=0):
     table["miller_index"] = flex.miller_index([(i, 0, 0) for i in range(len(ids))])
     table.set_flags(flex.bool(len(ids), True), table.flags.indexed)
     return table, truth
+
+
+def notched_table(n=600, experiments=3, seed=21):
+    """Poisson(25) foregrounds, Poisson(3) backgrounds, `n` rows spread over
+    `experiments`; experiment 1 has a notch at 23 (its counts moved to 24).
+
+    Returns the table, the truth of `shoebox_table` and the id of each row.
+    """
+    rng = np.random.default_rng(seed)
+    ids = [i % experiments for i in range(n)]
+    foreground = []
+    for i in range(n):
+        values = rng.poisson(25, 27)
+        if ids[i] == 1:
+            values[values == 23] += 1
+        foreground.append(values)
+    background = [rng.poisson(3, 218) for _ in range(n)]
+    table, truth = shoebox_table(foreground, background, ids, invalid_fraction=0.05)
+    return table, truth, np.array(ids)

@@ -1,4 +1,5 @@
-"""Write pixel histograms: the two-column text of flex.histogram scripts, CSV, and a log-scale PNG."""
+"""Write pixel histograms: the two-column text of flex.histogram scripts, CSV, the
+anomaly table, and a log-scale PNG."""
 
 from pathlib import Path
 
@@ -29,6 +30,25 @@ def write_two_column(histogram, path, group=None):
 def write_csv(histogram, path):
     """All groups as columns, with bin edges and centres (trimmed to occupied bins)."""
     histogram.to_frame().to_csv(path, index=False)
+
+
+ANOMALY_COLUMNS = [
+    "group",
+    "kind",
+    "low",
+    "high",
+    "observed",
+    "expected",
+    "ratio",
+    "significance",
+]
+
+
+def write_anomaly_table(rows, path):
+    """The notches and pile-ups (dicts with ANOMALY_COLUMNS) as CSV, one per row."""
+    import pandas as pd
+
+    pd.DataFrame(rows, columns=ANOMALY_COLUMNS).to_csv(path, index=False)
 
 
 # Most bins a plot draws: wider windows are shown re-binned (a screen has

@@ -10,7 +10,7 @@ import pytest
 from dials_diffuse.command_line import pixel_histogram
 from dials_diffuse.util.compat import shoebox_has_data
 from tests.helpers import console_script
-from tests.shoebox_tables import shoebox_table
+from tests.shoebox_tables import notched_table
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +60,10 @@ def test_real_indexed_refl_equals_flex_histogram(in_tmp_path, centroid):
 @pytest.fixture(scope="module")
 def notched_refl(tmp_path_factory):
     """Three experiments, the second with a notch at 23 (counts moved to 24)."""
-    rng = np.random.default_rng(21)
-    n = 600
-    ids = [i % 3 for i in range(n)]
-    foreground = []
-    for i in range(n):
-        values = rng.poisson(25, 27)
-        if ids[i] == 1:
-            values[values == 23] += 1
-        foreground.append(values)
-    background = [rng.poisson(3, 218) for _ in range(n)]
-    table, truth = shoebox_table(foreground, background, ids, invalid_fraction=0.05)
+    table, truth, ids = notched_table()
     path = tmp_path_factory.mktemp("notched") / "indexed.refl"
     table.as_file(str(path))
-    return path, truth, np.array(ids)
+    return path, truth, ids
 
 
 def test_per_experiment_tables_plot_and_notch_report(in_tmp_path, notched_refl):
@@ -85,7 +75,7 @@ def test_per_experiment_tables_plot_and_notch_report(in_tmp_path, notched_refl):
             str(path),
             "plot.zoom=0,60",
             "output.json=summary.json",
-            "selection.nproc=2",
+            "nproc=2",
         ],
         capture_output=True,
         text=True,
