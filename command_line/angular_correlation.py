@@ -6,18 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dials_diffuse.algorithms.xfel.correlation import (
-    consecutive_pairs,
-    mean_pair_correlation,
-    pairs_from_json,
-)
+from dials_diffuse.algorithms.xfel.correlation import do_angular_correlation
 from dials_diffuse.io.correlation_file import write_correlation
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.polar_files import open_polar_file
 from dials_diffuse.util.errors import UserError
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
-from dials_diffuse.util.progress import progress
 
 logger = logging.getLogger("dials_diffuse.command_line.angular_correlation")
 
@@ -50,23 +45,7 @@ Examples:
 """
 
 phil_scope = """
-pairs = consecutive
-  .type = str
-  .help = "'consecutive' for neighbouring shots, or a JSON file of tag pairs"
-          "[[tag_a, tag_b], ...]."
-skip_dark = 0
-  .type = int(value_min=0, allow_none=False)
-  .help = "Leave out the first N shots as dark, besides the shots flagged"
-          "dark (shutter closed) in the polar file."
-outliers {
-  z_max = 3.5
-    .type = float(value_min=0)
-    .help = "Reject pairs whose robust z-score of the mean squared difference"
-            "exceeds this. None: keep every pair."
-}
-min_overlap = 4
-  .type = int(value_min=1, allow_none=False)
-  .help = "Fewest valid phi sample pairs for a lag to count in one pair."
+include scope dials_diffuse.algorithms.xfel.correlation.phil_scope
 plot {
   exclude_dphi = 5
     .type = float(value_min=0, allow_none=False)
@@ -95,51 +74,17 @@ def main(params, inputs, run):
     polar_path = inputs.nexus[0]
     polar = open_polar_file(polar_path)
     try:
-        if params.pairs == "consecutive":
-            dark = polar.dark.copy()
-            pairs = consecutive_pairs(len(polar.tags), dark, params.skip_dark)
-        else:
+        if params.pairs != "consecutive":
             if not Path(params.pairs).is_file():
                 raise UserError(f"{params.pairs}: no such pair file")
             inputs.protect(params.pairs)
-            pairs = pairs_from_json(params.pairs, polar.tags)
-            excluded = polar.dark.copy()
-            excluded[: params.skip_dark] = True
-            before = len(pairs)
-            pairs = [(a, b) for a, b in pairs if not (excluded[a] or excluded[b])]
-            if len(pairs) < before:
-                logger.info("Left out %d pair(s) with a dark shot", before - len(pairs))
-        if not pairs:
-            raise UserError(f"{polar_path}: no shot pairs to correlate")
-        logger.info("Correlating %d shot pairs of %s", len(pairs), polar_path)
         with parallel_map_from_params(params) as pmap, run.timer("correlate"):
-            result = mean_pair_correlation(
-                polar,
-                pairs,
-                z_max=params.outliers.z_max,
-                min_overlap=params.min_overlap,
-                pmap=pmap,
-                progress=progress,
-            )
+            result = do_angular_correlation(polar, params, pmap)
         q, tags = polar.q, polar.tags
-        n_phi = polar.shape[-1]
     finally:
         polar.close()
-    dphi = 360.0 * np.arange(n_phi) / n_phi
-    n_used = int(result.accepted.sum())
-    logger.info(
-        "Used %d pairs, rejected %d as outliers (|z| > %s)",
-        n_used,
-        len(pairs) - n_used,
-        params.outliers.z_max,
-    )
-    run.results.update(
-        pairs=len(pairs),
-        pairs_used=n_used,
-        pairs_rejected=len(pairs) - n_used,
-        n_q=len(q),
-        n_phi=n_phi,
-    )
+    dphi = result.dphi
+    run.results.update(result.summary())
     with run.write(params.output.correlation, "angular correlation") as path:
         write_correlation(path, result, q, dphi, tags, polar_path)
     if params.output.plot:

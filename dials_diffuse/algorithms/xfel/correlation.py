@@ -22,10 +22,34 @@ import json
 import logging
 
 import numpy as np
+from libtbx.phil import parse
 
 from dials_diffuse.util.errors import DataError
+from dials_diffuse.util.progress import progress
 
 logger = logging.getLogger(__name__)
+
+phil_scope = parse(
+    """
+pairs = consecutive
+  .type = str
+  .help = "'consecutive' for neighbouring shots, or a JSON file of tag pairs"
+          "[[tag_a, tag_b], ...]."
+skip_dark = 0
+  .type = int(value_min=0, allow_none=False)
+  .help = "Leave out the first N shots as dark, besides the shots flagged"
+          "dark (shutter closed) in the polar file."
+outliers {
+  z_max = 3.5
+    .type = float(value_min=0)
+    .help = "Reject pairs whose robust z-score of the mean squared difference"
+            "exceeds this. None: keep every pair."
+}
+min_overlap = 4
+  .type = int(value_min=1, allow_none=False)
+  .help = "Fewest valid phi sample pairs for a lag to count in one pair."
+"""
+)
 
 
 def masked_difference(a, valid_a, b, valid_b):
@@ -157,6 +181,23 @@ class CorrelationResult:
     z: np.ndarray
     accepted: np.ndarray
 
+    @property
+    def dphi(self):
+        """The lags of the columns of `correlation`, degrees."""
+        n_phi = self.correlation.shape[-1]
+        return 360.0 * np.arange(n_phi) / n_phi
+
+    def summary(self):
+        """The key results for a program's JSON summary."""
+        n_used = int(self.accepted.sum())
+        return {
+            "pairs": len(self.pairs),
+            "pairs_used": n_used,
+            "pairs_rejected": len(self.pairs) - n_used,
+            "n_q": self.correlation.shape[0],
+            "n_phi": self.correlation.shape[-1],
+        }
+
 
 class _ShotCache:
     """Read polar shots by index, keeping the last few (pairs share shots)."""
@@ -261,3 +302,59 @@ def mean_pair_correlation(
         z=z,
         accepted=accepted,
     )
+
+
+def choose_pairs(polar, params):
+    """The shot pairs (indices) to correlate, as `params.pairs` says.
+
+    'consecutive': neighbouring shots (`consecutive_pairs`); else the tag
+    pairs of a JSON file (`pairs_from_json`), those with a dark shot (flagged
+    in the polar file, or among the first `params.skip_dark`) left out.
+    """
+    if params.pairs == "consecutive":
+        return consecutive_pairs(len(polar.tags), polar.dark.copy(), params.skip_dark)
+    pairs = pairs_from_json(params.pairs, polar.tags)
+    excluded = polar.dark.copy()
+    excluded[: params.skip_dark] = True
+    before = len(pairs)
+    pairs = [(a, b) for a, b in pairs if not (excluded[a] or excluded[b])]
+    if len(pairs) < before:
+        logger.info("Left out %d pair(s) with a dark shot", before - len(pairs))
+    return pairs
+
+
+def do_angular_correlation(polar, params, pmap=None):
+    """The mean difference correlation C(q, dphi) of the pairs of a polar file.
+
+    Parameters
+    ----------
+    polar : dials_diffuse.io.polar_files.PolarFile
+        The polar images of polar_transform (open).
+    params : PHIL extract with the parameters of `phil_scope`
+    pmap : ParallelMap, optional
+        Correlates blocks of pairs in parallel.
+
+    Returns
+    -------
+    CorrelationResult
+    """
+    pairs = choose_pairs(polar, params)
+    if not pairs:
+        raise DataError(f"{polar.path}: no shot pairs to correlate")
+    logger.info("Correlating %d shot pairs of %s", len(pairs), polar.path)
+    result = mean_pair_correlation(
+        polar,
+        pairs,
+        z_max=params.outliers.z_max,
+        min_overlap=params.min_overlap,
+        pmap=pmap,
+        progress=progress,
+    )
+    summary = result.summary()
+    logger.info(
+        "Used %d pairs, rejected %d as outliers (|z| > %s)",
+        summary["pairs_used"],
+        summary["pairs_rejected"],
+        params.outliers.z_max,
+    )
+    return result
