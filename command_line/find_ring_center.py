@@ -6,8 +6,9 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.xfel import find_ring_center
-from dials_diffuse.algorithms.xfel.shots import geometry_phil, shots_from_inputs
+from dials_diffuse.algorithms.xfel.shots import geometry_phil
 from dials_diffuse.io.plots import new_figure, save_png
+from dials_diffuse.util.inputs import shots_from_inputs
 from dials_diffuse.util.program import Program
 
 logger = logging.getLogger("dials_diffuse.command_line.find_ring_center")

@@ -6,9 +6,10 @@ import sys
 import numpy as np
 
 from dials_diffuse.algorithms.xfel import polar_transform
-from dials_diffuse.algorithms.xfel.shots import geometry_phil, shots_from_inputs
+from dials_diffuse.algorithms.xfel.shots import geometry_phil
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.polar_files import PolarFileWriter, mean_polar_image
+from dials_diffuse.util.inputs import shots_from_inputs
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 

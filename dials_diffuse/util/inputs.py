@@ -12,7 +12,8 @@ Format class understands) is a `UserError` that names the file.
 Then what programs make of them: the experiments with readable images
 (`readable_experiments`), the input .nxs holding a given group
 (`nexus_input`), and the one rotation sweep of a diffuse-chain program
-(`load_sweep`, `load_sweep_for_program`: images from data.nxs or the .expt).
+(`load_sweep`, `load_sweep_for_program`: images from data.nxs or the .expt),
+and the still shots of an XFEL program (`shots_from_inputs`).
 """
 
 import logging
@@ -309,6 +310,49 @@ def load_sweep_for_program(params, inputs):
     """
     sweep = load_sweep(inputs, nexus_input(inputs, "image_series"))
     return sweep, sweep.frame_range(params.image_range)
+
+
+def shots_from_inputs(inputs, mask_path=None, geometry=None):
+    """The still Shots of a program's inputs, with an optional mask file.
+
+    Parameters
+    ----------
+    inputs : Inputs
+    mask_path : str, optional
+        A mask file (`dials_diffuse.algorithms.xfel.shots.load_mask_file`);
+        protected from being overwritten.
+    geometry : extracted `geometry_phil` scope, optional
+        Overrides of distance, wavelength and beam centre.
+
+    Returns
+    -------
+    (Shots, ExperimentList)
+        The shots and the experiments they use (with any overrides).
+    """
+    from dials_diffuse.algorithms.xfel.shots import (
+        Shots,
+        load_mask_file,
+        override_geometry,
+    )
+
+    if inputs.nexus:
+        raise UserError(
+            f"{inputs.nexus[0]}: a dials-diffuse output file, not still images"
+        )
+    if len(inputs.experiments) == 0:
+        raise UserError("no shots given: name SACLA/still image files or an .expt")
+    mask = None
+    if mask_path:
+        inputs.protect(mask_path)
+        detector = inputs.experiments[0].detector
+        shapes = [tuple(reversed(p.get_image_size())) for p in detector]
+        mask = load_mask_file(mask_path, shapes)
+    experiments = inputs.experiments
+    if geometry is not None:
+        experiments = override_geometry(
+            experiments, geometry.distance, geometry.wavelength, geometry.beam_centre
+        )
+    return Shots(experiments, external_mask=mask), experiments
 
 
 def _readable(path):

@@ -1,4 +1,4 @@
-"""The still shots of a program's input, read one block at a time.
+"""Still shots of an experiment list, read one block at a time.
 
 Shots come from an experiment list (image files imported by dxtbx, or a
 `.expt`): every image of every imageset is one shot (stills have one image
@@ -262,39 +262,3 @@ def _unique(models):
     for model in models:
         seen.setdefault(id(model), model)
     return list(seen.values())
-
-
-def shots_from_inputs(inputs, mask_path=None, geometry=None):
-    """The Shots of a program's positional inputs, with an optional mask file.
-
-    Parameters
-    ----------
-    inputs : dials_diffuse.util.inputs.Inputs
-    mask_path : str, optional
-        A mask file (see `load_mask_file`); protected from being overwritten.
-    geometry : extracted `geometry_phil` scope, optional
-        Overrides of distance, wavelength and beam centre.
-
-    Returns
-    -------
-    (Shots, ExperimentList)
-        The shots and the experiments they use (with any overrides).
-    """
-    if inputs.nexus:
-        raise DataError(
-            f"{inputs.nexus[0]}: a dials-diffuse output file, not still images"
-        )
-    if len(inputs.experiments) == 0:
-        raise DataError("no shots given: name SACLA/still image files or an .expt")
-    mask = None
-    if mask_path:
-        inputs.protect(mask_path)
-        detector = inputs.experiments[0].detector
-        shapes = [tuple(reversed(p.get_image_size())) for p in detector]
-        mask = load_mask_file(mask_path, shapes)
-    experiments = inputs.experiments
-    if geometry is not None:
-        experiments = override_geometry(
-            experiments, geometry.distance, geometry.wavelength, geometry.beam_centre
-        )
-    return Shots(experiments, external_mask=mask), experiments
