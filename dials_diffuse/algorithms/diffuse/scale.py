@@ -318,14 +318,26 @@ validation {
             "the voxels, merge the other half with and without it (CC1/2 of"
             "random halves, reduced chi-square about the voxels' means), and"
             "compare b(phi) with the variation of the sweep's frame totals. It"
-            "passes if CC1/2 is not lower, chi-square not higher, and b varies"
-            "no more than 1.5 x the frame totals + 2%."
+            "passes if CC1/2 is not lower and chi-square not higher by more"
+            "than validation.tolerance standard errors, and b varies no more"
+            "than 1.5 x the frame totals + 2%."
   action = *fallback warn
     .type = choice
     .help = "When the model fails: fallback tries b(phi) alone, linear over"
             "each sweep, then no scaling (the model written with neutral"
             "values, so merge gives the unscaled map); warn keeps the model."
             "Either way the log, the JSON summary and the report say why."
+  tolerance = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "How far the held-out CC1/2 may drop, and the held-out chi-square"
+            "rise, before the model counts as making the data worse, in"
+            "standard errors of the statistic without the model: CC1/2 on"
+            "Fisher's z scale, z = atanh(CC1/2), sigma(z) = 1/sqrt(n - 3) for"
+            "n voxels seen in both halves; the reduced chi-square of nu"
+            "degrees of freedom, sigma = chi-square x sqrt(2/nu). A change"
+            "smaller than one standard error is within the sampling noise of"
+            "the statistic itself (a model that changes nothing moves CC1/2"
+            "by a few ten-thousandths on one sweep). 0: any drop or rise fails."
   seed = 0
     .type = int(allow_none=False)
     .help = "Seed of the random halves for CC1/2."
@@ -573,9 +585,15 @@ def _restraints(name, settings, shape):
 
 @dataclasses.dataclass
 class ScaleModel:
-    """The terms present (any of scaling, offset, detector, absorption)."""
+    """The terms present (any of scaling, offset, detector, absorption).
+
+    `model_used` says which model scale wrote (`ScaleResult.model_used`):
+    "as refined", or a fallback after validation ("b(phi) linear over each
+    sweep", "none (unscaled)"), which merge reports.
+    """
 
     terms: dict = dataclasses.field(default_factory=dict)
+    model_used: str = "as refined"
 
     def factors(self, frame):
         """(a, b, c, d) at every row of a table (pandas); absent terms neutral."""
@@ -932,7 +950,9 @@ def refine_phi_scale(observations, phi_step=1.0, smoothness=1.0, cycles=10):
 def _chi_square_about_means(intensity, sigma, group):
     """Reduced chi-square of observations about their voxel's weighted mean.
 
-    Over the voxels seen at least twice: sum((I - M)^2 / sigma^2) / (n - voxels).
+    Over the voxels seen at least twice: sum((I - M)^2 / sigma^2) / nu, with
+    nu = n - voxels degrees of freedom. Returns (chi-square, nu); NaN and 0
+    without a voxel seen twice.
     """
     n_groups = int(group.max()) + 1
     weight = 1.0 / sigma**2
@@ -940,10 +960,11 @@ def _chi_square_about_means(intensity, sigma, group):
     mean = np.bincount(group, weights=weight * intensity, minlength=n_groups) / total
     count = np.bincount(group, minlength=n_groups)
     keep = count[group] >= 2
-    degrees = keep.sum() - np.count_nonzero(count >= 2)
+    degrees = int(keep.sum() - np.count_nonzero(count >= 2))
     if degrees <= 0:
-        return float("nan")
-    return float(np.sum(((intensity - mean[group]) / sigma)[keep] ** 2) / degrees)
+        return float("nan"), 0
+    chi_square = np.sum(((intensity - mean[group]) / sigma)[keep] ** 2) / degrees
+    return float(chi_square), degrees
 
 
 def _spread(values):
@@ -983,7 +1004,7 @@ def frame_total_spread(observations, phi_step):
     return _spread(signal[full] / weight[full])
 
 
-def compare_merges(observations, models, seed=0):
+def compare_merges(observations, models, seed=0, tolerance=1.0):
     """Merge with and without the models: CC1/2 and chi-square of both.
 
     Parameters
@@ -995,14 +1016,29 @@ def compare_merges(observations, models, seed=0):
         One per batch.
     seed : int
         Of the random halves (the same split with and without the model).
+    tolerance : float
+        How many standard errors (of the statistic without the model) CC1/2
+        may drop and chi-square rise before the model counts as worse.
 
     Returns
     -------
     dict
-        cc_half_unscaled, cc_half_scaled (random halves),
+        cc_half_unscaled, cc_half_scaled (random halves), voxels (seen in
+        both halves) and cc_half_sigma, the standard error of CC1/2 without
+        the model (Fisher: z = atanh(CC1/2) has sigma(z) = 1/sqrt(voxels -
+        3), so sigma(CC1/2) = (1 - CC1/2^2) sigma(z));
         chi_square_unscaled, chi_square_scaled (`_chi_square_about_means`),
+        degrees_of_freedom and chi_square_sigma = chi-square sqrt(2 / nu),
         over the voxels seen at least twice; reasons (list of str) if the
-        model makes either worse.
+        model makes either worse by more than `tolerance` standard errors.
+
+    Why these errors: a model that fits noise makes voxels it was not
+    refined on agree less, but so little on small data that a strict
+    comparison would reject any model that does nothing (the demo's b(phi),
+    +-0.6 %, lowers the held-out CC1/2 from 0.9606 to 0.9604 on 4449 voxels,
+    a tenth of sigma). The drop is judged against the precision of the
+    statistic itself: the change that two measurements of it could not
+    tell apart.
     """
     from dials_diffuse.algorithms.diffuse.merge import cc_half, merge_observations
 
@@ -1030,26 +1066,53 @@ def compare_merges(observations, models, seed=0):
             split="random_half",
             seed=seed,
         )
+        # The halves are dealt by count, not weight: the same voxels and
+        # observations in each half with and without the model.
+        result["voxels"] = int(
+            halves[["intensity_1", "intensity_2"]].notna().all(axis=1).sum()
+        )
         try:
             result[f"cc_half_{label}"] = cc_half(halves, shells=1)[0]
         except DataError:
             result[f"cc_half_{label}"] = float("nan")
-        result[f"chi_square_{label}"] = _chi_square_about_means(
-            values[usable], errors[usable], group
-        )
-    reasons = []
-    if result["cc_half_scaled"] < result["cc_half_unscaled"]:
-        reasons.append(
-            f"CC1/2 {result['cc_half_scaled']:.4f} with the model, "
-            f"{result['cc_half_unscaled']:.4f} without"
-        )
-    if result["chi_square_scaled"] > result["chi_square_unscaled"]:
-        reasons.append(
-            f"chi-square {result['chi_square_scaled']:.4g} with the model, "
-            f"{result['chi_square_unscaled']:.4g} without"
-        )
-    result["reasons"] = reasons
+        (
+            result[f"chi_square_{label}"],
+            result["degrees_of_freedom"],
+        ) = _chi_square_about_means(values[usable], errors[usable], group)
+    result.update(_judge(result, tolerance))
     return result
+
+
+def _judge(result, tolerance):
+    """The standard errors of `compare_merges` and the reasons the model fails."""
+    cc, cc_scaled = result["cc_half_unscaled"], result["cc_half_scaled"]
+    sigma_z = 1 / np.sqrt(result["voxels"] - 3) if result["voxels"] > 3 else np.nan
+    chi, chi_scaled = result["chi_square_unscaled"], result["chi_square_scaled"]
+    nu = result["degrees_of_freedom"]
+    judged = {
+        "cc_half_sigma": float((1 - cc**2) * sigma_z),
+        "chi_square_sigma": float(chi * np.sqrt(2 / nu)) if nu > 0 else float("nan"),
+        "tolerance": tolerance,
+        "reasons": [],
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Fisher's z: clipped so that a CC1/2 of exactly 1 stays finite.
+        z = np.arctanh(np.clip([cc, cc_scaled], -1 + 1e-12, 1 - 1e-12))
+        cc_drop = (z[0] - z[1]) / sigma_z
+        chi_rise = (chi_scaled - chi) / judged["chi_square_sigma"]
+    if cc_drop > tolerance:
+        judged["reasons"].append(
+            f"CC1/2 {cc_scaled:.4f} with the model, {cc:.4f} +- "
+            f"{judged['cc_half_sigma']:.4f} without: {cc_drop:.1f} standard "
+            f"errors lower ({result['voxels']} voxels)"
+        )
+    if chi_rise > tolerance:
+        judged["reasons"].append(
+            f"chi-square {chi_scaled:.4g} with the model, {chi:.4g} +- "
+            f"{judged['chi_square_sigma']:.2g} without: {chi_rise:.1f} standard "
+            f"errors higher ({nu} degrees of freedom)"
+        )
+    return judged
 
 
 def b_against_frame_totals(observations, models):
@@ -1082,15 +1145,17 @@ def b_against_frame_totals(observations, models):
     return result
 
 
-def check_model(observations, settings, models, seed=0):
+def check_model(observations, settings, models, seed=0, tolerance=1.0):
     """Does the model help? Judged on voxels it was not refined on.
 
     The voxels are dealt at random into two halves; the model is refined
     (with `settings`) on the first half's observations and the merges of
     the second half compared with and without it (`compare_merges`): a
     model that fits noise improves its own data's agreement, not that of
-    other voxels. b(phi) of `models` (refined on all) is compared with the
-    frame totals (`b_against_frame_totals`).
+    other voxels; a drop or rise within `tolerance` standard errors is
+    within the statistics' own noise and passes. b(phi) of `models`
+    (refined on all) is compared with the frame totals
+    (`b_against_frame_totals`).
 
     Returns
     -------
@@ -1107,7 +1172,7 @@ def check_model(observations, settings, models, seed=0):
         if len(np.unique(batch[train])) != len(models):
             raise DataError("a sweep has no observation in one half of the voxels")
         trained, _ = refine_scale_model(observations[train], settings)
-        result.update(compare_merges(observations[~train], trained, seed))
+        result.update(compare_merges(observations[~train], trained, seed, tolerance))
     except DataError as error:
         result.update(
             {
@@ -1115,11 +1180,14 @@ def check_model(observations, settings, models, seed=0):
                 for key in (
                     "cc_half_unscaled",
                     "cc_half_scaled",
+                    "cc_half_sigma",
                     "chi_square_unscaled",
                     "chi_square_scaled",
+                    "chi_square_sigma",
                 )
             }
         )
+        result.update({"voxels": 0, "degrees_of_freedom": 0, "tolerance": tolerance})
         result["reasons"] = [f"cannot be checked on half of the voxels: {error}"]
     frame_totals = b_against_frame_totals(observations, models)
     result["reasons"] = result["reasons"] + frame_totals.pop("reasons")
@@ -1192,19 +1260,17 @@ class ScaleResult:
             "check": self.check_text(),
         }
 
+    def labelled(self):
+        """This result, each model's `model_used` set to the result's."""
+        for model in self.models:
+            model.model_used = self.model_used
+        return self
+
     def check_text(self):
         """One line per model tried: the checks and why it failed (for reports)."""
-        lines = []
-        for check in self.validation:
-            line = (
-                f"{check['model']}: CC1/2 {check['cc_half_scaled']:.4f} "
-                f"(unscaled {check['cc_half_unscaled']:.4f}), chi-square "
-                f"{check['chi_square_scaled']:.4g} "
-                f"(unscaled {check['chi_square_unscaled']:.4g})"
-            )
-            if check["reasons"]:
-                line += ": worse (" + "; ".join(check["reasons"]) + ")"
-            lines.append(line)
+        lines = [
+            f"{check['model']}: {describe_check(check)}" for check in self.validation
+        ]
         lines.append(f"model written: {self.model_used}")
         return "; ".join(lines)
 
@@ -1268,7 +1334,7 @@ def do_scale(tables, params, names=None):
         result = ScaleResult(neutral_models(models), history, notes)
         result.model_used = "none (unscaled)"
         logger.info("No term refined: the model written is neutral (unscaled)")
-        return result
+        return result.labelled()
     models, history = refine_scale_model(
         observations,
         settings,
@@ -1278,12 +1344,18 @@ def do_scale(tables, params, names=None):
     if params.validation.enable:
         _validate(result, observations, settings, params)
     _log_models(result, names)
-    return result
+    return result.labelled()
 
 
 def _validate(result, observations, settings, params):
     """Check the refined model; with action=fallback, restrain it or drop it."""
-    check = check_model(observations, settings, result.models, params.validation.seed)
+    check = check_model(
+        observations,
+        settings,
+        result.models,
+        params.validation.seed,
+        params.validation.tolerance,
+    )
     check["model"] = "as refined"
     result.validation.append(check)
     _log_check(check)
@@ -1312,7 +1384,13 @@ def _validate(result, observations, settings, params):
             )
         }
         models, history = refine_scale_model(observations, linear)
-        restrained = check_model(observations, linear, models, params.validation.seed)
+        restrained = check_model(
+            observations,
+            linear,
+            models,
+            params.validation.seed,
+            params.validation.tolerance,
+        )
         restrained["model"] = "b(phi) linear over each sweep"
         result.validation.append(restrained)
         _log_check(restrained)
@@ -1335,20 +1413,35 @@ def _validate(result, observations, settings, params):
     result.model_used = "none (unscaled)"
 
 
+def describe_check(check):
+    """The figures and verdict of one `check_model` result, in one line."""
+    text = (
+        f"CC1/2 {check['cc_half_scaled']:.4f} (unscaled "
+        f"{check['cc_half_unscaled']:.4f} +- {check['cc_half_sigma']:.4f}, "
+        f"{check['voxels']} voxels), chi-square {check['chi_square_scaled']:.4g} "
+        f"(unscaled {check['chi_square_unscaled']:.4g} +- "
+        f"{check['chi_square_sigma']:.2g}, {check['degrees_of_freedom']} degrees "
+        "of freedom)"
+    )
+    text += "".join(
+        f"; b(phi) +-{100 * b:.1f}%"
+        + (f", frame totals +-{100 * t:.1f}%" if t is not None else "")
+        for b, t in zip(check["b_spread"], check["frame_total_spread"])
+    )
+    if check["reasons"]:
+        return text + ": worse (" + "; ".join(check["reasons"]) + ")"
+    tolerance = check["tolerance"]
+    return text + (
+        f": passed (no change beyond {tolerance:g} standard "
+        f"error{'' if tolerance == 1 else 's'})"
+    )
+
+
 def _log_check(check):
     logger.info(
-        "Model %s, on voxels it was not refined on: CC1/2 %.4f (unscaled %.4f), "
-        "chi-square %.4g (unscaled %.4g)%s",
+        "Model %s, on voxels it was not refined on: %s",
         check["model"],
-        check["cc_half_scaled"],
-        check["cc_half_unscaled"],
-        check["chi_square_scaled"],
-        check["chi_square_unscaled"],
-        "".join(
-            f"; b(phi) +-{100 * b:.1f}%"
-            + (f", frame totals +-{100 * t:.1f}%" if t is not None else "")
-            for b, t in zip(check["b_spread"], check["frame_total_spread"])
-        ),
+        describe_check(check),
     )
 
 
