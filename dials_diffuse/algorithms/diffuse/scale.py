@@ -626,25 +626,35 @@ class _Refinement:
 
     Terms are keyed (name, batch); the detector term is shared by all
     batches (key ("detector", None)), as in mdx2.
+
+    Only the observations in use are held: those of voxels seen at least
+    twice with a finite intensity and a positive error, less the outliers
+    rejected so far (`reject_outliers` drops them). The others weigh
+    nothing in any sum, so leaving them out changes no result and keeps
+    memory to what the fit uses (see `do_scale` for the bound).
     """
 
     def __init__(self, observations, batch):
-        self.frame = observations
-        self.batch = batch
-        self.intensity = observations["intensity"].to_numpy(np.float64)
-        self.sigma = observations["intensity_error"].to_numpy(np.float64)
+        intensity = observations["intensity"].to_numpy(np.float64)
+        sigma = observations["intensity_error"].to_numpy(np.float64)
         # The voxel of each observation (hashing: faster than sorting rows).
-        self.group = (
-            observations.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
-        )
-        self.n_groups = int(self.group.max()) + 1 if len(self.group) else 0
+        group = observations.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
+        self.n_groups = int(group.max()) + 1 if len(group) else 0
+        usable = np.isfinite(intensity) & np.isfinite(sigma) & (sigma > 0)
+        multiplicity = np.bincount(group[usable], minlength=self.n_groups)
+        #: The observations (rows of `observations`) in use at the start.
+        self.kept = usable & (multiplicity[group] >= 2)
+        self.intensity = intensity[self.kept]
+        self.sigma = sigma[self.kept]
+        self.group = group[self.kept]
+        self.batch = batch[self.kept]
+        coordinates = {c for _, names, _ in TERMS.values() for c in names}
+        self.coordinates = {
+            c: observations[c].to_numpy()[self.kept]
+            for c in sorted(coordinates & set(observations))
+        }
         self.terms = {}
         self.matrices = {}
-        self.used_matrices = {}
-        usable = np.isfinite(self.intensity) & np.isfinite(self.sigma)
-        usable &= self.sigma > 0
-        multiplicity = np.bincount(self.group[usable], minlength=self.n_groups)
-        self.use = usable & (multiplicity[self.group] >= 2)
 
     def rows(self, key):
         """Indices of the observations a term applies to."""
@@ -653,14 +663,14 @@ class _Refinement:
         return np.flatnonzero(self.batch == key[1])
 
     def matrix(self, key):
-        """Interpolation matrix of a term over all observations (zero off its batch)."""
+        """Interpolation matrix of a term over the observations (zero off its batch)."""
         if key not in self.matrices:
             rows = self.rows(key)
             part = (
                 self.terms[key]
                 .matrix(
                     *(
-                        self.frame[c].to_numpy(np.float64)[rows]
+                        self.coordinates[c][rows].astype(np.float64)
                         for c in TERMS[key[0]][1]
                     )
                 )
@@ -671,12 +681,6 @@ class _Refinement:
                 shape=(len(self.intensity), part.shape[1]),
             )
         return self.matrices[key]
-
-    def used_matrix(self, key):
-        """The rows of `matrix(key)` of the observations in use (cached)."""
-        if key not in self.used_matrices:
-            self.used_matrices[key] = self.matrix(key)[self.use]
-        return self.used_matrices[key]
 
     def value(self, name):
         """The term `name` at every observation (neutral where there is none)."""
@@ -695,7 +699,7 @@ class _Refinement:
         a, b, c, d = self.factors()
         scale = a * b * d * np.ones(len(self.intensity))
         scaled = self.intensity / scale - c / b
-        weight = np.where(self.use, (scale / self.sigma) ** 2, 0.0)
+        weight = (scale / self.sigma) ** 2
         total = np.bincount(self.group, weights=weight, minlength=self.n_groups)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (
@@ -711,7 +715,7 @@ class _Refinement:
         return (self.intensity - a * d * (b * merged[self.group] + c)) / self.sigma
 
     def chi_square(self, merged):
-        return float(np.mean(self.residuals(merged)[self.use] ** 2))
+        return float(np.mean(self.residuals(merged) ** 2))
 
     def fit(self, names, merged, settings):
         """Refine the nodes of the terms `names` (all batches) holding M and the rest.
@@ -724,26 +728,27 @@ class _Refinement:
         """
         a, b, c, d = self.factors()
         m = merged[self.group]
-        # I = fixed + sum over fitted terms of P (A u).
+        # I = fixed + sum over fitted terms of P (A u) (each P computed only
+        # for the terms fitted: one array per observation less to hold).
         multiplier = {
-            "scaling": a * d * m,
-            "offset": a * d,
-            "detector": a * (b * m + c),
-            "absorption": d * (b * m + c),
+            "scaling": lambda: a * d * m,
+            "offset": lambda: a * d,
+            "detector": lambda: a * (b * m + c),
+            "absorption": lambda: d * (b * m + c),
         }
         fixed = {
-            ("scaling",): a * d * c,
-            ("offset",): a * b * d * m,
-        }.get(tuple(names), 0.0)
+            ("scaling",): lambda: a * d * c,
+            ("offset",): lambda: a * b * d * m,
+        }.get(tuple(names), lambda: 0.0)()
         n = len(self.intensity)
-        use_sigma = self.sigma[self.use]
         keys = [key for name in names for key in self.terms if key[0] == name]
         blocks, penalties = [], []
         for key in keys:
             name = key[0]
-            P = np.broadcast_to(multiplier[name], (n,))[self.use]
-            design = self.used_matrix(key).copy()
-            design.data *= np.repeat(P / use_sigma, np.diff(design.indptr))
+            P = np.broadcast_to(multiplier[name](), (n,))
+            design = self.matrix(key).copy()
+            design.data *= np.repeat(P / self.sigma, np.diff(design.indptr))
+            del P
             blocks.append(design)
             # The diagonal of A'WA: column sums of squares (A'WA itself is
             # formed once, for all blocks together).
@@ -766,9 +771,8 @@ class _Refinement:
                 )
             penalties.append(penalty)
         design = sparse.hstack(blocks).tocsr()
-        y = (self.intensity[self.use] - np.broadcast_to(fixed, (n,))[self.use]) / (
-            use_sigma
-        )
+        del blocks
+        y = (self.intensity - np.broadcast_to(fixed, (n,))) / self.sigma
         system = design.T @ design + sparse.block_diag(penalties)
         values = np.atleast_1d(sparse_linalg.spsolve(system.tocsc(), design.T @ y))
         for key in keys:
@@ -799,9 +803,7 @@ class _Refinement:
     def _normalise(self, name):
         """Mean 1 over the used observations (all batches together, keeping their
         relative scale); the offsets compensate for a and d."""
-        mean = float(
-            np.mean(np.broadcast_to(self.value(name), self.use.shape)[self.use])
-        )
+        mean = float(np.mean(np.broadcast_to(self.value(name), self.group.shape)))
         if not mean > 0:
             raise DataError(
                 f"the {name} term refined to a non-positive mean: the data do not "
@@ -816,10 +818,14 @@ class _Refinement:
     def reject_outliers(self, threshold):
         """Exclude observations more than `threshold` errors above the model."""
         merged = self.merge()
-        outlier = self.use & (self.residuals(merged) > threshold)
-        self.use &= ~outlier
-        self.used_matrices = {}
-        return int(outlier.sum())
+        keep = ~(self.residuals(merged) > threshold)
+        rejected = int(len(keep) - np.count_nonzero(keep))
+        if rejected:
+            for name in ("intensity", "sigma", "group", "batch"):
+                setattr(self, name, getattr(self, name)[keep])
+            self.coordinates = {c: v[keep] for c, v in self.coordinates.items()}
+            self.matrices = {key: m[keep] for key, m in self.matrices.items()}
+        return rejected
 
 
 def refine_scale_model(observations, settings, progress=None):
@@ -869,13 +875,13 @@ def refine_scale_model(observations, settings, progress=None):
         batch = np.zeros(len(observations), dtype=np.int64)
     n_batches = int(batch.max()) + 1 if len(batch) else 1
     refinement = _Refinement(observations, batch)
-    if refinement.use.sum() < 10:
+    if len(refinement.intensity) < 10:
         raise DataError(
             "fewer than 10 redundant observations: nothing to scale against"
         )
     for name in (name for name in TERMS if name in settings):
         for number in [None] if name == "detector" else range(n_batches):
-            rows = refinement.use.copy()
+            rows = refinement.kept.copy()
             if number is not None:
                 rows &= batch == number
             if not rows.any():
@@ -1275,6 +1281,19 @@ class ScaleResult:
         return "; ".join(lines)
 
 
+def scale_columns(params):
+    """The columns of a corrected table that `do_scale` reads, with `params`.
+
+    h, k, l, intensity, intensity_error, the coordinates of the enabled
+    terms, and phi, pixels (the frame totals of the validation) and panel:
+    a program loads only these (`load_table(columns=...)`).
+    """
+    columns = {"h", "k", "l", "intensity", "intensity_error", "phi", "pixels", "panel"}
+    for name in enabled_terms(params):
+        columns |= set(TERMS[name][1])
+    return columns
+
+
 def do_scale(tables, params, names=None):
     """Refine the scaling model of one or more corrected tables (dials.diffuse.scale).
 
@@ -1303,9 +1322,7 @@ def do_scale(tables, params, names=None):
             "no term enabled: set at least one of scaling.enable, offset.enable, "
             "detector.enable, absorption.enable"
         )
-    needed = {"h", "k", "l", "intensity", "intensity_error"}
-    for name in settings:
-        needed |= set(TERMS[name][1])
+    needed = scale_columns(params) - {"phi", "pixels", "panel"}
     frames = []
     for number, (name, table) in enumerate(zip(names, tables)):
         missing = needed - set(table)
@@ -1320,8 +1337,9 @@ def do_scale(tables, params, names=None):
                 "term(s) take pixel indices across one panel (disable them)"
             )
         columns = sorted(needed | ({"phi", "pixels"} & set(table)))
-        frames.append(table[columns].assign(batch=number))
+        frames.append(table[columns].assign(batch=np.int16(number)))
     observations = pd.concat(frames, ignore_index=True)
+    del frames
     notes = []
     if params.auto_nodes:
         settings, notes = choose_nodes(observations, settings, params.min_observations)
