@@ -19,7 +19,9 @@ help_message = """
 Merge the corrected observations of every asymmetric-unit voxel (from one
 or more corrected.nxs, e.g. several sweeps, each optionally with the
 scale.nxs of scale, applied as I / (a b d) - c / b): inverse-variance
-weighted mean intensity and its error, the number of observations;
+weighted mean intensity and its error, the number of observations (a
+scale.nxs holding a fallback that scale chose, e.g. no scaling, is
+reported as such);
 optionally reject outliers (more than outlier= sigma above the mean).
 A split also merges two halves of each voxel's observations separately
 (mdx2's --split) and reports the correlation of the halves overall and in

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from dials_diffuse.algorithms.diffuse.scale import do_scale
+from dials_diffuse.algorithms.diffuse.scale import do_scale, scale_columns
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.scale_model import write_scale_model
 from dials_diffuse.io.tables import load_table
@@ -37,8 +37,12 @@ min_observations redundant observations, b(phi) has one node per sweep
 narrower than its phi_step, and a term left constant is not refined; every
 change is logged. Then the model is checked (validation): refined on a
 random half of the voxels, it must not lower CC1/2 nor raise the
-chi-square of the other half's merge, and b(phi) must not vary more than
-the frame totals allow. A model that fails is replaced by b(phi) linear
+chi-square of the other half's merge by more than validation.tolerance
+standard errors of the statistic (CC1/2 on Fisher's z scale, sigma(z) =
+1/sqrt(n - 3) for n voxels; chi-square x sqrt(2/nu) for nu degrees of
+freedom: a change within the statistic's own noise is no change), and
+b(phi) must not vary more than the frame totals allow. The log gives the
+figures with their errors. A model that fails is replaced by b(phi) linear
 over each sweep, or by no scaling at all (a neutral scale.nxs: merge then
 gives the unscaled map), with a warning saying why; validation.action=warn
 keeps it. mdx2's behaviour: auto_nodes=False validation.enable=False.
@@ -152,8 +156,11 @@ def main(params, inputs, run):
         raise UserError("give a corrected.nxs (the output of correct), or several")
     if len(set(inputs.nexus)) != len(inputs.nexus):
         raise UserError("the same corrected table given twice")
+    # Only the columns scale reads: fewer bytes per observation held.
+    columns = scale_columns(params)
     tables = [
-        load_table(path, "hkl_table", finite=True).to_frame() for path in inputs.nexus
+        load_table(path, "hkl_table", finite=True, columns=columns).to_frame()
+        for path in inputs.nexus
     ]
     with run.timer("scale"):
         result = do_scale(tables, params, names=[str(p) for p in inputs.nexus])
@@ -171,9 +178,7 @@ def write_outputs(result, params, run, tables):
         )
     for output, model, table in zip(outputs, result.models, tables):
         with run.write(output, f"scaling model of {table}") as path:
-            write_scale_model(
-                path, model, {"table": str(table), "model_used": result.model_used}
-            )
+            write_scale_model(path, model, {"table": str(table)})
     if params.output.plot:
         with run.write(params.output.plot, "scale plot") as path:
             plot_models(result.models, path)

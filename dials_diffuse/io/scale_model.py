@@ -9,8 +9,10 @@ One table (`dials_diffuse.io.tables`) per term of the model, one row per node::
 
 Coordinates are the node positions (phi in degrees, s = 1/d in inverse
 Angstrom, ix/iy in pixels), in C order of the node grid; each group carries
-the grid's ``shape`` and the table it was refined from (``table``). The
-older b(phi)-only files (one ``scaling_model`` table) read the same way.
+the grid's ``shape``, the table it was refined from (``table``) and which
+model scale wrote (``model_used``: "as refined" or the fallback its
+validation chose, `ScaleModel.model_used`). The older b(phi)-only files
+(one ``scaling_model`` table) read the same way.
 """
 
 import numpy as np
@@ -44,6 +46,7 @@ def term_from_table(table):
 
 def write_scale_model(path, model, attrs=None):
     """Write a ScaleModel as a new scale.nxs at `path` (`attrs` on every table)."""
+    attrs = {"model_used": model.model_used, **(attrs or {})}
     write_tables(path, [term_to_table(term, attrs) for term in model.terms.values()])
 
 
@@ -56,13 +59,16 @@ def read_scale_model(path, which=None):
         Naming the file, when it holds no model table (and `which` is None).
     """
     terms = {}
+    model_used = "as refined"
     for table_name in table_names(path):
         name = MODEL_TABLES.get(table_name)
         if name and (which is None or name in which):
-            terms[name] = term_from_table(load_table(path, table_name, finite=True))
+            table = load_table(path, table_name, finite=True)
+            terms[name] = term_from_table(table)
+            model_used = table.attrs.get("model_used", model_used)
     if not terms and which is None:
         raise DataError(f"{path}: no scaling model (/entry/*_model) in it")
-    return ScaleModel(terms)
+    return ScaleModel(terms, model_used=str(model_used))
 
 
 def is_scale_model_file(path):

@@ -114,7 +114,7 @@ def _attribute_value(value):
     return value
 
 
-def load_table(path, name="hkl_table", finite=False):
+def load_table(path, name="hkl_table", finite=False, columns=None):
     """Load `/entry/<name>` of a dials-diffuse table file.
 
     Parameters
@@ -122,6 +122,10 @@ def load_table(path, name="hkl_table", finite=False):
     path : str or Path
     name : str
         The table's group under /entry.
+    columns : collection of str, optional
+        Load only these columns (those the table has; the caller checks
+        for missing ones), e.g. to hold fewer bytes per row of a large
+        table. None: every column.
     finite : bool or sequence of str
         Columns whose values must all be finite (the non-finite policy:
         NaN or Inf in a table a program computes with is an error naming the
@@ -151,6 +155,8 @@ def load_table(path, name="hkl_table", finite=False):
         ]
         for key in ("NX_class", "signal"):
             attrs.pop(key, None)
+        if columns is not None:
+            order = [column for column in order if column in columns]
         try:
             columns = {column: group[column][()] for column in order}
         except (KeyError, OSError, TypeError, ValueError) as error:

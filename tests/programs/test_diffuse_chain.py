@@ -296,6 +296,9 @@ def test_scaling_the_real_sweep_never_lowers_cc_half(chain, in_tmp_path):
         ]
         assert merge_program.run(args) == 0
         cc[label] = json.loads(open(f"{label}.json").read())["results"]["cc_half"]
+        if extra:  # merge says that it applies a fallback
+            log = open("dials.diffuse.merge.log").read()
+            assert f"scale wrote the model '{results['model_used']}'" in log
     assert cc["scaled"] >= cc["unscaled"]
     # b(phi) as written stays within what the frame totals allow.
     table = load_table(chain / "corrected.nxs").to_frame()
@@ -303,5 +306,8 @@ def test_scaling_the_real_sweep_never_lowers_cc_half(chain, in_tmp_path):
     spread = (b.max() - b.min()) / (2 * b.mean())
     allowed = [t for t in results["validation"][-1]["frame_total_spread"] if t]
     assert spread <= 1.5 * max(allowed or [0.0]) + 0.02
-    if results["model_used"] != "as refined":
-        assert not first["passed"] and first["reasons"]
+    # The held-out CC1/2 drops by several of its standard errors (0.88 ->
+    # 0.77 on 54 voxels, 2.7 sigma): an overfit, refused.
+    assert results["model_used"] != "as refined"
+    assert not first["passed"]
+    assert any("standard errors lower" in reason for reason in first["reasons"])

@@ -335,6 +335,14 @@ def _scaled(table, model, which, name, model_name):
         )
     if model is None:
         return frame
+    if model.model_used != "as refined":
+        logger.warning(
+            "%s: scale wrote the model '%s', a fallback (why: see "
+            "dials.diffuse.scale.log)%s",
+            model_name,
+            model.model_used,
+            ": merged unscaled" if model.model_used.startswith("none") else "",
+        )
     model = ScaleModel({t: term for t, term in model.terms.items() if t in which})
     absent = model.missing_columns(frame)
     if absent:

@@ -318,14 +318,26 @@ validation {
             "the voxels, merge the other half with and without it (CC1/2 of"
             "random halves, reduced chi-square about the voxels' means), and"
             "compare b(phi) with the variation of the sweep's frame totals. It"
-            "passes if CC1/2 is not lower, chi-square not higher, and b varies"
-            "no more than 1.5 x the frame totals + 2%."
+            "passes if CC1/2 is not lower and chi-square not higher by more"
+            "than validation.tolerance standard errors, and b varies no more"
+            "than 1.5 x the frame totals + 2%."
   action = *fallback warn
     .type = choice
     .help = "When the model fails: fallback tries b(phi) alone, linear over"
             "each sweep, then no scaling (the model written with neutral"
             "values, so merge gives the unscaled map); warn keeps the model."
             "Either way the log, the JSON summary and the report say why."
+  tolerance = 1.0
+    .type = float(value_min=0, allow_none=False)
+    .help = "How far the held-out CC1/2 may drop, and the held-out chi-square"
+            "rise, before the model counts as making the data worse, in"
+            "standard errors of the statistic without the model: CC1/2 on"
+            "Fisher's z scale, z = atanh(CC1/2), sigma(z) = 1/sqrt(n - 3) for"
+            "n voxels seen in both halves; the reduced chi-square of nu"
+            "degrees of freedom, sigma = chi-square x sqrt(2/nu). A change"
+            "smaller than one standard error is within the sampling noise of"
+            "the statistic itself (a model that changes nothing moves CC1/2"
+            "by a few ten-thousandths on one sweep). 0: any drop or rise fails."
   seed = 0
     .type = int(allow_none=False)
     .help = "Seed of the random halves for CC1/2."
@@ -573,9 +585,15 @@ def _restraints(name, settings, shape):
 
 @dataclasses.dataclass
 class ScaleModel:
-    """The terms present (any of scaling, offset, detector, absorption)."""
+    """The terms present (any of scaling, offset, detector, absorption).
+
+    `model_used` says which model scale wrote (`ScaleResult.model_used`):
+    "as refined", or a fallback after validation ("b(phi) linear over each
+    sweep", "none (unscaled)"), which merge reports.
+    """
 
     terms: dict = dataclasses.field(default_factory=dict)
+    model_used: str = "as refined"
 
     def factors(self, frame):
         """(a, b, c, d) at every row of a table (pandas); absent terms neutral."""
@@ -608,25 +626,35 @@ class _Refinement:
 
     Terms are keyed (name, batch); the detector term is shared by all
     batches (key ("detector", None)), as in mdx2.
+
+    Only the observations in use are held: those of voxels seen at least
+    twice with a finite intensity and a positive error, less the outliers
+    rejected so far (`reject_outliers` drops them). The others weigh
+    nothing in any sum, so leaving them out changes no result and keeps
+    memory to what the fit uses (see `do_scale` for the bound).
     """
 
     def __init__(self, observations, batch):
-        self.frame = observations
-        self.batch = batch
-        self.intensity = observations["intensity"].to_numpy(np.float64)
-        self.sigma = observations["intensity_error"].to_numpy(np.float64)
+        intensity = observations["intensity"].to_numpy(np.float64)
+        sigma = observations["intensity_error"].to_numpy(np.float64)
         # The voxel of each observation (hashing: faster than sorting rows).
-        self.group = (
-            observations.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
-        )
-        self.n_groups = int(self.group.max()) + 1 if len(self.group) else 0
+        group = observations.groupby(["h", "k", "l"], sort=False).ngroup().to_numpy()
+        self.n_groups = int(group.max()) + 1 if len(group) else 0
+        usable = np.isfinite(intensity) & np.isfinite(sigma) & (sigma > 0)
+        multiplicity = np.bincount(group[usable], minlength=self.n_groups)
+        #: The observations (rows of `observations`) in use at the start.
+        self.kept = usable & (multiplicity[group] >= 2)
+        self.intensity = intensity[self.kept]
+        self.sigma = sigma[self.kept]
+        self.group = group[self.kept]
+        self.batch = batch[self.kept]
+        coordinates = {c for _, names, _ in TERMS.values() for c in names}
+        self.coordinates = {
+            c: observations[c].to_numpy()[self.kept]
+            for c in sorted(coordinates & set(observations))
+        }
         self.terms = {}
         self.matrices = {}
-        self.used_matrices = {}
-        usable = np.isfinite(self.intensity) & np.isfinite(self.sigma)
-        usable &= self.sigma > 0
-        multiplicity = np.bincount(self.group[usable], minlength=self.n_groups)
-        self.use = usable & (multiplicity[self.group] >= 2)
 
     def rows(self, key):
         """Indices of the observations a term applies to."""
@@ -635,14 +663,14 @@ class _Refinement:
         return np.flatnonzero(self.batch == key[1])
 
     def matrix(self, key):
-        """Interpolation matrix of a term over all observations (zero off its batch)."""
+        """Interpolation matrix of a term over the observations (zero off its batch)."""
         if key not in self.matrices:
             rows = self.rows(key)
             part = (
                 self.terms[key]
                 .matrix(
                     *(
-                        self.frame[c].to_numpy(np.float64)[rows]
+                        self.coordinates[c][rows].astype(np.float64)
                         for c in TERMS[key[0]][1]
                     )
                 )
@@ -653,12 +681,6 @@ class _Refinement:
                 shape=(len(self.intensity), part.shape[1]),
             )
         return self.matrices[key]
-
-    def used_matrix(self, key):
-        """The rows of `matrix(key)` of the observations in use (cached)."""
-        if key not in self.used_matrices:
-            self.used_matrices[key] = self.matrix(key)[self.use]
-        return self.used_matrices[key]
 
     def value(self, name):
         """The term `name` at every observation (neutral where there is none)."""
@@ -677,7 +699,7 @@ class _Refinement:
         a, b, c, d = self.factors()
         scale = a * b * d * np.ones(len(self.intensity))
         scaled = self.intensity / scale - c / b
-        weight = np.where(self.use, (scale / self.sigma) ** 2, 0.0)
+        weight = (scale / self.sigma) ** 2
         total = np.bincount(self.group, weights=weight, minlength=self.n_groups)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (
@@ -693,7 +715,7 @@ class _Refinement:
         return (self.intensity - a * d * (b * merged[self.group] + c)) / self.sigma
 
     def chi_square(self, merged):
-        return float(np.mean(self.residuals(merged)[self.use] ** 2))
+        return float(np.mean(self.residuals(merged) ** 2))
 
     def fit(self, names, merged, settings):
         """Refine the nodes of the terms `names` (all batches) holding M and the rest.
@@ -706,26 +728,27 @@ class _Refinement:
         """
         a, b, c, d = self.factors()
         m = merged[self.group]
-        # I = fixed + sum over fitted terms of P (A u).
+        # I = fixed + sum over fitted terms of P (A u) (each P computed only
+        # for the terms fitted: one array per observation less to hold).
         multiplier = {
-            "scaling": a * d * m,
-            "offset": a * d,
-            "detector": a * (b * m + c),
-            "absorption": d * (b * m + c),
+            "scaling": lambda: a * d * m,
+            "offset": lambda: a * d,
+            "detector": lambda: a * (b * m + c),
+            "absorption": lambda: d * (b * m + c),
         }
         fixed = {
-            ("scaling",): a * d * c,
-            ("offset",): a * b * d * m,
-        }.get(tuple(names), 0.0)
+            ("scaling",): lambda: a * d * c,
+            ("offset",): lambda: a * b * d * m,
+        }.get(tuple(names), lambda: 0.0)()
         n = len(self.intensity)
-        use_sigma = self.sigma[self.use]
         keys = [key for name in names for key in self.terms if key[0] == name]
         blocks, penalties = [], []
         for key in keys:
             name = key[0]
-            P = np.broadcast_to(multiplier[name], (n,))[self.use]
-            design = self.used_matrix(key).copy()
-            design.data *= np.repeat(P / use_sigma, np.diff(design.indptr))
+            P = np.broadcast_to(multiplier[name](), (n,))
+            design = self.matrix(key).copy()
+            design.data *= np.repeat(P / self.sigma, np.diff(design.indptr))
+            del P
             blocks.append(design)
             # The diagonal of A'WA: column sums of squares (A'WA itself is
             # formed once, for all blocks together).
@@ -748,9 +771,8 @@ class _Refinement:
                 )
             penalties.append(penalty)
         design = sparse.hstack(blocks).tocsr()
-        y = (self.intensity[self.use] - np.broadcast_to(fixed, (n,))[self.use]) / (
-            use_sigma
-        )
+        del blocks
+        y = (self.intensity - np.broadcast_to(fixed, (n,))) / self.sigma
         system = design.T @ design + sparse.block_diag(penalties)
         values = np.atleast_1d(sparse_linalg.spsolve(system.tocsc(), design.T @ y))
         for key in keys:
@@ -781,9 +803,7 @@ class _Refinement:
     def _normalise(self, name):
         """Mean 1 over the used observations (all batches together, keeping their
         relative scale); the offsets compensate for a and d."""
-        mean = float(
-            np.mean(np.broadcast_to(self.value(name), self.use.shape)[self.use])
-        )
+        mean = float(np.mean(np.broadcast_to(self.value(name), self.group.shape)))
         if not mean > 0:
             raise DataError(
                 f"the {name} term refined to a non-positive mean: the data do not "
@@ -798,10 +818,14 @@ class _Refinement:
     def reject_outliers(self, threshold):
         """Exclude observations more than `threshold` errors above the model."""
         merged = self.merge()
-        outlier = self.use & (self.residuals(merged) > threshold)
-        self.use &= ~outlier
-        self.used_matrices = {}
-        return int(outlier.sum())
+        keep = ~(self.residuals(merged) > threshold)
+        rejected = int(len(keep) - np.count_nonzero(keep))
+        if rejected:
+            for name in ("intensity", "sigma", "group", "batch"):
+                setattr(self, name, getattr(self, name)[keep])
+            self.coordinates = {c: v[keep] for c, v in self.coordinates.items()}
+            self.matrices = {key: m[keep] for key, m in self.matrices.items()}
+        return rejected
 
 
 def refine_scale_model(observations, settings, progress=None):
@@ -851,13 +875,13 @@ def refine_scale_model(observations, settings, progress=None):
         batch = np.zeros(len(observations), dtype=np.int64)
     n_batches = int(batch.max()) + 1 if len(batch) else 1
     refinement = _Refinement(observations, batch)
-    if refinement.use.sum() < 10:
+    if len(refinement.intensity) < 10:
         raise DataError(
             "fewer than 10 redundant observations: nothing to scale against"
         )
     for name in (name for name in TERMS if name in settings):
         for number in [None] if name == "detector" else range(n_batches):
-            rows = refinement.use.copy()
+            rows = refinement.kept.copy()
             if number is not None:
                 rows &= batch == number
             if not rows.any():
@@ -932,7 +956,9 @@ def refine_phi_scale(observations, phi_step=1.0, smoothness=1.0, cycles=10):
 def _chi_square_about_means(intensity, sigma, group):
     """Reduced chi-square of observations about their voxel's weighted mean.
 
-    Over the voxels seen at least twice: sum((I - M)^2 / sigma^2) / (n - voxels).
+    Over the voxels seen at least twice: sum((I - M)^2 / sigma^2) / nu, with
+    nu = n - voxels degrees of freedom. Returns (chi-square, nu); NaN and 0
+    without a voxel seen twice.
     """
     n_groups = int(group.max()) + 1
     weight = 1.0 / sigma**2
@@ -940,10 +966,11 @@ def _chi_square_about_means(intensity, sigma, group):
     mean = np.bincount(group, weights=weight * intensity, minlength=n_groups) / total
     count = np.bincount(group, minlength=n_groups)
     keep = count[group] >= 2
-    degrees = keep.sum() - np.count_nonzero(count >= 2)
+    degrees = int(keep.sum() - np.count_nonzero(count >= 2))
     if degrees <= 0:
-        return float("nan")
-    return float(np.sum(((intensity - mean[group]) / sigma)[keep] ** 2) / degrees)
+        return float("nan"), 0
+    chi_square = np.sum(((intensity - mean[group]) / sigma)[keep] ** 2) / degrees
+    return float(chi_square), degrees
 
 
 def _spread(values):
@@ -983,7 +1010,7 @@ def frame_total_spread(observations, phi_step):
     return _spread(signal[full] / weight[full])
 
 
-def compare_merges(observations, models, seed=0):
+def compare_merges(observations, models, seed=0, tolerance=1.0):
     """Merge with and without the models: CC1/2 and chi-square of both.
 
     Parameters
@@ -995,14 +1022,29 @@ def compare_merges(observations, models, seed=0):
         One per batch.
     seed : int
         Of the random halves (the same split with and without the model).
+    tolerance : float
+        How many standard errors (of the statistic without the model) CC1/2
+        may drop and chi-square rise before the model counts as worse.
 
     Returns
     -------
     dict
-        cc_half_unscaled, cc_half_scaled (random halves),
+        cc_half_unscaled, cc_half_scaled (random halves), voxels (seen in
+        both halves) and cc_half_sigma, the standard error of CC1/2 without
+        the model (Fisher: z = atanh(CC1/2) has sigma(z) = 1/sqrt(voxels -
+        3), so sigma(CC1/2) = (1 - CC1/2^2) sigma(z));
         chi_square_unscaled, chi_square_scaled (`_chi_square_about_means`),
+        degrees_of_freedom and chi_square_sigma = chi-square sqrt(2 / nu),
         over the voxels seen at least twice; reasons (list of str) if the
-        model makes either worse.
+        model makes either worse by more than `tolerance` standard errors.
+
+    Why these errors: a model that fits noise makes voxels it was not
+    refined on agree less, but so little on small data that a strict
+    comparison would reject any model that does nothing (the demo's b(phi),
+    +-0.6 %, lowers the held-out CC1/2 from 0.9606 to 0.9604 on 4449 voxels,
+    a tenth of sigma). The drop is judged against the precision of the
+    statistic itself: the change that two measurements of it could not
+    tell apart.
     """
     from dials_diffuse.algorithms.diffuse.merge import cc_half, merge_observations
 
@@ -1030,26 +1072,53 @@ def compare_merges(observations, models, seed=0):
             split="random_half",
             seed=seed,
         )
+        # The halves are dealt by count, not weight: the same voxels and
+        # observations in each half with and without the model.
+        result["voxels"] = int(
+            halves[["intensity_1", "intensity_2"]].notna().all(axis=1).sum()
+        )
         try:
             result[f"cc_half_{label}"] = cc_half(halves, shells=1)[0]
         except DataError:
             result[f"cc_half_{label}"] = float("nan")
-        result[f"chi_square_{label}"] = _chi_square_about_means(
-            values[usable], errors[usable], group
-        )
-    reasons = []
-    if result["cc_half_scaled"] < result["cc_half_unscaled"]:
-        reasons.append(
-            f"CC1/2 {result['cc_half_scaled']:.4f} with the model, "
-            f"{result['cc_half_unscaled']:.4f} without"
-        )
-    if result["chi_square_scaled"] > result["chi_square_unscaled"]:
-        reasons.append(
-            f"chi-square {result['chi_square_scaled']:.4g} with the model, "
-            f"{result['chi_square_unscaled']:.4g} without"
-        )
-    result["reasons"] = reasons
+        (
+            result[f"chi_square_{label}"],
+            result["degrees_of_freedom"],
+        ) = _chi_square_about_means(values[usable], errors[usable], group)
+    result.update(_judge(result, tolerance))
     return result
+
+
+def _judge(result, tolerance):
+    """The standard errors of `compare_merges` and the reasons the model fails."""
+    cc, cc_scaled = result["cc_half_unscaled"], result["cc_half_scaled"]
+    sigma_z = 1 / np.sqrt(result["voxels"] - 3) if result["voxels"] > 3 else np.nan
+    chi, chi_scaled = result["chi_square_unscaled"], result["chi_square_scaled"]
+    nu = result["degrees_of_freedom"]
+    judged = {
+        "cc_half_sigma": float((1 - cc**2) * sigma_z),
+        "chi_square_sigma": float(chi * np.sqrt(2 / nu)) if nu > 0 else float("nan"),
+        "tolerance": tolerance,
+        "reasons": [],
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Fisher's z: clipped so that a CC1/2 of exactly 1 stays finite.
+        z = np.arctanh(np.clip([cc, cc_scaled], -1 + 1e-12, 1 - 1e-12))
+        cc_drop = (z[0] - z[1]) / sigma_z
+        chi_rise = (chi_scaled - chi) / judged["chi_square_sigma"]
+    if cc_drop > tolerance:
+        judged["reasons"].append(
+            f"CC1/2 {cc_scaled:.4f} with the model, {cc:.4f} +- "
+            f"{judged['cc_half_sigma']:.4f} without: {cc_drop:.1f} standard "
+            f"errors lower ({result['voxels']} voxels)"
+        )
+    if chi_rise > tolerance:
+        judged["reasons"].append(
+            f"chi-square {chi_scaled:.4g} with the model, {chi:.4g} +- "
+            f"{judged['chi_square_sigma']:.2g} without: {chi_rise:.1f} standard "
+            f"errors higher ({nu} degrees of freedom)"
+        )
+    return judged
 
 
 def b_against_frame_totals(observations, models):
@@ -1082,15 +1151,17 @@ def b_against_frame_totals(observations, models):
     return result
 
 
-def check_model(observations, settings, models, seed=0):
+def check_model(observations, settings, models, seed=0, tolerance=1.0):
     """Does the model help? Judged on voxels it was not refined on.
 
     The voxels are dealt at random into two halves; the model is refined
     (with `settings`) on the first half's observations and the merges of
     the second half compared with and without it (`compare_merges`): a
     model that fits noise improves its own data's agreement, not that of
-    other voxels. b(phi) of `models` (refined on all) is compared with the
-    frame totals (`b_against_frame_totals`).
+    other voxels; a drop or rise within `tolerance` standard errors is
+    within the statistics' own noise and passes. b(phi) of `models`
+    (refined on all) is compared with the frame totals
+    (`b_against_frame_totals`).
 
     Returns
     -------
@@ -1107,7 +1178,7 @@ def check_model(observations, settings, models, seed=0):
         if len(np.unique(batch[train])) != len(models):
             raise DataError("a sweep has no observation in one half of the voxels")
         trained, _ = refine_scale_model(observations[train], settings)
-        result.update(compare_merges(observations[~train], trained, seed))
+        result.update(compare_merges(observations[~train], trained, seed, tolerance))
     except DataError as error:
         result.update(
             {
@@ -1115,11 +1186,14 @@ def check_model(observations, settings, models, seed=0):
                 for key in (
                     "cc_half_unscaled",
                     "cc_half_scaled",
+                    "cc_half_sigma",
                     "chi_square_unscaled",
                     "chi_square_scaled",
+                    "chi_square_sigma",
                 )
             }
         )
+        result.update({"voxels": 0, "degrees_of_freedom": 0, "tolerance": tolerance})
         result["reasons"] = [f"cannot be checked on half of the voxels: {error}"]
     frame_totals = b_against_frame_totals(observations, models)
     result["reasons"] = result["reasons"] + frame_totals.pop("reasons")
@@ -1192,21 +1266,32 @@ class ScaleResult:
             "check": self.check_text(),
         }
 
+    def labelled(self):
+        """This result, each model's `model_used` set to the result's."""
+        for model in self.models:
+            model.model_used = self.model_used
+        return self
+
     def check_text(self):
         """One line per model tried: the checks and why it failed (for reports)."""
-        lines = []
-        for check in self.validation:
-            line = (
-                f"{check['model']}: CC1/2 {check['cc_half_scaled']:.4f} "
-                f"(unscaled {check['cc_half_unscaled']:.4f}), chi-square "
-                f"{check['chi_square_scaled']:.4g} "
-                f"(unscaled {check['chi_square_unscaled']:.4g})"
-            )
-            if check["reasons"]:
-                line += ": worse (" + "; ".join(check["reasons"]) + ")"
-            lines.append(line)
+        lines = [
+            f"{check['model']}: {describe_check(check)}" for check in self.validation
+        ]
         lines.append(f"model written: {self.model_used}")
         return "; ".join(lines)
+
+
+def scale_columns(params):
+    """The columns of a corrected table that `do_scale` reads, with `params`.
+
+    h, k, l, intensity, intensity_error, the coordinates of the enabled
+    terms, and phi, pixels (the frame totals of the validation) and panel:
+    a program loads only these (`load_table(columns=...)`).
+    """
+    columns = {"h", "k", "l", "intensity", "intensity_error", "phi", "pixels", "panel"}
+    for name in enabled_terms(params):
+        columns |= set(TERMS[name][1])
+    return columns
 
 
 def do_scale(tables, params, names=None):
@@ -1237,9 +1322,7 @@ def do_scale(tables, params, names=None):
             "no term enabled: set at least one of scaling.enable, offset.enable, "
             "detector.enable, absorption.enable"
         )
-    needed = {"h", "k", "l", "intensity", "intensity_error"}
-    for name in settings:
-        needed |= set(TERMS[name][1])
+    needed = scale_columns(params) - {"phi", "pixels", "panel"}
     frames = []
     for number, (name, table) in enumerate(zip(names, tables)):
         missing = needed - set(table)
@@ -1254,8 +1337,9 @@ def do_scale(tables, params, names=None):
                 "term(s) take pixel indices across one panel (disable them)"
             )
         columns = sorted(needed | ({"phi", "pixels"} & set(table)))
-        frames.append(table[columns].assign(batch=number))
+        frames.append(table[columns].assign(batch=np.int16(number)))
     observations = pd.concat(frames, ignore_index=True)
+    del frames
     notes = []
     if params.auto_nodes:
         settings, notes = choose_nodes(observations, settings, params.min_observations)
@@ -1268,7 +1352,7 @@ def do_scale(tables, params, names=None):
         result = ScaleResult(neutral_models(models), history, notes)
         result.model_used = "none (unscaled)"
         logger.info("No term refined: the model written is neutral (unscaled)")
-        return result
+        return result.labelled()
     models, history = refine_scale_model(
         observations,
         settings,
@@ -1278,12 +1362,18 @@ def do_scale(tables, params, names=None):
     if params.validation.enable:
         _validate(result, observations, settings, params)
     _log_models(result, names)
-    return result
+    return result.labelled()
 
 
 def _validate(result, observations, settings, params):
     """Check the refined model; with action=fallback, restrain it or drop it."""
-    check = check_model(observations, settings, result.models, params.validation.seed)
+    check = check_model(
+        observations,
+        settings,
+        result.models,
+        params.validation.seed,
+        params.validation.tolerance,
+    )
     check["model"] = "as refined"
     result.validation.append(check)
     _log_check(check)
@@ -1312,7 +1402,13 @@ def _validate(result, observations, settings, params):
             )
         }
         models, history = refine_scale_model(observations, linear)
-        restrained = check_model(observations, linear, models, params.validation.seed)
+        restrained = check_model(
+            observations,
+            linear,
+            models,
+            params.validation.seed,
+            params.validation.tolerance,
+        )
         restrained["model"] = "b(phi) linear over each sweep"
         result.validation.append(restrained)
         _log_check(restrained)
@@ -1335,20 +1431,35 @@ def _validate(result, observations, settings, params):
     result.model_used = "none (unscaled)"
 
 
+def describe_check(check):
+    """The figures and verdict of one `check_model` result, in one line."""
+    text = (
+        f"CC1/2 {check['cc_half_scaled']:.4f} (unscaled "
+        f"{check['cc_half_unscaled']:.4f} +- {check['cc_half_sigma']:.4f}, "
+        f"{check['voxels']} voxels), chi-square {check['chi_square_scaled']:.4g} "
+        f"(unscaled {check['chi_square_unscaled']:.4g} +- "
+        f"{check['chi_square_sigma']:.2g}, {check['degrees_of_freedom']} degrees "
+        "of freedom)"
+    )
+    text += "".join(
+        f"; b(phi) +-{100 * b:.1f}%"
+        + (f", frame totals +-{100 * t:.1f}%" if t is not None else "")
+        for b, t in zip(check["b_spread"], check["frame_total_spread"])
+    )
+    if check["reasons"]:
+        return text + ": worse (" + "; ".join(check["reasons"]) + ")"
+    tolerance = check["tolerance"]
+    return text + (
+        f": passed (no change beyond {tolerance:g} standard "
+        f"error{'' if tolerance == 1 else 's'})"
+    )
+
+
 def _log_check(check):
     logger.info(
-        "Model %s, on voxels it was not refined on: CC1/2 %.4f (unscaled %.4f), "
-        "chi-square %.4g (unscaled %.4g)%s",
+        "Model %s, on voxels it was not refined on: %s",
         check["model"],
-        check["cc_half_scaled"],
-        check["cc_half_unscaled"],
-        check["chi_square_scaled"],
-        check["chi_square_unscaled"],
-        "".join(
-            f"; b(phi) +-{100 * b:.1f}%"
-            + (f", frame totals +-{100 * t:.1f}%" if t is not None else "")
-            for b, t in zip(check["b_spread"], check["frame_total_spread"])
-        ),
+        describe_check(check),
     )
 
 

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dials_diffuse.algorithms.diffuse.merge import do_merge
+from dials_diffuse.algorithms.diffuse.merge import phil_scope as merge_phil
 from dials_diffuse.algorithms.diffuse.scale import (
     GridTerm,
     ScaleModel,
@@ -16,6 +18,8 @@ from dials_diffuse.algorithms.diffuse.scale import (
     phil_scope,
     settings_copy,
 )
+from dials_diffuse.io.scale_model import read_scale_model, write_scale_model
+from dials_diffuse.io.tables import Table
 from tests.algorithms.diffuse.test_scale_model import simulate, true_b
 
 
@@ -126,7 +130,7 @@ def overfit_table(seed=7):
     )
 
 
-def test_a_model_that_fits_noise_falls_back_to_unscaled():
+def test_a_model_that_fits_noise_falls_back_to_unscaled(tmp_path, caplog):
     table = overfit_table()
     free = {
         "scaling.phi_step": 0.25,
@@ -136,6 +140,8 @@ def test_a_model_that_fits_noise_falls_back_to_unscaled():
     result = do_scale([table], params(**free))
     tried = [check["model"] for check in result.validation]
     assert tried[0] == "as refined" and not result.validation[0]["passed"]
+    # Worse by more than the statistics' standard errors.
+    assert "standard errors" in " ".join(result.validation[0]["reasons"])
     assert result.model_used in ("b(phi) linear over each sweep", "none (unscaled)")
     final = result.validation[-1]
     if result.model_used == "none (unscaled)":
@@ -145,6 +151,19 @@ def test_a_model_that_fits_noise_falls_back_to_unscaled():
     summary = result.summary()
     assert summary["model_used"] == result.model_used
     assert summary["validation"][0]["reasons"]
+    # The models say which they are; scale.nxs records it and merge says so.
+    assert {model.model_used for model in result.models} == {result.model_used}
+    write_scale_model(tmp_path / "scale.nxs", result.models[0])
+    model = read_scale_model(tmp_path / "scale.nxs")
+    assert model.model_used == result.model_used
+    with caplog.at_level("WARNING"):
+        do_merge(
+            [Table.from_frame("hkl_table", table)],
+            merge_phil.extract(),
+            [model],
+            model_names=["scale.nxs"],
+        )
+    assert f"scale.nxs: scale wrote the model '{result.model_used}'" in caplog.text
     # validation.action=warn keeps the model, still recorded.
     kept = do_scale([table], params(**free, **{"validation.action": "warn"}))
     assert kept.model_used == "as refined" and not kept.validation[0]["passed"]
@@ -161,6 +180,64 @@ def test_a_true_distortion_is_kept():
     phi = np.linspace(1, 29, 50)
     ratio = b(phi) / true_b(phi)
     assert np.std(ratio) / np.mean(ratio) < 0.01
+
+
+def test_a_model_that_changes_nothing_is_accepted_without_warning(caplog):
+    """As on the demo: no distortion, b(phi) fits the noise by +-1.4 % and the
+    held-out CC1/2 is lower with it by far less than its standard error."""
+    frame, _, _ = simulate(noise=0.2, seed=1)
+    frame["pixels"] = 100
+    with caplog.at_level("INFO"):
+        result = do_scale([frame], params())
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert result.model_used == "as refined"
+    check = result.validation[0]
+    assert check["passed"] and check["b_spread"][0] < 0.02
+    # Lower, so a strict comparison (tolerance 0) would have refused it ...
+    assert check["cc_half_scaled"] < check["cc_half_unscaled"]
+    drop = check["cc_half_unscaled"] - check["cc_half_scaled"]
+    assert drop < 0.1 * check["cc_half_sigma"]
+    assert check["voxels"] > 1900 and check["degrees_of_freedom"] > 13000
+    line = next(r.getMessage() for r in caplog.records if "not refined on" in r.message)
+    # ... as it does.
+    strict = do_scale([frame], params(**{"validation.tolerance": 0.0}))
+    assert not strict.validation[0]["passed"]
+    assert strict.model_used == "none (unscaled)"
+    # The figures are in the log line and the report's text.
+    assert f"{check['voxels']} voxels" in line
+    assert "passed (no change beyond 1 standard error)" in result.check_text()
+
+
+def test_cc_half_standard_error_from_fisher_z():
+    """sigma(CC1/2) = (1 - CC^2) / sqrt(n - 3): against the spread of CC1/2
+    over many independent draws of the same size."""
+    rng = np.random.default_rng(5)
+    n, rho = 400, 0.8
+    values = []
+    for _ in range(400):
+        truth = rng.normal(size=n)
+        noise = np.sqrt(1 / rho - 1)
+        values.append(
+            np.corrcoef(
+                truth + noise * rng.normal(size=n), truth + noise * rng.normal(size=n)
+            )[0, 1]
+        )
+    from dials_diffuse.algorithms.diffuse.scale import _judge
+
+    judged = _judge(
+        {
+            "cc_half_unscaled": rho,
+            "cc_half_scaled": rho,
+            "voxels": n,
+            "chi_square_unscaled": 1.0,
+            "chi_square_scaled": 1.0,
+            "degrees_of_freedom": 800,
+        },
+        tolerance=1.0,
+    )
+    assert judged["cc_half_sigma"] == pytest.approx(np.std(values), rel=0.15)
+    assert judged["chi_square_sigma"] == pytest.approx(0.05)
+    assert not judged["reasons"]
 
 
 def test_settings_copy_of_phil_and_dataclass():
