@@ -234,3 +234,40 @@ def test_polar_transform_nearest_against_the_flat_detector(
         both = check & usable
         assert both.sum() > 10000
         np.testing.assert_array_equal(data[shot][both], expected[both])
+
+
+def test_multi_panel_stills_per_shot_and_panel(
+    simulated_modules, frames_and_truth, in_tmp_path
+):
+    """The frames imported as 30 stills (30 image sets of 8 panels): per shot
+    and panel, pixel_histogram and frame_statistics give the frames' tiles."""
+    import subprocess
+
+    import pandas as pd
+
+    from dials_diffuse.command_line import frame_statistics, pixel_histogram
+
+    frames, tiles, dead, _, _ = frames_and_truth
+    subprocess.run(
+        [
+            "dials.import",
+            str(simulated_modules["master"]),
+            "convert_sequences_to_stills=True",
+            "output.experiments=stills.expt",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert pixel_histogram.run(["stills.expt"]) == 0
+    assert frame_statistics.run(["stills.expt"]) == 0
+    shots = pd.read_csv(in_tmp_path / "pixel_histogram_shots.csv")
+    sums = pd.read_csv(in_tmp_path / "frame_statistics_panels.csv")
+    assert shots["imageset"].nunique() == len(frames) == sums["imageset"].nunique()
+    for panel, tile in enumerate(tiles):
+        values = _tile(frames, tile)[:, ~_tile(dead, tile)]
+        rows = shots[shots["panel"] == panel].sort_values("imageset")
+        np.testing.assert_array_equal(rows["pixels"], values.shape[1])
+        np.testing.assert_allclose(rows["mean"], values.mean(axis=1), rtol=1e-12)
+        np.testing.assert_array_equal(rows["max"], values.max(axis=1))
+        rows = sums[sums["panel"] == panel].sort_values("imageset")
+        np.testing.assert_array_equal(rows["sum"], values.sum(axis=1))
