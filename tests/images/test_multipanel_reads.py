@@ -53,3 +53,36 @@ def test_each_frame_read_once(simulated_modules, monkeypatch):
             for r, m in zip(raw, masks)
         ]
         np.testing.assert_array_equal(sums[index], expected)
+
+
+def test_binning_every_panel_reads_each_frame_once(simulated_modules, monkeypatch):
+    """bin_image_series's one pass over all panels: one read per frame, and each
+    panel's blocks as binning that panel alone."""
+    from dials_diffuse.algorithms.diffuse.background import (
+        bin_image_series,
+        bin_panels,
+    )
+
+    imageset = ExperimentListFactory.from_json_file(
+        str(simulated_modules["truth_expt"])
+    )[0].imageset
+    source = ImagesetSource(imageset)
+    alone = [
+        bin_image_series(source, (10, 16, 16), source.angles_deg, panel=panel)
+        for panel in (0, 5)
+    ]
+    calls = []
+    original = imageset_module.read_frame
+
+    def counting(imageset, index, static_masks=None):
+        calls.append(index)
+        return original(imageset, index, static_masks)
+
+    monkeypatch.setattr(imageset_module, "read_frame", counting)
+    fresh = ImagesetSource(imageset)
+    together = bin_panels(fresh, (10, 16, 16), fresh.angles_deg)
+    assert sorted(calls) == list(range(fresh.n_frames))
+    assert len(together) == 8
+    for panel, background in zip((0, 5), alone):
+        np.testing.assert_array_equal(together[panel].rate, background.rate)
+        np.testing.assert_array_equal(together[panel].phi, background.phi)
