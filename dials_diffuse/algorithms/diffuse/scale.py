@@ -827,10 +827,12 @@ class _Refinement:
         is left to the normalisation (the minimum-norm step).
         """
         term = self.terms[key]
-        rows = self.use.copy()
+        rows = self.use
+        # The gains act on this term's batch; M_v is fixed by every batch.
+        in_term = np.ones(int(rows.sum()), dtype=bool)
         if key[1] is not None:
-            rows &= self.batch == key[1]
-        if not rows.any():
+            in_term = self.batch[rows] == key[1]
+        if not in_term.any():
             return
         panel = self.frame[PANEL].to_numpy()[rows].astype(np.int64)
         n_panels = term.shape[-1]
@@ -842,7 +844,7 @@ class _Refinement:
                 np.broadcast_to(value, self.use.shape)[rows] for value in self.factors()
             )
             prediction = a * d * (b * merged + c)
-            x = prediction / sigma  # d(prediction)/d(g_p), weighted
+            x = np.where(in_term, prediction / sigma, 0.0)  # d(prediction)/d(g_p)
             y = a * d * b / sigma  # d(prediction)/d(M_v), weighted
             r = (intensity - prediction) / sigma
             h_vv = np.bincount(voxel, y * y, minlength=len(voxels))
