@@ -111,6 +111,10 @@ FORMAT_CLASSES = [
     # every file that class claims; also of FormatHDF5 for dxtbx without it.
     "FormatSACLA:FormatHDF5Sacla,FormatHDF5 = "
     "dials_diffuse.format.FormatSACLA:FormatSACLA",
+    # Claims only NXmx files whose pixel mask dxtbx 3.11 cannot cut into
+    # modules (see the class); FormatNXmx reads all others.
+    "FormatNXmxModuleMask:FormatNXmx = "
+    "dials_diffuse.format.FormatNXmxModuleMask:FormatNXmxModuleMask",
 ]
 
 

@@ -30,7 +30,9 @@ piecewise linear between nodes, refined by alternating weighted least
 squares with smoothness restraints (mdx2 1.0.5's defaults), in mdx2's order
 (b; b with c; c; d; a), each stage followed by outlier rejection. a, b and d
 are normalised to a mean of 1. merge applies the model (give scale.nxs with
-the corrected.nxs): I / (a b d) - c / b.
+the corrected.nxs): I / (a b d) - c / b. On a multi-panel detector d and a
+are per panel (ix, iy within each panel, the same nodes on every panel,
+smooth within a panel only): modules of different gain are each scaled.
 
 Only what the data determine is refined (auto_nodes=True): each node needs
 min_observations redundant observations, b(phi) has one node per sweep
@@ -117,6 +119,9 @@ def plot_models(models, path):
             panel.set_ylabel("scale b(phi)")
             continue
         term = terms[name]
+        if "panel" in term.axes:
+            _plot_panel_means(panel, name, term, sweep=len(models) > 1)
+            continue
         values = term.values.mean(axis=2) if name == "absorption" else term.values
         first, second = list(term.axes)[:2]
         image = panel.imshow(
@@ -149,6 +154,18 @@ def plot_models(models, path):
             + sweep
         )
     save_png(figure, path)
+
+
+def _plot_panel_means(axes, name, term, sweep):
+    """A per-panel term (multi-panel detector): its mean over each panel's nodes."""
+    means = term.values.reshape(-1, term.shape[-1]).mean(axis=0)
+    axes.plot(term.axes["panel"], means, "o-")
+    axes.axhline(1.0, color="grey", lw=0.5)
+    axes.set_xlabel("panel")
+    symbol = "d" if name == "detector" else "a"
+    axes.set_ylabel(f"mean {symbol} over the panel")
+    title = {"detector": "detector d(ix, iy, panel)", "absorption": "absorption a"}
+    axes.set_title(title[name] + (" (sweep 1)" if sweep and name != "detector" else ""))
 
 
 def main(params, inputs, run):

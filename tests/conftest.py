@@ -110,6 +110,23 @@ def simulated_rotation(tmp_path_factory):
     return simulate_rotation(tmp_path_factory.mktemp("simulated") / "rotation")
 
 
+#: Relative efficiency of each module of `simulated_modules` (module 2: 10 % less).
+MODULE_EFFICIENCY = (1.0, 1.0, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+
+@pytest.fixture(scope="session")
+def simulated_modules(tmp_path_factory):
+    """The rotation sweep on 4 x 2 NXmx modules with 20 dead pixels, module 2 at 90 %."""
+    from dials_diffuse.simulate import simulate_rotation
+
+    return simulate_rotation(
+        tmp_path_factory.mktemp("simulated") / "rotation_modules",
+        modules=(4, 2),
+        dead_pixels=20,
+        module_efficiency=MODULE_EFFICIENCY,
+    )
+
+
 @pytest.fixture(scope="session")
 def simulated_eiger_series(tmp_path_factory):
     """A DECTRIS-style Eiger series (300 frames of 64 x 48 px) and its truth."""

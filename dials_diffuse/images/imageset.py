@@ -8,6 +8,7 @@ reading (a missing, truncated or corrupt image file) become a `DataError`
 ``"<file>: image N cannot be read: <reason>"``.
 """
 
+import collections
 import functools
 import threading
 
@@ -158,17 +159,21 @@ class ImagesetSource(ImageSource):
     trusted-range test of each frame (overloads, gap markers), exactly as
     ``imageset.get_mask(index)``.
 
-    dxtbx reads whole images, so a chunk smaller than a frame costs one
-    frame read; the last frame read is kept so that row/column chunks of one
-    frame read it once. dxtbx reads are serialised (format classes are not
-    all thread-safe); the caller's per-chunk work still runs in parallel.
+    dxtbx reads whole images (every panel), so a chunk smaller than a frame
+    costs one frame read; the frames last read are kept so that row/column
+    chunks of one frame, and on a multi-panel detector the other panels'
+    chunks of the same frames (`ImageSource.chunks` goes frame block by
+    frame block), read each frame once: the last frame, or the frames of
+    the last two chunks on a multi-panel detector. dxtbx reads are
+    serialised (format classes are not all thread-safe); the caller's
+    per-chunk work still runs in parallel.
     """
 
     def __init__(self, imageset):
         self.imageset = imageset
         self._lock = threading.Lock()
-        self._cached_index = None
-        self._cached = None
+        self._frames = collections.OrderedDict()
+        self._capacity = 1
         self._dtype = None
         self._static = None
 
@@ -244,14 +249,24 @@ class ImagesetSource(ImageSource):
 
     def frame(self, index):
         """(data, valid) of every panel of frame `index` (0-based), as
-        `read_frame`; reads are serialised, the last frame is kept."""
+        `read_frame`; reads are serialised, the frames last read are kept."""
         with self._lock:
-            if self._cached_index != index:
-                self._cached = read_frame(self.imageset, index, self._static_masks())
-                self._cached_index = index
-            return self._cached
+            cached = self._frames.get(index)
+            if cached is None:
+                cached = read_frame(self.imageset, index, self._static_masks())
+                self._frames[index] = cached
+                while len(self._frames) > self._capacity:
+                    self._frames.popitem(last=False)
+            else:
+                self._frames.move_to_end(index)
+            return cached
 
     def read(self, chunk, out=None):
+        if len(self._static_masks()) > 1:
+            # Keep two chunks' frames: the other panels read them next.
+            n_frames = chunk.frames.stop - chunk.frames.start
+            with self._lock:
+                self._capacity = max(self._capacity, 2 * n_frames)
         data = output_buffer(chunk.shape, self.dtype, out)
         valid = np.empty(chunk.shape, dtype=bool)
         for i, index in enumerate(range(chunk.frames.start, chunk.frames.stop)):

@@ -160,7 +160,12 @@ class ImageSource(abc.ABC):
         """
 
     def chunks(self, frames=1, rows=None, columns=None, panels=None, frame_range=None):
-        """Iterate Chunk descriptors covering the data in C order.
+        """Iterate Chunk descriptors covering the data, frame block by block.
+
+        Within a block of `frames` frames: panel by panel, then rows and
+        columns in C order. A source that reads whole frames (a dxtbx
+        imageset: all panels at once) then reads each frame once, not once
+        per panel.
 
         Parameters
         ----------
@@ -173,11 +178,11 @@ class ImageSource(abc.ABC):
         """
         first, stop = frame_range if frame_range else (0, self.n_frames)
         panels = range(len(self.panel_shapes)) if panels is None else panels
-        for panel in panels:
-            n_rows, n_columns = self.panel_shapes[panel]
-            row_step = rows or n_rows
-            column_step = columns or n_columns
-            for f in range(first, stop, frames):
+        for f in range(first, stop, frames):
+            for panel in panels:
+                n_rows, n_columns = self.panel_shapes[panel]
+                row_step = rows or n_rows
+                column_step = columns or n_columns
                 for r in range(0, n_rows, row_step):
                     for c in range(0, n_columns, column_step):
                         yield Chunk(

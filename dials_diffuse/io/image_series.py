@@ -188,12 +188,12 @@ def write_image_series(
     first, stop = frame_range or (0, source.n_frames)
     n_frames = stop - first
     n_panels = len(source.panel_shapes)
-    masked = 0
     with open_nexus_for_writing(path) as handle:
         if n_panels > 1:
             top = handle.create_group(GROUP)
             top.attrs["NX_class"] = "NXcollection"
             top.attrs["panels"] = n_panels
+        datasets, encoders = [], []
         for panel, (rows, columns) in enumerate(source.panel_shapes):
             panel_chunks = tuple(chunks or default_chunks(n_frames, (rows, columns)))
             panel_chunks = (
@@ -201,18 +201,53 @@ def write_image_series(
                 min(panel_chunks[1], rows),
                 min(panel_chunks[2], columns),
             )
-            masked += _write_panel(
-                handle,
-                _panel_group(panel, n_panels)[len("entry/") :],
-                source,
-                panel,
-                phi,
-                panel_chunks,
-                (first, stop),
-                compression,
-                compression_level,
-                pmap,
+            datasets.append(
+                _create_panel_stack(
+                    handle,
+                    _panel_group(panel, n_panels)[len("entry/") :],
+                    source,
+                    phi,
+                    (rows, columns),
+                    panel_chunks,
+                    (first, stop),
+                    compression,
+                    compression_level,
+                )
             )
+            encoders.append(
+                BlockEncoder(
+                    source,
+                    stored_dtype(source.dtype),
+                    panel_chunks,
+                    compression,
+                    compression_level,
+                )
+            )
+        # Frame block by frame block, every panel of a block in turn (the
+        # panels' chunks all hold the same frames): a source that reads
+        # whole frames reads each frame once.
+        blocks = list(
+            source.chunks(frames=datasets[0].chunks[0], frame_range=(first, stop))
+        )
+        encoder = PanelEncoders(encoders)
+        encoded = (
+            map(encoder, blocks)
+            if pmap is None
+            else pmap(encoder, blocks, in_flight=pmap.workers + 1)
+        )
+        masked = 0
+        for chunk, (n_masked, stored) in zip(
+            blocks,
+            progress(encoded, total=len(blocks), desc="import_data", unit="chunk"),
+        ):
+            data = datasets[chunk.panel]
+            start = chunk.frames.start - first
+            if compression == "gzip":
+                for (_, row, column), raw in stored:
+                    data.id.write_direct_chunk((start, row, column), raw)
+            else:
+                data[start : start + stored.shape[0]] = stored
+            masked += n_masked
         if n_panels > 1:
             handle["entry"].attrs["default"] = "image_series"
             handle[GROUP].attrs["default"] = "panel_00"
@@ -224,26 +259,33 @@ def _panel_group(panel, n_panels):
     return GROUP if n_panels == 1 else f"{GROUP}/panel_{panel:02d}"
 
 
-def _write_panel(
-    handle, name, source, panel, phi, chunks, frame_range, compression, level, pmap
+class PanelEncoders:
+    """Worker: each chunk encoded by its panel's `BlockEncoder` (picklable)."""
+
+    def __init__(self, encoders):
+        self.encoders = list(encoders)
+
+    def __call__(self, chunk):
+        return self.encoders[chunk.panel](chunk)
+
+
+def _create_panel_stack(
+    handle, name, source, phi, shape, chunks, frame_range, compression, level
 ):
-    """One panel's stack /entry/<name> of data.nxs; returns its masked pixel-frames."""
+    """One panel's empty stack /entry/<name> of data.nxs; returns its dataset."""
     first, stop = frame_range
-    n_frames = stop - first
-    rows, columns = source.panel_shapes[panel]
-    dtype = stored_dtype(source.dtype)
     group = create_stack(
         handle,
         name,
         "data",
         np.asarray(phi, dtype=np.float64)[first:stop],
-        (rows, columns),
+        shape,
         np.asarray(source.image_numbers)[first:stop],
     )
     data = group.create_dataset(
         "data",
-        shape=(n_frames, rows, columns),
-        dtype=dtype,
+        shape=(stop - first, *shape),
+        dtype=stored_dtype(source.dtype),
         chunks=chunks,
         fillvalue=MASKED,
         **compression_options(compression, level),
@@ -253,28 +295,7 @@ def _write_panel(
         "exposure_times", data=np.asarray(source.exposure_times)[first:stop]
     )
     group["exposure_times"].attrs["units"] = "s"
-    blocks = list(
-        source.chunks(frames=chunks[0], frame_range=(first, stop), panels=[panel])
-    )
-    encoder = BlockEncoder(source, dtype, chunks, compression, level)
-    encoded = (
-        map(encoder, blocks)
-        if pmap is None
-        else pmap(encoder, blocks, in_flight=pmap.workers + 1)
-    )
-    desc = "import_data" if len(source.panel_shapes) == 1 else f"panel {panel}"
-    masked = 0
-    for chunk, (n_masked, stored) in zip(
-        blocks, progress(encoded, total=len(blocks), desc=desc, unit="chunk")
-    ):
-        start = chunk.frames.start - first
-        if compression == "gzip":
-            for (_, row, column), raw in stored:
-                data.id.write_direct_chunk((start, row, column), raw)
-        else:
-            data[start : start + stored.shape[0]] = stored
-        masked += n_masked
-    return masked
+    return data
 
 
 def read_image_series(path):

@@ -8,7 +8,9 @@ One table (`dials_diffuse.io.tables`) per term of the model, one row per node::
     /entry/absorption_model   ix, iy, phi, scale       a(ix, iy, phi)
 
 Coordinates are the node positions (phi in degrees, s = 1/d in inverse
-Angstrom, ix/iy in pixels), in C order of the node grid; each group carries
+Angstrom, ix/iy in pixels), in C order of the node grid; on a multi-panel
+detector the detector and absorption tables have a last ``panel`` column
+(one node per panel, 0, 1, ...: d and a per panel); each group carries
 the grid's ``shape``, the table it was refined from (``table``) and which
 model scale wrote (``model_used``: "as refined" or the fallback its
 validation chose, `ScaleModel.model_used`). The older b(phi)-only files
@@ -17,7 +19,7 @@ validation chose, `ScaleModel.model_used`). The older b(phi)-only files
 
 import numpy as np
 
-from dials_diffuse.algorithms.diffuse.scale import TERMS, GridTerm, ScaleModel
+from dials_diffuse.algorithms.diffuse.scale import PANEL, TERMS, GridTerm, ScaleModel
 from dials_diffuse.io.tables import Table, load_table, table_names, write_tables
 from dials_diffuse.util.errors import DataError
 
@@ -38,6 +40,8 @@ def term_from_table(table):
     """The GridTerm stored by `term_to_table`."""
     name = MODEL_TABLES[table.name]
     _, coordinates, value_column = TERMS[name]
+    if PANEL in table.columns:
+        coordinates = (*coordinates, PANEL)
     axes = {c: np.unique(np.asarray(table[c], np.float64)) for c in coordinates}
     shape = tuple(len(axis) for axis in axes.values())
     values = np.asarray(table[value_column], np.float64).reshape(shape)

@@ -39,6 +39,15 @@ rotation {
     .help = "Write the detector as this many modules (rows, columns), one"
             "NXmx detector module and DIALS panel each, e.g. 4,2; the gap rows"
             "lie between module rows. Default: one panel."
+  module_efficiency = None
+    .type = floats(value_min=0)
+    .help = "Relative efficiency of each module (one value per module, rows"
+            "first), multiplying the signal they record: a known per-panel"
+            "detector response. Default: every module 1."
+  dead_pixels = 0
+    .type = int(value_min=0)
+    .help = "Number of dead pixels (they record 0), flagged dead in the NXmx"
+            "pixel_mask."
 }
 transmission_series {
   transmissions = 0.064 0.127 0.253 0.503 1.0
@@ -94,8 +103,12 @@ def do_simulate(directory, params):
     """
     frames = {"frames": params.frames} if params.frames else {}
     if params.kind == "rotation":
-        modules = params.rotation.modules
-        extra = {"modules": tuple(modules)} if modules else {}
+        r = params.rotation
+        extra = {"dead_pixels": r.dead_pixels}
+        if r.modules:
+            extra["modules"] = tuple(r.modules)
+        if r.module_efficiency:
+            extra["module_efficiency"] = tuple(r.module_efficiency)
         return simulate_rotation(directory, params.size, params.seed, **frames, **extra)
     if params.kind == "transmission_series":
         t = params.transmission_series

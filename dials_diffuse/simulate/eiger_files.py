@@ -60,8 +60,9 @@ COMPRESSION = {
 MCSTAS_FROM_IMGCIF = np.diag([-1.0, 1.0, -1.0])
 
 # EIGER pixel_mask bits (DECTRIS): 0 gap, 1 dead, 2 under-responding,
-# 3 over-responding (hot), 4 noisy.
+# 3 over-responding (hot), 4 noisy. The values of bits 0 and 1:
 GAP_BIT = 1
+DEAD_BIT = 2
 
 
 def _string(group, name, value, **attrs):
@@ -222,12 +223,10 @@ def write_master(
         first column, rows, columns) tiles of the frame; each module lies
         where its pixels lie on the flat `detector`. Rows or columns left
         out between tiles are gaps between modules. Default one module.
-        With several modules no ``pixel_mask`` is written: DIALS 3.12's
-        FormatNXmx cannot cut it into modules narrower than the frame
-        (non-contiguous slices); the gaps are outside every module anyway.
+        The ``pixel_mask`` covers the whole frame, as on real multi-module
+        detectors (each module's panel gets its tile of it; DIALS 3.12 reads
+        it through `dials_diffuse.format.FormatNXmxModuleMask`).
     """
-    if modules is not None and len(modules) > 1:
-        pixel_mask = None
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry must be one of {GEOMETRIES}, not {geometry}")
     unknown = set(omit) - set(OPTIONAL_HEADER)

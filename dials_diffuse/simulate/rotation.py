@@ -12,7 +12,8 @@ The forward model is in `dials_diffuse.simulate.scattering`: Bragg peaks of a
 P 21 21 21 crystal (systematic absences h00, 0k0, 00l odd) with random
 Wilson-distributed intensities, an analytic diffuse signal (halos + liquid
 ring), a flat background, the physical corrections, Poisson noise, hot
-pixels and a horizontal module gap.
+pixels, a horizontal module gap and, if asked for, dead pixels and modules
+of unequal efficiency.
 """
 
 import logging
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dials_diffuse.simulate import models
-from dials_diffuse.simulate.eiger_files import GAP_BIT, write_eiger_dataset
+from dials_diffuse.simulate.eiger_files import DEAD_BIT, GAP_BIT, write_eiger_dataset
 from dials_diffuse.simulate.output import dataset_directory
 from dials_diffuse.simulate.scattering import (
     BraggModel,
@@ -86,6 +87,13 @@ class RotationSetup:
     #: (rows, columns) of NXmx detector modules, one DIALS panel each
     #: (`module_tiles`); None: one panel.
     modules: tuple = None
+    #: Pixels that record 0 whatever they receive, flagged dead (bit 1) in
+    #: the NXmx pixel_mask; chosen at random outside the gap and hot pixels.
+    dead_pixels: int = 0
+    #: Relative efficiency of each module (`module_tiles` order), multiplying
+    #: the scattered signal on its pixels (not the hot pixels): a per-panel
+    #: detector response to recover. None: every module 1.
+    module_efficiency: tuple = None
 
     @property
     def layout(self):
@@ -141,6 +149,21 @@ class RotationSetup:
             for j in range(n_fast)
         ]
 
+    def efficiency_map(self):
+        """(ny, nx) relative efficiency of every pixel (`module_efficiency`)."""
+        efficiency = np.ones((self.ny, self.nx))
+        if self.module_efficiency is None:
+            return efficiency
+        tiles = self.module_tiles
+        if tiles is None or len(tiles) != len(self.module_efficiency):
+            raise DataError(
+                f"module_efficiency has {len(self.module_efficiency)} values for "
+                f"{0 if tiles is None else len(tiles)} modules"
+            )
+        for (row, column, rows, columns), value in zip(tiles, self.module_efficiency):
+            efficiency[row : row + rows, column : column + columns] = value
+        return efficiency
+
 
 # Same physical detector (38.4 mm square at 60 mm); the test size has
 # 2x2-binned pixels and fewer frames, so the real DIALS chain runs in a minute.
@@ -174,6 +197,7 @@ class RotationExperiment:
     hot_pixels: np.ndarray
     hot_rates: np.ndarray
     gap_mask: np.ndarray
+    dead_mask: np.ndarray
     corrections: dict
     s1: np.ndarray
 
@@ -185,7 +209,7 @@ class RotationExperiment:
 
 def build_experiment(setup, seed):
     """Models, Bragg intensities, hot pixels and per-pixel arrays for `setup`."""
-    streams = np.random.SeedSequence(seed).spawn(3)
+    streams = np.random.SeedSequence(seed).spawn(4)
     beam = models.make_beam(setup.wavelength)
     detector = models.make_detector(setup.layout, setup.wavelength)
     goniometer = models.make_goniometer()
@@ -216,6 +240,18 @@ def build_experiment(setup, seed):
     chosen = rng.choice(candidates, size=setup.hot_pixels, replace=False)
     hot_pixels = np.stack(np.unravel_index(np.sort(chosen), gap_mask.shape), axis=1)
     hot_rates = setup.hot_rate * rng.uniform(0.5, 1.0, size=setup.hot_pixels)
+    dead_mask = np.zeros_like(gap_mask)
+    if setup.dead_pixels:
+        taken = gap_mask.copy()
+        taken[hot_pixels[:, 0], hot_pixels[:, 1]] = True
+        dead = np.random.default_rng(streams[3]).choice(
+            np.flatnonzero(~taken.ravel()), size=setup.dead_pixels, replace=False
+        )
+        dead_mask.ravel()[dead] = True
+    corrections = correction_factors(panel, beam, setup.corrections)
+    if setup.module_efficiency is not None:
+        corrections["module_efficiency"] = setup.efficiency_map()
+        corrections["total"] = corrections["total"] * corrections["module_efficiency"]
     return RotationExperiment(
         setup=setup,
         beam=beam,
@@ -228,7 +264,8 @@ def build_experiment(setup, seed):
         hot_pixels=hot_pixels,
         hot_rates=hot_rates,
         gap_mask=gap_mask,
-        corrections=correction_factors(panel, beam, setup.corrections),
+        dead_mask=dead_mask,
+        corrections=corrections,
         s1=s1,
     )
 
@@ -319,6 +356,7 @@ def measured_frame(experiment, frame, expected, seed, response=None, sweep=0):
     saturation = int(experiment.detector[0].get_trusted_range()[1])
     counts = models.record_overloads(counts, saturation)
     counts[experiment.gap_mask] = GAP_VALUE
+    counts[experiment.dead_mask] = 0
     return counts.astype(np.uint16)
 
 
@@ -340,7 +378,8 @@ def simulate_rotation(directory, size="test", seed=0, sweep=0, **overrides):
     **overrides
         Fields of `RotationSetup` to change (e.g. ``frames=10``,
         ``start_deg=90``, ``scale=1.3``, ``orientation_seed=7``, or
-        ``modules=(4, 2)`` for a detector of 4 x 2 modules, one panel each).
+        ``modules=(4, 2)`` for a detector of 4 x 2 modules, one panel each,
+        ``dead_pixels=20``, ``module_efficiency=(1, 1, 0.9, 1, 1, 1, 1, 1)``).
 
     Returns
     -------
@@ -390,7 +429,7 @@ def write_rotation_files(
     setup = experiment.setup
     components = ("bragg", "diffuse", "background", "hot", "total")
     sums = {name: np.zeros(setup.frames) for name in components}
-    valid = ~experiment.gap_mask
+    valid = ~experiment.gap_mask & ~experiment.dead_mask
     scale = 1.0 if transmission is None else transmission
 
     def make_frame(frame):
@@ -417,6 +456,7 @@ def write_rotation_files(
 
     pixel_mask = np.zeros((setup.ny, setup.nx), dtype=np.uint32)
     pixel_mask[experiment.gap_mask] = GAP_BIT
+    pixel_mask[experiment.dead_mask] = DEAD_BIT
     master = write_eiger_dataset(
         directory,
         prefix,

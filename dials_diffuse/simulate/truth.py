@@ -26,10 +26,18 @@ Rotation sweep (``kind = "rotation"``), beside ``rotation_master.h5``:
     Hot pixels as 0-based (slow, fast) = (y, x) and their rate (counts/s).
 ``/mask/gap`` (ny, nx)
     True in the module gap (pixel value 65535, NXmx ``pixel_mask`` bit 0).
+``/mask/dead`` (ny, nx)
+    True on dead pixels (pixel value 0, NXmx ``pixel_mask`` bit 1).
+``/modules/tiles`` (n, 4), ``/modules/efficiency`` (n,)
+    Only for a detector of several modules: each module's (first row,
+    first column, rows, columns) of the frame (its DIALS panel, in order)
+    and its relative efficiency (also in ``/corrections/module_efficiency``
+    per pixel and in ``total``).
 ``/corrections/{polarization,solid_angle,efficiency,air,total}`` (ny, nx)
     The per-pixel corrections applied (formulas: `correction_factors`).
 ``/frames/expected_{bragg,diffuse,background,hot,total}`` (frames,)
-    Expected counts summed over the non-gap pixels of each frame (before
+    Expected counts summed over the pixels neither in the gap nor dead of
+    each frame (before
     Poisson noise and saturation); ``/frames/phi_start_deg``,
     ``/frames/exposure_s``.
 """
@@ -118,6 +126,15 @@ def write_rotation_truth(
         hot.create_dataset("position", data=experiment.hot_pixels.astype(np.int32))
         hot.create_dataset("rate", data=experiment.hot_rates)
         handle.create_dataset("mask/gap", data=experiment.gap_mask, compression="gzip")
+        handle.create_dataset(
+            "mask/dead", data=experiment.dead_mask, compression="gzip"
+        )
+        tiles = setup.module_tiles
+        if tiles is not None:
+            modules = handle.create_group("modules")
+            modules.create_dataset("tiles", data=np.array(tiles, dtype=np.int32))
+            efficiency = setup.module_efficiency or (1.0,) * len(tiles)
+            modules.create_dataset("efficiency", data=np.array(efficiency, float))
         for name, values in experiment.corrections.items():
             handle.create_dataset(
                 f"corrections/{name}", data=values, compression="gzip"

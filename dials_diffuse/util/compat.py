@@ -13,6 +13,12 @@ branches on the DIALS version.
   (``flex.uint8``) instead of ``flex.int``.
 - Trusted range: dxtbx 3.12 (PR #536) made ``Panel.trusted_range`` inclusive
   (low <= v <= high); dxtbx 3.11 and earlier mask with low < v < high.
+- NXmx pixel mask of several modules: dxtbx 3.11 cuts the 2-D ``pixel_mask``
+  into one non-contiguous numpy view per module and hands it to flumpy,
+  which refuses it ("numpy array is non-c-contiguous") for every module
+  narrower than the mask, so ``dials.import`` fails on such files; dxtbx 3.12
+  (PR #538) copies each slice first. `nexus_module_masks_fail` asks;
+  `dials_diffuse.format.FormatNXmxModuleMask` reads those files.
 
 Other changes since DIALS 3.12 need nothing here: ``dials.index`` on several
 sweeps needs ``joint_indexing=True`` given explicitly since DIALS 3.27
@@ -105,3 +111,29 @@ def trusted_range_between(low, high):
     masked pixel, the count cutoff for an overload), on either rule.
     """
     return (low + 1, high - 1) if trusted_range_is_inclusive() else (low, high)
+
+
+@functools.cache
+def nexus_module_masks_fail():
+    """Whether the installed dxtbx fails on an NXmx pixel mask cut into modules.
+
+    dxtbx 3.11 (DIALS 3.12) passes each module's slice of the 2-D
+    ``pixel_mask`` to flumpy as a non-contiguous view, which flumpy refuses
+    for a module narrower than the mask; dxtbx 3.12 and later copy the slice.
+    Asked of ``dxtbx.nexus.get_static_mask`` itself, with a 2 x 2 mask cut
+    into two 2 x 1 modules.
+    """
+    from types import SimpleNamespace
+
+    import dxtbx.nexus
+
+    module = SimpleNamespace(data_origin=(0, 0), data_size=(2, 1))
+    detector = SimpleNamespace(
+        pixel_mask=np.zeros((2, 2), dtype=np.int32),
+        modules=[module, SimpleNamespace(data_origin=(0, 1), data_size=(2, 1))],
+    )
+    try:
+        dxtbx.nexus.get_static_mask(detector)
+    except ValueError:
+        return True
+    return False

@@ -116,3 +116,24 @@ def test_console_script_help():
     )
     assert "kind=rotation" in result.stdout
     assert "Examples" in result.stdout
+
+
+def test_rotation_modules_dead_pixels_and_efficiency(in_tmp_path):
+    args = [
+        "kind=rotation",
+        "frames=2",
+        "rotation.modules=2,2",
+        "rotation.dead_pixels=5",
+        "rotation.module_efficiency=1,0.9,1,1",
+        "output.directory=mod",
+        "output.preview=None",
+    ]
+    assert run(args) == 0
+    with h5py.File(in_tmp_path / "mod" / "truth.h5", "r") as handle:
+        assert handle["mask/dead"][()].sum() == 5
+        assert list(handle["modules/efficiency"][()]) == [1, 0.9, 1, 1]
+        assert len(handle["modules/tiles"]) == 4
+    with h5py.File(in_tmp_path / "mod" / "rotation_master.h5", "r") as handle:
+        detector = handle["entry/instrument/detector"]
+        assert (detector["pixel_mask"][()] == 2).sum() == 5
+        assert len([k for k in detector if k.startswith("module_")]) == 4

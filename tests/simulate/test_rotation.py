@@ -230,3 +230,41 @@ def test_scale_orientation_and_noise_free_overrides():
     )
     noisy = [measured_frame(base, 1, expected, seed=3, sweep=k) for k in (0, 1)]
     assert not np.array_equal(noisy[0], noisy[1])
+
+
+def test_dead_pixels_read_zero_and_are_flagged_dead(simulated_modules):
+    with h5py.File(simulated_modules["truth"], "r") as handle:
+        dead = handle["mask/dead"][()]
+        gap = handle["mask/gap"][()]
+        hot = handle["hot_pixels/position"][()]
+    with h5py.File(simulated_modules["master"], "r") as handle:
+        images = handle["/entry/data/data"][()]
+        pixel_mask = handle["/entry/instrument/detector/pixel_mask"][()]
+    assert dead.sum() == 20 and not np.any(dead & gap)
+    assert not np.any(dead[hot[:, 0], hot[:, 1]])
+    assert np.all(images[:, dead] == 0)
+    # DECTRIS bits: 1 gap, 2 dead; nothing else flagged.
+    np.testing.assert_array_equal(pixel_mask, np.where(gap, 1, np.where(dead, 2, 0)))
+
+
+def test_module_efficiency_scales_the_signal_of_its_module():
+    tiles_setup = rotation_setup("test", frames=2, modules=(4, 2))
+    efficiency = (1.0, 1.0, 0.9, 1.0, 1.0, 1.0, 1.0, 0.8)
+    plain = build_experiment(tiles_setup, seed=0)
+    weaker = build_experiment(
+        rotation_setup("test", frames=2, modules=(4, 2), module_efficiency=efficiency),
+        seed=0,
+    )
+    a, b = expected_frame(plain, 1), expected_frame(weaker, 1)
+    expected_map = np.ones(a["total"].shape)
+    for (row, column, rows, columns), value in zip(
+        tiles_setup.module_tiles, efficiency
+    ):
+        expected_map[row : row + rows, column : column + columns] = value
+    for name in ("bragg", "diffuse", "background"):
+        np.testing.assert_allclose(b[name], a[name] * expected_map, rtol=1e-12)
+    np.testing.assert_array_equal(b["hot"], a["hot"])  # hot pixels are not signal
+    with pytest.raises(DataError, match="2 values for 8 modules"):
+        rotation_setup(
+            "test", modules=(4, 2), module_efficiency=(1, 1)
+        ).efficiency_map()

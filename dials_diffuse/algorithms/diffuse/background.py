@@ -120,21 +120,32 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None, panel=
     panel : int
         The panel (iy, ix of the result are within it).
     """
+    return bin_panels(source, bins, phi, mask_file, frame_range, [panel])[0]
+
+
+def bin_panels(source, bins, phi, mask_file=None, frame_range=None, panels=None):
+    """Bin every panel (or those in `panels`) of an ImageSource; one
+    BinnedBackground per panel, as `bin_image_series`.
+
+    One pass, frame block by frame block with every panel of a block in
+    turn, so a source that reads whole frames (a dxtbx imageset) reads each
+    frame once, not once per panel.
+    """
     first, stop = frame_range or (0, source.n_frames)
-    rows, columns = source.panel_shapes[panel]
+    panels = list(range(len(source.panel_shapes)) if panels is None else panels)
     frames_step, row_step, column_step = (int(b) for b in bins)
     seconds = np.asarray(source.exposure_times, dtype=np.float64)
-    rates, phis = [], []
+    rates = {panel: [] for panel in panels}
+    phis = {panel: [] for panel in panels}
     chunks = list(
-        source.chunks(frames=frames_step, frame_range=(first, stop), panels=[panel])
+        source.chunks(frames=frames_step, frame_range=(first, stop), panels=panels)
     )
-    desc = "bin_image_series" if len(source.panel_shapes) == 1 else f"panel {panel}"
-    for chunk in progress(chunks, desc=desc, unit="chunk"):
+    for chunk in progress(chunks, desc="bin_image_series", unit="chunk"):
         data, valid = read_reusing(source, chunk)
         frames = np.arange(chunk.frames.start, chunk.frames.stop)
         if mask_file is not None:
             valid = valid & ~mask_file.read(
-                source.image_numbers[frames], panel=panel
+                source.image_numbers[frames], panel=chunk.panel
             ).astype(bool)
         exposure = seconds[frames].mean()
         if not exposure > 0:
@@ -144,24 +155,32 @@ def bin_image_series(source, bins, phi, mask_file=None, frame_range=None, panel=
             )
         counts, pixels = bin_chunk(data, valid, row_step, column_step)
         with np.errstate(invalid="ignore", divide="ignore"):
-            rates.append(np.where(pixels > 0, counts / pixels, np.nan) / exposure)
-        phis.append(float(np.mean(np.asarray(phi)[frames])))
-    iy = np.array(
-        [
-            np.arange(r, min(r + row_step, rows)).mean()
-            for r in _block_starts(rows, row_step)
-        ]
-    )
-    ix = np.array(
-        [
-            np.arange(c, min(c + column_step, columns)).mean()
-            for c in _block_starts(columns, column_step)
-        ]
-    )
-    rate = np.stack(rates)
-    if np.all(np.isnan(rate)):
-        raise DataError("every block is masked: no background")
-    return BinnedBackground(np.array(phis), iy, ix, _fill_empty_blocks(rate))
+            rate = np.where(pixels > 0, counts / pixels, np.nan) / exposure
+        rates[chunk.panel].append(rate)
+        phis[chunk.panel].append(float(np.mean(np.asarray(phi)[frames])))
+    backgrounds = []
+    for panel in panels:
+        rows, columns = source.panel_shapes[panel]
+        iy = np.array(
+            [
+                np.arange(r, min(r + row_step, rows)).mean()
+                for r in _block_starts(rows, row_step)
+            ]
+        )
+        ix = np.array(
+            [
+                np.arange(c, min(c + column_step, columns)).mean()
+                for c in _block_starts(columns, column_step)
+            ]
+        )
+        rate = np.stack(rates[panel])
+        if np.all(np.isnan(rate)):
+            where = f" of panel {panel}" if len(source.panel_shapes) > 1 else ""
+            raise DataError(f"every block{where} is masked: no background")
+        backgrounds.append(
+            BinnedBackground(np.array(phis[panel]), iy, ix, _fill_empty_blocks(rate))
+        )
+    return backgrounds
 
 
 def _fill_empty_blocks(rate):
@@ -200,12 +219,9 @@ def do_bin_image_series(source, params, mask_file=None, frame_range=None):
     first, stop = frame_range or (0, source.n_frames)
     if mask_file is not None:
         mask_file.check_covers(source.image_numbers[first:stop], source.panel_shapes)
-    panels = [
-        bin_image_series(
-            source, params.bins, source.angles_deg, mask_file, (first, stop), panel
-        )
-        for panel in range(len(source.panel_shapes))
-    ]
+    panels = bin_panels(
+        source, params.bins, source.angles_deg, mask_file, (first, stop)
+    )
     for number, background in enumerate(panels):
         logger.info(
             "Background%s on %d x %d x %d blocks: %.4g to %.4g counts/s per pixel",
