@@ -43,27 +43,70 @@ def second_sweep(tmp_path_factory):
     return simulate_rotation(directory, seed=1, frames=20)
 
 
-@pytest.fixture(scope="module")
-def two_sweeps(simulated_rotation, second_sweep, tmp_path_factory):
-    """One process run on both sweeps (two .expt files); its working folder."""
+def run_process(workdir, *args):
     from command_line import process as process_program
 
-    workdir = tmp_path_factory.mktemp("two_sweeps")
-    args = [
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        assert process_program.run(list(args)) == 0
+    finally:
+        os.chdir(previous)
+    return workdir
+
+
+def two_sweep_args(simulated_rotation, second_sweep):
+    return [
         str(simulated_rotation["truth_expt"]),
         str(second_sweep["truth_expt"]),
         "find_peaks.count_threshold=30",
         "integrate.subdivide=4,4,4",
         "map.limits=-2,2,-2,2,-2,2",
         "output.json=process.json",
+        "nproc=2",
     ]
-    previous = os.getcwd()
-    os.chdir(workdir)
-    try:
-        assert process_program.run(args) == 0
-    finally:
-        os.chdir(previous)
-    return workdir
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(simulated_rotation, second_sweep, tmp_path_factory):
+    """One process run on both sweeps (two .expt files), the two at the same
+    time (parallel_sweeps=2); its working folder."""
+    return run_process(
+        tmp_path_factory.mktemp("two_sweeps"),
+        *two_sweep_args(simulated_rotation, second_sweep),
+        "parallel_sweeps=2",
+    )
+
+
+def test_sweeps_run_at_once_give_what_they_give_one_after_the_other(
+    two_sweeps, simulated_rotation, second_sweep, tmp_path
+):
+    """The same outputs, value for value; each step's log only its sweep's lines."""
+    one_by_one = run_process(
+        tmp_path,
+        *two_sweep_args(simulated_rotation, second_sweep),
+        "parallel_sweeps=1",
+        "output.report=None",
+    )
+    for name in ("sweep_2/corrected.nxs", "merged.nxs"):
+        np.testing.assert_array_equal(
+            load_table(two_sweeps / name).to_frame().to_numpy(),
+            load_table(one_by_one / name).to_frame().to_numpy(),
+        )
+    for n in (1, 2):
+        np.testing.assert_array_equal(
+            read_scale_model(two_sweeps / f"scale_{n}.nxs").terms["scaling"].values,
+            read_scale_model(one_by_one / f"scale_{n}.nxs").terms["scaling"].values,
+        )
+    log = (two_sweeps / "dials.diffuse.process.log").read_text()
+    assert "2 sweeps, 2 at a time (parallel_sweeps), sharing 2 workers" in log
+    assert "sweep_2: Found" in log and "sweep_1: Found" in log
+    assert "at a time" not in (one_by_one / "dials.diffuse.process.log").read_text()
+    for folder, other in (("sweep_1", "sweep_2"), ("sweep_2", "sweep_1")):
+        for step in ("import_data", "find_peaks", "mask_peaks", "integrate"):
+            text = (two_sweeps / folder / f"dials.diffuse.{step}.log").read_text()
+            assert f"=== {folder}/{step}:" in text
+            assert other not in text, f"{folder}/{step} log"
 
 
 def test_each_sweep_writes_into_its_folder(two_sweeps):
