@@ -82,10 +82,10 @@ with parallel_sweeps=2 or more (Auto: 2 on a Dask cluster or with nproc >= 4,
 else 1), that many sweeps run at the same time and share those workers, so
 that the serial work of one (about a third of its CPU time) overlaps the
 chunk work of another; their lines start with the sweep's folder, each
-step's log holds only its sweep's lines. When the lattice has higher symmetry than the point group
-(e.g. P 21 21 21 with a = b), the sweeps may be indexed differently: the
-log and the report say so; make the indexing consistent (dials.cosym)
-before merging.
+step's log holds only its sweep's lines. When the lattice has higher
+symmetry than the point group (e.g. P 21 21 21 with a = b), the sweeps may
+be indexed differently: the log and the report say so; make the indexing
+consistent (dials.cosym) before merging.
 
 Examples:
 
@@ -119,9 +119,9 @@ parallel_sweeps = Auto
           "with nproc >= 4; 1 with fewer threads, where the chunk work"
           "already fills the cores (2 sweeps of 600 frames at nproc=2, shared"
           "machine: 35 and 51 s one after the other, 37 and 59 s two at once)."
-          "1: one after the other, at"
-          "most one sweep's images in flight. Lines of sweeps run at once"
-          "start with the sweep's folder; each step's log has only its own."
+          "1: one after the other, at most one sweep's images in flight."
+          "Lines of sweeps run at once start with the sweep's folder; each"
+          "step's log has only its own sweep's lines."
 run_scale = True
   .type = bool
   .help = "Refine the scaling model (scale.*: b(phi) by default) and apply it"
