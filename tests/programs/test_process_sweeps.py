@@ -367,3 +367,66 @@ def test_crystals_of_different_space_groups_are_refused_before_any_work(
     assert "different space groups" in error[0]
     assert "sweep 2 (other.expt): P 2 2 2" in error[0]
     assert not (in_tmp_path / "sweep_1").exists()
+
+
+def test_a_sweep_that_fails_at_once_with_another_stops_the_run(monkeypatch):
+    """Sweeps run at once: the failing sweep's error reaches the program (one
+    line, exit 1), after the other sweep has finished; no sweep is left
+    running, lines are labelled again as usual."""
+    import logging
+    import threading
+    import time
+    import types
+
+    from command_line import process
+    from dials_diffuse.util.errors import UserError
+
+    finished = []
+
+    def run_sweep(params, sweeps, number, chain, pmap, imageset):
+        if number == 1:
+            raise UserError("step sweep_2/find_peaks failed: no peak")
+        time.sleep(0.2)
+        logging.getLogger("dials_diffuse.test").info("done")
+        finished.append(number)
+        return number
+
+    class Imageset:
+        def __init__(self, path):
+            self.path = path
+
+        def paths(self):
+            return [self.path]
+
+    experiments = [types.SimpleNamespace(imageset=Imageset(f"/d/{n}.h5")) for n in "ab"]
+    monkeypatch.setattr(process, "run_sweep", run_sweep)
+    monkeypatch.setattr(process, "readable_experiments", lambda inputs: experiments)
+    params = process.program.master_phil.extract()
+    params.parallel_sweeps = 2
+
+    class Sweeps:
+        labels = ["sweep_1", "sweep_2"]
+
+        def __len__(self):
+            return 2
+
+    sweeps = Sweeps()
+    chain = types.SimpleNamespace(local=threading.local(), concurrent=False)
+    pmap = types.SimpleNamespace(workers=2)
+    with pytest.raises(UserError, match="sweep_2/find_peaks failed"):
+        process.run_sweeps(params, None, sweeps, chain, pmap)
+    assert finished == [0]
+    assert not chain.concurrent
+    record = logging.getLogRecordFactory()("x", logging.INFO, "", 0, "plain", (), None)
+    assert record.msg == "plain"
+    # Both sweeps succeed: their results in sweep order.
+    monkeypatch.setattr(process, "run_sweep", lambda *a, **k: a[2])
+    assert process.run_sweeps(params, None, sweeps, chain, pmap) == [0, 1]
+    # One image file read by both: one after the other, in this thread.
+    experiments[1].imageset.path = "/d/a.h5"
+    threads = []
+    monkeypatch.setattr(
+        process, "run_sweep", lambda *a, **k: threads.append(threading.get_ident())
+    )
+    process.run_sweeps(params, None, sweeps, chain, pmap)
+    assert threads == [threading.get_ident()] * 2
