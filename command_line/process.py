@@ -316,7 +316,8 @@ def run_sweeps(params, inputs, sweeps, chain, pmap):
     serial parts of one overlap the chunk work of another. Each sweep's step
     logs take only its own thread's lines; every line a sweep's thread logs
     starts with its folder. The first sweep that fails (in sweep order)
-    stops the run, once the sweeps already started have finished.
+    stops the run, once the other sweeps have finished the step they are in
+    (as does Ctrl-C).
     """
     count = len(sweeps)
     # The experiments with their images, loaded once (format classes open
@@ -356,18 +357,35 @@ def run_sweeps(params, inputs, sweeps, chain, pmap):
             chain.local.label = None
 
     chain.concurrent = True
-    with _labelled_records(chain.local), ThreadPoolExecutor(at_once) as executor:
-        futures = [executor.submit(in_thread, number) for number in range(count)]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        if any(future.exception() for future in done):
-            for future in futures:
-                future.cancel()
-        wait(futures)
-    chain.concurrent = False
+    try:
+        with _labelled_records(chain.local), ThreadPoolExecutor(at_once) as pool:
+            futures = [pool.submit(in_thread, number) for number in range(count)]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except KeyboardInterrupt:
+                _stop(chain, futures)
+                raise
+            if any(future.exception() for future in done):
+                _stop(chain, futures)
+            wait(futures)
+    finally:
+        chain.concurrent = False
     for future in futures:
-        if not future.cancelled() and future.exception():
-            raise future.exception()
+        error = None if future.cancelled() else future.exception()
+        if error is not None and not isinstance(error, _Stopped):
+            raise error
     return [future.result() for future in futures]
+
+
+class _Stopped(Exception):
+    """A sweep stopped before its next step because another one failed."""
+
+
+def _stop(chain, futures):
+    """Sweeps not started are not started; the others stop after their current step."""
+    chain.stopping.set()
+    for future in futures:
+        future.cancel()
 
 
 @contextlib.contextmanager
@@ -606,6 +624,8 @@ class Chain:
         self._order = []
         #: Held while a sweep reads its images through dxtbx (`run_sweep`).
         self.image_reading = threading.Lock()
+        #: Set when a sweep run at once fails: the others start no new step.
+        self.stopping = threading.Event()
 
     def command(self, name, files, sweep, params=None):
         """The command line that runs the step alone with the same parameters.
@@ -643,6 +663,8 @@ class Chain:
         time are recorded under "<label>/<step>"; `params` are the sweep's
         copy of the step's parameters (`SweepOutputs`).
         """
+        if self.stopping.is_set():
+            raise _Stopped(name)
         command = self.command(name, files, sweep, params)
         key = f"{label}/{name}" if label else name
         folder = Path(label) if label else Path(".")

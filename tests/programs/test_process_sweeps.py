@@ -371,8 +371,8 @@ def test_crystals_of_different_space_groups_are_refused_before_any_work(
 
 def test_a_sweep_that_fails_at_once_with_another_stops_the_run(monkeypatch):
     """Sweeps run at once: the failing sweep's error reaches the program (one
-    line, exit 1), after the other sweep has finished; no sweep is left
-    running, lines are labelled again as usual."""
+    line, exit 1) once the other sweep has finished its current step (it
+    starts no other); lines are labelled again as usual."""
     import logging
     import threading
     import time
@@ -386,8 +386,9 @@ def test_a_sweep_that_fails_at_once_with_another_stops_the_run(monkeypatch):
     def run_sweep(params, sweeps, number, chain, pmap, imageset):
         if number == 1:
             raise UserError("step sweep_2/find_peaks failed: no peak")
-        time.sleep(0.2)
-        logging.getLogger("dials_diffuse.test").info("done")
+        time.sleep(0.2)  # its current step; the next one is not started:
+        if chain.stopping.is_set():
+            raise process._Stopped("find_peaks")
         finished.append(number)
         return number
 
@@ -411,12 +412,15 @@ def test_a_sweep_that_fails_at_once_with_another_stops_the_run(monkeypatch):
             return 2
 
     sweeps = Sweeps()
-    chain = types.SimpleNamespace(local=threading.local(), concurrent=False)
+    chain = types.SimpleNamespace(
+        local=threading.local(), concurrent=False, stopping=threading.Event()
+    )
     pmap = types.SimpleNamespace(workers=2)
     with pytest.raises(UserError, match="sweep_2/find_peaks failed"):
         process.run_sweeps(params, None, sweeps, chain, pmap)
-    assert finished == [0]
+    assert chain.stopping.is_set() and finished == []
     assert not chain.concurrent
+    chain.stopping.clear()
     record = logging.getLogRecordFactory()("x", logging.INFO, "", 0, "plain", (), None)
     assert record.msg == "plain"
     # Both sweeps succeed: their results in sweep order.
