@@ -56,9 +56,15 @@ def new_figure(width=8.0, height=5.0, columns=1, rows=1, **subplots):
     return figure, figure.subplots(rows, columns, **subplots)
 
 
+#: One figure drawn at a time: matplotlib is not thread-safe, and process
+#: runs several sweeps' steps (each plotting) in threads at once.
+_drawing = threading.Lock()
+
+
 def save_png(figure, path, dpi=120):
-    """Write `figure` as PNG to `path`."""
-    figure.savefig(path, dpi=dpi, format="png")
+    """Write `figure` as PNG to `path` (drawing one figure at a time)."""
+    with _drawing:
+        figure.savefig(path, dpi=dpi, format="png")
 
 
 def histogram(axes, values, bins=10, range=None, **style):

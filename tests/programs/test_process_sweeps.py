@@ -43,27 +43,70 @@ def second_sweep(tmp_path_factory):
     return simulate_rotation(directory, seed=1, frames=20)
 
 
-@pytest.fixture(scope="module")
-def two_sweeps(simulated_rotation, second_sweep, tmp_path_factory):
-    """One process run on both sweeps (two .expt files); its working folder."""
+def run_process(workdir, *args):
     from command_line import process as process_program
 
-    workdir = tmp_path_factory.mktemp("two_sweeps")
-    args = [
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        assert process_program.run(list(args)) == 0
+    finally:
+        os.chdir(previous)
+    return workdir
+
+
+def two_sweep_args(simulated_rotation, second_sweep):
+    return [
         str(simulated_rotation["truth_expt"]),
         str(second_sweep["truth_expt"]),
         "find_peaks.count_threshold=30",
         "integrate.subdivide=4,4,4",
         "map.limits=-2,2,-2,2,-2,2",
         "output.json=process.json",
+        "nproc=2",
     ]
-    previous = os.getcwd()
-    os.chdir(workdir)
-    try:
-        assert process_program.run(args) == 0
-    finally:
-        os.chdir(previous)
-    return workdir
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(simulated_rotation, second_sweep, tmp_path_factory):
+    """One process run on both sweeps (two .expt files), the two at the same
+    time (parallel_sweeps=2); its working folder."""
+    return run_process(
+        tmp_path_factory.mktemp("two_sweeps"),
+        *two_sweep_args(simulated_rotation, second_sweep),
+        "parallel_sweeps=2",
+    )
+
+
+def test_sweeps_run_at_once_give_what_they_give_one_after_the_other(
+    two_sweeps, simulated_rotation, second_sweep, tmp_path
+):
+    """The same outputs, value for value; each step's log only its sweep's lines."""
+    one_by_one = run_process(
+        tmp_path,
+        *two_sweep_args(simulated_rotation, second_sweep),
+        "parallel_sweeps=1",
+        "output.report=None",
+    )
+    for name in ("sweep_2/corrected.nxs", "merged.nxs"):
+        np.testing.assert_array_equal(
+            load_table(two_sweeps / name).to_frame().to_numpy(),
+            load_table(one_by_one / name).to_frame().to_numpy(),
+        )
+    for n in (1, 2):
+        np.testing.assert_array_equal(
+            read_scale_model(two_sweeps / f"scale_{n}.nxs").terms["scaling"].values,
+            read_scale_model(one_by_one / f"scale_{n}.nxs").terms["scaling"].values,
+        )
+    log = (two_sweeps / "dials.diffuse.process.log").read_text()
+    assert "2 sweeps, 2 at a time (parallel_sweeps), sharing 2 workers" in log
+    assert "sweep_2: Found" in log and "sweep_1: Found" in log
+    assert "at a time" not in (one_by_one / "dials.diffuse.process.log").read_text()
+    for folder, other in (("sweep_1", "sweep_2"), ("sweep_2", "sweep_1")):
+        for step in ("import_data", "find_peaks", "mask_peaks", "integrate"):
+            text = (two_sweeps / folder / f"dials.diffuse.{step}.log").read_text()
+            assert f"=== {folder}/{step}:" in text
+            assert other not in text, f"{folder}/{step} log"
 
 
 def test_each_sweep_writes_into_its_folder(two_sweeps):
@@ -324,3 +367,70 @@ def test_crystals_of_different_space_groups_are_refused_before_any_work(
     assert "different space groups" in error[0]
     assert "sweep 2 (other.expt): P 2 2 2" in error[0]
     assert not (in_tmp_path / "sweep_1").exists()
+
+
+def test_a_sweep_that_fails_at_once_with_another_stops_the_run(monkeypatch):
+    """Sweeps run at once: the failing sweep's error reaches the program (one
+    line, exit 1) once the other sweep has finished its current step (it
+    starts no other); lines are labelled again as usual."""
+    import logging
+    import threading
+    import time
+    import types
+
+    from command_line import process
+    from dials_diffuse.util.errors import UserError
+
+    finished = []
+
+    def run_sweep(params, sweeps, number, chain, pmap, imageset):
+        if number == 1:
+            raise UserError("step sweep_2/find_peaks failed: no peak")
+        time.sleep(0.2)  # its current step; the next one is not started:
+        if chain.stopping.is_set():
+            raise process._Stopped("find_peaks")
+        finished.append(number)
+        return number
+
+    class Imageset:
+        def __init__(self, path):
+            self.path = path
+
+        def paths(self):
+            return [self.path]
+
+    experiments = [types.SimpleNamespace(imageset=Imageset(f"/d/{n}.h5")) for n in "ab"]
+    monkeypatch.setattr(process, "run_sweep", run_sweep)
+    monkeypatch.setattr(process, "readable_experiments", lambda inputs: experiments)
+    params = process.program.master_phil.extract()
+    params.parallel_sweeps = 2
+
+    class Sweeps:
+        labels = ["sweep_1", "sweep_2"]
+
+        def __len__(self):
+            return 2
+
+    sweeps = Sweeps()
+    chain = types.SimpleNamespace(
+        local=threading.local(), concurrent=False, stopping=threading.Event()
+    )
+    pmap = types.SimpleNamespace(workers=2)
+    with pytest.raises(UserError, match="sweep_2/find_peaks failed"):
+        process.run_sweeps(params, None, sweeps, chain, pmap)
+    assert chain.stopping.is_set() and finished == []
+    assert not chain.concurrent
+    chain.stopping.clear()
+    record = logging.getLogRecordFactory()("x", logging.INFO, "", 0, "plain", (), None)
+    assert record.msg == "plain"
+    # Both sweeps succeed: their results in sweep order.
+    monkeypatch.setattr(process, "run_sweep", lambda *a, **k: a[2])
+    assert process.run_sweeps(params, None, sweeps, chain, pmap) == [0, 1]
+    # One image file read by both: one after the other, in this thread.
+    experiments[1].imageset.path = "/d/a.h5"
+    threads = []
+    monkeypatch.setattr(
+        process, "run_sweep", lambda *a, **k: threads.append(threading.get_ident())
+    )
+    process.run_sweeps(params, None, sweeps, chain, pmap)
+    assert threads == [threading.get_ident()] * 2

@@ -660,7 +660,8 @@ class _Refinement:
     twice with a finite intensity and a positive error, less the outliers
     rejected so far (`reject_outliers` drops them). The others weigh
     nothing in any sum, so leaving them out changes no result and keeps
-    memory to what the fit uses (see `do_scale` for the bound).
+    memory to what the fit uses (the bound per observation: the help of
+    dials.diffuse.scale).
     """
 
     def __init__(self, observations, batch):
