@@ -4,9 +4,6 @@
 
 #include "bindings.h"
 #include "diffuse.h"
-#include "geometry.h"
-#include "histogram.h"
-#include "peaks.h"
 #include "polar_bind.h"
 #include "shoebox.h"
 
