@@ -33,5 +33,6 @@ void bind_eiger(py::module_ &m);   // bindings_eiger.cpp
 void bind_geometry(py::module_ &m);  // bindings_geometry.cpp
 void bind_peaks(py::module_ &m);  // bindings_peaks.cpp
 void bind_histogram(py::module_ &m);  // bindings_histogram.cpp
+void bind_shoebox(py::module_ &m);  // bindings_shoebox.cpp
 
 }  // namespace dials_diffuse

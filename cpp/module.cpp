@@ -5,7 +5,6 @@
 #include "bindings.h"
 #include "diffuse.h"
 #include "polar_bind.h"
-#include "shoebox.h"
 
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "C++17 kernels of dials-diffuse; every kernel releases the GIL.";
