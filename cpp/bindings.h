@@ -34,5 +34,7 @@ void bind_geometry(py::module_ &m);  // bindings_geometry.cpp
 void bind_peaks(py::module_ &m);  // bindings_peaks.cpp
 void bind_histogram(py::module_ &m);  // bindings_histogram.cpp
 void bind_shoebox(py::module_ &m);  // bindings_shoebox.cpp
+void bind_diffuse(py::module_ &m);  // bindings_diffuse.cpp
+void bind_polar(py::module_ &m);  // bindings_polar.cpp
 
 }  // namespace dials_diffuse
