@@ -30,5 +30,11 @@ inline std::pair<const std::uint8_t *, std::size_t> bytes_view(const py::handle 
 
 void bind_chunks(py::module_ &m);  // bindings_chunks.cpp
 void bind_eiger(py::module_ &m);   // bindings_eiger.cpp
+void bind_geometry(py::module_ &m);  // bindings_geometry.cpp
+void bind_peaks(py::module_ &m);  // bindings_peaks.cpp
+void bind_histogram(py::module_ &m);  // bindings_histogram.cpp
+void bind_shoebox(py::module_ &m);  // bindings_shoebox.cpp
+void bind_diffuse(py::module_ &m);  // bindings_diffuse.cpp
+void bind_polar(py::module_ &m);  // bindings_polar.cpp
 
 }  // namespace dials_diffuse

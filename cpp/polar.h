@@ -1,6 +1,6 @@
 // Polar (q, phi) resampling of detector frames: building the sparse map and
 // applying it. Pure kernels on raw pointers (no Python); the pybind11 glue
-// is in polar_bind.h.
+// is in bindings_polar.cpp.
 //
 // Pixels of a frame are flattened panel after panel (panel p starts at
 // offsets[p]; row-major within a panel). Pixel coordinates (fast, slow) are

@@ -36,3 +36,22 @@ def test_library_code_raises_data_errors():
     if "UserError" in (library / "geometry.py").read_text():
         offenders.append("dials_diffuse/geometry.py")
     assert offenders == []
+
+
+def test_kernel_headers_are_plain_cpp():
+    """Kernel headers hold no Python: the pybind11 glue is in bindings_*.cpp.
+
+    Only bindings.h and common.h (the glue's shared helpers) may include
+    pybind11 or use py:: types.
+    """
+    glue = {"bindings.h", "common.h"}
+    offenders = []
+    for header in sorted((REPOSITORY / "cpp").glob("*.h")):
+        if header.name in glue:
+            continue
+        code = "\n".join(
+            line.split("//", 1)[0] for line in header.read_text().splitlines()
+        )
+        if "pybind11" in code or "py::" in code:
+            offenders.append(header.name)
+    assert offenders == []

@@ -1,12 +1,11 @@
 // pybind11 glue for the polar kernels of polar.h: checks every array once,
 // then calls the kernel with the GIL released.
-#pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "bindings.h"
 #include "polar.h"
 
 namespace dials_diffuse {
@@ -319,7 +318,7 @@ inline py::tuple polar_sort_by_pixel_py(const py::array &index_in,
   return py::make_tuple(bins, index_out, fractions_out);
 }
 
-inline void bind_polar(py::module_ &m) {
+void bind_polar(py::module_ &m) {
   m.def("polar_sort_by_pixel", &polar_sort_by_pixel_py, py::arg("index"),
         py::arg("fractions"), py::arg("n_pixels"),
         "A compact map given in bin order, sorted by pixel (stable counting sort, "
