@@ -101,10 +101,7 @@ py::dict integrate_voxels(const py::array &data, const py::array &s1,
   const std::uint8_t *valid_ptr = mask_pointer(valid, data, "valid");
   const std::uint8_t *exclude_ptr = mask_pointer(exclude, data, "exclude");
   VoxelTable table;
-  dispatch_pixel_dtype(data, "data", [&](auto tag) {
-    using T = decltype(tag);
-    const T *values = static_cast<const T *>(data.data());
-    py::gil_scoped_release release;
+  with_pixels_released(data, "data", [&](auto values) {
     bin_pixels(values, valid_ptr, exclude_ptr, g.frames, g.rows, g.columns,
                g.s1, g.s0, g.matrices, subdivide_ptr, phi_ptr, seconds_ptr,
                row0, column0, table);

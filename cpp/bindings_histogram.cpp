@@ -36,10 +36,7 @@ py::tuple histogram(const py::array &data, double low, double high,
   std::int64_t *counts_ptr = counts.mutable_data();
   const std::size_t n = static_cast<std::size_t>(data.size());
   HistogramTally tally;
-  dispatch_pixel_dtype(data, "data", [&](auto tag) {
-    using T = decltype(tag);
-    const T *values = static_cast<const T *>(data.data());
-    py::gil_scoped_release release;
+  with_pixels_released(data, "data", [&](auto values) {
     histogram_values(values, mask_ptr, n, low, high, counts_ptr,
                      static_cast<std::size_t>(bins), tally);
   });

@@ -16,10 +16,7 @@ py::array_t<std::int64_t> pixels_above(const py::array &data,
   const std::uint8_t *mask = mask_pointer(valid, data);
   const std::size_t n = static_cast<std::size_t>(data.size());
   std::vector<std::int64_t> found;
-  dispatch_pixel_dtype(data, "data", [&](auto zero) {
-    using T = decltype(zero);
-    const T *values = static_cast<const T *>(data.data());
-    py::gil_scoped_release release;
+  with_pixels_released(data, "data", [&](auto values) {
     collect_above(values, mask, n, threshold, found);
   });
   py::array_t<std::int64_t> result(static_cast<py::ssize_t>(found.size()));

@@ -108,4 +108,18 @@ inline auto dispatch_pixel_dtype(const py::array &array, const char *name,
                               dtype_name(dt));
 }
 
+// Dispatch on the pixel dtype of `array` (as dispatch_pixel_dtype) and call
+// `fn(values)` with `values` its data as `const T *` and the GIL released:
+// the one way the bindings hand a pixel array to a kernel.
+template <typename Fn>
+inline void with_pixels_released(const py::array &array, const char *name,
+                                 Fn &&fn) {
+  dispatch_pixel_dtype(array, name, [&](auto tag) {
+    using T = decltype(tag);
+    const T *values = static_cast<const T *>(array.data());
+    py::gil_scoped_release release;
+    fn(values);
+  });
+}
+
 }  // namespace dials_diffuse
