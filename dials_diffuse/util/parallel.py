@@ -86,11 +86,19 @@ class _ThreadBackend:
         self.workers = nproc
         self._pool = ThreadPoolExecutor(max_workers=nproc)
 
+    def share(self, function):
+        """Threads share this process's memory: nothing to send."""
+        return function
+
     def submit(self, function, item):
         return self._pool.submit(function, item)
 
     def close(self):
         self._pool.shutdown(wait=True)
+
+
+def _apply(function, item):
+    return function(item)
 
 
 class _DaskBackend:
@@ -121,8 +129,13 @@ class _DaskBackend:
             ) from error
         self.workers = max(1, len(self._client.scheduler_info()["workers"]))
 
+    def share(self, function):
+        """Send `function` (and what it holds: models, masks, peak tables) to
+        every worker once, rather than with each item."""
+        return self._client.scatter(function, broadcast=True, hash=False)
+
     def submit(self, function, item):
-        return self._client.submit(function, item, pure=False)
+        return self._client.submit(_apply, function, item, pure=False)
 
     def close(self):
         self._client.close()
@@ -167,6 +180,7 @@ class ParallelMap:
         and not yet consumed, which bounds memory by a few chunks.
         """
         limit = in_flight or 2 * self.workers
+        function = self._backend.share(function)
         pending = collections.deque()
         items = iter(items)
         for item in items:

@@ -62,6 +62,33 @@ def test_dask_local_cluster_gives_the_same_results():
         np.testing.assert_array_equal(got, expected)
 
 
+class CountedPickles:
+    """A callable holding a big table (as mask_peaks' masker holds the peak
+    pixels), counting how often this process pickles it."""
+
+    pickled = 0
+
+    def __init__(self):
+        self.table = np.arange(1_000_000)
+
+    def __getstate__(self):
+        type(self).pickled += 1
+        return self.__dict__
+
+    def __call__(self, item):
+        return int(self.table[item])
+
+
+def test_dask_sends_the_function_to_each_worker_once():
+    """Not once per item: mask_peaks sent its peak-pixel table with every chunk."""
+    pytest.importorskip("distributed")
+    CountedPickles.pickled = 0
+    work = CountedPickles()
+    with ParallelMap(nproc=2, scheduler="local") as pmap:
+        assert list(pmap(work, range(30))) == list(range(30))
+    assert 1 <= CountedPickles.pickled <= 2
+
+
 def test_unreachable_scheduler_is_a_user_error():
     pytest.importorskip("distributed")
     with pytest.raises(UserError, match="cannot reach the Dask scheduler"):
