@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from diffuse_vs_mdx2 import run_measured  # (wall s, peak RSS MB) of a command
+
 HERE = Path(sys.executable).parent
 SCALES = (1.0, 1.2, 0.9, 1.1)
 SAMPLE_S = 0.2
@@ -166,25 +168,6 @@ def watch(command, cwd):
             },
         )
     return steps, wall
-
-
-def run_measured(command, cwd):
-    """Run `command` under /usr/bin/time -v; return (wall s, peak RSS MB)."""
-    start = time.perf_counter()
-    result = subprocess.run(
-        ["/usr/bin/time", "-v", *command],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        )
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
-    return wall, int(rss.group(1)) / 1024
 
 
 def run_mdx2(mdx2, expt, cwd, threshold, subdivide):
