@@ -12,7 +12,7 @@ from dials_diffuse.images.shots import ShotReader
 from dials_diffuse.io.dials_mask import read_dials_mask
 from dials_diffuse.io.frame_plots import write_html, write_png
 from dials_diffuse.io.redis_store import post_series, redis_key
-from dials_diffuse.io.seed_config import expand_config_files
+from dials_diffuse.io.summing_tool_config import expand_config_files
 from dials_diffuse.util.errors import DataError, UserError
 from dials_diffuse.util.inputs import REFLECTION_SUFFIXES
 from dials_diffuse.util.parallel import parallel_map_from_params

@@ -3,8 +3,6 @@
 import logging
 import sys
 
-import h5py
-
 from dials_diffuse.algorithms.diffuse.reintegrate import do_reintegrate
 from dials_diffuse.algorithms.diffuse.sweep import (
     sweep_from_experiment,
@@ -14,7 +12,7 @@ from dials_diffuse.io.mask_file import MaskFile
 from dials_diffuse.io.scale_model import is_scale_model_file, read_scale_model
 from dials_diffuse.io.tables import write_tables
 from dials_diffuse.util.errors import UserError
-from dials_diffuse.util.inputs import readable_experiments
+from dials_diffuse.util.inputs import nexus_inputs_by_group, readable_experiments
 from dials_diffuse.util.parallel import parallel_map_from_params
 from dials_diffuse.util.program import Program
 
@@ -63,27 +61,15 @@ output {
 )
 
 
-def _kind(path):
-    """image_series, mask or scale model: what one of our .nxs files holds."""
-    if is_scale_model_file(path):
-        return "scale"
-    with h5py.File(path, "r") as handle:
-        for group in ("image_series", "mask"):
-            if f"entry/{group}" in handle:
-                return group
-    return None
-
-
 def main(params, inputs, run):
     experiments = inputs.experiments
     if len(experiments) == 0:
         raise UserError("give the refined .expt of each sweep")
-    files = {"image_series": [], "mask": [], "scale": []}
-    for path in inputs.nexus:
-        kind = _kind(path)
-        if kind is None:
+    files = nexus_inputs_by_group(inputs, ["image_series", "mask"])
+    files["scale"] = files.pop(None)
+    for path in files["scale"]:
+        if not is_scale_model_file(path):
             raise UserError(f"{path}: not a data.nxs, mask.nxs or scale.nxs")
-        files[kind].append(path)
     count = len(experiments)
     for kind, what in (
         ("image_series", "data.nxs"),

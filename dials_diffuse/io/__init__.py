@@ -8,6 +8,6 @@
 - ``histogram_files``, ``linearity_files``: pixel statistics tables;
 - ``dectris_master``: the DECTRIS master header (read; the simulator writes it);
 - ``dials_mask``: DIALS mask pickles (read safely, write);
-- ``seed_config``: the 2018 frame-statistics tool's config.yaml;
+- ``summing_tool_config``: the 2018 frame-statistics tool's config.yaml;
 - plots, HTML report, Redis, JSON summaries and atomic writes.
 """

@@ -259,18 +259,28 @@ def readable_imageset(inputs, experiment):
     return readable_experiments(inputs)[0].imageset
 
 
+def nexus_inputs_by_group(inputs, groups):
+    """Our .nxs input files sorted by the /entry/<group> each holds.
+
+    Returns a dict: group -> list of paths in the order given, and None ->
+    the paths that hold none of `groups`.
+    """
+    import h5py
+
+    found = {group: [] for group in (*groups, None)}
+    for path in inputs.nexus:
+        with h5py.File(path, "r") as handle:
+            group = next((g for g in groups if f"entry/{g}" in handle), None)
+        found[group].append(path)
+    return found
+
+
 def nexus_input(inputs, group):
     """The input file among our .nxs files that holds /entry/<group>, or None.
 
     More than one such file is a UserError.
     """
-    import h5py
-
-    found = []
-    for path in inputs.nexus:
-        with h5py.File(path, "r") as handle:
-            if f"entry/{group}" in handle:
-                found.append(path)
+    found = nexus_inputs_by_group(inputs, [group])[group]
     if len(found) > 1:
         raise UserError(f"two files hold /entry/{group}: {found[0]} and {found[1]}")
     return found[0] if found else None

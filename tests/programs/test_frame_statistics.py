@@ -137,7 +137,7 @@ def test_images_through_dxtbx(in_tmp_path, l_cysteine):
     np.testing.assert_array_equal(table["sum"], truth)
 
 
-def test_seed_config_yaml(in_tmp_path, series):
+def test_summing_tool_config_yaml(in_tmp_path, series):
     master, frames = series
     out = in_tmp_path / "out"
     out.mkdir()

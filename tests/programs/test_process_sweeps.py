@@ -312,6 +312,22 @@ def test_reintegrate_sums_what_correct_and_scale_give(two_sweeps):
     assert np.corrcoef(both["intensity"], both["intensity_merged"])[0, 1] > 0.99
 
 
+def test_reintegrate_refuses_a_file_it_cannot_use(two_sweeps, capsys):
+    """corrected.nxs is ours but neither images, mask nor scale model: named, exit 1."""
+    from dials_diffuse.command_line import reintegrate as reintegrate_program
+
+    args = [
+        str(two_sweeps / f"sweep_1/{name}")
+        for name in ("experiment.expt", "corrected.nxs")
+    ]
+    before = (two_sweeps / "sweep_1/corrected.nxs").read_bytes()
+    assert reintegrate_program.run([*args, "output.table=unused.nxs"]) == 1
+    error = capsys.readouterr().err
+    assert "corrected.nxs: not a data.nxs, mask.nxs or scale.nxs" in error
+    assert "Traceback" not in error
+    assert (two_sweeps / "sweep_1/corrected.nxs").read_bytes() == before
+
+
 def test_reintegrate_a_finer_map_against_truth(
     two_sweeps,
     simulated_rotation,

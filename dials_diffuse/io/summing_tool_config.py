@@ -28,7 +28,7 @@ def _section(config, name, path):
     return value
 
 
-def arguments_from_seed_config(path):
+def arguments_from_summing_tool_config(path):
     """Command-line arguments (files and key=value) equivalent to a config.yaml.
 
     Parameters
@@ -100,12 +100,12 @@ def arguments_from_seed_config(path):
 
 def expand_config_files(args):
     """The command line with each config.yaml argument replaced by the
-    arguments it stands for (`arguments_from_seed_config`); arguments after
+    arguments it stands for (`arguments_from_summing_tool_config`); arguments after
     it override its settings."""
     expanded = []
     for arg in args:
         if arg.lower().endswith((".yaml", ".yml")) and "=" not in arg:
-            expanded.extend(arguments_from_seed_config(arg))
+            expanded.extend(arguments_from_summing_tool_config(arg))
         else:
             expanded.append(arg)
     return expanded
