@@ -42,7 +42,7 @@ from dials_diffuse.images.hdf5_chunks import (  # noqa: F401  (CODEC_* re-export
     read_raw_chunks,
     thread_read_buffer,
 )
-from dials_diffuse.images.hdf5_sources import check_frames
+from dials_diffuse.images.hdf5_sources import check_frames, open_hdf5
 from dials_diffuse.images.source import (
     ImageSource,
     exclude_non_finite,
@@ -85,7 +85,7 @@ class DataBlock:
 def is_eiger_master(path):
     """True when `path` is an HDF5 file laid out as a DECTRIS/NXmx master file."""
     try:
-        with h5py.File(path, "r") as handle:
+        with open_hdf5(path) as handle:
             data = handle.get("/entry/data")
             if not isinstance(data, h5py.Group):
                 return False
@@ -147,8 +147,9 @@ MAX_OPEN_DATA_FILES = 32
 class OpenDataFile:
     """One data file of a series, opened on first use: h5py handle, descriptor."""
 
-    def __init__(self, path):
+    def __init__(self, path, swmr=False):
         self.path = path
+        self.swmr = swmr
         self.users = 0
         self._handle = None
         self._descriptor = None
@@ -156,7 +157,7 @@ class OpenDataFile:
     @property
     def handle(self):
         if self._handle is None:
-            self._handle = h5py.File(self.path, "r")
+            self._handle = open_hdf5(self.path, self.swmr)
         return self._handle
 
     @property
@@ -186,8 +187,9 @@ class OpenDataFiles:
     reading (`use`) is never closed under it.
     """
 
-    def __init__(self, limit=MAX_OPEN_DATA_FILES):
+    def __init__(self, limit=MAX_OPEN_DATA_FILES, swmr=False):
         self.limit = limit
+        self.swmr = swmr
         self._lock = threading.Lock()
         self._files = collections.OrderedDict()
 
@@ -197,7 +199,7 @@ class OpenDataFiles:
         with self._lock:
             opened = self._files.get(path)
             if opened is None:
-                opened = self._files[path] = OpenDataFile(path)
+                opened = self._files[path] = OpenDataFile(path, self.swmr)
             self._files.move_to_end(path)
             opened.users += 1
             # HDF5 calls are serialised by h5py anyway: open under the lock.
@@ -236,6 +238,9 @@ class EigerMasterSource(ImageSource):
     path : str or Path
         The master file (`*_master.h5`), or an NXmx file whose
         `/entry/data/data` holds the frames.
+    swmr : bool
+        Open the files in HDF5's SWMR read mode, as dxtbx's NXmx format does
+        (`hdf5_sources.open_hdf5`): for frames of a file dxtbx reads too.
 
     Raises
     ------
@@ -244,11 +249,12 @@ class EigerMasterSource(ImageSource):
         missing between data files, inconsistent frame shapes or types.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, swmr=False):
         self.path = str(path)
-        self._files = OpenDataFiles()
+        self.swmr = swmr
+        self._files = OpenDataFiles(swmr=swmr)
         try:
-            self._master = h5py.File(self.path, "r")
+            self._master = open_hdf5(self.path, swmr)
         except OSError as error:
             raise DataError(
                 f"{self.path}: not a readable HDF5 file ({error})"
@@ -260,7 +266,7 @@ class EigerMasterSource(ImageSource):
     # -- pickling (Dask workers reopen the file) -----------------------------
 
     def __reduce__(self):
-        return pickled_by_path(EigerMasterSource, self.path)
+        return pickled_by_path(EigerMasterSource, self.path, self.swmr)
 
     def close(self):
         """Close the master and data files."""
@@ -575,6 +581,23 @@ class EigerMasterSource(ImageSource):
             ) from error
         return out
 
+    def read_frames(self, start, stop, out=None):
+        """Frames [start, stop) (0-based) as stored: (frames, rows, columns), self.dtype.
+
+        The values only, decoded by the C++ codecs where they can (h5py
+        otherwise); `read` adds the validity mask. `out`, if given, is
+        filled and returned.
+        """
+        frames_read = output_buffer((stop - start, *self._frame_shape), self.dtype, out)
+        for codec, first, payload in self.raw_frames(start, stop, reuse_buffer=True):
+            index = first - start
+            if codec is None:
+                frames_read[index : index + len(payload)] = payload
+            else:
+                for i, raw in enumerate(payload):
+                    self.decode_into(codec, raw, frames_read[index + i], first + i)
+        return frames_read
+
     def read(self, chunk, out=None):
         frames = chunk.frames
         rows, columns = (
@@ -582,25 +605,13 @@ class EigerMasterSource(ImageSource):
             for s, n in zip((chunk.rows, chunk.columns), self._frame_shape)
         )
         shape = (frames.stop - frames.start, rows, columns)
-        whole = shape[1:] == self._frame_shape
-        frames_read = (
-            output_buffer(shape, self.dtype, out)
-            if whole
-            else np.empty((frames.stop - frames.start, *self._frame_shape), self.dtype)
-        )
-        for codec, first, payload in self.raw_frames(
-            frames.start, frames.stop, reuse_buffer=True
-        ):
-            index = first - frames.start
-            if codec is None:
-                frames_read[index : index + len(payload)] = payload
-            else:
-                for i, raw in enumerate(payload):
-                    self.decode_into(codec, raw, frames_read[index + i], first + i)
-        data = frames_read
-        if not whole:  # a tile of the frames
+        if shape[1:] == self._frame_shape:
+            data = self.read_frames(frames.start, frames.stop, out)
+        else:  # a tile of the frames
             data = output_buffer(shape, self.dtype, out)
-            data[...] = frames_read[:, chunk.rows, chunk.columns]
+            data[...] = self.read_frames(frames.start, frames.stop)[
+                :, chunk.rows, chunk.columns
+            ]
         valid = self.static_mask()[chunk.rows, chunk.columns] & (
             data < self.invalid_from
         )

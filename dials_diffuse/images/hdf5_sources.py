@@ -19,8 +19,9 @@ all-zero images. This module is the one image-read check of dials-diffuse:
   (the runner refuses to write outputs over them).
 
 Every image read goes through it: dxtbx imagesets in
-`dials_diffuse.images.imageset.read_frame`, the Eiger fast path in
-`dials_diffuse.images.eiger`.
+`dials_diffuse.images.imageset.read_frame`, the DECTRIS/NXmx chunk decoder
+in `dials_diffuse.images.eiger` (also behind dxtbx imagesets,
+`imageset.chunk_decoder`).
 """
 
 import dataclasses
@@ -45,6 +46,25 @@ class FrameFile:
     stop: int
     path: str
     problem: object = None
+
+
+def open_hdf5(path, swmr=False):
+    """An image file (master or data file) open for reading.
+
+    HDF5 refuses to open a file already open in the process with other SWMR
+    flags ("SWMR read access flag not the same"): dxtbx's NXmx formats keep
+    their files open in SWMR read mode (``swmr=True``), its Eiger classes
+    and our readers in the plain one. The file is opened in the mode asked
+    for, or in the other where it is already open that way.
+    """
+    import h5py
+
+    try:
+        return h5py.File(path, "r", swmr=swmr)
+    except OSError as error:
+        if "SWMR" not in str(error):
+            raise
+        return h5py.File(path, "r", swmr=not swmr)
 
 
 def is_hdf5(path):
@@ -86,7 +106,7 @@ def _frame_files(key):
 
     path = key[0]
     try:
-        with h5py.File(path, "r") as handle:
+        with open_hdf5(path) as handle:
             data = handle.get("/entry/data")
             if not isinstance(data, h5py.Group):
                 return ()
@@ -137,7 +157,7 @@ def _linked_dataset(path, dataset_path, needed=None):
     if not os.path.exists(path):
         return "the data file does not exist", None, None
     try:
-        with h5py.File(path, "r") as handle:
+        with open_hdf5(path) as handle:
             dataset = handle.get(dataset_path)
             if not isinstance(dataset, h5py.Dataset):
                 return f"the data file has no dataset {dataset_path}", None, None

@@ -9,6 +9,7 @@ reading (a missing, truncated or corrupt image file) become a `DataError`
 """
 
 import collections
+import dataclasses
 import functools
 import threading
 
@@ -17,12 +18,13 @@ import numpy as np
 from dxtbx import flumpy
 
 from dials_diffuse.geometry import rotation_angle_deg
-from dials_diffuse.images.hdf5_sources import check_frames, is_hdf5
+from dials_diffuse.images.hdf5_sources import check_frames, is_hdf5, open_hdf5
 from dials_diffuse.images.source import (
     ImageSource,
     exclude_non_finite,
     output_buffer,
 )
+from dials_diffuse.io.dectris_master import nxmx_bit_depth_readout
 from dials_diffuse.util.compat import within_trusted_range
 from dials_diffuse.util.errors import DataError
 
@@ -148,6 +150,93 @@ def image_numbers(imageset):
     return np.asarray(imageset.indices(), dtype=int) + 1
 
 
+#: Stored integer types that dxtbx's NXmx reader turns into int32 without
+#: changing a value (uint32 would wrap; floats become float32 or float64).
+_EXACT_AS_INT32 = frozenset(np.dtype(name) for name in ("u1", "u2", "i1", "i2", "i4"))
+
+
+@dataclasses.dataclass
+class ChunkDecoder:
+    """Frames of an NXmx imageset decoded by our C++ codecs, as dxtbx gives them.
+
+    `source` decodes the file's frames; the imageset's image i is the file's
+    frame `first_frame + i`. As dxtbx's `FormatNXmx.get_raw_data` does, the
+    values become int32 and, with a readout bit depth N (2^31 for 32), the
+    markers 2^N - 1 and 2^N - 2 become -1 and -2.
+    """
+
+    source: object
+    first_frame: int
+    top: int = None
+
+    def read(self, frames, rows, columns, out=None):
+        """int32 values of images [frames] (a slice), rows x columns of them."""
+        first = self.first_frame + frames.start
+        stored = self.source.read_frames(first, first + frames.stop - frames.start)
+        block = stored[:, rows, columns]
+        data = output_buffer(block.shape, np.int32, out)
+        data[...] = block
+        if self.top is not None:
+            data[data == self.top - 1] = -1
+            data[data == self.top - 2] = -2
+        return data
+
+
+def chunk_decoder(imageset):
+    """A `ChunkDecoder` of this imageset's frames where it gives dxtbx's values.
+
+    dxtbx reads an NXmx frame through h5py, whose HDF5 filters decode one
+    chunk at a time behind h5py's global lock (about 24 M px/s for
+    bitshuffle/LZ4 whatever the number of threads). The DECTRIS reader
+    (`dials_diffuse.images.eiger.EigerMasterSource`) decodes the same chunks
+    in C++ with the GIL released, in every worker thread. It stands in for
+    dxtbx only where the values are bound to be identical: one panel, a
+    format that reads frames as dxtbx's `FormatNXmx` does (not overridden),
+    integer frames that convert to int32 exactly, images numbered
+    consecutively in the file, no per-image (dynamic) mask, and the first
+    image read both ways equal. Otherwise None: dxtbx reads.
+    """
+    from dxtbx.format.FormatNXmx import FormatNXmx
+
+    from dials_diffuse.images.eiger import EigerMasterSource
+
+    format_class = imageset.get_format_class()
+    if (
+        len(imageset.get_detector()) != 1
+        or len(imageset) == 0
+        or format_class is None
+        or not issubclass(format_class, FormatNXmx)
+        or format_class.get_raw_data is not FormatNXmx.get_raw_data
+        or imageset.has_dynamic_mask()
+        or not imageset.data().has_single_file_reader()
+    ):
+        return None
+    indices = np.array(list(imageset.indices()), dtype=np.int64)
+    first = int(indices[0])
+    if not np.array_equal(indices, first + np.arange(len(indices))):
+        return None
+    shape = tuple(imageset.get_detector()[0].get_image_size()[::-1])
+    try:
+        path = imageset.data().get_master_path()
+        source = EigerMasterSource(path, swmr=True)
+        with open_hdf5(path, swmr=True) as handle:
+            bits = nxmx_bit_depth_readout(handle)
+        if (
+            source.dtype not in _EXACT_AS_INT32
+            or source.panel_shapes != [shape]
+            or source.n_frames < first + len(indices)
+            or any(block.codec is None for block in source.blocks)
+        ):
+            return None
+        top = None if not bits else 2**31 if bits == 32 else 2**bits
+        decoder = ChunkDecoder(source, first, top)
+        decoded = decoder.read(slice(0, 1), slice(None), slice(None))[0]
+        expected = flumpy.to_numpy(imageset.get_raw_data(0)[0])
+    except Exception:  # dxtbx reads, and reports any problem itself
+        return None
+    return decoder if np.array_equal(decoded, expected) else None
+
+
 class ImagesetSource(ImageSource):
     """Any dxtbx imageset (every format DIALS reads) as an ImageSource.
 
@@ -166,16 +255,20 @@ class ImagesetSource(ImageSource):
     frame block), read each frame once: the last frame, or the frames of
     the last two chunks on a multi-panel detector. dxtbx reads are
     serialised (format classes are not all thread-safe); the caller's
-    per-chunk work still runs in parallel.
+    per-chunk work still runs in parallel. Where `chunk_decoder` can stand
+    in for dxtbx (single-panel NXmx frames, bitshuffle/LZ4 and the like),
+    the frames are decoded in the worker threads instead, with the same
+    values and the same mask.
     """
 
     def __init__(self, imageset):
         self.imageset = imageset
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._frames = collections.OrderedDict()
         self._capacity = 1
         self._dtype = None
         self._static = None
+        self._decoder = None  # a ChunkDecoder, or False where dxtbx reads
 
     def __getstate__(self):
         # The lock and the frame cache stay in this process (Dask pickles sources).
@@ -242,14 +335,35 @@ class ImagesetSource(ImageSource):
         return valid
 
     def _static_masks(self):
-        if self._static is None:
-            n_panels = len(self.imageset.get_detector())
-            self._static = [self.static_mask(panel) for panel in range(n_panels)]
-        return self._static
+        with self._lock:
+            if self._static is None:
+                n_panels = len(self.imageset.get_detector())
+                self._static = [self.static_mask(panel) for panel in range(n_panels)]
+            return self._static
+
+    def _chunk_decoder(self):
+        """`chunk_decoder` of the imageset (asked once), or None."""
+        with self._lock:
+            if self._decoder is None:
+                self._decoder = chunk_decoder(self.imageset) or False
+            return self._decoder or None
+
+    def _decode(self, frames, rows, columns, out=None):
+        """(data, valid) of images [frames] of the one panel, decoded in this
+        thread: dxtbx's values, valid as `read_frame` decides."""
+        data = self._chunk_decoder().read(frames, rows, columns, out)
+        valid = within_trusted_range(self.imageset.get_detector()[0], data)
+        valid &= self._static_masks()[0][rows, columns]
+        return data, valid
 
     def frame(self, index):
         """(data, valid) of every panel of frame `index` (0-based), as
-        `read_frame`; reads are serialised, the frames last read are kept."""
+        `read_frame`; dxtbx reads are serialised, the frames last read are kept."""
+        if self._chunk_decoder() is not None:
+            data, valid = self._decode(
+                slice(index, index + 1), slice(None), slice(None)
+            )
+            return [data[0]], [valid[0]]
         with self._lock:
             cached = self._frames.get(index)
             if cached is None:
@@ -262,6 +376,8 @@ class ImagesetSource(ImageSource):
             return cached
 
     def read(self, chunk, out=None):
+        if self._chunk_decoder() is not None:
+            return self._decode(chunk.frames, chunk.rows, chunk.columns, out)
         if len(self._static_masks()) > 1:
             # Keep two chunks' frames: the other panels read them next.
             n_frames = chunk.frames.stop - chunk.frames.start

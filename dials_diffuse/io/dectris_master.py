@@ -75,6 +75,27 @@ def has_nxmx_detector_geometry(handle):
     )
 
 
+def nxmx_bit_depth_readout(handle):
+    """``bit_depth_readout`` of the file's NXdetector, or None.
+
+    The detector is found as dxtbx finds it: the first NXdetector of the
+    first NXinstrument of the first NXentry.
+    """
+    group = handle
+    for nx_class in ("NXentry", "NXinstrument", "NXdetector"):
+        group = next(
+            (
+                item
+                for item in group.values()
+                if isinstance(item, h5py.Group) and _nx_class(item) == nx_class
+            ),
+            None,
+        )
+        if group is None:
+            return None
+    return scalar(group, "bit_depth_readout")
+
+
 def _nx_class(item):
     value = item.attrs.get("NX_class", b"")
     return value.decode() if isinstance(value, bytes) else str(value)

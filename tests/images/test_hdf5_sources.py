@@ -7,6 +7,7 @@ import pytest
 from dials_diffuse.images.hdf5_sources import (
     check_frames,
     frame_files,
+    open_hdf5,
     referenced_files,
 )
 from dials_diffuse.util.errors import DataError
@@ -88,3 +89,19 @@ def test_files_without_linked_frames_pass(tmp_path):
     assert frame_files(tmp_path / "plain.h5") == ()
     check_frames(tmp_path / "plain.h5", 0, 2)
     assert frame_files(tmp_path / "absent.h5") == ()
+
+
+@pytest.mark.parametrize("held_in_swmr", [True, False])
+@pytest.mark.parametrize("asked_swmr", [True, False])
+def test_a_file_held_open_in_either_swmr_mode_opens(tmp_path, held_in_swmr, asked_swmr):
+    """dxtbx's NXmx format holds its files in SWMR read mode, other readers not.
+    HDF5 refuses a file held in the plain mode to a SWMR reader; open_hdf5
+    opens it in either case."""
+    path = tmp_path / "data.h5"
+    _data_file(path, 3)
+    with h5py.File(path, "r", swmr=held_in_swmr):
+        if asked_swmr and not held_in_swmr:
+            with pytest.raises(OSError, match="SWMR"):
+                h5py.File(path, "r", swmr=True)
+        with open_hdf5(path, swmr=asked_swmr) as handle:
+            assert handle["entry/data/data"].shape == (3, 4, 5)

@@ -1,0 +1,77 @@
+"""ChunkDecoder: NXmx frames decoded by our codecs give exactly dxtbx's values and mask."""
+
+import numpy as np
+from dxtbx.model.experiment_list import ExperimentListFactory
+
+from dials_diffuse.images.imageset import ImagesetSource, chunk_decoder, read_frame
+
+
+def imageset_of(simulated):
+    return ExperimentListFactory.from_json_file(str(simulated["truth_expt"]))[
+        0
+    ].imageset
+
+
+def reassembled(source, frame_range, **sizes):
+    """Data and valid of frames [frame_range) put together from chunks of `sizes`."""
+    first, stop = frame_range
+    rows, columns = source.panel_shapes[0]
+    data = np.zeros((stop - first, rows, columns), np.int32)
+    valid = np.zeros(data.shape, bool)
+    for chunk in source.chunks(frame_range=frame_range, **sizes):
+        block, mask = source.read(chunk)
+        where = (
+            slice(chunk.frames.start - first, chunk.frames.stop - first),
+            chunk.rows,
+            chunk.columns,
+        )
+        data[where] = block
+        valid[where] = mask
+    return data, valid
+
+
+def test_decoded_chunks_are_dxtbx_frames_and_masks(simulated_rotation):
+    """Tiles of several frames, against dxtbx's get_raw_data and DIALS's mask.
+
+    The simulated uint16 frames carry the all-ones gap marker 65535, which
+    dxtbx turns into -1 (readout bit depth 16): the decoder must too.
+    """
+    imageset = imageset_of(simulated_rotation)
+    decoder = chunk_decoder(imageset)
+    assert decoder is not None and decoder.top == 2**16
+    source = ImagesetSource(imageset)
+    data, valid = reassembled(source, (3, 29), frames=4, rows=100, columns=90)
+    for i, index in enumerate(range(3, 29)):
+        expected, expected_valid = read_frame(imageset, index)
+        np.testing.assert_array_equal(data[i], expected[0])
+        np.testing.assert_array_equal(valid[i], expected_valid[0])
+        np.testing.assert_array_equal(
+            valid[i], imageset.get_mask(index)[0].as_numpy_array()
+        )
+    assert (data == -1).any() and not valid[data == -1].any()
+    assert source.dtype == np.int32
+
+
+def test_an_image_range_inside_the_file(simulated_rotation):
+    """Images 6-20 of the file: the imageset's image i is the file's frame 5 + i."""
+    imageset = imageset_of(simulated_rotation)[5:20]
+    decoder = chunk_decoder(imageset)
+    assert decoder is not None and decoder.first_frame == 5
+    source = ImagesetSource(imageset)
+    data, _ = reassembled(source, (0, 15), frames=3)
+    for i in range(15):
+        np.testing.assert_array_equal(
+            data[i], imageset.get_raw_data(i)[0].as_numpy_array()
+        )
+
+
+def test_dxtbx_reads_what_the_decoder_cannot_stand_in_for(simulated_modules):
+    """A detector of several modules (panels) is read by dxtbx, as before."""
+    imageset = imageset_of(simulated_modules)
+    assert chunk_decoder(imageset) is None
+    source = ImagesetSource(imageset)
+    data, valid = source.frame(2)
+    expected, expected_valid = read_frame(imageset, 2)
+    for panel in range(len(expected)):
+        np.testing.assert_array_equal(data[panel], expected[panel])
+        np.testing.assert_array_equal(valid[panel], expected_valid[panel])
