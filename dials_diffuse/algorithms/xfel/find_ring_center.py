@@ -282,6 +282,61 @@ def predicted_ring(plane, beam, beam_mm, two_theta, centre_px, origin_px, nphi):
     return r
 
 
+#: Least fraction of a fitted ring's length on valid pixels where the image
+#: must show the ring: a beam centre in a wrong minimum predicts a ring the
+#: image follows only in part (a tilted detector started far off).
+MIN_RING_COVERAGE = 0.6
+
+
+def ring_coverage(valid, plane, beam, beam_mm, two_theta, origin_px, nphi, found):
+    """Fraction of the predicted ring's sectors on valid pixels that hold a point.
+
+    The ring of `two_theta` for the beam at `beam_mm` is cut into `nphi`
+    sectors about the beam; `found` ring points were fitted.
+    """
+    centre_px = beam_mm / plane.pixel - origin_px
+    radius = predicted_ring(plane, beam, beam_mm, two_theta, centre_px, origin_px, nphi)
+    phi = phi_samples(nphi)
+    fast = np.floor(centre_px[0] + radius * np.cos(phi)).astype(np.int64)
+    slow = np.floor(centre_px[1] + radius * np.sin(phi)).astype(np.int64)
+    inside = (
+        (fast >= 0) & (fast < valid.shape[1]) & (slow >= 0) & (slow < valid.shape[0])
+    )
+    on_valid = np.count_nonzero(valid[slow[inside], fast[inside]])
+    return min(1.0, found / on_valid) if on_valid else 0.0
+
+
+def refine_in_lab(image, valid, plane, beam, origin_px, points, beam_mm, fit):
+    """Beam centre and 2θ from ring points, in laboratory coordinates.
+
+    The points (image px) are fitted by `fit_beam_centre`; then new points
+    are taken along the ring the fitted beam centre predicts (an ellipse on
+    a tilted detector), until the beam centre settles (1e-3 px, at most 5
+    rounds). Returns (beam_mm, two_theta, covariance, radial_mm, inliers,
+    points) of the last round.
+    """
+    half_width = 1.5 * fit.fwhm  # as find_ring_centre
+    nphi = int(np.clip(np.pi * fit.radius, 36, 720))
+    for iteration in range(5):
+        points_mm = (points + origin_px) * plane.pixel
+        new_mm, two_theta, covariance, radial_mm, inliers = fit_beam_centre(
+            points_mm, plane, beam, beam_mm
+        )
+        moved = np.hypot(*((new_mm - beam_mm) / plane.pixel))
+        beam_mm = new_mm
+        if moved < 1e-3 or iteration == 4:
+            break
+        centre_px = beam_mm / plane.pixel - origin_px
+        expected = predicted_ring(
+            plane, beam, beam_mm, two_theta, centre_px, origin_px, nphi
+        )
+        fresh = ring_points(image, valid, centre_px, expected, half_width, nphi)
+        if len(fresh) < 10:
+            break
+        points = fresh
+    return beam_mm, two_theta, covariance, radial_mm, inliers, points
+
+
 def do_find_ring_center(shots, experiments, params):
     """Fit the beam centre of the selected shots from a powder ring.
 
@@ -354,30 +409,42 @@ def fit_ring_centre(
     fit = find_ring_centre(
         image, valid, start=start, radius_guess=guess, search_px=search_px, ring=ring
     )
-    # The ring in laboratory coordinates: points from the circle fit, then
-    # from the ring predicted by the fitted beam centre (an ellipse on a
-    # tilted detector), until the beam centre settles.
+    # The ring in laboratory coordinates, refined from two starts: the
+    # circle fit's points, and the ring the model's own beam centre predicts
+    # (an ellipse on a tilted detector, where the circle fit can be pulled
+    # far off); the start whose ring points agree best is kept.
     half_width = 1.5 * fit.fwhm  # as find_ring_centre
-    points = fit.points
-    beam_mm = (np.asarray(fit.centre) + origin_px) * plane.pixel
     nphi = int(np.clip(np.pi * fit.radius, 36, 720))
-    for iteration in range(5):
-        points_mm = (points + origin_px) * plane.pixel
-        new_mm, two_theta, covariance, radial_mm, inliers = fit_beam_centre(
-            points_mm, plane, beam, beam_mm
+    circle_mm = (np.asarray(fit.centre) + origin_px) * plane.pixel
+    starts = [(fit.points, circle_mm)]
+    two_theta_model = np.median(
+        _two_theta(
+            plane,
+            foot_mm,
+            foot_mm,
+            (fit.points + origin_px) * plane.pixel,
+            np.array(beam.get_unit_s0()),
         )
-        moved = np.hypot(*((new_mm - beam_mm) / plane.pixel))
-        beam_mm = new_mm
-        if moved < 1e-3 or iteration == 4:
-            break
-        centre_px = beam_mm / plane.pixel - origin_px
-        expected = predicted_ring(
-            plane, beam, beam_mm, two_theta, centre_px, origin_px, nphi
+    )
+    expected = predicted_ring(
+        plane, beam, foot_mm, two_theta_model, start, origin_px, nphi
+    )
+    model_points = ring_points(image, valid, start, expected, half_width, nphi)
+    if len(model_points) >= 10:
+        starts.append((model_points, foot_mm))
+    refined = []
+    for points, beam_mm in starts:
+        result = refine_in_lab(
+            image, valid, plane, beam, origin_px, points, beam_mm, fit
         )
-        fresh = ring_points(image, valid, centre_px, expected, half_width, nphi)
-        if len(fresh) < 10:
-            break
-        points = fresh
+        beam_mm, two_theta, _, radial_mm, inliers, _ = result
+        coverage = ring_coverage(
+            valid, plane, beam, beam_mm, two_theta, origin_px, nphi, inliers.sum()
+        )
+        rms_px = np.sqrt(np.mean(radial_mm**2)) / np.mean(plane.pixel)
+        refined.append((rms_px / max(coverage, 0.05), coverage, result))
+    _, coverage, best = min(refined, key=lambda r: r[0])
+    beam_mm, two_theta, covariance, radial_mm, inliers, points = best
     points = points[inliers]
     centre_px = beam_mm / plane.pixel - origin_px
     radii = np.hypot(*(points - centre_px).T)
@@ -394,6 +461,13 @@ def fit_ring_centre(
     wavelength = beam.get_wavelength()
     result_fit = dataclasses.replace(fit, rms=rms_mm / pixel_mean)
     warnings = ring_warnings(result_fit, half_width)
+    if coverage < MIN_RING_COVERAGE:
+        warnings.append(
+            f"the fitted ring is found in the image along only {100 * coverage:.0f} % "
+            "of its length on valid pixels: the beam centre may be wrong (start "
+            "from a closer beam centre, e.g. geometry.beam_centre=, or choose "
+            "another ring with ring=)"
+        )
     return RingCentre(
         beam_centre_mm=(float(beam_mm[0]), float(beam_mm[1])),
         beam_centre_px=tuple(float(v) for v in beam_mm / plane.pixel),
