@@ -13,7 +13,7 @@ from pathlib import Path
 from libtbx import Auto
 
 from dials_diffuse.algorithms.diffuse.correct import do_correct
-from dials_diffuse.algorithms.diffuse.crystals import check_crystals
+from dials_diffuse.algorithms.diffuse.crystals import check_crystals, check_indexing
 from dials_diffuse.algorithms.diffuse.import_data import do_import_data
 from dials_diffuse.algorithms.diffuse.integrate import do_integrate
 from dials_diffuse.algorithms.diffuse.maps import do_map
@@ -83,8 +83,10 @@ that the serial work of one (about a third of its CPU time) overlaps the
 chunk work of another; their lines start with the sweep's folder, each
 step's log holds only its sweep's lines. When the lattice has higher
 symmetry than the point group (e.g. P 21 21 21 with a = b), the sweeps may
-be indexed differently: the log and the report say so; make the indexing
-consistent (dials.cosym) before merging.
+be indexed differently: the log and the report say so, and each sweep's
+voxels are compared with the first sweep's under each indexing
+(check_indexing); a sweep that clearly agrees better reindexed stops the
+run before merging, with the dials.reindex command that fixes it.
 
 Examples:
 
@@ -121,6 +123,14 @@ parallel_sweeps = Auto
           "1: one after the other, at most one sweep's images in flight."
           "Lines of sweeps run at once start with the sweep's folder; each"
           "step's log has only its own sweep's lines."
+check_indexing = True
+  .type = bool
+  .help = "When the lattice allows other indexings than the point group"
+          "(e.g. P 21 21 21 with a = b), compare each sweep's voxels with the"
+          "first sweep's under each of them (the anisotropic part of the"
+          "map: the mean of each |s| shell taken out) and stop before the"
+          "joint scale if a sweep agrees clearly better reindexed, naming"
+          "the dials.reindex command that makes it consistent."
 run_scale = True
   .type = bool
   .help = "Refine the scaling model (scale.*: b(phi) by default) and apply it"
@@ -165,6 +175,8 @@ def main(params, inputs, run):
     chain = Chain(params, run)
     with parallel_map_from_params(params) as pmap:
         corrected = run_sweeps(params, inputs, sweeps, chain, pmap)
+        if params.check_indexing:
+            check_sweeps_indexing(params, crystals, corrected, sweeps)
         run_joint(params, corrected, sweeps, chain)
     logger.info("\nThe diffuse chain finished: %s", ", ".join(chain.done))
     if params.output.report:
@@ -517,6 +529,54 @@ def run_sweep(params, sweeps, number, chain, pmap, imageset):
     return corrected.table
 
 
+def check_sweeps_indexing(params, crystals, corrected, sweeps):
+    """Stop before the joint steps if a sweep is indexed unlike the first.
+
+    Only where `check_crystals` found alternative indexings. The figures go
+    to the log and to ``crystals.indexing_check`` of the results.
+    """
+    ambiguity = crystals.get("reindexing")
+    if not ambiguity or len(corrected) < 2:
+        return
+    checks = check_indexing(
+        corrected,
+        sweeps.names,
+        ambiguity["operators"],
+        params.integrate.subdivide,
+        sweeps.experiments[0].crystal.get_space_group(),
+    )
+    crystals["indexing_check"] = {
+        check.sweep: {"best": check.best, "scores": check.scores} for check in checks
+    }
+    for check in checks:
+        logger.info(
+            "\nIndexing of %s against %s (anisotropic voxel intensities): %s",
+            check.sweep,
+            sweeps.names[0],
+            check.describe() or "no voxels in common",
+        )
+    wrong = [check for check in checks if not check.consistent]
+    if wrong:
+        lines = []
+        for check in wrong:
+            number = sweeps.names.index(check.sweep)
+            scores = {op: (cc, n) for op, cc, n in check.scores}
+            lines.append(
+                f"{check.sweep} agrees with {sweeps.names[0]} reindexed by "
+                f"{check.best} (CC {scores[check.best][0]:.2f}) far better than as "
+                f"indexed (CC {scores['h,k,l'][0]:.2f}): dials.reindex "
+                f"{sweeps.experiment_files[number]} "
+                f"change_of_basis_op={check.best}"
+            )
+        raise DataError(
+            "the sweeps are indexed differently and would merge unrelated voxels: "
+            + "; ".join(lines)
+            + ". Reindex, and run again (check_indexing=False merges them as they are)"
+        )
+    if checks and all(check.scores for check in checks):
+        logger.info("The sweeps agree best as indexed: their indexing is consistent.")
+
+
 def run_joint(params, corrected, sweeps, chain):
     """scale (optional), merge and map of every sweep's corrected table together."""
     tables = [str(steps["correct"].output.table) for steps in sweeps.steps]
@@ -587,6 +647,14 @@ def report_preamble(experiment_files, sweeps, crystals):
             "indexed differently (related by "
             f"{html.escape(' or '.join(ambiguity['operators']))}). The merged map "
             "is only right if every sweep is indexed alike (dials.cosym).</p>"
+        )
+    for sweep, check in crystals.get("indexing_check", {}).items():
+        scores = ", ".join(
+            f"{op}: CC {cc:.3f} ({n} voxels)" for op, cc, n in check["scores"]
+        )
+        parts.append(
+            f"<p>{html.escape(sweep)} against the first sweep, anisotropic voxel "
+            f"intensities per indexing: {html.escape(scores)}.</p>"
         )
     return "".join(parts)
 

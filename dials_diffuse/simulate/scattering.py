@@ -51,6 +51,12 @@ class DiffuseModel:
         Ring position |s| = 1/d (Å⁻¹).
     ring_width : float
         Gaussian width of the ring in |s| (Å⁻¹).
+    halo_weights : (float, float, float)
+        Weights of the halos' periodic terms along h, k and l. Unequal
+        weights make the map anisotropic beyond the lattice's own symmetry,
+        so that an indexing ambiguity (e.g. h <-> k when a = b) can be told
+        from the diffuse signal; equal weights give the same map whatever
+        the indexing.
     """
 
     halo_amplitude: float = 20.0
@@ -59,10 +65,12 @@ class DiffuseModel:
     ring_amplitude: float = 15.0
     ring_s: float = 1.0 / 3.7
     ring_width: float = 0.02
+    halo_weights: tuple = (1.0, 1.0, 1.0)
 
     def __call__(self, hkl, s):
         """Diffuse rate (counts/s) at fractional `hkl` (..., 3) and |s| (Å⁻¹)."""
-        periodic = np.cos(2.0 * np.pi * hkl).sum(axis=-1) - 3.0
+        weights = np.asarray(self.halo_weights, dtype=np.float64)
+        periodic = (np.cos(2.0 * np.pi * hkl) * weights).sum(axis=-1) - weights.sum()
         halos = (
             self.halo_amplitude
             * np.exp(self.halo_kappa * periodic)

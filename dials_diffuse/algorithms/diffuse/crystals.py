@@ -84,6 +84,25 @@ def reindexing_ambiguity(crystal, max_delta=MAX_DELTA_DEG):
     )
 
 
+def _merging_symmetry(space_group):
+    """What sweeps merged into one map must share: the point group in the
+    crystal's axes and the systematic absences (tested on |h|, |k|, |l| <= 4).
+
+    Not the origin: dials.reindex of a P 21 21 21 crystal by -k,-h,-l gives
+    P 21 21 21 (a+1/4,b-1/4,c-1/4), with the same intensities, absences and
+    asymmetric unit. P 21 21 2 and P 2 21 21 (the screw axes along other
+    crystal axes) differ in their absences, and are refused.
+    """
+    import itertools
+
+    from cctbx import sgtbx
+
+    point_group = space_group.build_derived_point_group()
+    indices = itertools.product(range(-4, 5), repeat=3)
+    absent = tuple(space_group.is_sys_absent(hkl) for hkl in indices)
+    return str(sgtbx.space_group_info(group=point_group)), absent
+
+
 def check_crystals(experiments, names):
     """One space group for all crystals; log each sweep's cell and any ambiguity.
 
@@ -103,10 +122,10 @@ def check_crystals(experiments, names):
     Raises
     ------
     DataError
-        When the crystals' space groups differ.
+        When the crystals' space groups differ (beyond their origin).
     """
     groups = [str(e.crystal.get_space_group().info()) for e in experiments]
-    if len(set(groups)) > 1:
+    if len({_merging_symmetry(e.crystal.get_space_group()) for e in experiments}) > 1:
         listed = ", ".join(f"{n}: {g}" for n, g in zip(names, groups))
         raise DataError(
             f"the crystals have different space groups ({listed}): only sweeps "
@@ -144,3 +163,140 @@ def check_crystals(experiments, names):
             "sweeps": sweeps,
         }
     return result
+
+
+#: Standard errors of the difference (Fisher z) by which another indexing of
+#: a sweep must agree better with the first sweep than its own indexing.
+INDEXING_Z = 3.0
+#: Shells of |s| whose mean is taken out of the voxels before comparing.
+INDEXING_SHELLS = 20
+AS_INDEXED = "h,k,l"
+
+
+@dataclasses.dataclass
+class IndexingCheck:
+    """How one sweep's voxels agree with the first sweep's, per indexing.
+
+    Attributes
+    ----------
+    sweep : str
+    scores : list of (str, float, int)
+        (operator, CC of the anisotropic voxel intensities, common voxels),
+        "h,k,l" for the sweep as indexed; operators that do not map the
+        voxel grid onto itself are left out.
+    best : str
+        The operator that agrees best beyond `INDEXING_Z` standard errors,
+        else "h,k,l".
+    """
+
+    sweep: str
+    scores: list
+    best: str = AS_INDEXED
+
+    @property
+    def consistent(self):
+        return self.best == AS_INDEXED
+
+    def describe(self):
+        return ", ".join(f"{op}: CC {cc:.3f} ({n} voxels)" for op, cc, n in self.scores)
+
+
+def anisotropic_voxel_means(table, subdivide, space_group, operator=AS_INDEXED):
+    """Mean intensity per asymmetric-unit voxel, less its |s| shell's mean.
+
+    Parameters
+    ----------
+    table : DataFrame or Table
+        A corrected table (columns h, k, l, s, intensity).
+    subdivide : (int, int, int)
+    space_group : cctbx sgtbx.space_group
+    operator : str
+        Reindexing operator applied to the indices first (as dials.reindex's
+        ``change_of_basis_op``, e.g. "k,h,-l").
+
+    Returns
+    -------
+    pandas Series of float, indexed by an integer voxel key.
+
+    Raises
+    ------
+    DataError
+        When the operator moves voxel centres off the grid (subdivide not
+        equal along the axes it exchanges).
+    """
+    import numpy as np
+    import pandas as pd
+    from cctbx import sgtbx
+
+    from dials_diffuse.algorithms.diffuse.correct import map_to_asu
+
+    rotation = np.array(sgtbx.change_of_basis_op(operator).c_inv().r().as_double())
+    hkl = np.column_stack([np.asarray(table[c], np.float64) for c in "hkl"])
+    hkl = hkl @ rotation.reshape(3, 3)
+    asu, _ = map_to_asu(hkl, subdivide, space_group)
+    scale = int(np.lcm.reduce(np.asarray(subdivide, dtype=np.int64)))
+    index = np.rint(asu * scale).astype(np.int64) + 2**20
+    key = (index[:, 0] << 42) | (index[:, 1] << 21) | index[:, 2]
+    voxels = (
+        pd.DataFrame(
+            {
+                "key": key,
+                "s": np.asarray(table["s"]),
+                "i": np.asarray(table["intensity"]),
+            }
+        )
+        .groupby("key")
+        .mean()
+    )
+    shell = pd.qcut(voxels["s"], INDEXING_SHELLS, labels=False, duplicates="drop")
+    return voxels["i"] - voxels["i"].groupby(shell).transform("mean")
+
+
+def check_indexing(tables, names, operators, subdivide, space_group):
+    """Which indexing of each sweep agrees with the first sweep's voxels.
+
+    The alternative indexings of an ambiguous lattice give the same Bragg
+    geometry but exchange voxels the point group does not relate; the
+    diffuse map tells them apart where it is anisotropic. Each sweep's
+    voxels (after each operator) are correlated with the first sweep's, the
+    isotropic part (shell means of |s|) taken out of both.
+
+    Parameters
+    ----------
+    tables : list of DataFrame or Table
+        Corrected tables, the first the reference.
+    names : list of str
+    operators : list of str
+        The alternative indexings (`reindexing_ambiguity`).
+    subdivide : (int, int, int)
+    space_group : cctbx sgtbx.space_group
+
+    Returns
+    -------
+    list of IndexingCheck, one per sweep after the first.
+    """
+    import numpy as np
+
+    reference = anisotropic_voxel_means(tables[0], subdivide, space_group)
+    checks = []
+    for name, table in zip(names[1:], tables[1:]):
+        scores = []
+        for operator in (AS_INDEXED, *operators):
+            try:
+                means = anisotropic_voxel_means(table, subdivide, space_group, operator)
+            except DataError:
+                continue  # the operator does not map this voxel grid onto itself
+            both = reference.to_frame("first").join(means.rename("this"), how="inner")
+            if len(both) > 10:
+                cc = float(np.corrcoef(both["first"], both["this"])[0, 1])
+                scores.append((operator, cc, len(both)))
+        check = IndexingCheck(name, scores)
+        if scores and scores[0][0] == AS_INDEXED:
+            own = scores[0]
+            best = max(scores, key=lambda score: score[1])
+            sigma = np.sqrt(1 / (own[2] - 3) + 1 / (best[2] - 3))
+            z_best, z_own = np.arctanh(np.clip([best[1], own[1]], -0.999999, 0.999999))
+            if z_best - z_own > INDEXING_Z * sigma:
+                check.best = best[0]
+        checks.append(check)
+    return checks
