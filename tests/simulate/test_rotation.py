@@ -115,7 +115,7 @@ def test_diffuse_grid_is_the_model(truth):
     attrs = truth["diffuse_attrs"]
     model = DiffuseModel(
         **{
-            k: float(v)
+            k: tuple(v) if np.ndim(v) else float(v)
             for k, v in attrs.items()
             if k in DiffuseModel.__dataclass_fields__
         }
