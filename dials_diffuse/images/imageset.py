@@ -176,9 +176,13 @@ class ChunkDecoder:
         block = stored[:, rows, columns]
         data = output_buffer(block.shape, np.int32, out)
         data[...] = block
-        if self.top is not None:
-            data[data == self.top - 1] = -1
-            data[data == self.top - 2] = -2
+        if self.top is not None and self.top - 2 <= np.iinfo(block.dtype).max:
+            # 2^N - 1 -> -1 and 2^N - 2 -> -2 (values above 2^N - 1, which an
+            # N-bit readout cannot give, stay as dxtbx leaves them).
+            markers = block >= self.top - 2
+            if self.top <= np.iinfo(block.dtype).max:
+                markers &= block < self.top
+            np.subtract(data, self.top, out=data, where=markers)
         return data
 
 

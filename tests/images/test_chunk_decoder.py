@@ -75,3 +75,18 @@ def test_dxtbx_reads_what_the_decoder_cannot_stand_in_for(simulated_modules):
     for panel in range(len(expected)):
         np.testing.assert_array_equal(data[panel], expected[panel])
         np.testing.assert_array_equal(valid[panel], expected_valid[panel])
+
+
+def test_markers_of_a_12_bit_readout():
+    """With a 12-bit readout 4095 and 4094 are dxtbx's -1 and -2; larger
+    values (which such a readout cannot give) stay as they are."""
+    from dials_diffuse.images.imageset import ChunkDecoder
+
+    class Stored:
+        def read_frames(self, start, stop):
+            return np.array([[[4093, 4094, 4095, 4096, 65535]]], np.uint16)
+
+    decoder = ChunkDecoder(Stored(), 0, 2**12)
+    data = decoder.read(slice(0, 1), slice(None), slice(None))
+    np.testing.assert_array_equal(data[0, 0], [4093, -2, -1, 4096, 65535])
+    assert data.dtype == np.int32
