@@ -30,6 +30,7 @@ from dials_diffuse.algorithms.xfel.rings import (
     find_ring_centre,
     guess_window,
     ring_points,
+    ring_ridge,
     ring_warnings,
 )
 from dials_diffuse.util.errors import DataError
@@ -306,13 +307,25 @@ def ring_coverage(valid, plane, beam, beam_mm, two_theta, origin_px, nphi, found
     return min(1.0, found / on_valid) if on_valid else 0.0
 
 
+def _refined_start(image, valid, plane, beam, origin_px, points, beam_mm, fit, nphi):
+    """(score, coverage, `refine_in_lab` result) of one start: the fitted
+    ring's rms (px) over the fraction of it the image follows (lower is better)."""
+    result = refine_in_lab(image, valid, plane, beam, origin_px, points, beam_mm, fit)
+    beam_mm, two_theta, _, radial_mm, inliers, _ = result
+    coverage = ring_coverage(
+        valid, plane, beam, beam_mm, two_theta, origin_px, nphi, inliers.sum()
+    )
+    rms_px = np.sqrt(np.mean(radial_mm**2)) / np.mean(plane.pixel)
+    return rms_px / max(coverage, 0.05), coverage, result
+
+
 def refine_in_lab(image, valid, plane, beam, origin_px, points, beam_mm, fit):
     """Beam centre and 2θ from ring points, in laboratory coordinates.
 
     The points (image px) are fitted by `fit_beam_centre`; then new points
     are taken along the ring the fitted beam centre predicts (an ellipse on
-    a tilted detector), until the beam centre settles (1e-3 px, at most 5
-    rounds). Returns (beam_mm, two_theta, covariance, radial_mm, inliers,
+    a tilted detector), at least once and until the beam centre settles
+    (1e-3 px, at most 5 rounds). Returns (beam_mm, two_theta, covariance, radial_mm, inliers,
     points) of the last round.
     """
     half_width = 1.5 * fit.fwhm  # as find_ring_centre
@@ -324,7 +337,9 @@ def refine_in_lab(image, valid, plane, beam, origin_px, points, beam_mm, fit):
         )
         moved = np.hypot(*((new_mm - beam_mm) / plane.pixel))
         beam_mm = new_mm
-        if moved < 1e-3 or iteration == 4:
+        # Points are always taken again at least once: the start's may be
+        # coarse (the ridge's, on a 0.5 px grid).
+        if (moved < 1e-3 and iteration > 0) or iteration == 4:
             break
         centre_px = beam_mm / plane.pixel - origin_px
         expected = predicted_ring(
@@ -410,9 +425,9 @@ def fit_ring_centre(
         image, valid, start=start, radius_guess=guess, search_px=search_px, ring=ring
     )
     # The ring in laboratory coordinates, refined from two starts: the
-    # circle fit's points, and the ring the model's own beam centre predicts
+    # circle fit's points and the ring the model's own beam centre predicts
     # (an ellipse on a tilted detector, where the circle fit can be pulled
-    # far off); the start whose ring points agree best is kept.
+    # far off); the start whose ring the image follows best is kept.
     half_width = 1.5 * fit.fwhm  # as find_ring_centre
     nphi = int(np.clip(np.pi * fit.radius, 36, 720))
     circle_mm = (np.asarray(fit.centre) + origin_px) * plane.pixel
@@ -432,17 +447,23 @@ def fit_ring_centre(
     model_points = ring_points(image, valid, start, expected, half_width, nphi)
     if len(model_points) >= 10:
         starts.append((model_points, foot_mm))
-    refined = []
-    for points, beam_mm in starts:
-        result = refine_in_lab(
-            image, valid, plane, beam, origin_px, points, beam_mm, fit
-        )
-        beam_mm, two_theta, _, radial_mm, inliers, _ = result
-        coverage = ring_coverage(
-            valid, plane, beam, beam_mm, two_theta, origin_px, nphi, inliers.sum()
-        )
-        rms_px = np.sqrt(np.mean(radial_mm**2)) / np.mean(plane.pixel)
-        refined.append((rms_px / max(coverage, 0.05), coverage, result))
+    refined = [
+        _refined_start(image, valid, plane, beam, origin_px, points, beam_mm, fit, nphi)
+        for points, beam_mm in starts
+    ]
+    if max(coverage for _, coverage, _ in refined) < MIN_RING_COVERAGE:
+        # Every start ended on a ring the image does not follow: take the
+        # ring's ridge in a wide window about the circle (the whole ellipse
+        # where the circle fit caught part of it; with several rings it may
+        # be another ring, so only now).
+        ridge = ring_ridge(image, valid, fit.centre, fit.radius, 0.4 * fit.radius, nphi)
+        if len(ridge) >= 10:
+            logger.info("Refining from the ring's ridge in a wide window")
+            refined.append(
+                _refined_start(
+                    image, valid, plane, beam, origin_px, ridge, circle_mm, fit, nphi
+                )
+            )
     _, coverage, best = min(refined, key=lambda r: r[0])
     beam_mm, two_theta, covariance, radial_mm, inliers, points = best
     points = points[inliers]

@@ -18,6 +18,7 @@ Masked pixels take no part in either step.
 
 import dataclasses
 import logging
+import warnings
 
 import numpy as np
 from scipy import optimize
@@ -296,6 +297,44 @@ def ring_points(image, valid, centre, radius, half_width, nphi=None, step=0.25):
         strength = (polar - background).max(axis=1) / noise
     good = complete & (total > 0) & (strength > 3.0) & np.isfinite(r_centroid)
     r = r_centroid[good]
+    return np.stack(
+        [centre[0] + r * np.cos(phi[good]), centre[1] + r * np.sin(phi[good])], axis=1
+    )
+
+
+def ring_ridge(image, valid, centre, radius, half_width, nphi, step=0.5):
+    """One point per azimuth sector: where the ring is brightest, in a wide window.
+
+    For a ring that is far from the circle about `centre` (an ellipse on a
+    strongly tilted detector), where `ring_points`' narrow window misses it:
+    in each sector the profile within ±`half_width` px of `radius`, smoothed
+    over 2 px, peaks at the ring; sectors whose peak stands less than 5
+    robust standard deviations above the sector's median are left out.
+
+    Returns
+    -------
+    ndarray (n, 2) of (fast, slow) px.
+    """
+    offsets = np.arange(-half_width, half_width + step / 2, step)
+    phi = phi_samples(nphi)
+    radii = np.broadcast_to(radius + offsets[:, None], (offsets.size, nphi))
+    radii = np.where(radii > 0, radii, np.nan)
+    fast = centre[0] + radii * np.cos(phi)
+    slow = centre[1] + radii * np.sin(phi)
+    polar_map = map_from_pixel_coordinates(fast, slow, 0, [image.shape], "bilinear")
+    polar, polar_valid = polar_map.apply(image[None], valid[None])
+    polar = np.where(polar_valid[0], polar[0], np.nan).astype(np.float64).T
+    kernel = np.ones(int(round(2 / step)) + 1) / (int(round(2 / step)) + 1)
+    smooth = np.stack([np.convolve(row, kernel, "same") for row in polar])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN sectors
+        median = np.nanmedian(smooth, axis=1)
+        spread = 1.4826 * np.nanmedian(np.abs(smooth - median[:, None]), axis=1)
+    complete = np.isfinite(smooth).all(axis=1)
+    peak = np.argmax(np.where(np.isfinite(smooth), smooth, -np.inf), axis=1)
+    height = smooth[np.arange(nphi), peak] - median
+    good = complete & (height > 5 * spread + 1e-12)
+    r = radius + offsets[peak[good]]
     return np.stack(
         [centre[0] + r * np.cos(phi[good]), centre[1] + r * np.sin(phi[good])], axis=1
     )
