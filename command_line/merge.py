@@ -6,6 +6,11 @@ import sys
 import numpy as np
 import pandas as pd
 
+from dials_diffuse.algorithms.diffuse.crystals import (
+    check_indexing_phil,
+    check_table_files,
+    refuse_inconsistent_indexing,
+)
 from dials_diffuse.algorithms.diffuse.merge import do_merge
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.scale_model import is_scale_model_file, read_scale_model
@@ -60,7 +65,7 @@ the space group is the crystal's point group without screw axes or centring
 """
 
 # The step's own parameters (dials.diffuse.process nests them).
-step_phil = phil_scope = """
+step_phil = """
 include scope dials_diffuse.algorithms.diffuse.merge.phil_scope
 output {
   table = merged.nxs
@@ -83,6 +88,9 @@ output {
             "count, s. None: not written."
 }
 """
+
+#: The program's own: process checks the indexing of its sweeps itself.
+phil_scope = step_phil + check_indexing_phil
 
 
 def plot_merged(merged, shells, path):
@@ -115,6 +123,11 @@ def main(params, inputs, run):
         raise UserError(
             f"{len(models)} scaling model(s) for {len(tables)} table(s): give one "
             "scale.nxs per corrected.nxs, in the same order, or none"
+        )
+    if params.check_indexing and len(tables) > 1:
+        refuse_inconsistent_indexing(
+            check_table_files(tables),
+            {str(path): f"{path}'s experiment" for path in tables},
         )
     with run.timer("merge"):
         result = do_merge(

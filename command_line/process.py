@@ -13,7 +13,12 @@ from pathlib import Path
 from libtbx import Auto
 
 from dials_diffuse.algorithms.diffuse.correct import do_correct
-from dials_diffuse.algorithms.diffuse.crystals import check_crystals, check_indexing
+from dials_diffuse.algorithms.diffuse.crystals import (
+    check_crystals,
+    check_indexing,
+    check_indexing_phil,
+    refuse_inconsistent_indexing,
+)
 from dials_diffuse.algorithms.diffuse.import_data import do_import_data
 from dials_diffuse.algorithms.diffuse.integrate import do_integrate
 from dials_diffuse.algorithms.diffuse.maps import do_map
@@ -104,6 +109,7 @@ Examples:
 
 phil_scope = (
     sweep_phil
+    + check_indexing_phil
     + """
 copy_images = True
   .type = bool
@@ -123,14 +129,6 @@ parallel_sweeps = Auto
           "1: one after the other, at most one sweep's images in flight."
           "Lines of sweeps run at once start with the sweep's folder; each"
           "step's log has only its own sweep's lines."
-check_indexing = True
-  .type = bool
-  .help = "When the lattice allows other indexings than the point group"
-          "(e.g. P 21 21 21 with a = b), compare each sweep's voxels with the"
-          "first sweep's under each of them (the anisotropic part of the"
-          "map: the mean of each |s| shell taken out) and stop before the"
-          "joint scale if a sweep agrees clearly better reindexed, naming"
-          "the dials.reindex command that makes it consistent."
 run_scale = True
   .type = bool
   .help = "Refine the scaling model (scale.*: b(phi) by default) and apply it"
@@ -548,33 +546,9 @@ def check_sweeps_indexing(params, crystals, corrected, sweeps):
     crystals["indexing_check"] = {
         check.sweep: {"best": check.best, "scores": check.scores} for check in checks
     }
-    for check in checks:
-        logger.info(
-            "\nIndexing of %s against %s (anisotropic voxel intensities): %s",
-            check.sweep,
-            sweeps.names[0],
-            check.describe() or "no voxels in common",
-        )
-    wrong = [check for check in checks if not check.consistent]
-    if wrong:
-        lines = []
-        for check in wrong:
-            number = sweeps.names.index(check.sweep)
-            scores = {op: (cc, n) for op, cc, n in check.scores}
-            lines.append(
-                f"{check.sweep} agrees with {sweeps.names[0]} reindexed by "
-                f"{check.best} (CC {scores[check.best][0]:.2f}) far better than as "
-                f"indexed (CC {scores['h,k,l'][0]:.2f}): dials.reindex "
-                f"{sweeps.experiment_files[number]} "
-                f"change_of_basis_op={check.best}"
-            )
-        raise DataError(
-            "the sweeps are indexed differently and would merge unrelated voxels: "
-            + "; ".join(lines)
-            + ". Reindex, and run again (check_indexing=False merges them as they are)"
-        )
-    if checks and all(check.scores for check in checks):
-        logger.info("The sweeps agree best as indexed: their indexing is consistent.")
+    refuse_inconsistent_indexing(
+        checks, dict(zip(sweeps.names, sweeps.experiment_files))
+    )
 
 
 def run_joint(params, corrected, sweeps, chain):

@@ -6,6 +6,11 @@ import sys
 
 import numpy as np
 
+from dials_diffuse.algorithms.diffuse.crystals import (
+    check_indexing_phil,
+    check_table_files,
+    refuse_inconsistent_indexing,
+)
 from dials_diffuse.algorithms.diffuse.scale import do_scale, scale_columns
 from dials_diffuse.io.plots import new_figure, save_png
 from dials_diffuse.io.scale_model import write_scale_model
@@ -84,7 +89,7 @@ Examples:
 
 # The step's own parameters (dials.diffuse.process nests them): the model's
 # terms from the algorithm, the output files here.
-step_phil = phil_scope = """
+step_phil = """
 include scope dials_diffuse.algorithms.diffuse.scale.phil_scope
 output {
   model = scale.nxs
@@ -96,6 +101,9 @@ output {
     .help = "The refined terms. None: no plot."
 }
 """
+
+#: The program's own: process checks the indexing of its sweeps itself.
+phil_scope = step_phil + check_indexing_phil
 
 
 def model_paths(template, count):
@@ -181,6 +189,11 @@ def main(params, inputs, run):
         raise UserError("give a corrected.nxs (the output of correct), or several")
     if len(set(inputs.nexus)) != len(inputs.nexus):
         raise UserError("the same corrected table given twice")
+    if params.check_indexing and len(inputs.nexus) > 1:
+        refuse_inconsistent_indexing(
+            check_table_files(inputs.nexus),
+            {str(path): f"{path}'s experiment" for path in inputs.nexus},
+        )
     # Only the columns scale reads: fewer bytes per observation held.
     columns = scale_columns(params)
     tables = [

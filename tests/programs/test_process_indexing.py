@@ -96,3 +96,29 @@ def test_sweeps_indexed_alike_merge(ambiguous_sweeps, tmp_path):
     assert "their indexing is consistent" in log
     report = (tmp_path / "dials.diffuse.process.html").read_text()
     assert "anisotropic voxel intensities per indexing: h,k,l: CC" in report
+
+
+@pytest.fixture(scope="module")
+def misindexed_run(ambiguous_sweeps, tmp_path_factory):
+    """process on the misindexed pair (it stops before scale), its folder."""
+    first, _, reindexed, _ = ambiguous_sweeps
+    workdir = tmp_path_factory.mktemp("misindexed")
+    assert run_process(workdir, first, reindexed) == 1
+    return workdir
+
+
+@pytest.mark.parametrize("program", ["scale", "merge"])
+def test_scale_and_merge_check_the_tables_they_are_given(
+    misindexed_run, ambiguous_sweeps, program, in_tmp_path, capsys
+):
+    """The same check from the tables' own cell and space group."""
+    import importlib
+
+    module = importlib.import_module(f"command_line.{program}")
+    operator = ambiguous_sweeps[3]
+    tables = [str(misindexed_run / f"sweep_{n}" / "corrected.nxs") for n in (1, 2)]
+    assert module.run([*tables, "output.plot=None"]) == 1
+    error = capsys.readouterr().err
+    assert "the sweeps are indexed differently" in error
+    assert f"sweep_2/corrected.nxs's experiment change_of_basis_op={operator}" in error
+    assert module.run([*tables, "output.plot=None", "check_indexing=False"]) == 0

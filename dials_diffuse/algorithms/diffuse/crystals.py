@@ -53,10 +53,14 @@ def reindexing_ambiguity(crystal, max_delta=MAX_DELTA_DEG):
     the crystal's Laue group; one representative per coset other than the
     Laue group itself is an alternative indexing.
     """
+    return ambiguity_of_symmetry(crystal.get_crystal_symmetry(), max_delta)
+
+
+def ambiguity_of_symmetry(symmetry, max_delta=MAX_DELTA_DEG):
+    """`reindexing_ambiguity` of a cctbx crystal.symmetry (cell and space group)."""
     from cctbx import sgtbx
     from cctbx.sgtbx import lattice_symmetry
 
-    symmetry = crystal.get_crystal_symmetry()
     to_minimum = symmetry.change_of_basis_op_to_minimum_cell()
     minimum = symmetry.change_basis(to_minimum)
     lattice = lattice_symmetry.group(minimum.unit_cell(), max_delta=max_delta)
@@ -263,8 +267,9 @@ def check_indexing(tables, names, operators, subdivide, space_group):
 
     Parameters
     ----------
-    tables : list of DataFrame or Table
-        Corrected tables, the first the reference.
+    tables : iterable of DataFrame or Table
+        Corrected tables, the first the reference; taken one at a time (a
+        generator that loads each keeps one table in memory).
     names : list of str
     operators : list of str
         The alternative indexings (`reindexing_ambiguity`).
@@ -277,9 +282,10 @@ def check_indexing(tables, names, operators, subdivide, space_group):
     """
     import numpy as np
 
-    reference = anisotropic_voxel_means(tables[0], subdivide, space_group)
+    tables = iter(tables)
+    reference = anisotropic_voxel_means(next(tables), subdivide, space_group)
     checks = []
-    for name, table in zip(names[1:], tables[1:]):
+    for name, table in zip(names[1:], tables):
         scores = []
         for operator in (AS_INDEXED, *operators):
             try:
@@ -300,3 +306,88 @@ def check_indexing(tables, names, operators, subdivide, space_group):
                 check.best = best[0]
         checks.append(check)
     return checks
+
+
+#: The indexing check's parameter, in process and in the scale and merge programs.
+check_indexing_phil = """
+check_indexing = True
+  .type = bool
+  .help = "When the lattice allows other indexings than the point group"
+          "(e.g. P 21 21 21 with a = b), compare each sweep's voxels with the"
+          "first sweep's under each of them (the anisotropic part: the mean"
+          "of each |s| shell taken out) and stop before merging if one agrees"
+          "clearly better reindexed, naming the dials.reindex command that"
+          "makes it consistent. False: merge them as they are."
+"""
+
+#: The columns of a corrected table that the indexing check reads.
+INDEXING_COLUMNS = ("h", "k", "l", "s", "intensity")
+
+
+def check_table_files(paths):
+    """`check_indexing` of corrected table files, from their own symmetry.
+
+    The first table's cell, space group and subdivide (its attributes) give
+    the alternative indexings; none, and the check is empty. The tables are
+    read one at a time, only the columns the check needs.
+    """
+    from cctbx import crystal
+
+    from dials_diffuse.io.tables import load_table
+
+    def tables():
+        for path in paths:
+            yield load_table(path, "hkl_table", finite=True, columns=INDEXING_COLUMNS)
+
+    first = load_table(paths[0], "hkl_table", columns=())
+    symmetry = crystal.symmetry(
+        unit_cell=tuple(first.attrs["unit_cell"]),
+        space_group_symbol=str(first.attrs["space_group"]),
+    )
+    operators = ambiguity_of_symmetry(symmetry).operators
+    if not operators or len(paths) < 2:
+        return []
+    return check_indexing(
+        tables(),
+        [str(path) for path in paths],
+        operators,
+        tuple(int(n) for n in first.attrs["subdivide"]),
+        symmetry.space_group(),
+    )
+
+
+def refuse_inconsistent_indexing(checks, fixes):
+    """Log each check; a DataError if a sweep is indexed unlike the first.
+
+    Parameters
+    ----------
+    checks : list of IndexingCheck
+    fixes : dict
+        Sweep name -> what to reindex, e.g. its experiment file (the
+        message names ``dials.reindex <it> change_of_basis_op=<op>``).
+    """
+    for check in checks:
+        logger.info(
+            "\nIndexing of %s against the first sweep (anisotropic voxel "
+            "intensities): %s",
+            check.sweep,
+            check.describe() or "no voxels in common",
+        )
+    lines = []
+    for check in checks:
+        if not check.consistent:
+            scores = {op: cc for op, cc, _ in check.scores}
+            lines.append(
+                f"{check.sweep} agrees with the first sweep reindexed by "
+                f"{check.best} (CC {scores[check.best]:.2f}) far better than as "
+                f"indexed (CC {scores[AS_INDEXED]:.2f}): dials.reindex "
+                f"{fixes[check.sweep]} change_of_basis_op={check.best}"
+            )
+    if lines:
+        raise DataError(
+            "the sweeps are indexed differently and would merge unrelated voxels: "
+            + "; ".join(lines)
+            + ". Reindex, and run again (check_indexing=False merges them as they are)"
+        )
+    if checks and all(check.scores for check in checks):
+        logger.info("The sweeps agree best as indexed: their indexing is consistent.")
