@@ -178,9 +178,69 @@ py::list deflate_tiles(py::array block,
   return result;
 }
 
+py::array stored_to_dxtbx_frames(const py::array &stored, std::int64_t top, double low,
+                                 double high, bool inclusive,
+                                 const py::array_t<bool> &static_mask, py::array &out,
+                                 py::array &valid) {
+  if (stored.ndim() != 3 || !(stored.flags() & py::array::c_style))
+    throw std::invalid_argument("stored must be a C-contiguous 3-d array");
+  const auto frames = static_cast<std::size_t>(stored.shape(0));
+  const auto frame_pixels = static_cast<std::size_t>(stored.shape(1) * stored.shape(2));
+  const auto check = [&](const py::array &a, const char *name, char kind, int size,
+                         std::size_t n) {
+    if (a.dtype().kind() != kind || a.dtype().itemsize() != size ||
+        static_cast<std::size_t>(a.size()) != n || !(a.flags() & py::array::c_style) ||
+        !a.writeable())
+      throw std::invalid_argument(std::string(name) + " has the wrong type or shape");
+  };
+  check(out, "out", 'i', 4, frames * frame_pixels);
+  check(valid, "valid", 'b', 1, frames * frame_pixels);
+  if (static_mask.ndim() != 2 || static_cast<std::size_t>(static_mask.size()) != frame_pixels ||
+      !(static_mask.flags() & py::array::c_style))
+    throw std::invalid_argument("static_mask must be one C-contiguous frame of bool");
+  auto *dst = static_cast<std::int32_t *>(out.mutable_data());
+  auto *ok = static_cast<std::uint8_t *>(valid.mutable_data());
+  const auto *mask = reinterpret_cast<const std::uint8_t *>(static_mask.data());
+  dispatch_pixel_dtype(stored, "stored", [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_integral_v<T> && sizeof(T) <= 4) {
+      const T *values = static_cast<const T *>(stored.data());
+      py::gil_scoped_release release;
+      stored_to_dxtbx(values, frames, frame_pixels, top, low, high, inclusive, mask,
+                      dst, ok);
+    } else {
+      throw std::invalid_argument("stored must hold integers of at most 32 bits");
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 void bind_chunks(py::module_ &m) {
+  m.def("stored_to_dxtbx", &stored_to_dxtbx_frames, py::arg("stored"), py::arg("top"),
+        py::arg("low"), py::arg("high"), py::arg("inclusive"), py::arg("static_mask"),
+        py::arg("out"), py::arg("valid"),
+        R"doc(Stored integer frames as dxtbx's NXmx reader gives them, and their validity, GIL released.
+
+Parameters
+----------
+stored : ndarray (frames, rows, columns), C-contiguous, integers of at most 32 bits
+top : int
+    2^N for an N-bit readout: 2^N - 1 becomes -1 and 2^N - 2 becomes -2
+    (as FormatNXmx.get_raw_data); 0: no markers.
+low, high : float
+    The panel's trusted range.
+inclusive : bool
+    The range includes its ends (dxtbx >= 3.12) or not (dxtbx 3.11).
+static_mask : ndarray of bool (rows, columns)
+out : ndarray of int32, stored's shape, C-contiguous: the values
+valid : ndarray of bool, stored's shape, C-contiguous: static mask and range
+
+Returns
+-------
+out
+)doc");
   m.def("place_chunk", &place_chunk, py::arg("chunk"), py::arg("chunk_shape"),
         py::arg("out"), py::arg("origin"), py::arg("shuffled") = false,
         R"doc(Copy the part of a decoded HDF5 chunk inside `out` into it, GIL released.

@@ -1,6 +1,7 @@
-// Placing decoded HDF5 chunks into an output block, and cutting a block into
-// chunks for writing: pure C++ (the codecs are in codecs.h, the Python glue
-// in bindings_chunks.cpp).
+// Placing decoded HDF5 chunks into an output block, cutting a block into
+// chunks for writing, and turning stored integer frames into dxtbx's int32
+// values with their validity (`stored_to_dxtbx`): pure C++ (the codecs are
+// in codecs.h, the Python glue in bindings_chunks.cpp).
 //
 // HDF5 stores a chunked dataset as chunks of `chunk_shape` elements (edge
 // chunks are stored whole, padded beyond the dataset). Reading: each decoded
@@ -13,8 +14,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <type_traits>
 
@@ -150,6 +153,50 @@ inline void gather_tile(const std::uint8_t *block,
         continue;
       }
       shuffle_run(src, run, size, dst + first, total);
+    }
+  }
+}
+
+// Stored integer pixels of `frames` frames of `frame_pixels` each, as dxtbx's
+// NXmx reader gives them, with the DIALS validity of each pixel, in one pass:
+// out = value as int32, the readout markers top - 1 -> -1 and top - 2 -> -2
+// (top = 2^N for an N-bit readout; 0: no markers); valid = the static mask
+// (one frame's, the same for every frame) and low <= out <= high (`inclusive`,
+// dxtbx >= 3.12) or low < out < high (dxtbx 3.11).
+template <typename T>
+void stored_to_dxtbx(const T *in, std::size_t frames, std::size_t frame_pixels,
+                     std::int64_t top, double low, double high, bool inclusive,
+                     const std::uint8_t *static_mask, std::int32_t *out,
+                     std::uint8_t *valid) {
+  static_assert(std::is_integral_v<T> && sizeof(T) <= 4,
+                "integer pixels of at most 32 bits");
+  // Wide enough for every stored value and both markers (top <= 2^32).
+  using W = std::conditional_t<(sizeof(T) < 4), std::int32_t, std::int64_t>;
+  const bool markers = top > 0 && top - 2 <= static_cast<std::int64_t>(
+                                                   std::numeric_limits<T>::max());
+  const W marker1 = markers ? static_cast<W>(top - 1) : W(0);
+  const W marker2 = markers ? static_cast<W>(top - 2) : W(0);
+  // The trusted range as integer bounds lo <= value <= hi (values are int32).
+  const double lo_d = inclusive ? std::ceil(low) : std::floor(low) + 1;
+  const double hi_d = inclusive ? std::floor(high) : std::ceil(high) - 1;
+  const std::int64_t lo = static_cast<std::int64_t>(
+      std::clamp(lo_d, -2147483649.0, 2147483648.0));
+  const std::int64_t hi = static_cast<std::int64_t>(
+      std::clamp(hi_d, -2147483649.0, 2147483648.0));
+  for (std::size_t f = 0; f < frames; ++f) {
+    const T *src = in + f * frame_pixels;
+    std::int32_t *dst = out + f * frame_pixels;
+    std::uint8_t *ok = valid + f * frame_pixels;
+    for (std::size_t i = 0; i < frame_pixels; ++i) {
+      const W stored = static_cast<W>(src[i]);
+      std::int32_t value = static_cast<std::int32_t>(stored);
+      if (markers) {
+        value = stored == marker1 ? -1 : value;
+        value = stored == marker2 ? -2 : value;
+      }
+      dst[i] = value;
+      ok[i] = static_cast<std::uint8_t>((value >= lo) & (value <= hi) &
+                                        (static_mask[i] != 0));
     }
   }
 }

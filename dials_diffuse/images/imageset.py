@@ -17,6 +17,7 @@ import dxtbx.model  # noqa: F401  (its converters unpickle an imageset's models:
 import numpy as np
 from dxtbx import flumpy
 
+from dials_diffuse import _kernels
 from dials_diffuse.geometry import rotation_angle_deg
 from dials_diffuse.images.hdf5_sources import check_frames, is_hdf5, open_hdf5
 from dials_diffuse.images.source import (
@@ -25,7 +26,7 @@ from dials_diffuse.images.source import (
     output_buffer,
 )
 from dials_diffuse.io.dectris_master import nxmx_bit_depth_readout
-from dials_diffuse.util.compat import within_trusted_range
+from dials_diffuse.util.compat import trusted_range_is_inclusive, within_trusted_range
 from dials_diffuse.util.errors import DataError
 
 
@@ -169,21 +170,31 @@ class ChunkDecoder:
     first_frame: int
     top: int = None
 
-    def read(self, frames, rows, columns, out=None):
-        """int32 values of images [frames] (a slice), rows x columns of them."""
+    def read(self, frames, rows, columns, static_mask, trusted_range, out=None):
+        """Images [frames] (a slice), rows x columns of them: (data, valid).
+
+        data : int32 values, as dxtbx gives them (`out` if given);
+        valid : the static mask (rows, columns of one frame) and the trusted
+        range (low, high) on the installed dxtbx's rule, as `read_frame`.
+        One C++ pass (`stored_to_dxtbx`) after decoding, GIL released.
+        """
         first = self.first_frame + frames.start
         stored = self.source.read_frames(first, first + frames.stop - frames.start)
-        block = stored[:, rows, columns]
+        block = np.ascontiguousarray(stored[:, rows, columns])
         data = output_buffer(block.shape, np.int32, out)
-        data[...] = block
-        if self.top is not None and self.top - 2 <= np.iinfo(block.dtype).max:
-            # 2^N - 1 -> -1 and 2^N - 2 -> -2 (values above 2^N - 1, which an
-            # N-bit readout cannot give, stay as dxtbx leaves them).
-            markers = block >= self.top - 2
-            if self.top <= np.iinfo(block.dtype).max:
-                markers &= block < self.top
-            np.subtract(data, self.top, out=data, where=markers)
-        return data
+        valid = np.empty(block.shape, dtype=bool)
+        low, high = trusted_range
+        _kernels.stored_to_dxtbx(
+            block,
+            self.top or 0,
+            low,
+            high,
+            trusted_range_is_inclusive(),
+            np.ascontiguousarray(static_mask[rows, columns]),
+            data,
+            valid,
+        )
+        return data, valid
 
 
 def chunk_decoder(imageset):
@@ -234,7 +245,10 @@ def chunk_decoder(imageset):
             return None
         top = None if not bits else 2**31 if bits == 32 else 2**bits
         decoder = ChunkDecoder(source, first, top)
-        decoded = decoder.read(slice(0, 1), slice(None), slice(None))[0]
+        everywhere = np.ones(shape, dtype=bool)
+        decoded = decoder.read(
+            slice(0, 1), slice(None), slice(None), everywhere, (-np.inf, np.inf)
+        )[0][0]
         expected = flumpy.to_numpy(imageset.get_raw_data(0)[0])
     except Exception:  # dxtbx reads, and reports any problem itself
         return None
@@ -355,10 +369,14 @@ class ImagesetSource(ImageSource):
     def _decode(self, frames, rows, columns, out=None):
         """(data, valid) of images [frames] of the one panel, decoded in this
         thread: dxtbx's values, valid as `read_frame` decides."""
-        data = self._chunk_decoder().read(frames, rows, columns, out)
-        valid = within_trusted_range(self.imageset.get_detector()[0], data)
-        valid &= self._static_masks()[0][rows, columns]
-        return data, valid
+        return self._chunk_decoder().read(
+            frames,
+            rows,
+            columns,
+            self._static_masks()[0],
+            self.imageset.get_detector()[0].get_trusted_range(),
+            out,
+        )
 
     def frame(self, index):
         """(data, valid) of every panel of frame `index` (0-based), as

@@ -1,6 +1,7 @@
 """ChunkDecoder: NXmx frames decoded by our codecs give exactly dxtbx's values and mask."""
 
 import numpy as np
+import pytest
 from dxtbx.model.experiment_list import ExperimentListFactory
 
 from dials_diffuse.images.imageset import ImagesetSource, chunk_decoder, read_frame
@@ -87,6 +88,50 @@ def test_markers_of_a_12_bit_readout():
             return np.array([[[4093, 4094, 4095, 4096, 65535]]], np.uint16)
 
     decoder = ChunkDecoder(Stored(), 0, 2**12)
-    data = decoder.read(slice(0, 1), slice(None), slice(None))
+    everywhere = np.ones((1, 5), dtype=bool)
+    data, valid = decoder.read(
+        slice(0, 1), slice(None), slice(None), everywhere, (-1.0, 4096.0)
+    )
     np.testing.assert_array_equal(data[0, 0], [4093, -2, -1, 4096, 65535])
     assert data.dtype == np.int32
+
+
+def numpy_stored_to_dxtbx(stored, top, low, high, inclusive, static_mask):
+    """The reference: FormatNXmx.get_raw_data's int32 values and markers, then
+    DIALS's trusted-range rule and the static mask."""
+    data = stored.astype(np.int64)
+    if top:
+        data = np.where(data == top - 1, -1, np.where(data == top - 2, -2, data))
+    data = data.astype(np.int32)
+    if inclusive:
+        valid = (data >= low) & (data <= high)
+    else:
+        valid = (data > low) & (data < high)
+    return data, valid & static_mask
+
+
+@pytest.mark.parametrize("dtype", ["u1", "u2", "i1", "i2", "i4"])
+@pytest.mark.parametrize("inclusive", [True, False])
+def test_stored_to_dxtbx_kernel_against_numpy(dtype, inclusive):
+    from dials_diffuse import _kernels
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(3)
+    stored = rng.integers(info.min, int(info.max) + 1, (3, 17, 29)).astype(dtype)
+    top = 2 ** (8 * np.dtype(dtype).itemsize) if dtype.startswith("u") else 0
+    if top:
+        stored[0, :2, :5] = top - 1
+        stored[1, :2, :5] = top - 2
+    static_mask = rng.random((17, 29)) > 0.1
+    low, high = -1.0, float(info.max) * 0.8
+    data = np.empty(stored.shape, np.int32)
+    valid = np.empty(stored.shape, bool)
+    _kernels.stored_to_dxtbx(
+        stored, top, low, high, inclusive, static_mask, data, valid
+    )
+    expected, expected_valid = numpy_stored_to_dxtbx(
+        stored, top, low, high, inclusive, static_mask
+    )
+    np.testing.assert_array_equal(data, expected)
+    np.testing.assert_array_equal(valid, expected_valid)
+    assert valid.any() and not valid.all()
