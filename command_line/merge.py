@@ -8,7 +8,7 @@ import pandas as pd
 
 from dials_diffuse.algorithms.diffuse.crystals import (
     check_indexing_phil,
-    check_table_files,
+    check_tables,
     refuse_inconsistent_indexing,
 )
 from dials_diffuse.algorithms.diffuse.merge import do_merge
@@ -124,14 +124,16 @@ def main(params, inputs, run):
             f"{len(models)} scaling model(s) for {len(tables)} table(s): give one "
             "scale.nxs per corrected.nxs, in the same order, or none"
         )
+    loaded = [load_table(path, "hkl_table", finite=True) for path in tables]
     if params.check_indexing and len(tables) > 1:
+        names = [str(path) for path in tables]
         refuse_inconsistent_indexing(
-            check_table_files(tables),
-            {str(path): f"{path}'s experiment" for path in tables},
+            check_tables(loaded, names, loaded[0].attrs),
+            {name: f"{name}'s experiment" for name in names},
         )
     with run.timer("merge"):
         result = do_merge(
-            [load_table(path, "hkl_table", finite=True) for path in tables],
+            loaded,
             params,
             models=[read_scale_model(path) for path in models],
             names=[str(path) for path in tables],

@@ -233,14 +233,14 @@ def anisotropic_voxel_means(table, subdivide, space_group, operator=AS_INDEXED):
     from cctbx import sgtbx
 
     from dials_diffuse.algorithms.diffuse.correct import map_to_asu
+    from dials_diffuse.algorithms.diffuse.integrate import pack_voxel_index
 
     rotation = np.array(sgtbx.change_of_basis_op(operator).c_inv().r().as_double())
     hkl = np.column_stack([np.asarray(table[c], np.float64) for c in "hkl"])
     hkl = hkl @ rotation.reshape(3, 3)
     asu, _ = map_to_asu(hkl, subdivide, space_group)
     scale = int(np.lcm.reduce(np.asarray(subdivide, dtype=np.int64)))
-    index = np.rint(asu * scale).astype(np.int64) + 2**20
-    key = (index[:, 0] << 42) | (index[:, 1] << 21) | index[:, 2]
+    key = pack_voxel_index(np.rint(asu * scale).astype(np.int64))
     voxels = (
         pd.DataFrame(
             {
@@ -324,36 +324,42 @@ check_indexing = True
 INDEXING_COLUMNS = ("h", "k", "l", "s", "intensity")
 
 
-def check_table_files(paths):
-    """`check_indexing` of corrected table files, from their own symmetry.
+def check_tables(tables, names, attrs):
+    """`check_indexing` of corrected tables, from their own symmetry.
 
-    The first table's cell, space group and subdivide (its attributes) give
-    the alternative indexings; none, and the check is empty. The tables are
-    read one at a time, only the columns the check needs.
+    `attrs` (the first table's attributes: unit_cell, space_group,
+    subdivide) give the alternative indexings; none, and the check is empty
+    and `tables` (a list, or a generator that loads each) is not read.
     """
     from cctbx import crystal
 
-    from dials_diffuse.io.tables import load_table
-
-    def tables():
-        for path in paths:
-            yield load_table(path, "hkl_table", finite=True, columns=INDEXING_COLUMNS)
-
-    first = load_table(paths[0], "hkl_table", columns=())
     symmetry = crystal.symmetry(
-        unit_cell=tuple(first.attrs["unit_cell"]),
-        space_group_symbol=str(first.attrs["space_group"]),
+        unit_cell=tuple(attrs["unit_cell"]),
+        space_group_symbol=str(attrs["space_group"]),
     )
     operators = ambiguity_of_symmetry(symmetry).operators
-    if not operators or len(paths) < 2:
+    if not operators or len(names) < 2:
         return []
     return check_indexing(
-        tables(),
-        [str(path) for path in paths],
+        tables,
+        names,
         operators,
-        tuple(int(n) for n in first.attrs["subdivide"]),
+        tuple(int(n) for n in attrs["subdivide"]),
         symmetry.space_group(),
     )
+
+
+def check_table_files(paths):
+    """`check_tables` of corrected table files, read one at a time, only the
+    columns the check needs (for a program that holds other columns)."""
+    from dials_diffuse.io.tables import load_table
+
+    tables = (
+        load_table(path, "hkl_table", finite=True, columns=INDEXING_COLUMNS)
+        for path in paths
+    )
+    first = load_table(paths[0], "hkl_table", columns=())
+    return check_tables(tables, [str(path) for path in paths], first.attrs)
 
 
 def refuse_inconsistent_indexing(checks, fixes):

@@ -91,7 +91,7 @@ class ChunkIntegrator:
         )
 
 
-def _pack(index):
+def pack_voxel_index(index):
     """One int64 key per voxel index (n, 3): 21 bits per axis, offset to positive."""
     index = np.asarray(index).reshape(-1, 3)
     key = index[:, 0].astype(np.int64) + _OFFSET
@@ -104,8 +104,8 @@ def _pack(index):
     return key
 
 
-def _unpack(key):
-    """Voxel indices (n, 3) int64 of packed keys (the inverse of `_pack`)."""
+def unpack_voxel_keys(key):
+    """Voxel indices (n, 3) int64 of packed keys (the inverse of `pack_voxel_index`)."""
     mask = (1 << 21) - 1
     return np.stack(
         [(key >> 42) - _OFFSET, ((key >> 21) & mask) - _OFFSET, (key & mask) - _OFFSET],
@@ -147,7 +147,7 @@ def merge_partials(partials, subdivide, max_spread, integer_counts=True):
     """
     if max_spread <= 0:
         raise DataError("max_spread must be positive (degrees)")
-    keys = np.concatenate([_pack(p["index"]) for p in partials] or [[]])
+    keys = np.concatenate([pack_voxel_index(p["index"]) for p in partials] or [[]])
     if len(keys) == 0:
         raise DataError("no unmasked pixel to integrate")
 
@@ -185,7 +185,7 @@ def merge_partials(partials, subdivide, max_spread, integer_counts=True):
     def total(values):
         return np.bincount(row, weights=values, minlength=len(starts))
 
-    hkl_index = _unpack(keys[starts])
+    hkl_index = unpack_voxel_keys(keys[starts])
     pixels = np.rint(total(pixels)).astype(np.int64)
     counts = total(column("counts"))
     columns = {

@@ -33,7 +33,11 @@ from libtbx.phil import parse
 from dials_diffuse.algorithms.diffuse import correct as correct_step
 from dials_diffuse.algorithms.diffuse import merge as merge_step
 from dials_diffuse.algorithms.diffuse.correct import correction_factors, map_to_asu
-from dials_diffuse.algorithms.diffuse.integrate import ChunkIntegrator, _pack, _unpack
+from dials_diffuse.algorithms.diffuse.integrate import (
+    ChunkIntegrator,
+    pack_voxel_index,
+    unpack_voxel_keys,
+)
 from dials_diffuse.algorithms.diffuse.scale import TERMS, ScaleModel
 from dials_diffuse.algorithms.diffuse.sweep import check_exposure_times
 from dials_diffuse.io.tables import Table
@@ -145,7 +149,7 @@ def corrected_partials(partial, experiment, subdivide, corrections, model, space
     a, b, c, d = model.factors(pd.DataFrame({"phi": phi, "s": s, "ix": ix, "iy": iy}))
     exposure = seconds * efficiency
     asu, _ = map_to_asu(hkl, subdivide, space_group)
-    keys = _pack(np.rint(asu * subdivide).astype(np.int64))
+    keys = pack_voxel_index(np.rint(asu * subdivide).astype(np.int64))
     unique, row = np.unique(keys, return_inverse=True)
     row = row.ravel()
     values = {
@@ -310,7 +314,7 @@ def do_reintegrate(
 def _voxel_table(sums, params, space_group, corrections):
     """The `hkl_table` of the summed voxels: intensities or the sums themselves."""
     subdivide = np.asarray(params.subdivide, dtype=np.int64)
-    index = _unpack(sums["key"])
+    index = unpack_voxel_keys(sums["key"])
     columns = {
         name: (index[:, axis] / subdivide[axis]).astype(np.float32)
         for axis, name in enumerate("hkl")

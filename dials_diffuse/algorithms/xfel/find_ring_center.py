@@ -307,10 +307,14 @@ def ring_coverage(valid, plane, beam, beam_mm, two_theta, origin_px, nphi, found
     return min(1.0, found / on_valid) if on_valid else 0.0
 
 
-def _refined_start(image, valid, plane, beam, origin_px, points, beam_mm, fit, nphi):
+def _refined_start(
+    image, valid, plane, beam, origin_px, points, beam_mm, half_width, nphi
+):
     """(score, coverage, `refine_in_lab` result) of one start: the fitted
     ring's rms (px) over the fraction of it the image follows (lower is better)."""
-    result = refine_in_lab(image, valid, plane, beam, origin_px, points, beam_mm, fit)
+    result = refine_in_lab(
+        image, valid, plane, beam, origin_px, points, beam_mm, half_width, nphi
+    )
     beam_mm, two_theta, _, radial_mm, inliers, _ = result
     coverage = ring_coverage(
         valid, plane, beam, beam_mm, two_theta, origin_px, nphi, inliers.sum()
@@ -319,17 +323,18 @@ def _refined_start(image, valid, plane, beam, origin_px, points, beam_mm, fit, n
     return rms_px / max(coverage, 0.05), coverage, result
 
 
-def refine_in_lab(image, valid, plane, beam, origin_px, points, beam_mm, fit):
+def refine_in_lab(
+    image, valid, plane, beam, origin_px, points, beam_mm, half_width, nphi
+):
     """Beam centre and 2θ from ring points, in laboratory coordinates.
 
     The points (image px) are fitted by `fit_beam_centre`; then new points
     are taken along the ring the fitted beam centre predicts (an ellipse on
-    a tilted detector), at least once and until the beam centre settles
-    (1e-3 px, at most 5 rounds). Returns (beam_mm, two_theta, covariance, radial_mm, inliers,
+    a tilted detector), within ±`half_width` px of it in `nphi` sectors, at
+    least once and until the beam centre settles (1e-3 px, at most 5
+    rounds). Returns (beam_mm, two_theta, covariance, radial_mm, inliers,
     points) of the last round.
     """
-    half_width = 1.5 * fit.fwhm  # as find_ring_centre
-    nphi = int(np.clip(np.pi * fit.radius, 36, 720))
     for iteration in range(5):
         points_mm = (points + origin_px) * plane.pixel
         new_mm, two_theta, covariance, radial_mm, inliers = fit_beam_centre(
@@ -448,7 +453,9 @@ def fit_ring_centre(
     if len(model_points) >= 10:
         starts.append((model_points, foot_mm))
     refined = [
-        _refined_start(image, valid, plane, beam, origin_px, points, beam_mm, fit, nphi)
+        _refined_start(
+            image, valid, plane, beam, origin_px, points, beam_mm, half_width, nphi
+        )
         for points, beam_mm in starts
     ]
     if max(coverage for _, coverage, _ in refined) < MIN_RING_COVERAGE:
@@ -461,7 +468,15 @@ def fit_ring_centre(
             logger.info("Refining from the ring's ridge in a wide window")
             refined.append(
                 _refined_start(
-                    image, valid, plane, beam, origin_px, ridge, circle_mm, fit, nphi
+                    image,
+                    valid,
+                    plane,
+                    beam,
+                    origin_px,
+                    ridge,
+                    circle_mm,
+                    half_width,
+                    nphi,
                 )
             )
     _, coverage, best = min(refined, key=lambda r: r[0])
